@@ -14,6 +14,7 @@ from cadence.errors import CadenceError
 
 COMMAND_MODULES = (
     "cadence.cli.schedules",
+    "cadence.cli.curricula",
 )
 
 

@@ -1,0 +1,297 @@
+"""The :class:`Policy` interface every curriculum implements, with its one feedback path.
+
+A policy holds a distribution over arms (:meth:`Policy.probabilities`), draws item ids with its
+own ``numpy`` generator (:meth:`Policy.sample`), and learns from per-item signals passed to
+:meth:`Policy.observe`. The base class validates every signal before any state changes:
+
+* a signal the policy needs but did not get raises :class:`MissingSignalError` naming it;
+* an unknown item id raises :class:`~cadence.curricula.arms.UnknownItemError` naming the id;
+* NaN/inf values are dropped (the whole row) and counted in ``policy.dropped``, never stored;
+* empty arms get probability 0.
+
+``state_dict()`` holds plain Python and numpy values, including the RNG, and
+``load_state_dict`` rejects state from another policy kind or another arm set, changing nothing.
+
+    >>> from cadence.curricula import Arms, FixedMixture
+    >>> policy = FixedMixture(Arms(["a", "b", "b"]), {"a": 3, "b": 1}, seed=0)
+    >>> policy.probabilities().tolist()
+    [0.75, 0.25]
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, ClassVar, Hashable, Mapping
+
+import numpy as np
+
+from cadence.clock import Clock
+from cadence.curricula.arms import Arms
+from cadence.errors import CadenceError, StateError
+
+SIGNALS = ("loss", "reward", "advantage", "correct")
+"""The per-item signals :meth:`Policy.observe` accepts."""
+
+POLICIES: dict[str, type[Policy]] = {}
+"""Registry name → policy class (see :func:`make_policy`)."""
+
+
+class MissingSignalError(CadenceError):
+    """``observe`` was called without a signal the policy needs."""
+
+
+def as_signal(name: str, values: Any, n: int) -> np.ndarray:
+    """A per-item signal as a float64 array of length ``n`` (accepts lists, numpy, torch)."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    if arr.shape[0] != n:
+        raise CadenceError(f"signal {name!r} has {arr.shape[0]} values for {n} item ids; pass one value per id")
+    if name == "correct":
+        finite = arr[np.isfinite(arr)]
+        if not np.all((finite == 0) | (finite == 1)):
+            raise CadenceError(f"signal 'correct' must be 0/1 or bool, got {finite[(finite != 0) & (finite != 1)][0]!r}")
+    return arr
+
+
+def arm_means(arm_idx: np.ndarray, values: np.ndarray, num_arms: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-arm ``(mean of values, count)``; the mean is 0 where the count is 0."""
+    counts = np.bincount(arm_idx, minlength=num_arms).astype(np.float64)
+    sums = np.bincount(arm_idx, weights=values, minlength=num_arms)
+    return np.divide(sums, counts, out=np.zeros(num_arms), where=counts > 0), counts
+
+
+def softmax(x: np.ndarray, temperature: float, mask: np.ndarray | None = None) -> np.ndarray:
+    """``exp(x/τ)`` normalised (the max is subtracted first); entries outside ``mask`` get 0."""
+    z = np.asarray(x, dtype=np.float64) / temperature
+    if mask is not None:
+        z = np.where(mask, z, -np.inf)
+    z = np.exp(z - np.max(z))
+    return z / z.sum()
+
+
+def per_arm(arms: Arms, values: Mapping[Hashable, Any] | Any, what: str) -> list:
+    """A per-arm list from a mapping ``{arm name: value}`` (all arms must be named) or a sequence."""
+    if isinstance(values, Mapping):
+        unknown = [k for k in values if k not in set(arms.names)]
+        if unknown:
+            raise CadenceError(f"{what}: unknown arm {unknown[0]!r}; arms are {arms.names!r}")
+        missing = [k for k in arms.names if k not in values]
+        if missing:
+            raise CadenceError(f"{what}: no value for arm {missing[0]!r}")
+        return [values[k] for k in arms.names]
+    out = list(values)
+    if len(out) != arms.num_arms:
+        raise CadenceError(f"{what}: expected {arms.num_arms} values (one per arm), got {len(out)}")
+    return out
+
+
+class Policy:
+    """Base class of curricula. Subclasses implement :meth:`_arm_weights` and, if adaptive,
+    :meth:`_update`; they list their state attributes in ``_state``.
+
+    Args:
+        arms: the :class:`~cadence.curricula.arms.Arms` to choose from.
+        seed: seed of the policy's private ``numpy.random.Generator``.
+        clock: a :class:`~cadence.Clock` for time-dependent policies (its state is the caller's
+            to checkpoint; the policy only reads it).
+    """
+
+    name: ClassVar[str] = ""
+    requires: frozenset[str] = frozenset()
+    _state: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("name"):
+            POLICIES[cls.name] = cls
+
+    def __init__(self, arms: Arms, *, seed: int = 0, clock: Clock | None = None) -> None:
+        if not isinstance(arms, Arms):
+            raise CadenceError(f"{type(self).__name__} needs an Arms object first, got {type(arms).__name__}")
+        self.arms = arms
+        self.clock = clock
+        self.rng = np.random.default_rng(seed)
+        self.dropped = dict.fromkeys(SIGNALS, 0)
+        self.drawn = np.zeros(arms.num_arms, dtype=np.int64)
+        self.observed = np.zeros(arms.num_arms, dtype=np.int64)
+
+    # ------------------------------------------------------------------ distribution
+    def _arm_weights(self) -> np.ndarray:
+        """Non-negative weights over arms (normalised by :meth:`probabilities`)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _arm_weights()")
+
+    def probabilities(self) -> np.ndarray:
+        """The current distribution over arms (empty arms get 0); sums to 1."""
+        w = np.where(self.arms.active, np.asarray(self._arm_weights(), dtype=np.float64), 0.0)
+        if not np.all(np.isfinite(w)) or np.any(w < 0):
+            raise CadenceError(f"{type(self).__name__} produced invalid arm weights {w!r}")
+        total = w.sum()
+        if total <= 0:
+            raise CadenceError(f"{type(self).__name__}: every arm with items has weight 0; nothing can be sampled")
+        return w / total
+
+    def candidates(self, arm: int) -> np.ndarray:
+        """Item ids of ``arm`` that the policy may draw now (all of them unless it admits a subset)."""
+        return self.arms.items(arm)
+
+    # ------------------------------------------------------------------ drawing
+    def sample(self, n: int) -> np.ndarray:
+        """``n`` item ids drawn with replacement with the policy's own RNG."""
+        ids = self.draw(n, self.rng)
+        self.record_drawn(ids)
+        return ids
+
+    def draw(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` item ids drawn with replacement using ``rng`` (samplers pass their own)."""
+        if n < 0:
+            raise CadenceError(f"cannot draw a negative number of items ({n})")
+        return self._items_in(self.draw_arms(n, rng, self.probabilities()), rng)
+
+    def record_drawn(self, item_ids: np.ndarray) -> None:
+        """Count items handed out for training (``sample`` and samplers call this)."""
+        self.drawn += np.bincount(self.arms.item_arm[item_ids], minlength=self.arms.num_arms)
+
+    @staticmethod
+    def draw_arms(n: int, rng: np.random.Generator, p: np.ndarray) -> np.ndarray:
+        """``n`` arm indices from the distribution ``p`` (inverse CDF, vectorised)."""
+        cdf = np.cumsum(p)
+        arm = np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right")
+        return np.minimum(arm, len(p) - 1)
+
+    def _items_in(self, arm: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One uniformly drawn candidate item per entry of ``arm``."""
+        a = self.arms
+        pick = (rng.random(len(arm)) * a.sizes[arm]).astype(np.int64)
+        return a.by_arm[a.offsets[arm] + pick].astype(np.int64)
+
+    # ------------------------------------------------------------------ feedback
+    def observe(self, item_ids: Any, *, loss: Any = None, reward: Any = None, advantage: Any = None,
+                correct: Any = None) -> None:
+        """Feed back per-item signals (arrays aligned with ``item_ids``; any subset of the four).
+
+        Rows where a needed signal is NaN/inf are dropped and counted in ``self.dropped``. A
+        policy with no needs only counts observations.
+        """
+        checked = self.validate(item_ids, loss=loss, reward=reward, advantage=advantage, correct=correct)
+        if checked is not None:
+            self._update(*checked)
+            self.observed += np.bincount(checked[1], minlength=self.arms.num_arms)
+
+    def validate(self, item_ids: Any, **signals: Any) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]] | None:
+        """Check ids and needed signals; drop and count non-finite rows. Returns
+        ``(ids, arm index per id, {signal: values})`` or ``None`` if no row is left."""
+        given = {k: v for k, v in signals.items() if v is not None}
+        missing = sorted(self.requires - given.keys())
+        if missing:
+            raise MissingSignalError(
+                f"{type(self).__name__} needs signal {', '.join(repr(m) for m in missing)} in observe(); "
+                f"got {', '.join(sorted(given)) or 'no signals'}")
+        ids = self.arms.check_ids(item_ids)
+        columns = {k: as_signal(k, given[k], len(ids)) for k in sorted(self.requires)}
+        keep: np.ndarray | None = None
+        for k, col in columns.items():
+            finite = np.isfinite(col)
+            if not finite.all():
+                self.dropped[k] += int(len(col) - finite.sum())
+                keep = finite if keep is None else keep & finite
+        if keep is not None:
+            ids, columns = ids[keep], {k: col[keep] for k, col in columns.items()}
+        if len(ids) == 0:
+            return None
+        return ids, self.arms.item_arm[ids].astype(np.int64), columns
+
+    def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray]) -> None:
+        """Learn from validated, finite signals (default: nothing to learn)."""
+
+    # ------------------------------------------------------------------ introspection
+    def scores(self) -> dict[str, np.ndarray]:
+        """Per-arm internal scores for logs and plots (e.g. UCB values)."""
+        return {}
+
+    def stats(self) -> dict[str, Any]:
+        """Plain-Python snapshot: arm names, probabilities, counts, scores, dropped signals."""
+        out: dict[str, Any] = {
+            "policy": self.name, "arms": [str(k) for k in self.arms.names],
+            "probabilities": self.probabilities().tolist(),
+            "drawn": self.drawn.tolist(), "observed": self.observed.tolist(), "dropped": dict(self.dropped),
+        }
+        out["scores"] = {k: np.asarray(v, dtype=np.float64).tolist() for k, v in self.scores().items()}
+        return out
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly (plain Python and numpy values, RNG included)."""
+        sd: dict[str, Any] = {"kind": type(self).__name__, "arms": self.arms.signature(),
+                              "rng": copy.deepcopy(self.rng.bit_generator.state),
+                              "dropped": dict(self.dropped), "drawn": self.drawn.copy(),
+                              "observed": self.observed.copy()}
+        for key in self._state:
+            sd[key] = copy.deepcopy(getattr(self, key))
+        return sd
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` output; rejects another kind or arm set, changing nothing."""
+        kind = type(self).__name__
+        if not isinstance(state, Mapping) or state.get("kind") != kind:
+            got = state.get("kind") if isinstance(state, Mapping) else type(state).__name__
+            raise StateError(f"state is for {got!r}, not {kind!r}")
+        keys = ("arms", "rng", "dropped", "drawn", "observed") + self._state
+        absent = [k for k in keys if k not in state]
+        if absent:
+            raise StateError(f"{kind} state lacks {absent!r}")
+        if state["arms"] != self.arms.signature():
+            theirs = state["arms"] if isinstance(state["arms"], Mapping) else {}
+            raise StateError(
+                f"state was saved for another arm set ({len(theirs.get('names', []))} arms "
+                f"{theirs.get('names', [])[:5]}…, sizes {theirs.get('sizes', [])[:5]}…); this {kind} has "
+                f"{self.arms.num_arms} arms {[repr(k) for k in self.arms.names][:5]}…")
+        staged: dict[str, Any] = {}
+        for key in ("drawn", "observed") + self._state:
+            mine, theirs = getattr(self, key), state[key]
+            if isinstance(mine, np.ndarray):
+                theirs = np.asarray(theirs)
+                if theirs.shape != mine.shape:
+                    raise StateError(f"{kind} state field {key!r} has shape {theirs.shape}, expected {mine.shape}")
+                theirs = theirs.astype(mine.dtype, copy=True)
+            else:
+                theirs = copy.deepcopy(theirs)
+            staged[key] = theirs
+        rng = np.random.default_rng()
+        try:
+            rng.bit_generator.state = copy.deepcopy(state["rng"])
+        except (TypeError, ValueError, KeyError) as e:
+            raise StateError(f"{kind} state has an unusable RNG state: {e}") from None
+        if set(state["dropped"]) != set(SIGNALS):
+            raise StateError(f"{kind} state field 'dropped' must count {SIGNALS}")
+        self._check_state(staged)
+        for key, value in staged.items():
+            setattr(self, key, value)
+        self.dropped = {k: int(v) for k, v in state["dropped"].items()}
+        self.rng = rng
+        self._after_load()
+
+    def _after_load(self) -> None:
+        """Drop caches derived from state (called after a successful load)."""
+
+    def _check_state(self, staged: dict[str, Any]) -> None:
+        """Extra validation of staged state before it is applied (subclasses may raise StateError)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.arms!r})"
+
+
+def make_policy(name: str, arms: Arms, **kwargs: Any) -> Policy:
+    """Build a policy by its registry name, e.g. ``make_policy("dump", arms, temperature=0.1)``.
+
+        >>> from cadence.curricula import Arms
+        >>> make_policy("uniform", Arms(["a", "b"])).probabilities().tolist()
+        [0.5, 0.5]
+    """
+    import cadence.curricula.policies  # noqa: F401  (fills the registry)
+
+    try:
+        cls = POLICIES[name.lower().replace("-", "_")]
+    except KeyError:
+        raise CadenceError(f"unknown curriculum policy {name!r}; choose from {sorted(POLICIES)}") from None
+    return cls(arms, **kwargs)

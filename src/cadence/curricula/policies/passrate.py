@@ -1,0 +1,186 @@
+"""RL pass-rate band filter with batch refill (algorithms.md §3.3 balanced filtering, §3.4 DAPO).
+
+Each prompt is rolled out ``G`` times; its group pass rate ``p̂ = #correct / G`` is kept if it lies
+in the band. ``closed`` says which ends belong to it: ``"neither"`` (default, ``low < p̂ < high``;
+with the default band (0, 1) this is DAPO's dynamic sampling), ``"both"`` (``low ≤ p̂ ≤ high``,
+e.g. balanced filtering with [0.2, 0.8]), ``"low"`` or ``"high"``. :meth:`PassRateFilter.fill`
+draws and rolls out more prompts until the batch is full or the bound on extra rollouts is hit.
+Every result updates a per-prompt history (attempts, successes, last pass rate).
+
+    >>> import numpy as np
+    >>> from cadence.curricula import Arms, PassRateFilter
+    >>> filt = PassRateFilter(Arms(["math"] * 3))
+    >>> sel = filt.select([0, 0, 1, 1, 2, 2], correct=[1, 0, 1, 1, 0, 0])
+    >>> sel.kept.tolist(), sel.pass_rate.tolist()
+    ([0], [0.5, 1.0, 0.0])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+import numpy as np
+
+from cadence.clock import Clock
+from cadence.curricula.arms import Arms
+from cadence.curricula.base import Policy
+from cadence.errors import CadenceError
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Result of :meth:`PassRateFilter.select` for one round of rollouts.
+
+    ``prompts``: the distinct prompt ids in first-appearance order; ``pass_rate``: their group pass
+    rates; ``kept``: the prompts in the band (same order); ``mask``: per rollout, whether its
+    prompt was kept (rows dropped for NaN are ``False``).
+    """
+
+    prompts: np.ndarray
+    pass_rate: np.ndarray
+    kept: np.ndarray
+    mask: np.ndarray
+
+
+@dataclass(frozen=True)
+class Fill:
+    """Result of :meth:`PassRateFilter.fill`: ``kept`` prompt ids (at most ``batch_size``), their
+    ``correct`` rollouts (kept × G), ``rounds`` of generation, ``rollouts`` spent, ``extra_rollouts``
+    (beyond the first round) and ``full`` (whether ``batch_size`` prompts were kept)."""
+
+    kept: np.ndarray
+    correct: np.ndarray
+    rounds: int
+    rollouts: int
+    extra_rollouts: int
+    full: bool
+
+
+class PassRateFilter(Policy):
+    """Keep prompt groups whose pass rate lies in ``[low, high]`` (ends per ``closed``).
+
+    Args:
+        low, high: the band; defaults (0, 1) with open ends keep groups that are neither all
+            correct nor all wrong.
+        closed: ``"neither"``, ``"both"``, ``"low"`` or ``"high"``: which band ends are kept.
+        max_extra_rollouts: bound on rollouts :meth:`fill` may spend beyond its first round
+            (``None``: unbounded; 0: never refill).
+
+    Sampling is uniform over items. ``observe(ids, correct=...)`` only records history;
+    :meth:`select` records and filters.
+    """
+
+    name = "pass_rate"
+    requires = frozenset({"correct"})
+    _state = ("attempts", "successes", "last_rate", "kept_count", "rounds", "rollouts")
+
+    def __init__(self, arms: Arms, low: float = 0.0, high: float = 1.0, *,
+                 closed: Literal["neither", "both", "low", "high"] = "neither", max_extra_rollouts: int | None = None,
+                 seed: int = 0, clock: Clock | None = None) -> None:
+        if not (0 <= low <= high <= 1):
+            raise CadenceError(f"need 0 <= low <= high <= 1, got low={low!r}, high={high!r}")
+        if closed not in ("neither", "both", "low", "high"):
+            raise CadenceError(f"closed must be 'neither', 'both', 'low' or 'high', got {closed!r}")
+        if closed != "both" and low == high:
+            raise CadenceError(f"the band ({low}, {high}) with closed={closed!r} keeps nothing")
+        if max_extra_rollouts is not None and max_extra_rollouts < 0:
+            raise CadenceError(f"max_extra_rollouts must be >= 0 or None, got {max_extra_rollouts!r}")
+        super().__init__(arms, seed=seed, clock=clock)
+        self.low, self.high, self.closed, self.max_extra_rollouts = float(low), float(high), closed, max_extra_rollouts
+        n = arms.num_items
+        self.attempts = np.zeros(n, dtype=np.int32)
+        self.successes = np.zeros(n, dtype=np.int32)
+        self.last_rate = np.full(n, -1.0, dtype=np.float32)
+        self.kept_count = np.zeros(n, dtype=np.int32)
+        self.rounds = 0
+        self.rollouts = 0
+
+    def in_band(self, pass_rate: Any) -> np.ndarray:
+        """Whether each pass rate lies in the band."""
+        p = np.asarray(pass_rate, dtype=np.float64)
+        above = p >= self.low if self.closed in ("both", "low") else p > self.low
+        below = p <= self.high if self.closed in ("both", "high") else p < self.high
+        return above & below
+
+    def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray]) -> None:
+        self._record(ids, signals["correct"])
+
+    def _record(self, ids: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        prompts, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+        wins = np.bincount(inverse, weights=correct, minlength=len(prompts))
+        tries = np.bincount(inverse, minlength=len(prompts))
+        rate = wins / tries
+        self.attempts[prompts] += tries.astype(np.int32)
+        self.successes[prompts] += wins.astype(np.int32)
+        self.last_rate[prompts] = rate.astype(np.float32)
+        self.rollouts += len(ids)
+        order = np.argsort(first, kind="stable")                # first-appearance order
+        return prompts[order], rate[order], inverse
+
+    def select(self, prompt_ids: Any, correct: Any) -> Selection:
+        """Record one round of rollouts (``prompt_ids`` repeated once per rollout, ``correct`` 0/1
+        per rollout) and return which prompt groups are kept."""
+        n = len(np.asarray(prompt_ids).reshape(-1))
+        checked = self.validate(prompt_ids, correct=correct)
+        if checked is None:
+            return Selection(np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64), np.zeros(n, dtype=bool))
+        ids, arm, signals = checked
+        self.observed += np.bincount(arm, minlength=self.arms.num_arms)
+        prompts, rate, _ = self._record(ids, signals["correct"])
+        keep = self.in_band(rate)
+        kept = prompts[keep]
+        self.kept_count[kept] += 1
+        self.rounds += 1
+        all_ids = self.arms.check_ids(prompt_ids)
+        finite = np.isfinite(np.asarray(correct, dtype=np.float64).reshape(-1))
+        return Selection(prompts, rate, kept, np.isin(all_ids, kept) & finite)
+
+    def fill(self, batch_size: int, rollout: Callable[[np.ndarray], Any], *, chunk: int | None = None) -> Fill:
+        """Draw ``chunk`` prompts (default ``batch_size``) per round, call ``rollout(prompt_ids)``
+        → 0/1 array ``(len(prompt_ids), G)``, keep in-band groups, and repeat until ``batch_size``
+        prompts are kept or another round would exceed ``max_extra_rollouts``."""
+        if batch_size < 1:
+            raise CadenceError(f"batch_size must be positive, got {batch_size}")
+        chunk = batch_size if chunk is None else chunk
+        kept: list[np.ndarray] = []
+        results: list[np.ndarray] = []
+        n_kept = rounds = spent = first_round = 0
+        while n_kept < batch_size:
+            drawn = self.sample(chunk)
+            prompts = drawn[np.sort(np.unique(drawn, return_index=True)[1])]   # distinct, in draw order
+            correct = np.asarray(rollout(prompts), dtype=np.float64)
+            if correct.ndim != 2 or correct.shape[0] != len(prompts):
+                raise CadenceError(f"rollout must return a (prompts, G) array, got shape {correct.shape}")
+            group = correct.shape[1]
+            if rounds == 0:
+                first_round = correct.size
+            sel = self.select(np.repeat(prompts, group), correct.reshape(-1))
+            position = {int(p): i for i, p in enumerate(prompts)}
+            rows = np.array([position[int(p)] for p in sel.kept], dtype=np.int64)
+            kept.append(sel.kept)
+            results.append(correct[rows] if len(rows) else np.zeros((0, group)))
+            n_kept += len(sel.kept)
+            rounds += 1
+            spent += correct.size
+            if n_kept >= batch_size:
+                break
+            if self.max_extra_rollouts is not None and spent - first_round + chunk * group > self.max_extra_rollouts:
+                break
+        ids = np.concatenate(kept)[:batch_size]
+        return Fill(ids, np.concatenate(results)[:batch_size], rounds, spent, spent - first_round,
+                    len(ids) >= batch_size)
+
+    def pass_rate(self, item_ids: Any) -> np.ndarray:
+        """Cumulative pass rate of each prompt over its history (NaN if never tried)."""
+        ids = self.arms.check_ids(item_ids)
+        tries = self.attempts[ids]
+        return np.divide(self.successes[ids], tries, out=np.full(len(ids), np.nan), where=tries > 0)
+
+    def _arm_weights(self) -> np.ndarray:
+        return self.arms.sizes.astype(np.float64)
+
+    def scores(self) -> dict[str, np.ndarray]:
+        tries = np.bincount(self.arms.item_arm, weights=self.attempts, minlength=self.arms.num_arms)
+        wins = np.bincount(self.arms.item_arm, weights=self.successes, minlength=self.arms.num_arms)
+        return {"pass_rate": np.divide(wins, tries, out=np.zeros_like(wins), where=tries > 0)}
