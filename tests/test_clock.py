@@ -208,3 +208,22 @@ def test_axis_conversion_errors_name_the_missing_rate():
     with pytest.raises(BudgetError, match="tokens_per_step"):
         axis.length(Duration.parse("10 steps"))
     assert math.isclose(Axis("steps", 100, {"tokens": 0.01}).convert(10, "tokens"), 1000)
+
+
+def test_dropping_a_token_budget_keeps_positions_in_tokens():
+    clock = Clock(budget="10K tokens")
+    clock.advance(tokens=1000)
+    clock.set_budget("20K tokens")
+    before = clock.position
+    clock.set_budget(None)
+    assert clock.unit == "tokens" and clock.position == before and clock.progress is None
+    clock.advance(tokens=500)
+    assert clock.position == before + 500 * clock.state_dict()["anchor"][2]
+
+
+def test_open_ended_step_run_given_a_token_budget_is_positioned_by_tokens_done():
+    clock = Clock()
+    for _ in range(10):
+        clock.advance(tokens=100)
+    clock.set_budget("2K tokens")
+    assert clock.unit == "tokens" and clock.progress == 0.5

@@ -275,6 +275,7 @@ class Clock:
                     raise BudgetError(f"{unit}_per_step must be positive and finite, got {rate!r}")
                 nominal[unit] = float(rate)
         self.budget = parse_budget(budget)
+        self._unit = self.budget.unit if self.budget else "steps"
         self.on_budget_change: BudgetChangeRule = on_budget_change
         self.nominal_per_step = nominal
         self.counts = dict.fromkeys(UNITS, 0.0)
@@ -290,8 +291,8 @@ class Clock:
     # ------------------------------------------------------------------ reading
     @property
     def unit(self) -> str:
-        """The unit positions are counted in: the budget's, or steps for an open-ended run."""
-        return self.budget.unit if self.budget else "steps"
+        """The unit positions are counted in: the budget's (steps for a run that never had one)."""
+        return self._unit
 
     @property
     def steps(self) -> float:
@@ -421,32 +422,33 @@ class Clock:
         schedule still fits); on error nothing changes.
         """
         new = parse_budget(budget)
-        old_state = (self.budget, self._anchor, self.schedule_total, self._axis)
+        old_state = (self.budget, self._unit, self._anchor, self.schedule_total, self._axis)
         if new is not None:
             if self.budget is not None and new.unit != self.budget.unit:
                 raise BudgetError(f"a budget in {self.budget.unit} cannot change to one in {new.unit}")
-            if self.budget is None and new.unit != "steps" and self.counts[new.unit] == 0 and self.counts["steps"] > 0:
+            if new.unit != self._unit and self.counts[new.unit] == 0 and self.counts["steps"] > 0:
                 raise BudgetError(f"cannot switch this open-ended run to a {new.unit} budget: no {new.unit} were reported")
             if new.amount <= self.counts[new.unit]:
                 raise BudgetError(
                     f"the new budget '{new}' is not beyond the {_format_number(self.counts[new.unit])} {new.unit} already done"
                 )
         try:
-            x = self.counts[self.unit if new is None else new.unit]
-            p = self.position
-            if new is None:  # keep the position, drop the total
+            if new is None:  # keep unit and position, drop the total
                 self.schedule_total = None
-            elif self.on_budget_change == "rederive":
-                self._anchor, self.schedule_total = (0.0, 0.0, 1.0), new.amount
-            elif self.budget is None:  # first budget: what remains is the new budget, 1:1
-                self._anchor, self.schedule_total = (x, p, 1.0), p + new.amount - x
-            else:  # rescale: map what remains of the schedules onto what remains of the budget
-                self._anchor = (x, p, (self.schedule_total - p) / (new.amount - x))
+            elif new.unit != self._unit or self.on_budget_change == "rederive":
+                # a new unit, or re-derive: schedules are positioned by the amount done so far
+                self._unit, self._anchor, self.schedule_total = new.unit, (0.0, 0.0, 1.0), new.amount
+            else:
+                x, p = self.counts[new.unit], self.position
+                if self.budget is None:  # first budget: what remains is the new budget, 1:1
+                    self._anchor, self.schedule_total = (x, p, 1.0), p + new.amount - x
+                else:  # rescale: map what remains of the schedules onto what remains of the budget
+                    self._anchor = (x, p, (self.schedule_total - p) / (new.amount - x))
             self.budget = new
             self._axis = None
             self.check()
         except Exception:
-            self.budget, self._anchor, self.schedule_total, self._axis = old_state
+            self.budget, self._unit, self._anchor, self.schedule_total, self._axis = old_state
             raise
 
     # ------------------------------------------------------------------ state
@@ -455,6 +457,7 @@ class Clock:
         return {
             "kind": "cadence.Clock",
             "budget": None if self.budget is None else [self.budget.amount, self.budget.unit],
+            "unit": self._unit,
             "on_budget_change": self.on_budget_change,
             "nominal_per_step": dict(self.nominal_per_step),
             "counts": dict(self.counts),
@@ -474,12 +477,13 @@ class Clock:
             anchor = tuple(float(v) for v in state["anchor"])
             total = None if state["schedule_total"] is None else float(state["schedule_total"])
             rule = state["on_budget_change"]
+            unit = state["unit"]
             nominal = {k: float(v) for k, v in state["nominal_per_step"].items()}
         except (KeyError, TypeError, ValueError) as e:
             raise StateError(f"malformed Clock state_dict: {e!r}") from e
-        if len(anchor) != 3 or rule not in ("rescale", "rederive"):
-            raise StateError("malformed Clock state_dict: bad anchor or on_budget_change")
-        self.budget, self.counts, self._pending = budget, counts, pending
+        if len(anchor) != 3 or rule not in ("rescale", "rederive") or unit not in UNITS:
+            raise StateError("malformed Clock state_dict: bad anchor, unit or on_budget_change")
+        self.budget, self._unit, self.counts, self._pending = budget, unit, counts, pending
         self._anchor, self.schedule_total, self.on_budget_change = anchor, total, rule
         self.nominal_per_step = nominal
         self._mark = self._timer()
