@@ -1,0 +1,239 @@
+"""Size plans on the clock: how long the sequences, how big the batch.
+
+* :class:`SequenceLengthWarmup` — train on short sequences first (Li et al. 2022; Composer
+  ``SeqLengthWarmup``, algorithms.md §5.4). The length is any cadence schedule, rounded down to a
+  multiple of ``multiple_of``; :meth:`~SequenceLengthWarmup.apply` truncates a batch to it, or
+  reshapes it into more, shorter rows. It reports the tokens trained on to the clock.
+* :class:`BatchSizeSchedule` — a batch size that follows a schedule, with the LR coupled by linear
+  or square-root scaling (:class:`BatchLRScaling`, a schedule, so the coupling is as pure and
+  resumable as the LR itself). Its :meth:`~BatchSizeSchedule.batch_sampler` draws batches of the
+  current size; it reports the samples of each step to the clock.
+
+    >>> from cadence import Clock
+    >>> clock = Clock(budget=100)
+    >>> bs = BatchSizeSchedule(clock=clock, batch_size="ramp(start=32, end=128)", rule="linear")
+    >>> clock.advance(50); bs.update(); bs.values()
+    {'batch_size': 80.0, 'lr_scale': 2.5}
+"""
+
+from __future__ import annotations
+
+from itertools import islice
+from typing import Any, ClassVar, Iterable, Iterator, Mapping
+
+import torch
+from torch.utils.data import Sampler
+
+from cadence.clock import Clock
+from cadence.errors import CadenceError, SpecError
+from cadence.progressive.base import Plan
+from cadence.schedules import BatchLRScaling, Product, Schedule, as_schedule
+from cadence.schedules.scaling import lr_scale, quantize
+
+class BatchSizeSchedule(Plan):
+    """A batch size on the clock, with the LR coupled by a chosen rule.
+
+    Args:
+        clock: the run's clock.
+        batch_size: a schedule of the batch size (object, spec, dict or number), e.g.
+            ``"ramp(start=32, end=256, over=20%)"``; rounded down to a multiple of ``multiple_of``.
+        base_batch_size: the batch size the base LR was tuned for (default: the size at the start).
+        rule: ``"linear"`` (LR ∝ B) or ``"sqrt"`` (LR ∝ √B) for :meth:`coupled_lr`.
+        multiple_of: batch sizes are multiples of this.
+        report: if true, :meth:`update` reports this step's samples to the clock (``clock.report``).
+
+    Drive the LR with ``ScheduledLR(opt, lr=plan.coupled_lr("cosine(peak=1e-3)"), clock=clock)``
+    and draw data with ``DataLoader(ds, batch_sampler=plan.batch_sampler(sampler))``.
+    """
+
+    kind: ClassVar[str] = "cadence.BatchSizeSchedule"
+
+    def __init__(self, *, clock: Clock, batch_size: Schedule | str | float | dict, base_batch_size: int | None = None,
+                 rule: str = "sqrt", multiple_of: int = 1, report: bool = True) -> None:
+        super().__init__(clock)
+        if isinstance(multiple_of, bool) or not isinstance(multiple_of, int) or multiple_of < 1:
+            raise SpecError(f"BatchSizeSchedule: multiple_of must be a positive integer, got {multiple_of!r}")
+        schedule = as_schedule(batch_size)
+        clock.check([schedule])
+        if base_batch_size is None:
+            base_batch_size = quantize(schedule.value(0.0, clock.axis), multiple_of)
+        if isinstance(base_batch_size, bool) or not isinstance(base_batch_size, int) or base_batch_size < 1:
+            raise SpecError(f"BatchSizeSchedule: base_batch_size must be a positive integer, got {base_batch_size!r}")
+        self.scaling = BatchLRScaling(batch=schedule, base=float(base_batch_size), rule=rule,
+                                      multiple_of=float(multiple_of))
+        self.report = bool(report)
+        clock.watch([self.scaling])
+        self.batch_size = self.current()
+        self._reported_at: float | None = None
+
+    @property
+    def schedule(self) -> Schedule:
+        return self.scaling.batch
+
+    def current(self) -> int:
+        """The batch size at the clock's position now (what the next batch should hold)."""
+        return self.scaling.batch_size(self.clock.position, self.clock.axis)
+
+    def update(self) -> None:
+        """Fix this step's batch size and, with ``report``, report its samples to the clock (once
+        per clock step, however often it is called in that step)."""
+        self.batch_size = self.current()
+        if self.report and self._reported_at != self.clock.steps:
+            self.clock.report(samples=self.batch_size)
+            self._reported_at = self.clock.steps
+
+    def coupled_lr(self, lr: Schedule | str | float | dict) -> Schedule:
+        """``lr`` multiplied by the batch-size coupling: a schedule for ``ScheduledLR``."""
+        return Product((as_schedule(lr), self.scaling))
+
+    def batch_sampler(self, sampler: Iterable[int], drop_last: bool = False) -> ScheduledBatchSampler:
+        """A batch sampler over ``sampler`` whose batches follow this schedule."""
+        return ScheduledBatchSampler(sampler, self, drop_last=drop_last)
+
+    def values(self) -> dict[str, float]:
+        ratio = self.batch_size / self.scaling.base
+        return {"batch_size": float(self.batch_size), "lr_scale": lr_scale(self.scaling.rule, ratio)}
+
+    def config(self) -> dict[str, Any]:
+        return {"scaling": str(self.scaling), "report": self.report}
+
+    def _state(self) -> dict[str, Any]:
+        return {"batch_size": self.batch_size, "reported_at": self._reported_at}
+
+    def _load(self, state: dict[str, Any]) -> None:
+        batch_size = int(state["batch_size"])
+        reported_at = None if state["reported_at"] is None else float(state["reported_at"])
+        self.batch_size, self._reported_at = batch_size, reported_at
+
+
+class ScheduledBatchSampler(Sampler[list[int]]):
+    """Groups ``sampler``'s indices into batches whose size is read from the plan's clock as each
+    batch is drawn. With ``num_workers > 0`` a DataLoader draws batches ahead (``prefetch_factor ×
+    num_workers``), so sizes then lag the clock by that many steps; with 0 workers they match.
+
+        >>> from cadence import Clock
+        >>> plan = BatchSizeSchedule(clock=Clock(budget=10), batch_size=3)
+        >>> [len(b) for b in plan.batch_sampler(range(8))]
+        [3, 3, 2]
+    """
+
+    def __init__(self, sampler: Iterable[int], plan: BatchSizeSchedule, drop_last: bool = False) -> None:
+        self.sampler, self.plan, self.drop_last = sampler, plan, drop_last
+
+    def __iter__(self) -> Iterator[list[int]]:
+        indices = iter(self.sampler)
+        while True:
+            size = self.plan.current()
+            batch = list(islice(indices, size))
+            if not batch or (self.drop_last and len(batch) < size):
+                return
+            yield batch
+
+
+class SequenceLengthWarmup(Plan):
+    """Sequence-length warmup: the length follows a schedule; batches are cut (or reshaped) to it.
+
+    Composer's ``SeqLengthWarmup(duration=d, min_seq_length=a, max_seq_length=b, step_size=Δ)`` is
+    ``length=f"ramp(start={a}, end={b}, over={d})", multiple_of=Δ`` (equal to Composer's formula
+    when the warmup steps divide evenly into the ``(b − a)/Δ`` increases; otherwise increases
+    land within a step of Composer's).
+
+    Args:
+        clock: the run's clock.
+        length: a schedule of the sequence length; rounded down to a multiple of ``multiple_of``.
+        multiple_of: lengths are multiples of this (8 suits tensor cores).
+        truncate: if true, :meth:`apply` cuts every sequence to the length; if false, it reshapes
+            each row into ``⌊T/L⌋`` rows of length ``L`` (dropping the ``T mod L`` tail tokens).
+        report: if true, :meth:`apply` reports the tokens in the batch it returns to the clock.
+
+    Sequences lie along dim 1 (``batch × seq × …``). A batch is a tensor, a mapping of tensors
+    (e.g. ``input_ids``, ``attention_mask``, ``labels``) or a tuple/list of them; every tensor whose
+    first two dims match the first tensor's is cut, others pass unchanged (reshape mode refuses them).
+    """
+
+    kind: ClassVar[str] = "cadence.SequenceLengthWarmup"
+
+    def __init__(self, *, clock: Clock, length: Schedule | str | float | dict, multiple_of: int = 8,
+                 truncate: bool = True, report: bool = True) -> None:
+        super().__init__(clock)
+        if isinstance(multiple_of, bool) or not isinstance(multiple_of, int) or multiple_of < 1:
+            raise SpecError(f"SequenceLengthWarmup: multiple_of must be a positive integer, got {multiple_of!r}")
+        self.length = as_schedule(length)
+        if self.length.bounds()[0] <= 0:
+            low = self.length.bounds()[0]
+            raise SpecError(f"SequenceLengthWarmup: the length must stay positive, but {self.length} reaches {low}")
+        clock.check([self.length])
+        clock.watch([self.length])
+        self.multiple_of, self.truncate, self.report = multiple_of, bool(truncate), bool(report)
+        self.seq_len = self.current()
+
+    def current(self) -> int:
+        """The sequence length at the clock's position now."""
+        return quantize(self.length(self.clock), self.multiple_of)
+
+    def update(self) -> None:
+        """Fix this step's sequence length."""
+        self.seq_len = self.current()
+
+    def apply(self, batch: Any) -> Any:
+        """``batch`` with its sequences cut (or reshaped) to this step's length; reports its tokens."""
+        leaves = _tensors(batch)
+        if not leaves:
+            raise CadenceError("SequenceLengthWarmup.apply: the batch holds no tensors")
+        ref = leaves[0]
+        if ref.ndim < 2:
+            raise CadenceError(
+                f"SequenceLengthWarmup.apply: expected batch × seq tensors, the first has shape {tuple(ref.shape)}"
+            )
+        rows, full = ref.shape[0], ref.shape[1]
+        length = min(self.seq_len, full)
+        per_row = 1 if self.truncate else full // length
+
+        def cut(t: torch.Tensor) -> torch.Tensor:
+            if t.ndim >= 2 and t.shape[0] == rows and t.shape[1] == full:
+                t = t[:, : per_row * length]
+                return t if self.truncate else t.reshape(rows * per_row, length, *t.shape[2:])
+            if not self.truncate:
+                raise CadenceError(
+                    f"SequenceLengthWarmup.apply: cannot reshape a tensor of shape {tuple(t.shape)} into rows of "
+                    f"length {length}; it is not batch × seq like {tuple(ref.shape)}. Use truncate=True"
+                )
+            return t
+
+        out = _map_tensors(batch, cut)
+        if self.report:
+            self.clock.report(tokens=rows * per_row * length)
+        return out
+
+    def values(self) -> dict[str, float]:
+        return {"seq_len": float(self.seq_len)}
+
+    def config(self) -> dict[str, Any]:
+        return {"length": str(self.length), "multiple_of": self.multiple_of, "truncate": self.truncate,
+                "report": self.report}
+
+    def _state(self) -> dict[str, Any]:
+        return {"seq_len": self.seq_len}
+
+    def _load(self, state: dict[str, Any]) -> None:
+        self.seq_len = int(state["seq_len"])
+
+
+def _tensors(batch: Any) -> list[torch.Tensor]:
+    if isinstance(batch, torch.Tensor):
+        return [batch]
+    if isinstance(batch, Mapping):
+        return [t for v in batch.values() for t in _tensors(v)]
+    if isinstance(batch, (tuple, list)):
+        return [t for v in batch for t in _tensors(v)]
+    return []
+
+
+def _map_tensors(batch: Any, fn: Any) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return fn(batch)
+    if isinstance(batch, Mapping):
+        return {k: _map_tensors(v, fn) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_map_tensors(v, fn) for v in batch)
+    return batch
