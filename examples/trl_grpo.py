@@ -1,0 +1,49 @@
+"""cadence in TRL's GRPOTrainer: a DUMP curriculum over prompt sources and a response-length budget
+schedule read by the reward function. Tiny random model, CPU, a few steps; nothing downloaded.
+
+    python examples/trl_grpo.py
+"""
+
+import tempfile
+
+import torch
+from datasets import Dataset
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from trl import GRPOConfig, GRPOTrainer
+
+from cadence.curricula import DUMP, Arms, CurriculumSampler
+from cadence.integrations.trl import attach
+
+torch.set_num_threads(1)
+CHARS = "0123456789+= "
+vocab = {"[PAD]": 0, **{c: i + 1 for i, c in enumerate(CHARS)}}
+backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[PAD]"))
+backend.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", eos_token="[PAD]")
+
+prompts = [f"{a}+{b}=" for a in range(4) for b in range(4)] + [f"{a}+{b}=" for a in (12, 47) for b in (30, 55, 9, 81)]
+sources = ["one-digit"] * 16 + ["two-digit"] * 8
+answers = [str(eval(p[:-1])) for p in prompts]
+
+
+def correct_within_budget(completions, answer, max_response_length, **kwargs):
+    """1 for the right answer within the length budget, a little for a short wrong one."""
+    return [float(c.strip().startswith(a)) + 0.1 * (len(c.strip()) <= b)
+            for c, a, b in zip(completions, answer, max_response_length)]
+
+
+model = GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_positions=32, n_embd=32, n_layer=2, n_head=2,
+                                   bos_token_id=0, eos_token_id=0, pad_token_id=0))
+config = GRPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=8, num_generations=4,
+                    max_completion_length=6, max_steps=6, learning_rate=1e-3, beta=0.0, logging_steps=2,
+                    report_to=[], use_cpu=True, save_strategy="no", disable_tqdm=True)
+trainer = GRPOTrainer(model=model, reward_funcs=[correct_within_budget], args=config, processing_class=tokenizer,
+                      train_dataset=Dataset.from_dict({"prompt": prompts, "answer": answers}))
+
+policy = DUMP(Arms(sources))                                  # learns from |advantage| per source
+prompts_per_round = config.generation_batch_size // config.num_generations
+attach(trainer, sampler=CurriculumSampler(policy, batch_size=prompts_per_round, num_replicas=1),
+       knobs={"max_response_length": "ramp(start=2, end=6)"})  # reaches the reward function as a column
+trainer.train()                 # logs carry cadence/max_response_length and cadence/curriculum/probabilities/...
+print("prompt mixture:", dict(zip(policy.arms.names, policy.probabilities().round(3).tolist())))

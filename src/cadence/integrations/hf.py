@@ -1,0 +1,204 @@
+"""cadence in a Hugging Face ``Trainer``: schedules, a curriculum, checkpoints and logs, no subclass.
+
+One call, :func:`attach`, after building the Trainer:
+
+* ``lr="wsd(peak=3e-4, warmup=5%, decay=20%)"`` (plus any param-group field, e.g.
+  ``weight_decay=...``) replaces ``lr_scheduler_type``: the Trainer's own optimizer is driven by a
+  :class:`~cadence.optim.ScheduledLR` on a clock whose budget is the Trainer's ``max_steps``.
+  A ``ScheduledLR`` passed with ``Trainer(optimizers=(opt, sched))`` is picked up as is.
+* ``sampler=CurriculumSampler(policy, batch_size=...)`` makes the curriculum choose the training
+  order (the Trainer's sampler is replaced on the instance) and feeds it per-sample losses, computed
+  from the logits by ``compute_loss_func``, once per optimizer step.
+* cadence state (clock, schedules, policy and sampler incl. RNGs, drawn-but-unused item ids) is
+  stored in each checkpoint's ``trainer_state.json`` through the ``ExportableState`` protocol and
+  restored by ``trainer.train(resume_from_checkpoint=...)``; the resumed run matches the
+  uninterrupted one exactly.
+* learning rates per group, knob values, progress and arm probabilities are added to every log
+  (``on_log``), so TensorBoard, W&B or the console show them with no extra code.
+
+Example (see ``docs/integrations/hf.md`` for a complete script)::
+
+    trainer = Trainer(model=model, args=TrainingArguments(max_steps=200, ...), train_dataset=ds)
+    attach(trainer, lr="wsd(peak=1e-3, warmup=5%, decay=20%)",
+           sampler=CurriculumSampler(DoReMi(Arms(keys), reference=ref), batch_size=args.per_device_train_batch_size))
+    trainer.train()
+
+With a curriculum, training runs for ``max_steps`` in one long epoch (``args.max_steps`` must be
+set). On resume the Trainer fast-forwards past the batches it trained; the tracked sampler feeds it
+placeholders for those, so the Trainer's RNG restore (dropout) stays exact too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import ExportableState
+
+from cadence.clock import Clock
+from cadence.errors import CadenceError, StateError
+from cadence.integrations.jsonstate import decode, encode
+from cadence.integrations.link import RegimenLink
+from cadence.integrations.tracking import TrackedSampler
+from cadence.optim import ScheduledLR
+
+PerSampleLoss = Callable[[Any, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
+
+
+def causal_lm_loss(outputs: Any, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample summed next-token cross-entropy and per-sample token counts (labels ``-100`` ignored).
+
+        >>> logits = torch.zeros(2, 3, 4)
+        >>> summed, counts = causal_lm_loss({"logits": logits}, torch.tensor([[0, 1, 2], [0, 1, -100]]))
+        >>> counts.tolist(), round(float(summed[1] / counts[1]), 4)
+        ([2, 1], 1.3863)
+    """
+    logits = outputs["logits"] if isinstance(outputs, Mapping) else outputs[0]
+    logits, targets = logits[:, :-1, :].float(), labels[:, 1:].to(logits.device)
+    token_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                 ignore_index=-100, reduction="none").view(targets.shape)
+    return token_loss.sum(dim=1), (targets != -100).sum(dim=1)
+
+
+class CadenceCallback(TrainerCallback, ExportableState):
+    """Steps the link, feeds the curriculum, logs regimen values and checkpoints cadence state.
+
+    Built by :func:`attach`; construct it yourself only to log/checkpoint a link without a curriculum.
+    """
+
+    def __init__(self, link: RegimenLink | None = None, per_sample_loss: PerSampleLoss = causal_lm_loss) -> None:
+        if link is None:
+            raise CadenceError("CadenceCallback needs a RegimenLink; build it with cadence.integrations.hf.attach")
+        self.link, self.per_sample_loss = link, per_sample_loss
+        self._ids: list[np.ndarray] = []
+        self._losses: list[np.ndarray] = []
+        self._step = 0  # the Trainer's global step the state belongs to
+
+    # ------------------------------------------------------------------ loss (Trainer.compute_loss_func)
+    def compute_loss(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+        """The Trainer's loss (token-level mean, or sum / ``num_items_in_batch``), recording per-sample losses."""
+        summed, counts = self.per_sample_loss(outputs, labels)
+        if torch.is_grad_enabled() and self.link.tracker is not None:  # training, not evaluation
+            self._ids.append(self.link.tracker.consume(labels.shape[0]))
+            self._losses.append((summed.detach() / counts.clamp(min=1)).float().cpu().numpy())
+            self.link.clock.report(samples=labels.shape[0], tokens=float(counts.sum()))
+        denominator = num_items_in_batch if num_items_in_batch is not None else counts.sum().clamp(min=1)
+        return summed.sum() / denominator
+
+    # ------------------------------------------------------------------ events
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._step = state.global_step
+        stored = state.stateful_callbacks.get(type(self).__name__)
+        saved = (stored or {}).get("attributes", {}).get("cadence") if isinstance(stored, dict) else None
+        if state.global_step > 0 and saved is not None:
+            if saved.get("global_step") != state.global_step:
+                raise StateError(f"cadence state was saved at step {saved.get('global_step')}, "
+                                 f"but the checkpoint is at step {state.global_step}")
+            self.link.load_state_dict(decode(saved)["link"])
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._step = state.global_step
+        if self.link.scheduler is None:
+            self.link.step()
+        if self._ids:
+            ids, losses = np.concatenate(self._ids), np.concatenate(self._losses)
+            self._ids, self._losses = [], []
+            self.link.observe(ids, loss=losses)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+        if logs is None or not any(k in logs for k in ("loss", "train_loss")):
+            return
+        values = self.link.values()
+        logs.update(values)
+        if state.log_history and state.log_history[-1].get("step") == state.global_step:
+            state.log_history[-1].update(values)
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict:
+        """``ExportableState``: the link's state as JSON, stored in ``trainer_state.json``."""
+        return {"args": {}, "attributes": {"cadence": encode({"link": self.link.state_dict(), "global_step": self._step})}}
+
+
+def attach(
+    trainer: Trainer,
+    *,
+    lr: Any = None,
+    budget: Any = None,
+    clock: Clock | None = None,
+    knobs: Mapping[str, Any] | None = None,
+    sampler: Any = None,
+    per_sample_loss: PerSampleLoss = causal_lm_loss,
+    **fields: Any,
+) -> CadenceCallback:
+    """Add cadence to a built ``Trainer`` and return the callback that carries it.
+
+    Args:
+        trainer: a ``transformers.Trainer`` (or subclass such as TRL's) not yet trained.
+        lr: a schedule or spec for the learning rate; with ``**fields`` (``weight_decay=...``) builds
+            the Trainer's optimizer and a :class:`~cadence.optim.ScheduledLR` driving it.
+        budget: the clock's budget (default: the Trainer's ``max_steps``); ignored if ``clock`` is given.
+        clock: the clock to run on (default: a new one with ``budget``).
+        knobs: other named schedules, logged and read with ``callback.link.knob(name)``.
+        sampler: a curriculum sampler (``cadence.curricula.CurriculumSampler``) yielding item ids of
+            ``trainer.train_dataset``; its ``policy`` receives per-sample losses.
+        per_sample_loss: ``(outputs, labels) -> (summed loss per sample, token count per sample)``;
+            the default is next-token cross-entropy for causal LMs.
+
+    Raises:
+        CadenceError: for a Trainer that already has a non-cadence scheduler and ``lr`` is given,
+            a curriculum without ``args.max_steps``, a ``compute_loss_func`` already set, or
+            ``restore_callback_states_from_checkpoint=True`` (cadence restores its own state).
+    """
+    args = trainer.args
+    if getattr(args, "restore_callback_states_from_checkpoint", False):
+        raise CadenceError("set restore_callback_states_from_checkpoint=False: cadence restores its own state "
+                           "on resume, and the Trainer's generic restore would replace its callback")
+    scheduler = trainer.lr_scheduler if isinstance(trainer.lr_scheduler, ScheduledLR) else None
+    if lr is not None or fields:
+        if trainer.lr_scheduler is not None:
+            raise CadenceError("this Trainer already has an lr_scheduler; pass lr= to attach() or the scheduler, not both")
+        if clock is None:
+            clock = Clock(budget=budget if budget is not None else _max_steps(trainer, sampler))
+        trainer.create_optimizer()
+        scheduler = ScheduledLR(trainer.optimizer, lr, clock=clock, **fields)
+        trainer.lr_scheduler = scheduler
+    elif clock is None and scheduler is None:
+        clock = Clock(budget=budget if budget is not None else _max_steps(trainer, sampler))
+
+    tracked = None
+    policy = None
+    if sampler is not None:
+        if args.max_steps <= 0:
+            raise CadenceError("a curriculum chooses data for a number of steps, not epochs: set TrainingArguments(max_steps=...)")
+        if trainer.compute_loss_func is not None:
+            raise CadenceError("this Trainer already has a compute_loss_func; give its per-sample form as per_sample_loss=")
+        policy = getattr(sampler, "policy", None)
+        if policy is None:
+            raise CadenceError(f"{type(sampler).__name__} has no .policy; pass a cadence CurriculumSampler")
+        if set(policy.requires) - {"loss"}:
+            raise CadenceError(f"{type(policy).__name__} needs {sorted(policy.requires)}, but a Trainer gives per-sample "
+                               f"loss; choose a loss-driven policy (DoReMi, LossReweighting, ...)")
+        per_process = args.max_steps * args.per_device_train_batch_size * args.gradient_accumulation_steps
+        tracked = TrackedSampler(sampler, per_process, world=args.world_size, rank=args.process_index,
+                                 host_skips=not args.ignore_data_skip)
+        trainer._get_train_sampler = lambda *_, **__: tracked  # the documented override point, per instance
+
+    link = RegimenLink(scheduler=scheduler, clock=None if scheduler else clock, knobs=knobs,
+                       policy=policy, sampler=sampler, tracker=tracked)
+    callback = CadenceCallback(link, per_sample_loss)
+    if tracked is not None:
+        trainer.compute_loss_func = callback.compute_loss
+    trainer.callback_handler.callbacks.insert(0, callback)  # first, so reporting callbacks see its log values
+    return callback
+
+
+def _max_steps(trainer: Trainer, sampler: Any) -> int:
+    """The number of optimizer steps ``trainer.train()`` will run."""
+    if trainer.args.max_steps > 0:
+        return trainer.args.max_steps
+    if sampler is not None:
+        raise CadenceError("a curriculum chooses data for a number of steps, not epochs: set TrainingArguments(max_steps=...)")
+    return trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())[-1]

@@ -1,0 +1,154 @@
+"""cadence in Lightning: one ``Callback`` for schedules, a curriculum, checkpoints and logs.
+
+:class:`CadenceCallback` does for a ``lightning.pytorch.Trainer`` what
+:func:`cadence.integrations.hf.attach` does for Hugging Face:
+
+* ``lr="wsd(peak=3e-4, warmup=5%, decay=20%)"`` (and other param-group fields) drives the first
+  optimizer from ``configure_optimizers`` through a :class:`~cadence.optim.ScheduledLR` stepped
+  after every optimizer step, on a clock whose budget is the Trainer's ``max_steps`` (or its
+  estimated stepping batches). A ``ScheduledLR`` returned by ``configure_optimizers`` with
+  ``"interval": "step"`` is picked up instead, and Lightning steps it.
+* ``sampler=CurriculumSampler(...)``: put ``callback.sampler`` in the training ``DataLoader``; the
+  curriculum chooses the order, and per-sample losses that ``training_step`` returns under
+  ``"sample_loss"`` reach the policy once per optimizer step.
+* cadence state goes into every Lightning checkpoint (``Callback.state_dict``, JSON-safe values)
+  and is restored by ``trainer.fit(..., ckpt_path=...)``; prefetched-but-untrained ids are replayed.
+* learning rates, knobs, progress and arm probabilities are logged with ``pl_module.log_dict`` at
+  every optimizer step, so any Lightning logger receives them.
+
+Example (complete script: ``docs/integrations/lightning.md``)::
+
+    callback = CadenceCallback(lr="wsd(peak=1e-2, warmup=10%, decay=30%)",
+                               sampler=CurriculumSampler(DoReMi(arms, reference=ref), batch_size=8))
+    loader = DataLoader(dataset, batch_size=8, sampler=callback.sampler)
+    # in training_step: return {"loss": per_sample.mean(), "sample_loss": per_sample}
+    L.Trainer(max_steps=200, callbacks=[callback]).fit(module, loader)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import lightning.pytorch as pl
+import numpy as np
+
+from cadence.clock import Clock
+from cadence.errors import CadenceError
+from cadence.integrations.jsonstate import decode, encode
+from cadence.integrations.link import RegimenLink
+from cadence.integrations.tracking import TrackedSampler
+from cadence.optim import ScheduledLR
+
+
+class CadenceCallback(pl.Callback):
+    """Schedules, a curriculum, checkpointed state and logs for a Lightning run.
+
+    Args:
+        lr, **fields: schedules (objects or specs) for the first optimizer's param groups; leave
+            out to use a ``ScheduledLR`` from ``configure_optimizers`` (or none).
+        budget: the clock's budget (default: ``trainer.max_steps``, else estimated stepping batches).
+        clock: the clock to run on (default: a new one with ``budget``).
+        knobs: other named schedules, logged and read with ``callback.link.knob(name)``.
+        sampler: a curriculum sampler; use :attr:`sampler` (the tracked wrapper) in the DataLoader.
+        loss_key: where ``training_step``'s output holds per-sample losses (shape ``[batch]``).
+        log: whether to ``log_dict`` regimen values at every optimizer step.
+    """
+
+    def __init__(self, *, lr: Any = None, budget: Any = None, clock: Clock | None = None,
+                 knobs: Mapping[str, Any] | None = None, sampler: Any = None, loss_key: str = "sample_loss",
+                 log: bool = True, **fields: Any) -> None:
+        if sampler is not None and getattr(sampler, "policy", None) is None:
+            raise CadenceError(f"{type(sampler).__name__} has no .policy; pass a cadence CurriculumSampler")
+        if sampler is not None and set(sampler.policy.requires) - {"loss"}:
+            raise CadenceError(f"{type(sampler.policy).__name__} needs {sorted(sampler.policy.requires)}, but the "
+                               f"callback feeds per-sample loss; choose a loss-driven policy (DoReMi, ...)")
+        self.lr, self.fields, self.budget, self.clock, self.knobs = lr, fields, budget, clock, knobs
+        self.curriculum, self.loss_key, self.log = sampler, loss_key, log
+        # each rank draws its own shard, so the tracker consumes this rank's ids only
+        self.sampler = TrackedSampler(sampler) if sampler is not None else None
+        self.link: RegimenLink | None = None
+        self._owns_scheduler = False
+        self._saved: dict | None = None
+        self._seen_step = 0
+        self._ids: list[np.ndarray] = []
+        self._losses: list[np.ndarray] = []
+
+    # ------------------------------------------------------------------ setup
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        found = [c for c in trainer.lr_scheduler_configs if isinstance(c.scheduler, ScheduledLR)]
+        scheduler = None
+        if self.lr is not None or self.fields:
+            if found:
+                raise CadenceError("configure_optimizers already returns a ScheduledLR; give lr= to one of them only")
+            clock = self.clock if self.clock is not None else Clock(budget=self._budget(trainer))
+            scheduler = ScheduledLR(trainer.optimizers[0], self.lr, clock=clock, **self.fields)
+            self._owns_scheduler = True
+        elif found:
+            if found[0].interval != "step":
+                raise CadenceError("a cadence ScheduledLR counts optimizer steps: return it with 'interval': 'step'")
+            scheduler = found[0].scheduler
+        clock = None if scheduler is not None else (self.clock or Clock(budget=self._budget(trainer)))
+        self.link = RegimenLink(scheduler=scheduler, clock=clock, knobs=self.knobs,
+                                policy=getattr(self.curriculum, "policy", None), sampler=self.curriculum,
+                                tracker=self.sampler)
+        if self._saved is not None:  # the data side came back in load_state_dict
+            self.link.load_state_dict(self._saved, only=set(self._saved) - {"kind", "sampler", "tracker"})
+            self._saved = None
+        self._seen_step = trainer.global_step
+
+    def _budget(self, trainer: pl.Trainer) -> Any:
+        if self.budget is not None:
+            return self.budget
+        if trainer.max_steps and trainer.max_steps > 0:
+            return trainer.max_steps
+        steps = trainer.estimated_stepping_batches
+        if steps == float("inf"):
+            raise CadenceError("cannot size the clock: set Trainer(max_steps=...) or CadenceCallback(budget=...)")
+        return int(steps)
+
+    # ------------------------------------------------------------------ per batch
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        link = self.link
+        if self.sampler is not None:
+            if not isinstance(outputs, Mapping) or self.loss_key not in outputs:
+                raise CadenceError(f"with a curriculum, training_step must return a dict with per-sample losses "
+                                   f"under {self.loss_key!r}, e.g. {{'loss': l.mean(), {self.loss_key!r}: l}}")
+            losses = outputs[self.loss_key].detach().float().cpu().numpy().reshape(-1)
+            self._ids.append(self.sampler.consume(len(losses)))
+            self._losses.append(losses)
+            link.clock.report(samples=len(losses))
+        if trainer.global_step == self._seen_step:  # accumulating: no optimizer step yet
+            return
+        self._seen_step = trainer.global_step
+        if self._owns_scheduler:
+            link.scheduler.step()
+        elif link.scheduler is None:
+            link.step()
+        if self._ids:
+            ids, losses = np.concatenate(self._ids), np.concatenate(self._losses)
+            self._ids, self._losses = [], []
+            link.observe(ids, loss=losses)
+        if self.log:
+            pl_module.log_dict(link.values(), on_step=True, on_epoch=False)  # identical on every rank
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """The link's state, JSON-safe (checkpoints load with ``weights_only=True``)."""
+        if self.link is not None:
+            return encode(self.link.state_dict())
+        return encode(self._saved) if self._saved is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the curriculum's sampler now (Lightning's fetcher draws a batch before training
+        starts); keep the clock and schedules until :meth:`on_train_start` has built them."""
+        if not state_dict:
+            return
+        state = decode(state_dict)
+        if self.link is not None:
+            self.link.load_state_dict(state)
+            return
+        if self.sampler is not None:
+            data_side = RegimenLink(policy=self.curriculum.policy, sampler=self.curriculum, tracker=self.sampler)
+            data_side.load_state_dict(state, only=("sampler", "tracker"))
+        self._saved = state

@@ -1,0 +1,183 @@
+"""The framework-free part every adapter shares: one clock, its schedules, a curriculum, one state.
+
+A :class:`RegimenLink` bundles what a host trainer needs from cadence:
+
+* the :class:`~cadence.Clock` and, if given, the :class:`~cadence.optim.ScheduledLR` that drives
+  the optimizer (the link advances the clock itself when there is no scheduler);
+* named *knobs*: schedules read by other code (a response-length budget, a KL coefficient, ...);
+* an optional curriculum policy and its sampler, fed per-item signals through :meth:`observe`
+  (gathered across ranks first, so every rank's policy stays identical);
+* :meth:`values` for loggers and one :meth:`state_dict` for checkpoints.
+
+    >>> link = RegimenLink(knobs={"max_len": "ramp(start=64, end=256)"}, clock=Clock(budget=100))
+    >>> link.step(); link.values()["cadence/max_len"]
+    65.92
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Collection, Mapping
+
+import numpy as np
+
+from cadence.clock import Clock
+from cadence.errors import CadenceError, StateError
+from cadence.optim import ScheduledLR
+from cadence.schedules.base import Schedule, as_schedule
+
+KIND = "cadence.RegimenLink"
+
+
+class RegimenLink:
+    """One clock, an optional LR scheduler, named knob schedules and an optional curriculum.
+
+    Args:
+        scheduler: a :class:`~cadence.optim.ScheduledLR`; its clock becomes the link's clock.
+        clock: the run's clock when there is no scheduler (default: an open-ended step clock).
+        knobs: ``{name: schedule | spec}`` for values other code reads with :meth:`knob`.
+        policy: a curriculum policy (``cadence.curricula``) that receives :meth:`observe` feedback.
+        sampler: the curriculum's sampler, checkpointed with the link.
+        tracker: the :class:`~cadence.integrations.tracking.TrackedSampler` wrapping ``sampler``
+            in the host's DataLoader, checkpointed with the link (its pending ids).
+        prefix: prefix of the keys :meth:`values` returns.
+    """
+
+    def __init__(
+        self,
+        *,
+        scheduler: ScheduledLR | None = None,
+        clock: Clock | None = None,
+        knobs: Mapping[str, Schedule | str | float | dict] | None = None,
+        policy: Any = None,
+        sampler: Any = None,
+        tracker: Any = None,
+        prefix: str = "cadence/",
+    ) -> None:
+        if scheduler is not None and clock is not None and scheduler.clock is not clock:
+            raise CadenceError("the scheduler runs on another clock; pass one clock to both, or leave clock out")
+        self.scheduler = scheduler
+        self.clock = scheduler.clock if scheduler is not None else (clock if clock is not None else Clock())
+        self.knobs = {name: as_schedule(s) for name, s in (knobs or {}).items()}
+        self.clock.check(self.knobs.values())
+        self.clock.watch(self.knobs.values())
+        self.policy = policy
+        self.sampler = sampler
+        self.tracker = tracker
+        self.prefix = prefix
+
+    # ------------------------------------------------------------------ time
+    def step(self, *, samples: float = 0, tokens: float = 0) -> None:
+        """Count one optimizer step. The scheduler advances the clock if there is one; else the link does."""
+        if self.scheduler is None:
+            self.clock.advance(samples=samples, tokens=tokens)
+        elif samples or tokens:
+            raise CadenceError("report samples/tokens with clock.report() before the scheduler steps")
+
+    def knob(self, name: str) -> float:
+        """The value of knob ``name`` at the clock's position."""
+        if name not in self.knobs:
+            raise CadenceError(f"no knob named {name!r}; this link has {sorted(self.knobs)}")
+        return self.knobs[name](self.clock)
+
+    # ------------------------------------------------------------------ feedback
+    def observe(self, item_ids: Any, **signals: Any) -> None:
+        """Feed per-item signals (loss, reward, advantage, correct) to the policy.
+
+        Under torch.distributed every rank must call this: ids and signals are all-gathered in rank
+        order first, so every rank's policy sees the whole global batch and stays identical."""
+        if self.policy is None:
+            raise CadenceError("this link has no curriculum policy to observe signals")
+        from cadence.curricula.distributed import gather_feedback  # the curricula layer owns rank-order gathering
+
+        ids, gathered = gather_feedback(item_ids, {k: v for k, v in signals.items() if v is not None})
+        missing = set(getattr(self.policy, "requires", ())) - set(gathered)
+        if missing:
+            raise CadenceError(f"{type(self.policy).__name__} needs signal(s) {sorted(missing)}, got {sorted(gathered)}")
+        self.policy.observe(ids, **gathered)
+
+    # ------------------------------------------------------------------ logging
+    def values(self) -> dict[str, float]:
+        """Every regimen value for a logger: scheduled optimizer fields, knobs, progress, arm probabilities."""
+        p = self.prefix
+        out: dict[str, float] = {}
+        if self.scheduler is not None:
+            out.update({p + k: v for k, v in self.scheduler.values().items()})
+        out.update({p + name: float(s(self.clock)) for name, s in self.knobs.items()})
+        if self.clock.progress is not None:
+            out[p + "progress"] = float(self.clock.progress)
+        if self.policy is not None:
+            out.update(flatten_stats(self.policy.stats(), self.policy.arms.names, p + "curriculum/"))
+        return out
+
+    # ------------------------------------------------------------------ state
+    def _parts(self) -> dict[str, Any]:
+        # a sampler's state holds its policy's, so the policy is stored on its own only without one
+        parts = {"scheduler": self.scheduler, "sampler": self.sampler, "tracker": self.tracker,
+                 "policy": self.policy if self.sampler is None else None}
+        return {k: v for k, v in parts.items() if v is not None}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The clock and every stateful part, keyed by role."""
+        state = {"kind": KIND, "clock": self.clock.state_dict()}
+        state.update({name: part.state_dict() for name, part in self._parts().items()})
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any], *, only: Collection[str] | None = None) -> None:
+        """Restore a :meth:`state_dict`. All parts load or none does: on any error every part is put back.
+
+        ``only`` restricts the load to some roles (``"clock"``, ``"scheduler"``, ``"sampler"``,
+        ``"tracker"``, ``"policy"``), for hosts that need the data side back before the optimizer exists.
+        """
+        if not isinstance(state, Mapping) or state.get("kind") != KIND:
+            raise StateError(f"not a cadence RegimenLink state_dict (missing kind={KIND!r})")
+        parts = self._parts()
+        saved = set(state) - {"kind", "clock"}
+        if only is None and saved != set(parts):
+            raise StateError(f"state_dict holds {sorted(saved)}, this link has {sorted(parts)}")
+        wanted = set(parts) | {"clock"} if only is None else set(only)
+        missing = wanted - set(state) - {"kind"}
+        unknown = wanted - set(parts) - {"clock"}
+        if missing or unknown:
+            raise StateError(f"cannot load {sorted(missing | unknown)}: the state_dict holds {sorted(saved)}, "
+                             f"this link has {sorted(parts)}")
+        parts = {name: part for name, part in parts.items() if name in wanted}
+        backup = {name: copy.deepcopy(part.state_dict()) for name, part in parts.items()}
+        backup_clock = self.clock.state_dict()
+        try:
+            if "clock" in wanted:
+                self.clock.load_state_dict(state["clock"])
+            for name, part in parts.items():
+                part.load_state_dict(copy.deepcopy(state[name]))
+        except Exception:
+            self.clock.load_state_dict(backup_clock)
+            for name, part in parts.items():
+                part.load_state_dict(backup[name])
+            raise
+
+
+def flatten_stats(stats: Mapping[str, Any], arm_names: list[Any], prefix: str) -> dict[str, float]:
+    """Numeric entries of ``policy.stats()`` as ``prefix+key``; per-arm arrays as ``prefix+key/arm``;
+    nested mappings recurse.
+
+        >>> flatten_stats({"probabilities": [0.25, 0.75], "t": 3, "note": "x", "s": {"u": [1, 2]}}, ["a", "b"], "c/")
+        {'c/probabilities/a': 0.25, 'c/probabilities/b': 0.75, 'c/t': 3.0, 'c/s/u/a': 1.0, 'c/s/u/b': 2.0}
+    """
+    out: dict[str, float] = {}
+    labels = [_label(a) for a in arm_names]
+    for key, value in stats.items():
+        if isinstance(value, Mapping):
+            out.update(flatten_stats(value, arm_names, f"{prefix}{key}/"))
+            continue
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "biuf":
+            continue
+        if arr.ndim == 0:
+            out[f"{prefix}{key}"] = float(arr)
+        elif arr.shape == (len(labels),):
+            out.update({f"{prefix}{key}/{label}": float(v) for label, v in zip(labels, arr)})
+    return out
+
+
+def _label(arm: Any) -> str:
+    return "-".join(map(str, arm)) if isinstance(arm, tuple) else str(arm)
