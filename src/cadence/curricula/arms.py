@@ -123,6 +123,7 @@ class Arms:
         self.difficulty = _as_scores("difficulty", difficulty, n)
         self.quality = _as_scores("quality", quality, n)
         self.active: np.ndarray = self.sizes > 0
+        self._all_active = bool(self.active.all())     # lets policies skip masking (see base.active_mask)
         if not self.active.any():
             raise CadenceError("every arm is empty; an arm set needs at least one item")
         for i in np.flatnonzero(~self.active):
@@ -153,13 +154,14 @@ class Arms:
         ids = np.asarray(item_ids)
         if ids.ndim != 1:
             ids = ids.reshape(-1)
-        if ids.size and not np.issubdtype(ids.dtype, np.integer):
-            if np.issubdtype(ids.dtype, np.floating) and np.all(np.isfinite(ids)) and np.all(ids == np.round(ids)):
+        if ids.size and ids.dtype.kind not in "ium":                    # kinds np.issubdtype counts as integer
+            if ids.dtype.kind == "f" and np.all(np.isfinite(ids)) and np.all(ids == np.round(ids)):
                 ids = ids.astype(np.int64)
             else:
                 raise UnknownItemError(f"item ids must be integers, got {ids.dtype} value {ids.flat[0]!r}")
         ids = ids.astype(np.int64, copy=False)
-        if ids.size and (ids.min() < 0 or ids.max() >= len(self.item_arm)):
+        # one reduction: read as unsigned, a negative id is larger than any valid one
+        if ids.size and ids.view(np.uint64).max() >= len(self.item_arm):
             bad = (ids < 0) | (ids >= len(self.item_arm))
             raise UnknownItemError(f"unknown item id {int(ids[bad][0])}: ids must lie in [0, {len(self.item_arm)})")
         return ids

@@ -21,6 +21,7 @@ own ``numpy`` generator (:meth:`Policy.sample`), and learns from per-item signal
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any, ClassVar, Hashable, Mapping
 
 import numpy as np
@@ -47,27 +48,50 @@ def as_signal(name: str, values: Any, n: int) -> np.ndarray:
     arr = np.asarray(values, dtype=np.float64).reshape(-1)
     if arr.shape[0] != n:
         raise CadenceError(f"signal {name!r} has {arr.shape[0]} values for {n} item ids; pass one value per id")
-    if name == "correct":
+    if name == "correct" and not ((arr == 0) | (arr == 1)).all():   # fast path: every value is 0 or 1
         finite = arr[np.isfinite(arr)]
         if not np.all((finite == 0) | (finite == 1)):
             raise CadenceError(f"signal 'correct' must be 0/1 or bool, got {finite[(finite != 0) & (finite != 1)][0]!r}")
     return arr
 
 
+def all_finite(values: np.ndarray) -> bool:
+    """Whether every value of a float array is finite (one reduction when they are).
+
+        >>> all_finite(np.array([1.0, 2.0])), all_finite(np.array([1.0, np.nan]))
+        (True, False)
+    """
+    return math.isfinite(np.add.reduce(values, axis=None)) or bool(np.isfinite(values).all())
+
+
 def arm_means(arm_idx: np.ndarray, values: np.ndarray, num_arms: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-arm ``(mean of values, count)``; the mean is 0 where the count is 0."""
     counts = np.bincount(arm_idx, minlength=num_arms).astype(np.float64)
     sums = np.bincount(arm_idx, weights=values, minlength=num_arms)
-    return np.divide(sums, counts, out=np.zeros(num_arms), where=counts > 0), counts
+    if len(counts) != num_arms:    # an index beyond num_arms: let numpy raise its shape error
+        return np.divide(sums, counts, out=np.zeros(num_arms), where=counts > 0), counts
+    return sums / np.maximum(counts, 1.0), counts     # an empty arm has sum 0, so its mean is 0/1 = 0
 
 
 def softmax(x: np.ndarray, temperature: float, mask: np.ndarray | None = None) -> np.ndarray:
     """``exp(x/τ)`` normalised (the max is subtracted first); entries outside ``mask`` get 0."""
-    z = np.asarray(x, dtype=np.float64) / temperature
+    z = np.asarray(x, dtype=np.float64)
+    if temperature != 1.0:                     # x / 1.0 is x exactly
+        z = z / temperature
     if mask is not None:
         z = np.where(mask, z, -np.inf)
-    z = np.exp(z - np.max(z))
-    return z / z.sum()
+    z = np.exp(z - z.max())
+    z /= z.sum()                               # z is a new array (or a numpy scalar)
+    return z
+
+
+def active_mask(arms: Arms) -> np.ndarray | None:
+    """``arms.active``, or ``None`` when every arm has items (then there is nothing to mask).
+
+        >>> active_mask(Arms(["a", "b"])) is None
+        True
+    """
+    return None if getattr(arms, "_all_active", False) else arms.active
 
 
 def per_arm(arms: Arms, values: Mapping[Hashable, Any] | Any, what: str) -> list:
@@ -123,10 +147,13 @@ class Policy:
 
     def probabilities(self) -> np.ndarray:
         """The current distribution over arms (empty arms get 0); sums to 1."""
-        w = np.where(self.arms.active, np.asarray(self._arm_weights(), dtype=np.float64), 0.0)
-        if not np.all(np.isfinite(w)) or np.any(w < 0):
-            raise CadenceError(f"{type(self).__name__} produced invalid arm weights {w!r}")
+        w = np.asarray(self._arm_weights(), dtype=np.float64)
+        if not (active_mask(self.arms) is None and w.shape == self.arms.active.shape and w.flags.c_contiguous):
+            w = np.where(self.arms.active, w, 0.0)
         total = w.sum()
+        if not (math.isfinite(total) and w.min() >= 0):   # a finite sum means every weight is finite
+            if not np.all(np.isfinite(w)) or np.any(w < 0):
+                raise CadenceError(f"{type(self).__name__} produced invalid arm weights {w!r}")
         if total <= 0:
             raise CadenceError(f"{type(self).__name__}: every arm with items has weight 0; nothing can be sampled")
         return w / total
@@ -191,6 +218,8 @@ class Policy:
         columns = {k: as_signal(k, given[k], len(ids)) for k in sorted(self.requires)}
         keep: np.ndarray | None = None
         for k, col in columns.items():
+            if all_finite(col):
+                continue
             finite = np.isfinite(col)
             if not finite.all():
                 self.dropped[k] += int(len(col) - finite.sum())

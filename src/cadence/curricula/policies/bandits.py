@@ -20,7 +20,7 @@ import numpy as np
 
 from cadence.clock import Clock
 from cadence.curricula.arms import Arms
-from cadence.curricula.base import Policy, arm_means, softmax
+from cadence.curricula.base import Policy, active_mask, arm_means, softmax
 from cadence.errors import CadenceError
 
 
@@ -66,34 +66,57 @@ class DUMP(Policy):
         self.mean_abs = np.zeros(k)
 
     def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray]) -> None:
+        w, n = self.window, len(arm)
         values = np.abs(signals["advantage"])
         order = np.argsort(arm, kind="stable")
         arm, values = arm[order], values[order]
-        first = np.flatnonzero(np.concatenate(([True], arm[1:] != arm[:-1])))   # start of each arm's run
-        touched, counts = arm[first], np.diff(np.append(first, len(arm)))
-        rank = np.arange(len(arm)) - np.repeat(first, counts)          # position within the arm's batch
-        last = rank >= np.repeat(counts, counts) - self.window         # only the last `window` can survive
-        arm, slot, values = arm[last], ((self.window_pos[arm] + rank) % self.window)[last], values[last]
-        change = values - self.window_values[arm, slot]               # new value minus the one it replaces
-        self.window_values[arm, slot] = values
+        starts = np.empty(n, dtype=bool)
+        starts[0] = True
+        np.not_equal(arm[1:], arm[:-1], out=starts[1:])
+        first = starts.nonzero()[0]                                    # start of each arm's run
+        touched = arm[first]
+        counts = np.empty_like(first)
+        np.subtract(first[1:], first[:-1], out=counts[:-1])
+        counts[-1] = n - first[-1]
+        rank = np.arange(n) - np.repeat(first, counts)                 # position within the arm's batch
+        slot = (self.window_pos[arm] + rank) % w
+        if n > w:                                                      # only the last `window` can survive
+            last = rank >= np.repeat(counts, counts) - w
+            arm, slot, values = arm[last], slot[last], values[last]
+        table = self.window_values
+        flat = table.reshape(-1) if table.flags.c_contiguous else None   # a view: 1-D indexing is cheaper
+        if flat is not None:
+            cell = arm * w + slot
+            change = values - flat[cell]                               # new value minus the one it replaces
+            flat[cell] = values
+        else:
+            change = values - table[arm, slot]
+            table[arm, slot] = values
         self.window_sum += np.bincount(arm, weights=change, minlength=self.arms.num_arms)
-        wrapped = touched[(self.responses[touched] // self.window) != ((self.responses[touched] + counts)
-                                                                        // self.window)]
-        self.window_sum[wrapped] = self.window_values[wrapped].sum(axis=1)   # re-sum exactly once per lap
-        self.window_pos[touched] = (self.window_pos[touched] + counts) % self.window
-        self.window_fill[touched] = np.minimum(self.window_fill[touched] + counts, self.window)
-        self.responses[touched] += counts
-        self.mean_abs[touched] = self.window_sum[touched] / self.window_fill[touched]
+        before = self.responses[touched]
+        after = before + counts
+        wrapped = touched[before // w != after // w]
+        if len(wrapped):
+            self.window_sum[wrapped] = table[wrapped].sum(axis=1)     # re-sum exactly once per lap
+        self.window_pos[touched] = (self.window_pos[touched] + counts) % w
+        fill = np.minimum(self.window_fill[touched] + counts, w)
+        self.window_fill[touched] = fill
+        self.responses[touched] = after
+        self.mean_abs[touched] = self.window_sum[touched] / fill
 
     def ucb(self) -> np.ndarray:
         """The UCB score of every arm."""
-        total = self.responses.sum()
-        return self.mean_abs + self.c * np.sqrt(2 * np.log(total + 1) / (self.responses + 1))
+        return self._ucb(self.responses.sum())
+
+    def _ucb(self, total: int) -> np.ndarray:
+        bonus = np.sqrt(2 * np.log(total + 1) / (self.responses + 1))
+        return self.mean_abs + (bonus if self.c == 1.0 else self.c * bonus)    # 1.0·x is x exactly
 
     def _arm_weights(self) -> np.ndarray:
-        if self.responses.sum() == 0:
+        total = self.responses.sum()
+        if total == 0:
             return np.ones(self.arms.num_arms)
-        return softmax(self.ucb(), self.temperature, self.arms.active)
+        return softmax(self._ucb(total), self.temperature, active_mask(self.arms))
 
     def scores(self) -> dict[str, np.ndarray]:
         return {"mean_abs_advantage": self.mean_abs, "ucb": self.ucb(), "responses": self.responses}
@@ -131,13 +154,16 @@ class SEC(Policy):
     def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray]) -> None:
         reward, counts = arm_means(arm, np.abs(signals["advantage"]), self.arms.num_arms)
         seen = counts > 0
-        self.q[seen] = self.alpha * reward[seen] + (1 - self.alpha) * self.q[seen]
+        kept = (1 - self.alpha) * self.q
+        td = self.alpha * reward + kept              # computed for every arm, stored for the seen ones
         if self.absent == "decay":
-            self.q[~seen] = (1 - self.alpha) * self.q[~seen]
+            np.copyto(self.q, np.where(seen, td, kept))
+        else:
+            np.copyto(self.q, td, where=seen)
         self.steps += 1
 
     def _arm_weights(self) -> np.ndarray:
-        return softmax(self.q, self.temperature, self.arms.active)
+        return softmax(self.q, self.temperature, active_mask(self.arms))
 
     def scores(self) -> dict[str, np.ndarray]:
         return {"q": self.q}
@@ -182,16 +208,29 @@ class EXP3(Policy):
                                                                             float(value_range[1]))
         self.requires = frozenset({signal})
         self.log_weights = np.zeros(arms.num_arms)
+        self._memo: tuple | None = None     # (arms, gamma, log-weights, probabilities) of the last computation
 
     def _arm_weights(self) -> np.ndarray:
         k = int(self.arms.active.sum())
-        return (1 - self.gamma) * softmax(self.log_weights, 1.0, self.arms.active) + self.gamma / k * self.arms.active
+        return ((1 - self.gamma) * softmax(self.log_weights, 1.0, active_mask(self.arms))
+                + self.gamma / k * self.arms.active)
+
+    def probabilities(self) -> np.ndarray:
+        """As :meth:`Policy.probabilities`, reusing the last result while the log-weights (and
+        ``gamma``) are unchanged: ``observe`` needs the distribution that was just read."""
+        memo, lw = getattr(self, "_memo", None), self.log_weights    # (absent from pre-memo pickles)
+        if (memo is not None and memo[0] is self.arms and memo[1] == self.gamma and memo[2].shape == lw.shape
+                and type(self)._arm_weights is EXP3._arm_weights and (memo[2] == lw).all()):
+            return memo[3].copy()
+        p = super().probabilities()
+        self._memo = (self.arms, self.gamma, lw.copy(), p.copy())
+        return p
 
     def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray]) -> None:
         x = _scaled_signal(self.signal, signals[self.signal], self.value_range)
         mean, counts = arm_means(arm, x, self.arms.num_arms)
         p = self.probabilities()
-        seen = counts > 0
+        seen = (counts > 0).nonzero()[0]
         self.log_weights[seen] += self.gamma * mean[seen] / p[seen] / int(self.arms.active.sum())
         self.log_weights -= self.log_weights.max()
 
@@ -229,12 +268,12 @@ class LearningProgress(Policy):
     def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray]) -> None:
         x = _scaled_signal(self.signal, signals[self.signal], self.value_range)
         mean, counts = arm_means(arm, x, self.arms.num_arms)
-        new = (counts > 0) & ~self.seen
-        old = (counts > 0) & self.seen
-        self.fast[new] = self.slow[new] = mean[new]
-        self.fast[old] += self.rates[0] * (mean[old] - self.fast[old])
-        self.slow[old] += self.rates[1] * (mean[old] - self.slow[old])
-        self.seen |= counts > 0
+        observed = counts > 0
+        old, new = observed & self.seen, observed & ~self.seen
+        for ema, rate in zip((self.fast, self.slow), self.rates):   # computed for every arm, stored for `old`
+            np.copyto(ema, ema + rate * (mean - ema), where=old)
+            np.copyto(ema, mean, where=new)                         # a first observation starts both EMAs
+        self.seen |= observed
 
     def progress(self) -> np.ndarray:
         """Absolute learning progress per arm."""
@@ -242,11 +281,12 @@ class LearningProgress(Policy):
 
     def _arm_weights(self) -> np.ndarray:
         active = self.arms.active
-        lp = np.where(active, self.progress(), 0.0)
+        lp = self.progress() if active_mask(self.arms) is None else np.where(active, self.progress(), 0.0)
         uniform = active / active.sum()
-        if lp.sum() <= 0:
+        total = lp.sum()
+        if total <= 0:
             return uniform
-        return (1 - self.epsilon) * lp / lp.sum() + self.epsilon * uniform
+        return (1 - self.epsilon) * lp / total + self.epsilon * uniform
 
     def scores(self) -> dict[str, np.ndarray]:
         return {"learning_progress": self.progress(), "fast": self.fast, "slow": self.slow}

@@ -19,7 +19,7 @@ import torch
 
 from cadence.clock import Clock
 from cadence.curricula.arms import Arms
-from cadence.curricula.base import Policy, arm_means, per_arm, softmax
+from cadence.curricula.base import Policy, active_mask, arm_means, per_arm, softmax
 from cadence.curricula.distributed import gather_values, world
 from cadence.errors import CadenceError
 from cadence.schedules.base import Schedule, as_schedule
@@ -86,9 +86,9 @@ class DoReMi(Policy):
     def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray]) -> None:
         excess, counts = arm_means(arm, np.maximum(signals["loss"] - self.reference[ids], 0.0), self.arms.num_arms)
         self.excess = np.where(counts > 0, excess, self.excess)
-        active = self.arms.active
-        log_alpha = np.log(np.where(active, self.alpha, 1.0)) + self.eta * self.excess
-        alpha = softmax(log_alpha, 1.0, active)
+        active, mask = self.arms.active, active_mask(self.arms)
+        log_alpha = np.log(self.alpha if mask is None else np.where(active, self.alpha, 1.0)) + self.eta * self.excess
+        alpha = softmax(log_alpha, 1.0, mask)
         self.alpha = (1 - self.smoothing) * alpha + self.smoothing * active / active.sum()
         self.alpha_sum += self.alpha
         self.steps += 1
@@ -226,8 +226,9 @@ def loss_weights(losses: np.ndarray, strategy: str = "linupper", temperature: fl
     loss = np.asarray(losses, dtype=np.float64)
     if loss.size == 0:
         return loss
-    span = max(loss.max() - loss.min(), 1e-6)
-    norm = 2 * delta * (loss - loss.min()) / span - delta
+    low = loss.min()
+    span = max(loss.max() - low, 1e-6)
+    norm = 2 * delta * (loss - low) / span - delta
     return softmax(STRATEGIES[strategy](norm, delta), temperature)
 
 
@@ -297,8 +298,9 @@ class LossReweighting(Policy):
         w = loss_weights(signals["loss"], self.strategy, self.current_temperature(), self.delta) * len(ids)
         mean_w, counts = arm_means(arm, w, self.arms.num_arms)
         mean_l, _ = arm_means(arm, signals["loss"], self.arms.num_arms)
-        self.mean_weight = np.where(counts > 0, mean_w, self.mean_weight)
-        self.mean_loss = np.where(counts > 0, mean_l, self.mean_loss)
+        seen = counts > 0
+        self.mean_weight = np.where(seen, mean_w, self.mean_weight)
+        self.mean_loss = np.where(seen, mean_l, self.mean_loss)
 
     def _arm_weights(self) -> np.ndarray:
         return self.arms.sizes.astype(np.float64)
