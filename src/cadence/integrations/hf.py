@@ -13,8 +13,10 @@ One call, :func:`attach`, after building the Trainer:
   stored in each checkpoint's ``trainer_state.json`` through the ``ExportableState`` protocol and
   restored by ``trainer.train(resume_from_checkpoint=...)``; the resumed run matches the
   uninterrupted one exactly.
-* learning rates per group, knob values, progress and arm probabilities are added to every log
-  (``on_log``), so TensorBoard, W&B or the console show them with no extra code.
+* ``plans=[LayerFreezing(...), ...]`` (``cadence.progressive``, built on the run's clock) are
+  updated at every ``on_step_begin``, before the forward pass, and checkpointed with the rest.
+* learning rates per group, knob values, progress, arm probabilities and plan values are added to
+  every log (``on_log``), so TensorBoard, W&B or the console show them with no extra code.
 
 Example (see ``docs/integrations/hf.md`` for a complete script)::
 
@@ -41,7 +43,7 @@ from transformers.trainer_callback import ExportableState
 from cadence.clock import Clock
 from cadence.errors import CadenceError, StateError
 from cadence.integrations.jsonstate import decode, encode
-from cadence.integrations.link import RegimenLink
+from cadence.integrations.link import Plans, RegimenLink, plans_clock
 from cadence.integrations.tracking import TrackedSampler
 from cadence.optim import ScheduledLR
 
@@ -89,6 +91,9 @@ class CadenceCallback(TrainerCallback, ExportableState):
         return summed.sum() / denominator
 
     # ------------------------------------------------------------------ events
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.link.begin_step()
+
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._step = state.global_step
         stored = state.stateful_callbacks.get(type(self).__name__)
@@ -130,6 +135,7 @@ def attach(
     clock: Clock | None = None,
     knobs: Mapping[str, Any] | None = None,
     sampler: Any = None,
+    plans: Plans | None = None,
     per_sample_loss: PerSampleLoss = causal_lm_loss,
     **fields: Any,
 ) -> CadenceCallback:
@@ -140,10 +146,13 @@ def attach(
         lr: a schedule or spec for the learning rate; with ``**fields`` (``weight_decay=...``) builds
             the Trainer's optimizer and a :class:`~cadence.optim.ScheduledLR` driving it.
         budget: the clock's budget (default: the Trainer's ``max_steps``); ignored if ``clock`` is given.
-        clock: the clock to run on (default: a new one with ``budget``).
+        clock: the clock to run on (default: the plans' clock, else a new one with ``budget``).
         knobs: other named schedules, logged and read with ``callback.link.knob(name)``.
         sampler: a curriculum sampler (``cadence.curricula.CurriculumSampler``) yielding item ids of
             ``trainer.train_dataset``; its ``policy`` receives per-sample losses.
+        plans: progressive plans (``{name: plan}`` or a sequence) built on the run's clock (give it
+            ``budget=args.max_steps``); updated before each step's forward pass, logged under
+            ``cadence/plan/<name>/``, checkpointed.
         per_sample_loss: ``(outputs, labels) -> (summed loss per sample, token count per sample)``;
             the default is next-token cross-entropy for causal LMs.
 
@@ -157,6 +166,8 @@ def attach(
         raise CadenceError("set restore_callback_states_from_checkpoint=False: cadence restores its own state "
                            "on resume, and the Trainer's generic restore would replace its callback")
     scheduler = trainer.lr_scheduler if isinstance(trainer.lr_scheduler, ScheduledLR) else None
+    if clock is None:
+        clock = plans_clock(plans)
     if lr is not None or fields:
         if trainer.lr_scheduler is not None:
             raise CadenceError("this Trainer already has an lr_scheduler; pass lr= to attach() or the scheduler, not both")
@@ -187,7 +198,7 @@ def attach(
         trainer._get_train_sampler = lambda *_, **__: tracked  # the documented override point, per instance
 
     link = RegimenLink(scheduler=scheduler, clock=None if scheduler else clock, knobs=knobs,
-                       policy=policy, sampler=sampler, tracker=tracked)
+                       policy=policy, sampler=sampler, tracker=tracked, plans=plans)
     callback = CadenceCallback(link, per_sample_loss)
     if tracked is not None:
         trainer.compute_loss_func = callback.compute_loss

@@ -13,8 +13,10 @@
   ``"sample_loss"`` reach the policy once per optimizer step.
 * cadence state goes into every Lightning checkpoint (``Callback.state_dict``, JSON-safe values)
   and is restored by ``trainer.fit(..., ckpt_path=...)``; prefetched-but-untrained ids are replayed.
-* learning rates, knobs, progress and arm probabilities are logged with ``pl_module.log_dict`` at
-  every optimizer step, so any Lightning logger receives them.
+* ``plans=[LayerFreezing(...), ...]`` (``cadence.progressive``, built on the run's clock) are
+  updated in ``on_train_batch_start``, before the forward pass, and checkpointed with the rest.
+* learning rates, knobs, progress, arm probabilities and plan values are logged with
+  ``pl_module.log_dict`` at every optimizer step, so any Lightning logger receives them.
 
 Example (complete script: ``docs/integrations/lightning.md``)::
 
@@ -35,7 +37,7 @@ import numpy as np
 from cadence.clock import Clock
 from cadence.errors import CadenceError
 from cadence.integrations.jsonstate import decode, encode
-from cadence.integrations.link import RegimenLink
+from cadence.integrations.link import Plans, RegimenLink, plans_clock
 from cadence.integrations.tracking import TrackedSampler
 from cadence.optim import ScheduledLR
 
@@ -47,22 +49,25 @@ class CadenceCallback(pl.Callback):
         lr, **fields: schedules (objects or specs) for the first optimizer's param groups; leave
             out to use a ``ScheduledLR`` from ``configure_optimizers`` (or none).
         budget: the clock's budget (default: ``trainer.max_steps``, else estimated stepping batches).
-        clock: the clock to run on (default: a new one with ``budget``).
+        clock: the clock to run on (default: the plans' clock, else a new one with ``budget``).
         knobs: other named schedules, logged and read with ``callback.link.knob(name)``.
         sampler: a curriculum sampler; use :attr:`sampler` (the tracked wrapper) in the DataLoader.
+        plans: progressive plans (``{name: plan}`` or a sequence) built on the run's clock; updated
+            before each batch's forward pass, logged under ``cadence/plan/<name>/``, checkpointed.
         loss_key: where ``training_step``'s output holds per-sample losses (shape ``[batch]``).
         log: whether to ``log_dict`` regimen values at every optimizer step.
     """
 
     def __init__(self, *, lr: Any = None, budget: Any = None, clock: Clock | None = None,
-                 knobs: Mapping[str, Any] | None = None, sampler: Any = None, loss_key: str = "sample_loss",
-                 log: bool = True, **fields: Any) -> None:
+                 knobs: Mapping[str, Any] | None = None, sampler: Any = None, plans: Plans | None = None,
+                 loss_key: str = "sample_loss", log: bool = True, **fields: Any) -> None:
         if sampler is not None and getattr(sampler, "policy", None) is None:
             raise CadenceError(f"{type(sampler).__name__} has no .policy; pass a cadence CurriculumSampler")
         if sampler is not None and set(sampler.policy.requires) - {"loss"}:
             raise CadenceError(f"{type(sampler.policy).__name__} needs {sorted(sampler.policy.requires)}, but the "
                                f"callback feeds per-sample loss; choose a loss-driven policy (DoReMi, ...)")
-        self.lr, self.fields, self.budget, self.clock, self.knobs = lr, fields, budget, clock, knobs
+        self.lr, self.fields, self.budget, self.knobs, self.plans = lr, fields, budget, knobs, plans
+        self.clock = clock if clock is not None else plans_clock(plans)
         self.curriculum, self.loss_key, self.log = sampler, loss_key, log
         # each rank draws its own shard, so the tracker consumes this rank's ids only
         self.sampler = TrackedSampler(sampler) if sampler is not None else None
@@ -90,7 +95,7 @@ class CadenceCallback(pl.Callback):
         clock = None if scheduler is not None else (self.clock or Clock(budget=self._budget(trainer)))
         self.link = RegimenLink(scheduler=scheduler, clock=clock, knobs=self.knobs,
                                 policy=getattr(self.curriculum, "policy", None), sampler=self.curriculum,
-                                tracker=self.sampler)
+                                tracker=self.sampler, plans=self.plans)
         if self._saved is not None:  # the data side came back in load_state_dict
             self.link.load_state_dict(self._saved, only=set(self._saved) - {"kind", "sampler", "tracker"})
             self._saved = None
@@ -107,6 +112,10 @@ class CadenceCallback(pl.Callback):
         return int(steps)
 
     # ------------------------------------------------------------------ per batch
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self.link.begin_step()  # per micro-batch under accumulation; a plan acts once per clock step
+
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         link = self.link

@@ -7,6 +7,8 @@ A :class:`RegimenLink` bundles what a host trainer needs from cadence:
 * named *knobs*: schedules read by other code (a response-length budget, a KL coefficient, ...);
 * an optional curriculum policy and its sampler, fed per-item signals through :meth:`observe`
   (gathered across ranks first, so every rank's policy stays identical);
+* progressive *plans* (``cadence.progressive``) on the same clock, updated by :meth:`begin_step`
+  before each forward pass;
 * :meth:`values` for loggers and one :meth:`state_dict` for checkpoints.
 
     >>> link = RegimenLink(knobs={"max_len": "ramp(start=64, end=256)"}, clock=Clock(budget=100))
@@ -17,16 +19,19 @@ A :class:`RegimenLink` bundles what a host trainer needs from cadence:
 from __future__ import annotations
 
 import copy
-from typing import Any, Collection, Mapping
+import re
+from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 
 from cadence.clock import Clock
 from cadence.errors import CadenceError, StateError
 from cadence.optim import ScheduledLR
+from cadence.progressive.base import Plan
 from cadence.schedules.base import Schedule, as_schedule
 
 KIND = "cadence.RegimenLink"
+Plans = Mapping[str, Plan] | Sequence[Plan]  # named plans, or plans named after their classes
 
 
 class RegimenLink:
@@ -40,6 +45,8 @@ class RegimenLink:
         sampler: the curriculum's sampler, checkpointed with the link.
         tracker: the :class:`~cadence.integrations.tracking.TrackedSampler` wrapping ``sampler``
             in the host's DataLoader, checkpointed with the link (its pending ids).
+        plans: progressive plans on the link's clock, as ``{name: plan}`` or a sequence (named after
+            their classes: ``LayerFreezing`` → ``layer_freezing``); see :meth:`begin_step`.
         prefix: prefix of the keys :meth:`values` returns.
     """
 
@@ -52,6 +59,7 @@ class RegimenLink:
         policy: Any = None,
         sampler: Any = None,
         tracker: Any = None,
+        plans: Plans | None = None,
         prefix: str = "cadence/",
     ) -> None:
         if scheduler is not None and clock is not None and scheduler.clock is not clock:
@@ -64,9 +72,15 @@ class RegimenLink:
         self.policy = policy
         self.sampler = sampler
         self.tracker = tracker
+        self.plans = PlanSet(plans or {}, self.clock)
         self.prefix = prefix
 
     # ------------------------------------------------------------------ time
+    def begin_step(self) -> None:
+        """Put this step's plan configuration in place; adapters call it before the forward pass
+        (again per micro-batch is harmless: a plan changes nothing twice in one clock step)."""
+        self.plans.update()
+
     def step(self, *, samples: float = 0, tokens: float = 0) -> None:
         """Count one optimizer step. The scheduler advances the clock if there is one; else the link does."""
         if self.scheduler is None:
@@ -108,13 +122,14 @@ class RegimenLink:
             out[p + "progress"] = float(self.clock.progress)
         if self.policy is not None:
             out.update(flatten_stats(self.policy.stats(), self.policy.arms.names, p + "curriculum/"))
+        out.update({p + "plan/" + k: v for k, v in self.plans.values().items()})
         return out
 
     # ------------------------------------------------------------------ state
     def _parts(self) -> dict[str, Any]:
         # a sampler's state holds its policy's, so the policy is stored on its own only without one
         parts = {"scheduler": self.scheduler, "sampler": self.sampler, "tracker": self.tracker,
-                 "policy": self.policy if self.sampler is None else None}
+                 "policy": self.policy if self.sampler is None else None, "plans": self.plans or None}
         return {k: v for k, v in parts.items() if v is not None}
 
     def state_dict(self) -> dict[str, Any]:
@@ -127,7 +142,7 @@ class RegimenLink:
         """Restore a :meth:`state_dict`. All parts load or none does: on any error every part is put back.
 
         ``only`` restricts the load to some roles (``"clock"``, ``"scheduler"``, ``"sampler"``,
-        ``"tracker"``, ``"policy"``), for hosts that need the data side back before the optimizer exists.
+        ``"tracker"``, ``"policy"``, ``"plans"``), for hosts that need the data side back before the optimizer exists.
         """
         if not isinstance(state, Mapping) or state.get("kind") != KIND:
             raise StateError(f"not a cadence RegimenLink state_dict (missing kind={KIND!r})")
@@ -154,6 +169,83 @@ class RegimenLink:
             for name, part in parts.items():
                 part.load_state_dict(backup[name])
             raise
+
+
+class PlanSet:
+    """Named progressive plans on one clock, driven, logged and checkpointed as one part.
+
+        >>> import torch
+        >>> from cadence.progressive import LayerFreezing
+        >>> clock = Clock(budget=10)
+        >>> plans = PlanSet([LayerFreezing([torch.nn.Linear(2, 2) for _ in range(3)], clock=clock)], clock)
+        >>> plans.update(); plans.values()["layer_freezing/frozen_layers"]
+        0.0
+    """
+
+    def __init__(self, plans: Plans, clock: Clock) -> None:
+        if isinstance(plans, Mapping):
+            named = dict(plans)
+        else:
+            plans = list(plans)
+            named = {plan_name(plan): plan for plan in plans}
+            if len(named) < len(plans):
+                raise CadenceError(f"two plans of one class would share a name; pass them as {{name: plan}}: "
+                                   f"{[plan_name(p) for p in plans]}")
+        for name, plan in named.items():
+            if not isinstance(plan, Plan):
+                raise CadenceError(f"plan {name!r} is a {type(plan).__name__}, not a cadence.progressive plan")
+            if not name or "/" in name:
+                raise CadenceError(f"plan name {name!r} must be non-empty and contain no '/'")
+            if plan.clock is not clock:
+                raise CadenceError(f"plan {name!r} runs on another clock; build every plan with the run's clock")
+        self.plans = named
+
+    def __bool__(self) -> bool:
+        return bool(self.plans)
+
+    def update(self) -> None:
+        """``plan.update()`` for every plan, in the order given."""
+        for plan in self.plans.values():
+            plan.update()
+
+    def values(self) -> dict[str, float]:
+        """Every plan's values as ``<name>/<key>``."""
+        return {f"{name}/{k}": float(v) for name, plan in self.plans.items() for k, v in plan.values().items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: plan.state_dict() for name, plan in self.plans.items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Load every plan's state; a different set of names is rejected before anything changes.
+        (A plan that rejects its state changes nothing; :class:`RegimenLink` puts the others back.)"""
+        if not isinstance(state, Mapping) or set(state) != set(self.plans):
+            found = sorted(state) if isinstance(state, Mapping) else type(state).__name__
+            raise StateError(f"the state_dict holds plans {found}, this link has {sorted(self.plans)}")
+        for name, plan in self.plans.items():
+            plan.load_state_dict(state[name])
+
+
+def plan_name(plan: Plan) -> str:
+    """A plan's default name: its class name in snake case.
+
+        >>> from cadence.progressive import SequenceLengthWarmup
+        >>> plan_name(SequenceLengthWarmup(clock=Clock(budget=10), length=8))
+        'sequence_length_warmup'
+    """
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(plan).__name__).lower()
+
+
+def plans_clock(plans: Plans | None) -> Clock | None:
+    """The clock the plans run on (``None`` without plans), for adapters that build the link's clock.
+
+    Raises:
+        CadenceError: if the plans run on different clocks.
+    """
+    found = list((plans.values() if isinstance(plans, Mapping) else plans) or ())
+    clocks = {id(getattr(p, "clock", None)): getattr(p, "clock", None) for p in found}
+    if len(clocks) > 1:
+        raise CadenceError("the plans run on different clocks; build every plan with the run's one clock")
+    return next(iter(clocks.values()), None)
 
 
 def flatten_stats(stats: Mapping[str, Any], arm_names: list[Any], prefix: str) -> dict[str, float]:
