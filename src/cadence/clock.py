@@ -157,13 +157,19 @@ class Axis:
         20.0
     """
 
-    __slots__ = ("unit", "total", "_rates")
+    __slots__ = ("unit", "total", "_rates", "_spans")
 
     def __init__(self, unit: str = "steps", total: float | None = None,
                  rates: dict[str, float] | Callable[[], dict[str, float]] | None = None):
         self.unit = unit
         self.total = total
         self._rates = rates if rates is not None else {}
+        self._spans: dict[float | None, Axis] = {}
+
+    @property
+    def rates_resolved(self) -> bool:
+        """True once lazily given rates have been computed (they then describe one moment)."""
+        return not callable(self._rates)
 
     @property
     def rates(self) -> dict[str, float]:
@@ -203,9 +209,10 @@ class Axis:
         return position / rate
 
     def span(self, total: float | None) -> Axis:
-        """The same frame over a span of length ``total`` (used by joins and warmups)."""
-        span = Axis(self.unit, total)
-        span._rates = self._rates
+        """The same frame over a span of length ``total`` (used by joins and warmups; memoized)."""
+        span = self._spans.get(total)
+        if span is None:
+            span = self._spans[total] = Axis(self.unit, total, self._rates)
         return span
 
     def __repr__(self) -> str:
@@ -402,7 +409,8 @@ class Clock:
         c["tokens"] += tokens + self._pending["tokens"]
         c["seconds"] += seconds
         self._pending["samples"] = self._pending["tokens"] = 0.0
-        self._axis = None
+        if self._axis is not None and self._axis.rates_resolved:
+            self._axis = None  # its rates described the previous moment; otherwise it is still exact
 
     # ------------------------------------------------------------------ budget
     def watch(self, schedules: Iterable[Any]) -> None:
