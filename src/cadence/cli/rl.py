@@ -1,0 +1,104 @@
+"""``cadence demo`` and ``cadence bench rl``: the RL lab's commands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cadence.cli import bench_subcommands
+from cadence.errors import CadenceError
+
+
+def _size_options(parser: argparse.ArgumentParser, default_size: str) -> None:
+    parser.add_argument("--size", choices=("default", "tiny"), default=default_size,
+                        help=f"problem size (default: {default_size}; tiny runs in seconds)")
+    parser.add_argument("--quick", action="store_const", const="tiny", dest="size", help="same as --size tiny")
+    parser.add_argument("--steps", type=int, default=None, help="GRPO steps per policy (default: the size's)")
+    parser.add_argument("--target", type=float, default=None,
+                        help="target accuracy (default: warm-start accuracy + 0.05)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    demo = subparsers.add_parser(
+        "demo", help="GRPO on a tiny model: uniform vs DUMP vs SEC vs pass-rate filtering, with a report",
+        description="Warm-start a tiny transformer on generated reasoning tasks, then train it with GRPO "
+                    "under uniform sampling, DUMP, SEC and pass-rate filtering on the same seed and budget. "
+                    "Prints a comparison and writes report.md with plots.")
+    demo.add_argument("-o", "--output", type=Path, default=Path("cadence-demo"),
+                      help="folder for the report (default: cadence-demo/)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--workers", type=int, default=None,
+                      help="processes training policies side by side (default: 2, or 1 with --quick)")
+    _size_options(demo, "default")
+    demo.set_defaults(func=run_demo_command)
+
+    rl = bench_subcommands(subparsers).add_parser(
+        "rl", help="curricula vs uniform over seeds (ratios with intervals), or the budget experiments",
+        description="curricula: steps and rollouts to the target accuracy relative to uniform, over seeds, "
+                    "with 95%% t-intervals. length: a tightened response-length budget vs a fixed one. "
+                    "allocation: knapsack rollout allocation vs the same number of answers per prompt.")
+    rl.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1; default 3)")
+    rl.add_argument("--experiment", choices=("curricula", "length", "allocation"), default="curricula")
+    rl.add_argument("--workers", type=int, default=1, help="processes training policies side by side (curricula)")
+    _size_options(rl, "default")
+    rl.set_defaults(func=run_bench_command)
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    from cadence.labs.rl.demo import run_demo
+
+    run_demo(args.size, args.output, seed=args.seed, steps=args.steps, target=args.target, workers=args.workers)
+    return 0
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console)
+
+
+def run_bench_command(args: argparse.Namespace) -> int:
+    from cadence.labs.rl import bench
+    from cadence.labs.rl.demo import lab_for
+    from cadence.labs.rl.report import label
+
+    if args.seeds < 1:
+        raise CadenceError(f"--seeds must be at least 1, got {args.seeds}")
+    console = Console()
+    lab = lab_for(args.size, args.steps, args.target)
+    runs = {"curricula": len(lab.policies), "length": 2, "allocation": 2}[args.experiment]
+    with _progress(console) as progress:
+        task = progress.add_task(f"bench rl · {args.experiment}", total=args.seeds * runs * lab.grpo.steps)
+        tick = lambda *_: progress.update(task, advance=1)  # noqa: E731
+        if args.experiment == "curricula":
+            rows, _ = bench.bench_curricula(lab, args.seeds, on_step=tick, workers=args.workers)
+        elif args.experiment == "length":
+            result = bench.bench_length(lab, args.seeds, on_step=tick)
+        else:
+            result = bench.bench_allocation(lab, args.seeds, on_step=tick)
+    if args.experiment == "curricula":
+        table = Table(title=f"to reach the target vs uniform · {args.seeds} seeds · geometric mean [95% CI]")
+        for col in ("policy", "steps ratio", "rollouts ratio", "reached target", "final accuracy",
+                    "informative groups"):
+            table.add_column(col, justify="left" if col == "policy" else "right")
+        for r in rows:
+            fmt = lambda t: f"{t[0]:.2f} [{t[1]:.2f}, {t[2]:.2f}]"  # noqa: E731
+            table.add_row(label(r.policy), fmt(r.steps_ratio), fmt(r.rollouts_ratio), f"{r.reached}/{r.seeds}",
+                          f"{r.final_accuracy:.3f}", f"{r.informative_share:.0%}")
+    else:
+        table = Table(title=f"bench rl · {args.experiment} · {args.seeds} seeds · mean (min–max)")
+        metrics = list(next(iter(result.values())))
+        table.add_column("setting")
+        for m in metrics:
+            table.add_column(m.replace("_", " "), justify="right")
+        for name, values in result.items():
+            cells = [f"{np.mean(v):.3f} ({np.min(v):.3f}–{np.max(v):.3f})" if isinstance(v, list) else f"{v:.3f}"
+                     for v in values.values()]
+            table.add_row(name, *cells)
+    console.print(table)
+    return 0

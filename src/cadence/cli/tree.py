@@ -1,0 +1,154 @@
+"""``cadence bench tree`` and ``cadence bench codesign``: the WSD tree and the curriculum × LR study,
+run on the pre-training lab.
+
+* **tree** — budgets ``B, 2B, 4B, 8B``: one constant-LR trunk with 1-sqrt cooldown branches (and,
+  with ``--wsd-s``, a WSD-S chain) against four dedicated cosine runs; prints total compute against
+  ``(1 − d)·B_max + d·ΣB_k`` and each model's final validation loss against its dedicated run.
+* **codesign** — quality-ascending data order vs a random order of the same documents, each with
+  (a) full LR decay, (b) moderate decay, (c) constant LR plus tail averaging of the last
+  checkpoints; mean ± std of the validation loss over seeds (algorithms.md §4.5).
+
+The runs live in :mod:`cadence.labs.pretrain.tree_bench`; this module prints them. Sizes are flags so
+tests run them tiny.
+
+    cadence bench tree --base 200
+    cadence bench codesign --steps 500 --seeds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cadence.tree import plan_tree
+
+
+def print_tree_benchmark(bench: Any, console: Console) -> None:
+    plan = bench.plan
+    table = Table(title=f"WSD tree vs dedicated cosine runs (decay {plan.decay:.0%}, 1-sqrt; peak {plan.peak:g})")
+    for col in ("budget", "dedicated cosine", "tree branch", "gap", "within 1%"):
+        table.add_column(col, justify="right")
+    if bench.wsds_compute is not None:
+        table.add_column("WSD-S", justify="right")
+        table.add_column("WSD-S gap", justify="right")
+    for r in bench.rows:
+        cells = [str(r.budget), f"{r.dedicated_loss:.4f}", f"{r.tree_loss:.4f}", f"{r.gap:+.2%}",
+                 "yes" if r.gap <= 0.01 else "NO"]
+        if r.wsds_loss is not None:
+            cells += [f"{r.wsds_loss:.4f}", f"{r.wsds_loss / r.dedicated_loss - 1:+.2%}"]
+        table.add_row(*cells)
+    console.print(table)
+    bound = plan.compute_bound
+    console.print(f"compute: tree {bench.tree_compute} steps, goal <= (1-d)*B_max + d*sum(B) = {bound:g} "
+                  f"({'met' if bench.tree_compute <= bound else 'MISSED'}); dedicated runs {plan.dedicated_compute} "
+                  f"steps; ratio tree/dedicated = {bench.tree_compute / plan.dedicated_compute:.3f}", highlight=False)
+    if bench.wsds_compute is not None:
+        console.print(f"WSD-S chain: {bench.wsds_compute} steps (= B_max)", highlight=False)
+    worst = max(r.gap for r in bench.rows)
+    console.print(f"losses: worst gap {worst:+.2%} (goal: tree no more than 1% above each dedicated run: "
+                  f"{'met' if worst <= 0.01 else 'MISSED'}); wall {bench.seconds:.0f} s", highlight=False)
+
+
+def _steps_progress(label: str, total: int) -> tuple[Progress, Callable[[int], None]]:
+    progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+                        TimeElapsedColumn(), transient=True)
+    task = progress.add_task(label, total=total)
+    return progress, lambda n: progress.advance(task, n)
+
+
+def _bench_tree(args: argparse.Namespace) -> int:
+    from cadence.labs.pretrain.tree_bench import plot_tree_benchmark, run_tree_benchmark  # heavy: on use
+
+    budgets = [args.base * m for m in (1, 2, 4, 8)]
+    total = plan_tree(budgets, decay=args.decay).total_compute + sum(budgets) + (max(budgets) if args.wsd_s else 0)
+    progress, tick = _steps_progress("bench tree", total)
+    with progress:
+        bench = run_tree_benchmark(base=args.base, decay=args.decay, peak=args.peak, warmup=args.warmup,
+                                   cosine_floor=args.cosine_floor, size=args.size, seed=args.seed, wsds=args.wsd_s,
+                                   on_steps=tick)
+    print_tree_benchmark(bench, Console())
+    if args.plot:
+        print(f"wrote {plot_tree_benchmark(bench, args.plot)}")
+    if args.lineage:
+        Path(args.lineage).write_text(json.dumps(bench.lineage, indent=2))
+        print(f"wrote lineage to {args.lineage}")
+    return 0
+
+
+def print_codesign(res: Any, console: Console) -> None:
+    from cadence.labs.pretrain.tree_bench import LR_VARIANTS
+
+    n = len(next(iter(res.losses["random"].values())))
+    table = Table(title=f"Curriculum x LR co-design: validation loss (documents of quality >= {res.val_min_quality:g}), "
+                        f"mean ± std over {n} seeds, {res.steps} steps")
+    table.add_column("LR regimen")
+    for o in res.losses:
+        table.add_column(o, justify="right")
+    table.add_column("ascending − random", justify="right")
+    for v in LR_VARIANTS:
+        r, q = res.losses["random"][v], res.losses["quality-ascending"][v]
+        diff = q - r
+        table.add_row(v, f"{r.mean():.4f} ± {r.std():.4f}", f"{q.mean():.4f} ± {q.std():.4f}",
+                      f"{diff.mean():+.4f} ± {diff.std():.4f}")
+    console.print(table)
+    console.print(f"full decay: cosine to 0; moderate decay: cosine to {res.moderate_floor:g}× peak; tail avg: uniform "
+                  f"over the last {res.tail} checkpoints (steps {', '.join(map(str, res.tail_steps))}) of the "
+                  f"constant-LR run; wall {res.seconds:.0f} s", highlight=False)
+
+
+def _bench_codesign(args: argparse.Namespace) -> int:
+    from cadence.labs.pretrain.tree_bench import run_codesign
+
+    progress, tick = _steps_progress("bench codesign", args.steps * args.seeds * 2 * 3)
+    with progress:
+        res = run_codesign(steps=args.steps, seeds=args.seeds, peak=args.peak, moderate_floor=args.moderate_floor,
+                           tail=args.tail, tail_span=args.tail_span, size=args.size,
+                           val_min_quality=args.val_min_quality, on_steps=tick)
+    print_codesign(res, Console())
+    return 0
+
+
+def add_tree_parser(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="WSD tree vs dedicated cosine runs on the pre-training lab",
+                       description=__doc__.split("\n\n")[1].strip())
+    p.add_argument("--base", type=int, default=200, help="B, the smallest budget in steps (budgets B, 2B, 4B, 8B)")
+    p.add_argument("--decay", type=float, default=0.2, help="cooldown fraction d of each budget (default 0.2)")
+    p.add_argument("--peak", type=float, default=3e-3, help="peak LR (default 3e-3)")
+    p.add_argument("--warmup", type=int, default=None, help="warmup steps (default B/10)")
+    p.add_argument("--cosine-floor", type=float, default=0.1, help="final LR factor of the cosine runs (default 0.1)")
+    p.add_argument("--size", default="small", choices=("tiny", "small"), help="lab model size")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--wsd-s", action="store_true", help="also run a WSD-S chain (B_max more steps)")
+    p.add_argument("--lineage", help="write the tree's lineage JSON here")
+    p.add_argument("-o", "--plot", help="write a plot of the runs' LR and loss here (.png)")
+    p.set_defaults(func=_bench_tree)
+
+
+def add_codesign_parser(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="quality curriculum x LR decay/averaging study on the pre-training lab")
+    p.add_argument("--steps", type=int, default=500, help="steps per run (default 500)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds (default 3)")
+    p.add_argument("--peak", type=float, default=3e-3)
+    p.add_argument("--moderate-floor", type=float, default=0.3, help="final LR factor of the moderate decay (0.3)")
+    p.add_argument("--tail", type=int, default=5, help="checkpoints averaged at the end of the constant-LR run")
+    p.add_argument("--tail-span", type=float, default=0.1,
+                   help="fraction of the run the averaged checkpoints are spread over (default 0.1)")
+    p.add_argument("--val-min-quality", type=float, default=0.9,
+                   help="validate on documents of at least this quality (default 0.9: clean text)")
+    p.add_argument("--size", default="small", choices=("tiny", "small"), help="lab model size")
+    p.set_defaults(func=_bench_codesign)
+
+
+def register(subparsers: Any) -> None:
+    """Add ``cadence bench tree`` and ``cadence bench codesign`` to the shared ``bench`` group."""
+    from cadence.cli import bench_subcommands
+
+    bench = bench_subcommands(subparsers)
+    add_tree_parser(bench, "tree")
+    add_codesign_parser(bench, "codesign")

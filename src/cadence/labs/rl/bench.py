@@ -1,0 +1,152 @@
+"""``cadence bench rl``: the demo's comparison over several seeds, and the two budget experiments.
+
+* :func:`bench_curricula` — per policy, the ratio of steps and of rollouts to reach the target
+  vs uniform on the same seed; geometric mean over seeds with a 95% t-interval on the log ratio.
+  A run that never reaches the target counts as its whole budget (a censored, optimistic value
+  for that run; the "reached" column says how often it happened).
+* :func:`bench_length` — a response-length budget tightened over training ("Train Long, Think
+  Short", §3.6) vs the final budget held fixed: final accuracy and mean response length.
+* :func:`bench_allocation` — rollouts spread by :class:`KnapsackAllocation` vs ``group`` per
+  prompt under the same total: share of groups and of rollouts with non-zero advantage.
+
+    >>> interval(np.array([0.5, 0.5, 0.5]))
+    (0.5, 0.5, 0.5)
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import numpy as np
+import torch
+from scipy import stats
+
+from cadence.curricula import Uniform
+from cadence.errors import CadenceError
+from cadence.labs.rl.budgets import FixedAllocation, KnapsackAllocation, LengthReward
+from cadence.labs.rl.experiment import Comparison, LabConfig, compare
+from cadence.labs.rl.grpo import GRPOTrainer, History, correctness_reward, suite_arms
+from cadence.labs.rl.sources import CurriculumSource
+from cadence.labs.rl.warmstart import warm_start
+
+
+def interval(ratios: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """Geometric mean of positive ``ratios`` and its t-interval (computed on the logs)."""
+    logs = np.log(np.asarray(ratios, dtype=np.float64))
+    mean = float(logs.mean())
+    if len(logs) < 2 or float(logs.std(ddof=1)) == 0.0:
+        return float(np.exp(mean)), float(np.exp(mean)), float(np.exp(mean))
+    half = float(stats.t.ppf(0.5 + level / 2, len(logs) - 1) * logs.std(ddof=1) / np.sqrt(len(logs)))
+    return float(np.exp(mean)), float(np.exp(mean - half)), float(np.exp(mean + half))
+
+
+@dataclass(frozen=True)
+class RatioRow:
+    """One policy's result over seeds; ratios are (geometric mean, low, high) vs uniform."""
+
+    policy: str
+    steps_ratio: tuple[float, float, float]
+    rollouts_ratio: tuple[float, float, float]
+    reached: int
+    seeds: int
+    final_accuracy: float
+    informative_share: float
+
+
+def reach_or_budget(c: Comparison, policy: str) -> tuple[int, int, bool]:
+    """``(steps, rollouts, reached)``; an unreached target counts the whole run."""
+    steps, rollouts = c.reach(policy)
+    if steps is None:
+        h = c.histories[policy]
+        return c.lab.grpo.steps, h.rollouts, False
+    return steps, rollouts, True
+
+
+def ratio_rows(comparisons: list[Comparison]) -> list[RatioRow]:
+    """Per policy: steps and rollouts to target relative to uniform on the same seed."""
+    rows = []
+    for policy in comparisons[0].histories:
+        steps, rollouts, reached, final, share = [], [], 0, [], []
+        for c in comparisons:
+            s, r, ok = reach_or_budget(c, policy)
+            su, ru, _ = reach_or_budget(c, "uniform")
+            steps.append(max(s, 1) / max(su, 1))
+            rollouts.append(max(r, 1) / max(ru, 1))
+            reached += ok
+            final.append(float(c.final_accuracy(policy).mean()))
+            h = c.histories[policy]
+            share.append(float(np.sum(h.step_informative) / max(np.sum(h.step_groups), 1)))
+        rows.append(RatioRow(policy, interval(np.array(steps)), interval(np.array(rollouts)), reached,
+                             len(comparisons), float(np.mean(final)), float(np.mean(share))))
+    return rows
+
+
+def bench_curricula(lab: LabConfig, seeds: int, on_step: Callable[[str], None] | None = None,
+                    on_seed: Callable[[int], None] | None = None,
+                    workers: int = 1) -> tuple[list[RatioRow], list[Comparison]]:
+    """Run :func:`compare` on seeds ``0..seeds-1`` and summarise the ratios vs uniform."""
+    if "uniform" not in lab.policies:
+        raise CadenceError("the bench compares against uniform; include it in the policies")
+    comparisons = []
+    for seed in range(seeds):
+        comparisons.append(compare(lab, seed, on_step=on_step, workers=workers))
+        if on_seed is not None:
+            on_seed(seed)
+    return ratio_rows(comparisons), comparisons
+
+
+def _train_uniform(lab: LabConfig, seed: int, weights: torch.nn.Module, *, reward=correctness_reward,
+                   allocator=None, on_step: Callable[[], None] | None = None) -> History:
+    source = CurriculumSource(Uniform(suite_arms(lab.suite), seed=seed))
+    trainer = GRPOTrainer(copy.deepcopy(weights), lab.suite, source, lab.grpo, max_new_tokens=lab.warm.max_new_tokens,
+                          reward=reward, allocator=allocator, seed=seed)
+    return trainer.run(on_step=on_step)
+
+
+LENGTH_SCHEDULES = {
+    "tightened": "step(peak=16, every=25%, gamma=0.72)",
+    "fixed": "constant(6)",
+}
+"""Length budgets compared: 16 tokens, cut by 0.72 three times (16 → 11.5 → 8.3 → 6.0, the
+paper's step-wise exponential with n = 3), vs the final 6 tokens from the start."""
+
+
+def bench_length(lab: LabConfig, seeds: int, on_step: Callable[[], None] | None = None) -> dict[str, dict]:
+    """Final accuracy and mean response length (eval, greedy) under each length budget.
+
+    The warm start puts 0..8 filler characters before each answer, so responses start long."""
+    torch.set_num_threads(1)
+    lab = replace(lab, warm=replace(lab.warm, filler_max=8))
+    out: dict[str, dict] = {name: {"accuracy": [], "length": [], "start_length": []} for name in LENGTH_SCHEDULES}
+    for seed in range(seeds):
+        seeded = lab.with_seed(seed)
+        weights = warm_start(seeded.suite, seeded.warm, seed=seed)
+        for name, spec in LENGTH_SCHEDULES.items():
+            h = _train_uniform(seeded, seed, weights, reward=LengthReward(spec), on_step=on_step)
+            out[name]["accuracy"].append(float(np.mean(h.eval_accuracy[-1])))
+            out[name]["length"].append(h.eval_length[-1])
+            out[name]["start_length"].append(h.eval_length[0])
+    return out
+
+
+def bench_allocation(lab: LabConfig, seeds: int, on_step: Callable[[], None] | None = None) -> dict[str, dict]:
+    """Share of informative groups and of rollouts in them, fixed vs knapsack allocation."""
+    torch.set_num_threads(1)
+    out: dict[str, dict] = {name: {"informative_groups": [], "useful_rollouts": [], "accuracy": []}
+                            for name in ("uniform allocation", "knapsack allocation")}
+    for seed in range(seeds):
+        seeded = lab.with_seed(seed)
+        weights = warm_start(seeded.suite, seeded.warm, seed=seed)
+        allocators = {
+            "uniform allocation": FixedAllocation(lab.grpo.group),
+            "knapsack allocation": KnapsackAllocation(seeded.suite.arm_of, len(seeded.suite.arm_names),
+                                                      lab.grpo.group),
+        }
+        for name, allocator in allocators.items():
+            h = _train_uniform(seeded, seed, weights, allocator=allocator, on_step=on_step)
+            out[name]["informative_groups"].append(float(np.sum(h.step_informative) / np.sum(h.step_groups)))
+            out[name]["useful_rollouts"].append(float(np.sum(h.step_useful_rollouts) / np.sum(h.step_rollouts)))
+            out[name]["accuracy"].append(float(np.mean(h.eval_accuracy[-1])))
+    return out

@@ -1,0 +1,179 @@
+"""One comparison of prompt-selection policies: same warm start, same seed, same budget.
+
+A :class:`LabConfig` fixes the suite, the warm start, the GRPO loop and the target; a size
+preset (``"default"``, ``"tiny"``) is one of :data:`SIZES`. :func:`compare` warm-starts once,
+then trains a copy of the same weights under each policy and records accuracy over steps and
+rollouts. "Reaching the target" means the eval accuracy (mean over arms) first being at least
+the target: by default the warm-start accuracy plus ``target_gain``.
+
+    >>> lab = SIZES["tiny"]
+    >>> [p for p in lab.policies]
+    ['uniform', 'dump', 'sec', 'pass_rate']
+"""
+
+from __future__ import annotations
+
+import copy
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from queue import Empty
+from typing import Callable
+
+import numpy as np
+import torch
+
+from cadence.curricula import DUMP, SEC, PassRateFilter, Uniform
+from cadence.errors import CadenceError
+from cadence.labs.rl.grpo import GRPOConfig, GRPOTrainer, History, suite_arms
+from cadence.labs.rl.policy import evaluate
+from cadence.labs.rl.sources import CurriculumSource, FilteredSource, PromptSource
+from cadence.labs.rl.tasks import TaskSuite
+from cadence.labs.rl.tokenizer import CharTokenizer
+from cadence.labs.rl.warmstart import WarmStartConfig, warm_start
+from cadence.labs.tinygpt import TinyGPT
+
+POLICIES = ("uniform", "dump", "sec", "pass_rate")
+"""The policies compared: uniform sampling, DUMP (§3.1, paper defaults), SEC (§3.2, α = 0.5,
+τ = 0.2 as in the released 2-D run scripts) and balanced pass-rate filtering (§3.3, band
+[0.25, 0.75] inclusive (UNCONFIRMED band), refilling with at most 3 extra rounds of rollouts)."""
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    """Everything one comparison needs besides the seed."""
+
+    suite: TaskSuite = field(default_factory=TaskSuite)
+    warm: WarmStartConfig = WarmStartConfig()
+    grpo: GRPOConfig = GRPOConfig()
+    policies: tuple[str, ...] = POLICIES
+    target_gain: float = 0.05
+    target: float | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.policies if p not in POLICIES]
+        if unknown or not self.policies:
+            raise CadenceError(f"unknown policies {unknown}; choose from {POLICIES}")
+
+    def with_seed(self, seed: int) -> LabConfig:
+        """The same lab with the suite drawn from ``seed``."""
+        return replace(self, suite=replace(self.suite, seed=seed))
+
+
+SIZES: dict[str, LabConfig] = {
+    "default": LabConfig(),
+    "tiny": LabConfig(
+        suite=TaskSuite(families=("add", "sort", "count"), levels=(1, 2), items_per_arm=32, eval_per_arm=8),
+        warm=WarmStartConfig(steps=60, batch=32, n_layer=1, n_head=2, d_model=32),
+        grpo=GRPOConfig(steps=6, prompts_per_step=4, group=4, eval_every=3),
+    ),
+}
+"""Size presets: ``default`` (the demo, a few minutes on 2 cores) and ``tiny`` (CI, seconds)."""
+
+
+def make_source(name: str, suite: TaskSuite, grpo: GRPOConfig, seed: int) -> PromptSource:
+    """The prompt source for one of :data:`POLICIES`."""
+    arms = suite_arms(suite)
+    if name == "uniform":
+        return CurriculumSource(Uniform(arms, seed=seed))
+    if name == "dump":
+        return CurriculumSource(DUMP(arms, seed=seed))
+    if name == "sec":
+        return CurriculumSource(SEC(arms, alpha=0.5, temperature=0.2, seed=seed))
+    if name == "pass_rate":
+        extra = 3 * grpo.prompts_per_step * grpo.group
+        return FilteredSource(PassRateFilter(arms, 0.25, 0.75, closed="both", max_extra_rollouts=extra, seed=seed))
+    raise CadenceError(f"unknown policy {name!r}; choose from {POLICIES}")
+
+
+def first_reach(history: History, target: float) -> tuple[int | None, int | None]:
+    """``(steps, rollouts)`` at the first evaluation whose mean accuracy is >= ``target``, or
+    ``(None, None)`` if the run never got there."""
+    for step, rollouts, acc in zip(history.eval_steps, history.eval_rollouts, history.eval_accuracy):
+        if np.mean(acc) >= target:
+            return step, rollouts
+    return None, None
+
+
+@dataclass
+class Comparison:
+    """The outcome of :func:`compare`: one :class:`History` per policy plus the shared facts."""
+
+    lab: LabConfig
+    seed: int
+    arm_names: list[str]
+    warm_accuracy: np.ndarray
+    target: float
+    histories: dict[str, History]
+    seconds: dict[str, float]
+
+    def final_accuracy(self, policy: str) -> np.ndarray:
+        return np.asarray(self.histories[policy].eval_accuracy[-1])
+
+    def reach(self, policy: str) -> tuple[int | None, int | None]:
+        return first_reach(self.histories[policy], self.target)
+
+
+def train_policy(name: str, weights: TinyGPT, lab: LabConfig, seed: int,
+                 on_step: Callable[[], None] | None = None) -> History:
+    """GRPO from a copy of ``weights`` with prompts chosen by policy ``name``."""
+    source = make_source(name, lab.suite, lab.grpo, seed)
+    trainer = GRPOTrainer(copy.deepcopy(weights), lab.suite, source, lab.grpo,
+                          max_new_tokens=lab.warm.max_new_tokens, seed=seed)
+    return trainer.run(on_step=on_step)
+
+
+def _train_in_worker(name: str, state: dict, lab: LabConfig, seed: int, queue) -> tuple[History, float]:
+    """Worker-process entry: rebuild the warm-started model and train one policy."""
+    torch.set_num_threads(1)
+    model = TinyGPT(lab.warm.model_config(CharTokenizer()))
+    model.load_state_dict(state)
+    start = time.perf_counter()
+    history = train_policy(name, model, lab, seed, lambda: queue.put(name))
+    return history, time.perf_counter() - start
+
+
+def _train_parallel(weights: TinyGPT, lab: LabConfig, seed: int, workers: int,
+                    on_step: Callable[[str], None] | None) -> tuple[dict[str, History], dict[str, float]]:
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        queue = manager.Queue()
+        futures = {name: pool.submit(_train_in_worker, name, weights.state_dict(), lab, seed, queue)
+                   for name in lab.policies}
+        while True:
+            try:
+                name = queue.get(timeout=0.2)
+            except Empty:
+                if all(f.done() for f in futures.values()):
+                    break
+                continue
+            if on_step is not None:
+                on_step(name)
+        results = {name: f.result() for name, f in futures.items()}
+    return {n: r[0] for n, r in results.items()}, {n: r[1] for n, r in results.items()}
+
+
+def compare(lab: LabConfig, seed: int = 0, on_step: Callable[[str], None] | None = None,
+            on_warm: Callable[[], None] | None = None, workers: int = 1) -> Comparison:
+    """Warm-start once, then train every policy of ``lab`` from those weights on ``seed``.
+
+    ``workers > 1`` trains policies in that many processes (one thread each); results are the
+    same as with one worker."""
+    torch.set_num_threads(1)
+    lab = lab.with_seed(seed)
+    weights = warm_start(lab.suite, lab.warm, seed=seed)
+    if on_warm is not None:
+        on_warm()
+    warm_acc, _ = evaluate(weights, lab.suite, CharTokenizer(), lab.warm.max_new_tokens)
+    target = lab.target if lab.target is not None else float(warm_acc.mean()) + lab.target_gain
+    if workers > 1:
+        histories, seconds = _train_parallel(weights, lab, seed, workers, on_step)
+    else:
+        histories, seconds = {}, {}
+        for name in lab.policies:
+            start = time.perf_counter()
+            histories[name] = train_policy(name, weights, lab, seed,
+                                           None if on_step is None else (lambda n=name: on_step(n)))
+            seconds[name] = time.perf_counter() - start
+    return Comparison(lab, seed, lab.suite.arm_names, warm_acc, target, histories, seconds)

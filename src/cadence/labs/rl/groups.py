@@ -1,0 +1,85 @@
+"""Groups of sampled answers per prompt and GRPO's group-normalised advantages.
+
+Rows are grouped consecutively: ``sizes[i]`` rows belong to prompt ``items[i]`` (sizes may differ
+when rollouts are allocated per prompt). The shared fact behind every advantage-based curriculum
+(algorithms.md §3): a group whose rewards are all equal has zero advantage and teaches nothing.
+
+    >>> group_advantages(np.array([1.0, 0.0, 1.0, 1.0]), np.array([2, 2])).round(3).tolist()
+    [1.0, -1.0, 0.0, 0.0]
+    >>> informative(np.array([1.0, 0.0, 1.0, 1.0]), np.array([2, 2])).tolist()
+    [True, False]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cadence.labs.rl.policy import Rollouts
+
+ADVANTAGE_EPS = 1e-6
+
+
+def group_advantages(rewards: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """GRPO advantages ``(r − group mean) / (group std + ε)`` (population std), rows grouped by
+    ``sizes`` (consecutive rows per prompt). A group with equal rewards gets exactly 0."""
+    group = np.repeat(np.arange(len(sizes)), sizes)
+    counts = np.maximum(sizes, 1).astype(np.float64)
+    mean = np.bincount(group, weights=rewards, minlength=len(sizes)) / counts
+    centred = rewards - mean[group]
+    std = np.sqrt(np.bincount(group, weights=centred**2, minlength=len(sizes)) / counts)
+    spread = std[group] > 1e-9
+    return np.where(spread, centred / (std[group] + ADVANTAGE_EPS), 0.0)
+
+
+def informative(rewards: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Per group: True when its rewards differ (so its advantages are non-zero)."""
+    group = np.repeat(np.arange(len(sizes)), sizes)
+    hi = np.full(len(sizes), -np.inf)
+    lo = np.full(len(sizes), np.inf)
+    np.maximum.at(hi, group, rewards)
+    np.minimum.at(lo, group, rewards)
+    return (sizes >= 2) & (hi - lo > 1e-9)
+
+
+@dataclass
+class Groups:
+    """Sampled answers for a set of prompts: ``sizes[i]`` consecutive rows belong to ``items[i]``."""
+
+    items: np.ndarray
+    sizes: np.ndarray
+    rollouts: Rollouts
+    correct: np.ndarray
+    rewards: np.ndarray
+    advantages: np.ndarray
+    lengths: np.ndarray
+
+    @property
+    def row_items(self) -> np.ndarray:
+        return np.repeat(self.items, self.sizes)
+
+    @property
+    def informative(self) -> np.ndarray:
+        return informative(self.rewards, self.sizes)
+
+    def select(self, keep: np.ndarray) -> Groups:
+        """The groups where ``keep`` (one bool per prompt) is true."""
+        rows = np.repeat(keep, self.sizes)
+        t_rows = torch.from_numpy(rows)
+        r = Rollouts(self.rollouts.tokens[t_rows], self.rollouts.mask[t_rows], self.rollouts.prompt_width)
+        return Groups(self.items[keep], self.sizes[keep], r, self.correct[rows], self.rewards[rows],
+                      self.advantages[rows], self.lengths[rows])
+
+    @staticmethod
+    def concat(parts: list[Groups]) -> Groups:
+        """All groups of ``parts`` in order (responses right-padded to the longest)."""
+        width = max(p.rollouts.tokens.shape[1] for p in parts)
+        prompt_width = parts[0].rollouts.prompt_width
+        tokens = torch.cat([F.pad(p.rollouts.tokens, (0, width - p.rollouts.tokens.shape[1])) for p in parts])
+        mask = torch.cat([F.pad(p.rollouts.mask, (0, width - p.rollouts.tokens.shape[1])) for p in parts])
+        arrays = {name: np.concatenate([getattr(p, name) for p in parts])
+                  for name in ("items", "sizes", "correct", "rewards", "advantages", "lengths")}
+        return Groups(rollouts=Rollouts(tokens, mask, prompt_width), **arrays)

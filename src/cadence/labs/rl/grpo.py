@@ -1,0 +1,271 @@
+"""The GRPO loop of the RL lab: groups of sampled answers, group-normalised advantages, a
+clipped policy-gradient step, optional KL to the warm-start model, every knob on one clock.
+
+One :meth:`GRPOTrainer.step`:
+
+1. the prompt source (a curriculum, optionally with a pass-rate filter) picks prompt ids and the
+   rollout allocator decides how many answers each gets (``group`` each by default);
+2. answers are sampled, scored (correct or not) and turned into rewards (correctness, or a
+   length-aware reward from :mod:`cadence.labs.rl.budgets`);
+3. advantages are normalised within each prompt's group, ``A = (r − mean) / (std + ε)``;
+4. the loss ``−min(ρA, clip(ρ, 1−ε_c, 1+ε_c)A) + β·KL`` (token mean, k3 estimator of the KL
+   to the warm-start model) takes one AdamW step; LR and β are cadence schedules on the clock;
+5. rewards, advantages and correctness flow back to the source's curriculum.
+
+``state_dict()`` holds model, optimizer, LR binding + clock, source, allocator, sampling RNG and
+history, so a run stopped and resumed ends bit-identical to an uninterrupted one (CPU).
+
+    >>> from cadence.curricula import make_policy
+    >>> from cadence.labs.rl.tasks import TaskSuite
+    >>> from cadence.labs.rl.warmstart import WarmStartConfig, warm_start
+    >>> suite = TaskSuite(families=("add",), levels=(1, 2), items_per_arm=8, eval_per_arm=2)
+    >>> warm = WarmStartConfig(steps=2, batch=4, d_model=16, n_layer=1, n_head=2)
+    >>> model = warm_start(suite, warm, seed=0)
+    >>> from cadence.labs.rl.sources import CurriculumSource
+    >>> source = CurriculumSource(make_policy("uniform", suite_arms(suite), seed=0))
+    >>> trainer = GRPOTrainer(model, suite, source, GRPOConfig(steps=2, prompts_per_step=2, group=2,
+    ...                       eval_every=1), max_new_tokens=warm.max_new_tokens)
+    >>> history = trainer.run()
+    >>> trainer.clock.steps, history.eval_steps
+    (2.0, [0, 1, 2])
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from cadence.clock import Clock
+from cadence.curricula import Arms
+from cadence.errors import CadenceError, StateError
+from cadence.labs.rl.budgets import FixedAllocation
+from cadence.labs.rl.groups import Groups, group_advantages
+from cadence.labs.rl.policy import evaluate, response_texts, sample, token_logprobs
+from cadence.labs.rl.sources import PromptSource
+from cadence.labs.rl.tasks import PROMPT_WIDTH, TaskSuite
+from cadence.labs.rl.tokenizer import CharTokenizer
+from cadence.labs.tinygpt import TinyGPT
+from cadence.optim import ScheduledLR
+from cadence.schedules import as_schedule
+
+def suite_arms(suite: TaskSuite) -> Arms:
+    """The curriculum arms of a suite's train pool, in the suite's own arm order."""
+    return Arms.from_codes(suite.arm_of, suite.arm_names)
+
+
+Reward = Callable[[np.ndarray, np.ndarray, Clock], np.ndarray]
+
+
+def correctness_reward(correct: np.ndarray, lengths: np.ndarray, clock: Clock) -> np.ndarray:
+    """The plain verifiable reward: 1 for a correct answer, 0 otherwise."""
+    return correct.astype(np.float64)
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    """Knobs of the GRPO loop; ``lr`` and ``kl`` are cadence schedule specs on a step budget."""
+
+    steps: int = 150
+    prompts_per_step: int = 16
+    group: int = 8
+    lr: str = "warmup(constant(1e-4), 5%)"
+    kl: str = "constant(0)"
+    clip: float = 0.2
+    epochs: int = 1
+    temperature: float = 1.0
+    eval_every: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "prompts_per_step", "group", "epochs", "eval_every"):
+            if getattr(self, name) < 1:
+                raise CadenceError(f"GRPOConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.clip < 1 or self.temperature <= 0:
+            raise CadenceError(f"GRPOConfig needs 0 < clip < 1 and temperature > 0, got {self.clip}, {self.temperature}")
+
+
+@dataclass
+class History:
+    """What a run logs: one row per step, one per evaluation (accuracy per arm)."""
+
+    step_rollouts: list[int] = field(default_factory=list)
+    step_groups: list[int] = field(default_factory=list)
+    step_informative: list[int] = field(default_factory=list)
+    step_useful_rollouts: list[int] = field(default_factory=list)
+    step_reward: list[float | None] = field(default_factory=list)  # None: no group was trained on
+    step_length: list[float | None] = field(default_factory=list)
+    step_probabilities: list[list[float]] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)
+    eval_rollouts: list[int] = field(default_factory=list)
+    eval_accuracy: list[list[float]] = field(default_factory=list)
+    eval_length: list[float] = field(default_factory=list)
+
+    @property
+    def rollouts(self) -> int:
+        return int(sum(self.step_rollouts))
+
+
+class GRPOTrainer:
+    """GRPO on a :class:`TaskSuite` with prompts from a :class:`PromptSource`.
+
+    Args:
+        model: the warm-started policy (trained in place; pass a copy to keep the original).
+        suite, source, config: the tasks, the prompt chooser, the loop's knobs.
+        max_new_tokens: longest response to sample.
+        reward: ``(correct, lengths, clock) -> rewards``; default: correctness.
+        allocator: answers per prompt; default ``FixedAllocation(config.group)``.
+        seed: seed of the private sampling generator.
+    """
+
+    def __init__(self, model: TinyGPT, suite: TaskSuite, source: PromptSource, config: GRPOConfig, *,
+                 max_new_tokens: int, reward: Reward = correctness_reward, allocator: Any = None,
+                 seed: int = 0) -> None:
+        self.model, self.suite, self.source, self.config = model, suite, source, config
+        self.tokenizer = CharTokenizer()
+        self.max_new_tokens = max_new_tokens
+        self.reward = reward
+        self.allocator = allocator if allocator is not None else FixedAllocation(config.group)
+        self.kl = as_schedule(config.kl)
+        self.reference = copy.deepcopy(model).eval().requires_grad_(False) if self.kl.bounds()[1] > 0 else None
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=0.0, weight_decay=0.0)
+        self.clock = Clock(budget=config.steps)
+        self.scheduler = ScheduledLR(self.optimizer, lr=config.lr, clock=self.clock)
+        self.clock.check([self.kl])
+        self.generator = torch.Generator().manual_seed(seed)
+        self.history = History()
+        self._prompts = torch.from_numpy(self.tokenizer.prompts(suite.prompts, PROMPT_WIDTH))
+
+    # ------------------------------------------------------------------ rollouts
+    def rollout(self, items: np.ndarray) -> Groups:
+        """Sample, score and reward answers for ``items`` (sizes from the allocator)."""
+        items = np.asarray(items, dtype=np.int64)
+        sizes = self.allocator.sizes(items)
+        keep = sizes > 0
+        items, sizes = items[keep], sizes[keep]
+        rollouts = sample(self.model, self._prompts[torch.from_numpy(items)], group=torch.from_numpy(sizes),
+                          max_new_tokens=self.max_new_tokens, eos_id=self.tokenizer.eos_id,
+                          generator=self.generator, temperature=self.config.temperature)
+        texts = response_texts(rollouts, self.tokenizer.response_text)
+        correct = self.suite.score(texts, np.repeat(self.suite.answers[items], sizes))
+        lengths = rollouts.lengths.numpy().astype(np.float64)
+        rewards = np.asarray(self.reward(correct, lengths, self.clock), dtype=np.float64)
+        if not np.all(np.isfinite(rewards)):
+            raise CadenceError("the reward function returned NaN or inf")
+        groups = Groups(items, sizes, rollouts, correct, rewards, group_advantages(rewards, sizes), lengths)
+        self.allocator.observe(groups)
+        return groups
+
+    # ------------------------------------------------------------------ training
+    def loss(self, groups: Groups, old_logp: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss, token log-probs)``: clipped policy gradient (+ β·KL), token mean."""
+        r = groups.rollouts
+        logp = token_logprobs(self.model, r)
+        old = logp.detach() if old_logp is None else old_logp
+        ratio = torch.exp(logp - old)
+        adv = torch.from_numpy(groups.advantages).float()[:, None]
+        eps = self.config.clip
+        per_token = -torch.minimum(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv)
+        beta = self.kl(self.clock)
+        if beta > 0 and self.reference is not None:
+            with torch.no_grad():
+                ref = token_logprobs(self.reference, r)
+            d = ref - logp
+            per_token = per_token + beta * (torch.exp(d) - d - 1)
+        return (per_token * r.mask).sum() / r.mask.sum().clamp_min(1.0), logp.detach()
+
+    def step(self) -> None:
+        """One GRPO step: choose prompts, roll out, update, log; evaluates every ``eval_every``."""
+        if not self.history.eval_steps:
+            self.record_eval()
+        self.model.train()
+        groups, spent = self.source.next_batch(self.rollout, self.config.prompts_per_step)
+        old = None
+        for _ in range(self.config.epochs if len(groups.items) else 1):
+            self.optimizer.zero_grad(set_to_none=True)
+            if len(groups.items):  # an empty batch (nothing passed a filter) steps with no gradient
+                loss, logp = self.loss(groups, old)
+                old = logp if old is None else old
+                loss.backward()
+            self.optimizer.step()
+        self.clock.report(samples=spent, tokens=float(groups.lengths.sum()))
+        self.scheduler.step()
+        self._log(groups, spent)
+        step = int(self.clock.steps)
+        if step % self.config.eval_every == 0 or step >= self.config.steps:
+            self.record_eval()
+
+    def _log(self, groups: Groups, spent: int) -> None:
+        h, info = self.history, groups.informative
+        h.step_rollouts.append(spent)
+        h.step_groups.append(len(groups.items))
+        h.step_informative.append(int(info.sum()))
+        h.step_useful_rollouts.append(int(groups.sizes[info].sum()))
+        h.step_reward.append(float(groups.rewards.mean()) if len(groups.rewards) else None)
+        h.step_length.append(float(groups.lengths.mean()) if len(groups.lengths) else None)
+        h.step_probabilities.append(self.source.policy.probabilities().tolist())
+
+    def record_eval(self) -> np.ndarray:
+        """Greedy accuracy per arm on the eval set, logged at the current step."""
+        acc, length = evaluate(self.model, self.suite, self.tokenizer, self.max_new_tokens)
+        h = self.history
+        h.eval_length.append(length)
+        h.eval_steps.append(int(self.clock.steps))
+        h.eval_rollouts.append(h.rollouts)
+        h.eval_accuracy.append(acc.tolist())
+        return acc
+
+    def run(self, steps: int | None = None, on_step: Callable[[], None] | None = None) -> History:
+        """Run ``steps`` more steps (default: to the end of the budget)."""
+        remaining = self.config.steps - int(self.clock.steps)
+        for _ in range(remaining if steps is None else min(steps, remaining)):
+            self.step()
+            if on_step is not None:
+                on_step()
+        return self.history
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly: model, optimizer, LR binding and clock, source,
+        allocator, sampling RNG, history."""
+        return {
+            "kind": "cadence.rl.GRPOTrainer",
+            "config": asdict(self.config),
+            "model": copy.deepcopy(self.model.state_dict()),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "scheduler": self.scheduler.state_dict(),
+            "source": self.source.state_dict(),
+            "allocator": self.allocator.state_dict(),
+            "generator": self.generator.get_state().numpy().copy(),
+            "history": copy.deepcopy(asdict(self.history)),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output; rejects state of another config, changing nothing."""
+        if not isinstance(state, dict) or state.get("kind") != "cadence.rl.GRPOTrainer":
+            raise StateError("not a GRPOTrainer state_dict (kind='cadence.rl.GRPOTrainer')")
+        if state["config"] != asdict(self.config):
+            raise StateError(f"state was saved for GRPOConfig {state['config']}, this trainer has {asdict(self.config)}")
+        backup = self.state_dict()
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.source.load_state_dict(state["source"])
+            self.allocator.load_state_dict(state["allocator"])
+            self.generator.set_state(torch.from_numpy(np.asarray(state["generator"], dtype=np.uint8)))
+            self.history = History(**copy.deepcopy(state["history"]))
+        except Exception:
+            self._restore(backup)
+            raise
+
+    def _restore(self, backup: dict[str, Any]) -> None:
+        self.model.load_state_dict(backup["model"])
+        self.optimizer.load_state_dict(backup["optimizer"])
+        self.scheduler.load_state_dict(backup["scheduler"])
+        self.source.load_state_dict(backup["source"])
+        self.allocator.load_state_dict(backup["allocator"])
+        self.generator.set_state(torch.from_numpy(backup["generator"]))
+        self.history = History(**backup["history"])

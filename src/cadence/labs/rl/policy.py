@@ -1,0 +1,98 @@
+"""Sampling responses and scoring their log-probabilities with the shared :class:`TinyGPT`.
+
+A batch of prompts (left-padded to one width) is expanded to ``group`` copies per prompt and
+decoded with the model's own ``generate`` using a private ``torch.Generator``. Log-probs of the
+response tokens are recomputed with one forward pass, so the same function serves the policy
+and the frozen warm-start (reference) model.
+
+    >>> import torch
+    >>> from cadence.labs.tinygpt import GPTConfig, TinyGPT
+    >>> model = TinyGPT(GPTConfig(vocab_size=24, context=24, n_layer=1, n_head=2, d_model=16))
+    >>> prompts = torch.zeros(2, 5, dtype=torch.long)
+    >>> out = sample(model, prompts, group=3, max_new_tokens=4, eos_id=1, generator=torch.Generator().manual_seed(0))
+    >>> out.tokens.shape[0], out.mask.shape == out.tokens[:, 5:].shape
+    (6, True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cadence.labs.rl.tasks import PROMPT_WIDTH, TaskSuite
+from cadence.labs.rl.tokenizer import CharTokenizer
+from cadence.labs.tinygpt import TinyGPT
+
+
+@dataclass(frozen=True)
+class Rollouts:
+    """``tokens``: prompt + response ids (rows = prompt-major groups); ``mask``: 1.0 on response
+    tokens up to and including the first end token (shape: rows × response length)."""
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    prompt_width: int
+
+    @property
+    def responses(self) -> torch.Tensor:
+        return self.tokens[:, self.prompt_width:]
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """Number of response tokens per row (end token included)."""
+        return self.mask.sum(1)
+
+
+def response_mask(responses: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """1.0 on every token up to and including the first ``eos_id`` of each row (all if none)."""
+    is_eos = (responses == eos_id).long()
+    before = torch.cumsum(is_eos, dim=1) - is_eos  # number of end tokens strictly before
+    return (before == 0).float()
+
+
+@torch.no_grad()
+def sample(model: TinyGPT, prompts: torch.Tensor, *, group: int | torch.Tensor, max_new_tokens: int, eos_id: int,
+           generator: torch.Generator, temperature: float = 1.0) -> Rollouts:
+    """``group`` sampled responses per prompt (an int, or one count per prompt); greedy when
+    ``temperature == 0``."""
+    was_training = model.training
+    model.eval()
+    idx = prompts.repeat_interleave(group, dim=0)
+    out = model.generate(idx, max_new_tokens, temperature=temperature, generator=generator, stop_token=eos_id)
+    model.train(was_training)
+    width = prompts.shape[1]
+    return Rollouts(out, response_mask(out[:, width:], eos_id), width)
+
+
+def token_logprobs(model: TinyGPT, rollouts: Rollouts) -> torch.Tensor:
+    """Log-prob of every response token under ``model`` (rows × response length); differentiable."""
+    logits = model(rollouts.tokens[:, :-1])[:, rollouts.prompt_width - 1:, :]
+    return -F.cross_entropy(logits.transpose(1, 2), rollouts.responses, reduction="none")
+
+
+@torch.no_grad()
+def response_texts(rollouts: Rollouts, decode) -> np.ndarray:
+    """The text of every response (up to its end token), via ``decode(ids) -> str``."""
+    return np.array([decode(row) for row in rollouts.responses.tolist()])
+
+
+def arm_accuracy(correct: np.ndarray, arm_of: np.ndarray, n_arms: int) -> np.ndarray:
+    """Mean correctness per arm (NaN for an arm without items)."""
+    totals = np.bincount(arm_of, minlength=n_arms).astype(np.float64)
+    hits = np.bincount(arm_of, weights=correct, minlength=n_arms)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return hits / totals
+
+
+def evaluate(model: TinyGPT, suite: TaskSuite, tokenizer: CharTokenizer,
+             max_new_tokens: int) -> tuple[np.ndarray, float]:
+    """Greedy accuracy of ``model`` on every arm of ``suite``'s eval set (one value per arm) and
+    the mean response length in tokens (end token included)."""
+    prompts = torch.from_numpy(tokenizer.prompts(suite.eval_prompts, PROMPT_WIDTH))
+    rollouts = sample(model, prompts, group=1, max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_id,
+                      generator=torch.Generator(), temperature=0.0)
+    correct = suite.score(response_texts(rollouts, tokenizer.response_text), suite.eval_answers)
+    return arm_accuracy(correct, suite.eval_arm_of, len(suite.arm_names)), float(rollouts.lengths.mean())

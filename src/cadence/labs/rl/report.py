@@ -1,0 +1,132 @@
+"""The demo's report: a Markdown page with PNG plots and a JSON dump of every curve.
+
+    >>> import tempfile, pathlib
+    >>> from cadence.labs.rl.experiment import SIZES, compare
+    >>> out = pathlib.Path(tempfile.mkdtemp())
+    >>> path = write_report(compare(SIZES["tiny"]), out)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cadence.labs.rl.experiment import Comparison  # noqa: E402
+
+LABELS = {"uniform": "uniform", "dump": "DUMP", "sec": "SEC", "pass_rate": "pass-rate filter"}
+
+
+def label(policy: str) -> str:
+    return LABELS.get(policy, policy)
+
+
+def summary_rows(c: Comparison) -> list[dict]:
+    """One row per policy: final mean accuracy, steps/rollouts to target, share of informative groups."""
+    rows = []
+    for name, h in c.histories.items():
+        steps, rollouts = c.reach(name)
+        groups = np.asarray(h.step_groups, dtype=np.float64)
+        rows.append({
+            "policy": name, "final_accuracy": float(c.final_accuracy(name).mean()),
+            "steps_to_target": steps, "rollouts_to_target": rollouts, "rollouts": h.rollouts,
+            "informative_share": float(np.sum(h.step_informative) / max(groups.sum(), 1.0)),
+            "seconds": c.seconds[name],
+        })
+    return rows
+
+
+def _fmt(x: int | None) -> str:
+    return "not reached" if x is None else str(x)
+
+
+def plot_accuracy(c: Comparison, path: Path) -> None:
+    """Mean eval accuracy against steps and against rollouts, one line per policy."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name, h in c.histories.items():
+        mean = [np.mean(a) for a in h.eval_accuracy]
+        axes[0].plot(h.eval_steps, mean, marker="o", ms=3, label=label(name))
+        axes[1].plot(h.eval_rollouts, mean, marker="o", ms=3, label=label(name))
+    for ax, xlabel in zip(axes, ("GRPO steps", "rollouts (sampled answers)")):
+        ax.axhline(c.target, color="grey", ls="--", lw=1, label="target")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("eval accuracy (mean over arms)")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(f"Accuracy over training (seed {c.seed})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_probabilities(c: Comparison, path: Path) -> None:
+    """Arm probabilities over steps, stacked, one panel per policy."""
+    names = list(c.histories)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4), sharey=True, squeeze=False)
+    colors = plt.get_cmap("tab20")(np.linspace(0, 1, len(c.arm_names)))
+    for ax, name in zip(axes[0], names):
+        probs = np.asarray(c.histories[name].step_probabilities)
+        steps = np.arange(1, len(probs) + 1)
+        ax.stackplot(steps, probs.T, colors=colors, labels=c.arm_names)
+        ax.set_title(label(name))
+        ax.set_xlabel("GRPO step")
+        ax.set_xlim(1, max(len(probs), 2))
+        ax.set_ylim(0, 1)
+    axes[0][0].set_ylabel("probability of drawing each arm")
+    axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(c: Comparison, wall_seconds: float | None = None) -> str:
+    """The report text (references the PNGs written next to it)."""
+    lab = c.lab
+    lines = [
+        "# cadence demo: curricula for GRPO on a tiny model", "",
+        f"Seed {c.seed}. {len(c.arm_names)} arms (task family × difficulty), "
+        f"{lab.suite.items_per_arm} training prompts and {lab.suite.eval_per_arm} eval prompts per arm. "
+        f"Every policy starts from the same warm-started weights and gets {lab.grpo.steps} GRPO steps of "
+        f"{lab.grpo.prompts_per_step} prompts × {lab.grpo.group} answers (the pass-rate filter may spend more "
+        f"rollouts per step refilling its batch). Target: mean eval accuracy ≥ {c.target:.3f} "
+        f"(warm start {c.warm_accuracy.mean():.3f}"
+        + (f" + {lab.target_gain}" if lab.target is None else "") + ").", "",
+        "| policy | final accuracy | steps to target | rollouts to target | rollouts | informative groups | seconds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in summary_rows(c):
+        lines.append(f"| {label(r['policy'])} | {r['final_accuracy']:.3f} | {_fmt(r['steps_to_target'])} | "
+                     f"{_fmt(r['rollouts_to_target'])} | {r['rollouts']} | {r['informative_share']:.0%} | "
+                     f"{r['seconds']:.0f} |")
+    lines += ["", "![accuracy](accuracy.png)", "", "![arm probabilities](arm_probabilities.png)", "",
+              "## Final accuracy per arm", "",
+              "| arm | warm start | " + " | ".join(label(n) for n in c.histories) + " |",
+              "|---|---|" + "---|" * len(c.histories)]
+    for i, arm in enumerate(c.arm_names):
+        cells = " | ".join(f"{c.final_accuracy(n)[i]:.2f}" for n in c.histories)
+        lines.append(f"| {arm} | {c.warm_accuracy[i]:.2f} | {cells} |")
+    if wall_seconds is not None:
+        lines += ["", f"Wall time: {wall_seconds:.0f} s."]
+    lines += ["", "Curves: `results.json`. One seed is an anecdote; `cadence bench rl --seeds N` gives ratios "
+              "with confidence intervals."]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(c: Comparison, out: Path, wall_seconds: float | None = None) -> Path:
+    """Write ``report.md``, ``accuracy.png``, ``arm_probabilities.png`` and ``results.json`` to ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_accuracy(c, out / "accuracy.png")
+    plot_probabilities(c, out / "arm_probabilities.png")
+    data = {"seed": c.seed, "arms": c.arm_names, "target": c.target, "warm_accuracy": c.warm_accuracy.tolist(),
+            "summary": summary_rows(c), "histories": {n: asdict(h) for n, h in c.histories.items()}}
+    (out / "results.json").write_text(json.dumps(data, indent=1))
+    path = out / "report.md"
+    path.write_text(markdown(c, wall_seconds))
+    return path

@@ -1,0 +1,96 @@
+"""`cadence demo` and `cadence bench rl` at the tiny size (CI runs the main job end to end)."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from cadence.cli import build_parser, main
+from cadence.cli import bench_subcommands
+from cadence.labs.rl.bench import interval, ratio_rows
+from cadence.labs.rl.experiment import SIZES, compare, first_reach
+from cadence.labs.rl.grpo import History
+
+
+def test_quick_demo_writes_its_report(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["demo", "--quick", "-o", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    for name in ("uniform", "DUMP", "SEC", "pass-rate filter", "steps to target", "rollouts to target", "add/1"):
+        assert name in printed
+    out = tmp_path / "out"
+    report = (out / "report.md").read_text()
+    assert "![accuracy](accuracy.png)" in report and "| sort/2 |" in report
+    for png in ("accuracy.png", "arm_probabilities.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    data = json.loads((out / "results.json").read_text())
+    lab = SIZES["tiny"]
+    assert set(data["histories"]) == set(lab.policies)
+    for h in data["histories"].values():
+        assert len(h["step_rollouts"]) == lab.grpo.steps
+        assert h["eval_steps"][0] == 0 and h["eval_steps"][-1] == lab.grpo.steps
+        # every policy trains on the same number of prompts per step, from the same start
+        assert h["eval_accuracy"][0] == data["warm_accuracy"]
+    uniform = data["histories"]["uniform"]
+    assert sum(uniform["step_rollouts"]) == lab.grpo.steps * lab.grpo.prompts_per_step * lab.grpo.group
+
+
+def test_bench_prints_ratios_with_intervals(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["bench", "rl", "--quick", "--seeds", "2", "--steps", "2", "--target", "0.01"]) == 0
+    printed = capsys.readouterr().out
+    assert "steps ratio" in printed and "2 seeds" in printed
+    assert printed.count("/2") >= 4        # "reached target" column, one per policy
+
+
+def test_bench_rejects_bad_arguments(capsys):
+    assert main(["bench", "rl", "--quick", "--seeds", "0"]) == 2
+    assert "--seeds" in capsys.readouterr().err
+    assert main(["demo", "--quick", "--target", "1.5"]) == 2
+
+
+def test_first_reach_and_ratio_intervals():
+    h = History(eval_steps=[0, 5, 10], eval_rollouts=[0, 80, 160], eval_accuracy=[[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]])
+    assert first_reach(h, 0.35) == (5, 80)
+    assert first_reach(h, 0.9) == (None, None)
+    mean, low, high = interval(np.array([0.5, 0.6, 0.4, 0.55]))
+    assert low < mean < high and 0.4 < mean < 0.6
+    assert interval(np.array([2.0])) == (2.0, 2.0, 2.0)
+
+
+def test_ratio_rows_are_relative_to_uniform_on_the_same_seed():
+    lab = SIZES["tiny"]
+    c = compare(lab.__class__(suite=lab.suite, warm=lab.warm, grpo=lab.grpo.__class__(steps=2, prompts_per_step=2,
+                                                                                      group=2, eval_every=1),
+                              policies=("uniform", "dump"), target=0.0), seed=0)
+    rows = ratio_rows([c])
+    assert [r.policy for r in rows] == ["uniform", "dump"]
+    assert rows[0].steps_ratio == (1.0, 1.0, 1.0) and rows[0].reached == 1
+
+
+def test_bench_group_is_shared_with_other_modules():
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    other = bench_subcommands(sub).add_parser("forecast")
+    other.set_defaults(func=lambda a: "forecast")
+    from cadence.cli import rl
+
+    rl.register(sub)
+    assert bench_subcommands(sub) is bench_subcommands(sub)
+    assert parser.parse_args(["bench", "forecast"]).func(None) == "forecast"
+    assert parser.parse_args(["bench", "rl", "--seeds", "4"]).seeds == 4
+    assert "demo" in build_parser().format_help()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "nope"])
+
+
+def test_policies_trained_in_worker_processes_give_the_same_result():
+    lab = SIZES["tiny"]
+    small = lab.__class__(suite=lab.suite, warm=lab.warm, grpo=lab.grpo.__class__(steps=1, prompts_per_step=2, group=2,
+                                                                                 eval_every=1),
+                          policies=("uniform", "pass_rate"))
+    ticks = []
+    one, two = compare(small, seed=1), compare(small, seed=1, workers=2, on_step=ticks.append)
+    assert one.histories == two.histories
+    assert sorted(ticks) == ["pass_rate", "uniform"]
