@@ -13,6 +13,7 @@ finite numbers in range) so a schedule that exists is a valid one.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 from typing import Any, ClassVar
@@ -34,7 +35,7 @@ def param(default: Any = dataclasses.MISSING, *, lo: float | None = None, hi: fl
 
 
 @dataclasses.dataclass(frozen=True)
-class Schedule:
+class Schedule(abc.ABC):
     """Base class of all schedules. Subclasses set ``name`` and implement :meth:`value`.
 
     Call a schedule on a :class:`Clock` to read it at the clock's position, or use
@@ -52,9 +53,9 @@ class Schedule:
             REGISTRY[cls.name] = cls
 
     # ------------------------------------------------------------------ evaluation
+    @abc.abstractmethod
     def value(self, t: float, axis: Axis) -> float:
         """The schedule's value at position ``t`` (in ``axis.unit``) of a span ``axis.total`` long."""
-        raise NotImplementedError(f"{type(self).__name__} must implement value()")
 
     def __call__(self, clock: Clock) -> float:
         return self.value(clock.position, clock.axis)
@@ -85,9 +86,9 @@ class Schedule:
                 out.extend(v)
         return tuple(out)
 
+    @abc.abstractmethod
     def bounds(self) -> tuple[float, float]:
         """Declared ``(low, high)`` that every value lies within."""
-        raise NotImplementedError(f"{type(self).__name__} must implement bounds()")
 
     def __str__(self) -> str:
         from cadence.spec import to_spec

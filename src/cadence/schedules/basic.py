@@ -11,6 +11,7 @@ peers they agree with are named on each class.
 
 from __future__ import annotations
 
+import abc
 import bisect
 import math
 from typing import ClassVar
@@ -75,8 +76,9 @@ class _Decay(Schedule):
     peak: float = param(1.0, **_POS)
     floor: float = param(0.0, lo=0.0, hi=1.0)
 
+    @abc.abstractmethod
     def factor(self, u: float) -> float:
-        raise NotImplementedError
+        """The decay's shape: 1 at ``u = 0`` falling to 0 at ``u = 1``."""
 
     def value(self, t: float, axis: Axis) -> float:
         total = axis.total

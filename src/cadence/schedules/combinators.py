@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import abc
 import bisect
 import math
 from typing import ClassVar
@@ -135,8 +136,9 @@ class _Pointwise(Schedule):
     def value(self, t: float, axis: Axis) -> float:
         return self.combine([s.value(t, axis) for s in self.items])
 
+    @abc.abstractmethod
     def combine(self, values: list[float]) -> float:
-        raise NotImplementedError
+        """The combined value of the items' values."""
 
     def bounds(self) -> tuple[float, float]:
         return self.combine_bounds([s.bounds() for s in self.items])
