@@ -5,7 +5,6 @@ import re
 
 import numpy as np
 import pytest
-import torch
 
 from cadence.cli import main
 from cadence.forecast import AnnealingLaw, RunLog, lr_per_step
@@ -13,14 +12,6 @@ from cadence.labs.pretrain import PretrainConfig
 from cadence.labs.pretrain.bench import ForecastRow, forecast_benchmark, ordering_checks, plot_benchmark
 
 TRUTH = AnnealingLaw(L0=1.1, A=0.5, alpha=0.5, C=0.4, lam=0.95, lr_ref=2e-3, steps_ref=400)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def write_run(path, spec: str) -> None:

@@ -11,15 +11,6 @@ from cadence.labs.pretrain import PretrainConfig, load_corpus, train
 TINY = PretrainConfig(context=16, batch_size=4, n_layer=1, n_head=2, d_model=16, val_sequences=8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and the machine is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
