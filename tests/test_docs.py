@@ -3,7 +3,6 @@
 A block whose fence reads ```python no-run is shown but not run (say why next to it).
 """
 
-import os
 import re
 from pathlib import Path
 
