@@ -41,6 +41,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ExportableState
 
 from cadence.clock import Clock
+from cadence.curricula.distributed import gather_values
 from cadence.errors import CadenceError, StateError
 from cadence.integrations.jsonstate import decode, encode
 from cadence.integrations.link import Plans, RegimenLink, plans_clock
@@ -86,7 +87,10 @@ class CadenceCallback(TrainerCallback, ExportableState):
         if torch.is_grad_enabled() and self.link.tracker is not None:  # training, not evaluation
             self._ids.append(self.link.tracker.consume(labels.shape[0]))
             self._losses.append((summed.detach() / counts.clamp(min=1)).float().cpu().numpy())
-            self.link.clock.report(samples=labels.shape[0], tokens=float(counts.sum()))
+            # every process counts the global micro-batch, so the clocks (and token budgets) agree
+            local = [labels.shape[0], float(counts.sum())]
+            samples, tokens = gather_values(local)[0].reshape(-1, 2).sum(axis=0)
+            self.link.clock.report(samples=float(samples), tokens=float(tokens))
         denominator = num_items_in_batch if num_items_in_batch is not None else counts.sum().clamp(min=1)
         return summed.sum() / denominator
 
@@ -192,8 +196,9 @@ def attach(
         if set(policy.requires) - {"loss"}:
             raise CadenceError(f"{type(policy).__name__} needs {sorted(policy.requires)}, but a Trainer gives per-sample "
                                f"loss; choose a loss-driven policy (DoReMi, LossReweighting, ...)")
-        per_process = args.max_steps * args.per_device_train_batch_size * args.gradient_accumulation_steps
-        tracked = TrackedSampler(sampler, per_process, world=args.world_size, rank=args.process_index,
+        # the whole run's ids over all processes: Accelerate gives each process every world_size-th batch
+        total = args.max_steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        tracked = TrackedSampler(sampler, total, world=args.world_size, rank=args.process_index,
                                  host_skips=not args.ignore_data_skip)
         trainer._get_train_sampler = lambda *_, **__: tracked  # the documented override point, per instance
 

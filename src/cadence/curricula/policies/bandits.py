@@ -34,6 +34,23 @@ def _rate(name: str, value: float) -> None:
         raise CadenceError(f"{name} must lie in (0, 1], got {value!r}")
 
 
+_shared_positions = np.arange(0)
+
+
+def _positions(n: int) -> np.ndarray:
+    """``np.arange(n)`` as a read-only view of one shared array, grown when a longer one is needed.
+
+        >>> _positions(3).tolist()
+        [0, 1, 2]
+    """
+    global _shared_positions
+    if len(_shared_positions) < n:
+        grown = np.arange(max(n, 2 * len(_shared_positions)))
+        grown.flags.writeable = False
+        _shared_positions = grown
+    return _shared_positions[:n]
+
+
 class DUMP(Policy):
     """DUMP (Wang et al., arXiv 2504.09710; algorithms.md §3.1): UCB over a sliding window of
     per-response |advantage| per arm, turned into probabilities by a softmax with temperature::
@@ -67,21 +84,25 @@ class DUMP(Policy):
 
     def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray]) -> None:
         w, n = self.window, len(arm)
-        values = np.abs(signals["advantage"])
-        order = np.argsort(arm, kind="stable")
-        arm, values = arm[order], values[order]
-        starts = np.empty(n, dtype=bool)
-        starts[0] = True
-        np.not_equal(arm[1:], arm[:-1], out=starts[1:])
-        first = starts.nonzero()[0]                                    # start of each arm's run
-        touched = arm[first]
-        counts = np.empty_like(first)
-        np.subtract(first[1:], first[:-1], out=counts[:-1])
-        counts[-1] = n - first[-1]
-        rank = np.arange(n) - np.repeat(first, counts)                 # position within the arm's batch
-        slot = (self.window_pos[arm] + rank) % w
+        counts = np.bincount(arm, minlength=self.arms.num_arms)
+        touched = counts.nonzero()[0]
+        counts = counts[touched]                                       # responses per touched arm
+        position = _positions(n)
+        shift = n.bit_length()
+        key = arm << shift                                             # (arm, batch position), packed
+        key |= position
+        key.sort()                                                     # = a stable sort of the arms
+        arm, values = key >> shift, np.abs(signals["advantage"])[key & ((1 << shift) - 1)]
+        first = np.cumsum(counts)
+        first -= counts                                                # start of each arm's run in `arm`
+        pos = self.window_pos[touched]
+        run_shift = np.empty(self.arms.num_arms, dtype=np.int64)     # window_pos − run start, per arm
+        run_shift[touched] = pos - first
+        slot = run_shift[arm]
+        slot += position
+        slot %= w                                                      # window_pos + position within the run
         if n > w:                                                      # only the last `window` can survive
-            last = rank >= np.repeat(counts, counts) - w
+            last = position - np.repeat(first, counts) >= np.repeat(counts, counts) - w
             arm, slot, values = arm[last], slot[last], values[last]
         table = self.window_values
         flat = table.reshape(-1) if table.flags.c_contiguous else None   # a view: 1-D indexing is cheaper
@@ -93,15 +114,17 @@ class DUMP(Policy):
             change = values - table[arm, slot]
             table[arm, slot] = values
         self.window_sum += np.bincount(arm, weights=change, minlength=self.arms.num_arms)
-        before = self.responses[touched]
-        after = before + counts
-        wrapped = touched[before // w != after // w]
+        pos += counts
+        wrapped = touched[pos >= w]                                    # (window_pos is responses mod w)
         if len(wrapped):
             self.window_sum[wrapped] = table[wrapped].sum(axis=1)     # re-sum exactly once per lap
-        self.window_pos[touched] = (self.window_pos[touched] + counts) % w
-        fill = np.minimum(self.window_fill[touched] + counts, w)
+        pos %= w
+        self.window_pos[touched] = pos
+        fill = self.window_fill[touched]
+        fill += counts
+        np.minimum(fill, w, out=fill)
         self.window_fill[touched] = fill
-        self.responses[touched] = after
+        self.responses[touched] += counts
         self.mean_abs[touched] = self.window_sum[touched] / fill
 
     def ucb(self) -> np.ndarray:
