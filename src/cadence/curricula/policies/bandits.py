@@ -84,17 +84,20 @@ class DUMP(Policy):
 
     def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray]) -> None:
         w, n = self.window, len(arm)
-        counts = np.bincount(arm, minlength=self.arms.num_arms)
-        touched = counts.nonzero()[0]
-        counts = counts[touched]                                       # responses per touched arm
         position = _positions(n)
         shift = n.bit_length()
         key = arm << shift                                             # (arm, batch position), packed
         key |= position
         key.sort()                                                     # = a stable sort of the arms
         arm, values = key >> shift, np.abs(signals["advantage"])[key & ((1 << shift) - 1)]
-        first = np.cumsum(counts)
-        first -= counts                                                # start of each arm's run in `arm`
+        starts = np.empty(n, dtype=bool)
+        starts[0] = True
+        np.not_equal(arm[1:], arm[:-1], out=starts[1:])
+        first = starts.nonzero()[0]                                    # start of each arm's run
+        touched = arm[first]
+        counts = np.empty_like(first)
+        np.subtract(first[1:], first[:-1], out=counts[:-1])
+        counts[-1] = n - first[-1]
         pos = self.window_pos[touched]
         run_shift = np.empty(self.arms.num_arms, dtype=np.int64)     # window_pos − run start, per arm
         run_shift[touched] = pos - first
@@ -107,8 +110,10 @@ class DUMP(Policy):
         table = self.window_values
         flat = table.reshape(-1) if table.flags.c_contiguous else None   # a view: 1-D indexing is cheaper
         if flat is not None:
-            cell = arm * w + slot
-            change = values - flat[cell]                               # new value minus the one it replaces
+            cell = arm * w
+            cell += slot
+            change = flat[cell]
+            np.subtract(values, change, out=change)                    # new value minus the one it replaces
             flat[cell] = values
         else:
             change = values - table[arm, slot]
@@ -132,8 +137,12 @@ class DUMP(Policy):
         return self._ucb(self.responses.sum())
 
     def _ucb(self, total: int) -> np.ndarray:
-        bonus = np.sqrt(2 * np.log(total + 1) / (self.responses + 1))
-        return self.mean_abs + (bonus if self.c == 1.0 else self.c * bonus)    # 1.0·x is x exactly
+        bonus = 2 * np.log(total + 1) / (self.responses + 1)
+        np.sqrt(bonus, out=bonus)
+        if self.c != 1.0:                                              # 1.0·x is x exactly
+            bonus *= self.c
+        bonus += self.mean_abs                                         # (IEEE + and · commute exactly)
+        return bonus
 
     def _arm_weights(self) -> np.ndarray:
         total = self.responses.sum()
