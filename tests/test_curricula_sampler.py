@@ -142,3 +142,12 @@ def test_without_replacement_never_repeats_and_uses_every_item_it_can(sizes, bat
     sampler = CurriculumSampler(FixedMixture(Arms(keys), weights), batch, seed=weights_seed, replacement=False)
     epoch = list(sampler)
     assert len(epoch) == len(set(epoch)) == (len(keys) // batch) * batch
+
+
+def test_a_single_explicit_replica_is_rank_zero_even_inside_a_process_group(monkeypatch):
+    import cadence.curricula.sampler as sampler_module
+
+    monkeypatch.setattr(sampler_module, "world", lambda: (2, 1))  # as on rank 1 of a 2-process group
+    s = CurriculumSampler(Uniform(Arms(["a"] * 8)), batch_size=4, seed=0, num_replicas=1)
+    assert (s.num_replicas, s.rank, s.local_batch_size) == (1, 0, 4)
+    assert CurriculumSampler(Uniform(Arms(["a"] * 8)), batch_size=4, seed=0).rank == 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -55,9 +54,10 @@ def without_seconds(state: dict) -> dict:
     return state
 
 
-def worker(rank: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+def worker(rank: int, out: str) -> None:
+    # a file rendezvous: no TCP port to race for
+    dist.init_process_group("gloo", init_method=f"file://{os.path.join(out, 'rendezvous')}", rank=rank,
+                            world_size=WORLD)
     torch.set_num_threads(1)
     straight_log: list = []
     model, opt, link = build()
@@ -83,17 +83,11 @@ def worker(rank: int, port: int, out: str) -> None:
     dist.destroy_process_group()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     out = str(tmp_path_factory.mktemp("ddp"))
     # fork: the children inherit the imported modules instead of importing torch again
-    mp.start_processes(worker, args=(free_port(), out), nprocs=WORLD, join=True, start_method="fork")
+    mp.start_processes(worker, args=(out,), nprocs=WORLD, join=True, start_method="fork")
     results = []
     for r in range(WORLD):
         with open(os.path.join(out, f"rank{r}.json")) as f:

@@ -52,7 +52,8 @@ class CurriculumSampler(Sampler[int]):
         batch_size: the **global** batch size (divisible by ``num_replicas``).
         seed: seed of the sampler's own RNG (the policy's RNG is not used for batches).
         replacement: draw with replacement (default) or without, within an epoch.
-        num_replicas, rank: data-parallel world; default from torch.distributed (or 1, 0).
+        num_replicas, rank: data-parallel world; default from torch.distributed (or 1, 0). With
+            ``num_replicas=1`` the rank defaults to 0 (one stream a framework shards itself).
         batches_per_epoch: with replacement, how many global batches one ``iter()`` yields
             (``None``: endless).
         on_exhausted: ``"stop"`` or ``"refill"``, see the module docs.
@@ -69,7 +70,8 @@ class CurriculumSampler(Sampler[int]):
             raise CadenceError(f"CurriculumSampler needs a curriculum Policy, got {type(policy).__name__}")
         size, my_rank = world()
         self.num_replicas = size if num_replicas is None else int(num_replicas)
-        self.rank = my_rank if rank is None else int(rank)
+        # an explicit single replica (one stream that a framework shards itself) is rank 0
+        self.rank = int(rank) if rank is not None else (my_rank if self.num_replicas > 1 else 0)
         if not isinstance(batch_size, int) or batch_size < 1 or batch_size % self.num_replicas:
             raise CadenceError(f"batch_size must be a positive multiple of num_replicas={self.num_replicas}, "
                                f"got {batch_size!r}")

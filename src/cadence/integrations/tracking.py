@@ -102,4 +102,4 @@ class TrackedSampler(Sampler[int]):
         except (KeyError, TypeError, ValueError) as e:
             raise StateError(f"malformed TrackedSampler state_dict: {e!r}") from e
         self._replay, self._unconsumed, self._iterator, self.consumed = pending, deque(), None, consumed
-        self._placeholders = consumed // self.world if self.host_skips else 0
+        self._placeholders = consumed if self.host_skips else 0  # the host skips its shard of the global stream
