@@ -26,6 +26,7 @@ SWA-style windows help a constant LR but do not reach an explicit cooldown (§1.
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import Any, Literal, Mapping, Sequence
 
@@ -89,7 +90,7 @@ def tail_weights(kind: Weights, n: int) -> np.ndarray:
     return w[len(w) - n:]
 
 
-class _Averager:
+class _Averager(abc.ABC):
     """Shared parts: which tensors are averaged, reading and loading them, state checks."""
 
     kind = ""
@@ -110,9 +111,9 @@ class _Averager:
     def _started(self) -> bool:
         return self.clock.position >= self.clock.axis.length(self.start)
 
+    @abc.abstractmethod
     def averaged(self) -> dict[str, torch.Tensor]:
         """The averaged parameters by name (fresh tensors)."""
-        raise NotImplementedError
 
     def copy_to(self, model: nn.Module) -> None:
         """Load the averaged parameters into ``model`` (same architecture), leaving buffers alone."""

@@ -20,6 +20,7 @@ own ``numpy`` generator (:meth:`Policy.sample`), and learns from per-item signal
 
 from __future__ import annotations
 
+import abc
 import copy
 import math
 from typing import Any, ClassVar, Hashable, Mapping
@@ -110,7 +111,7 @@ def per_arm(arms: Arms, values: Mapping[Hashable, Any] | Any, what: str) -> list
     return out
 
 
-class Policy:
+class Policy(abc.ABC):
     """Base class of curricula. Subclasses implement :meth:`_arm_weights` and, if adaptive,
     :meth:`_update`; they list their state attributes in ``_state``.
 
@@ -141,9 +142,9 @@ class Policy:
         self.observed = np.zeros(arms.num_arms, dtype=np.int64)
 
     # ------------------------------------------------------------------ distribution
+    @abc.abstractmethod
     def _arm_weights(self) -> np.ndarray:
         """Non-negative weights over arms (normalised by :meth:`probabilities`)."""
-        raise NotImplementedError(f"{type(self).__name__} must implement _arm_weights()")
 
     def probabilities(self) -> np.ndarray:
         """The current distribution over arms (empty arms get 0); sums to 1."""

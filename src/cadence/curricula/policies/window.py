@@ -7,6 +7,8 @@ difficulty lies in a band around the model's ability). Items are sorted once by 
 
 from __future__ import annotations
 
+import abc
+
 import numpy as np
 
 from cadence.clock import Clock
@@ -32,9 +34,9 @@ class SortedWindow(Policy):
         self.sorted_difficulty = d[self.order]
         self._cache: tuple[tuple[int, int], np.ndarray] | None = None
 
+    @abc.abstractmethod
     def window(self) -> tuple[int, int]:
         """The admitted ``[start, end)`` range of the difficulty order (non-empty)."""
-        raise NotImplementedError(f"{type(self).__name__} must implement window()")
 
     def prefix_for_fraction(self, fraction: float) -> int:
         """How many of the easiest items have a difficulty CDF ≤ ``fraction`` (ties enter together,
