@@ -49,12 +49,15 @@ def train(model, opt, link, steps):
         link.observe(ids, loss=per_sample.detach())                # gathered across ranks
 
 
-def main(rank=None, world=None, path=None):
-    if rank is not None:
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29517", RANK=str(rank), WORLD_SIZE=str(world))
-    dist.init_process_group("gloo")
+def main(rank=None, world=None, workdir=None):
+    if rank is None:                                              # torchrun: its env:// rendezvous
+        dist.init_process_group("gloo")
+        workdir = tempfile.gettempdir()
+    else:                                                         # self-spawned: a private file rendezvous
+        dist.init_process_group("gloo", init_method=f"file://{os.path.join(workdir, 'rendezvous')}",
+                                rank=rank, world_size=world)
     torch.set_num_threads(1)
-    path = path or os.path.join(tempfile.gettempdir(), "cadence_ddp_example.pt")
+    path = os.path.join(workdir, f"cadence_ddp_example_{os.getppid() if rank is None else 'spawned'}.pt")
     model, opt, link = build()
     train(model, opt, link, STEPS // 2)
     if dist.get_rank() == 0:
@@ -77,4 +80,5 @@ if __name__ == "__main__":
     if "RANK" in os.environ:                                      # started by torchrun
         main()
     else:
-        mp.start_processes(main, args=(2,), nprocs=2, start_method="spawn")
+        with tempfile.TemporaryDirectory() as workdir:
+            mp.start_processes(main, args=(2, workdir), nprocs=2, start_method="spawn")
