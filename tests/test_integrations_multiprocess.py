@@ -72,6 +72,9 @@ HF_WORKER = textwrap.dedent("""
     resumed = run(os.path.join(out, f"checkpoint-{{steps // 2}}"))
     with open(os.path.join(out, f"rank{{straight['rank']}}.json"), "w") as f:
         json.dump({{**straight, "resumed": resumed}}, f)
+    if torch.distributed.is_initialized():  # tear down gloo before exit: no threads left to abort
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 """)
 
 TRL_WORKER = textwrap.dedent("""
@@ -109,6 +112,9 @@ TRL_WORKER = textwrap.dedent("""
         json.dump({{"world": trainer.args.world_size, "per_round": per_round,
                     "num_generations": trainer.num_generations, "seen": seen, "drawn": drawn,
                     "observed": observed, "state": without_seconds(callback.link.state_dict())}}, f)
+    if torch.distributed.is_initialized():  # tear down gloo before exit: no threads left to abort
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 """)
 
 
