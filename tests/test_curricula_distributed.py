@@ -49,7 +49,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 
 def test_two_gloo_processes_match_one_process(tmp_path):
     mp.start_processes(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True,
-                       start_method="fork")   # fork: the children need not import torch again
+                       start_method="spawn")  # spawn: forking a process that holds torch threads can deadlock
     ranks = [pickle.loads((tmp_path / f"rank{r}.pkl").read_bytes()) for r in range(2)]
     single = _train()
     for step in range(STEPS):

@@ -86,8 +86,8 @@ def worker(rank: int, out: str) -> None:
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     out = str(tmp_path_factory.mktemp("ddp"))
-    # fork: the children inherit the imported modules instead of importing torch again
-    mp.start_processes(worker, args=(out,), nprocs=WORLD, join=True, start_method="fork")
+    # spawn, not fork: forking a process that already holds torch threads can deadlock
+    mp.start_processes(worker, args=(out,), nprocs=WORLD, join=True, start_method="spawn")
     results = []
     for r in range(WORLD):
         with open(os.path.join(out, f"rank{r}.json")) as f:
