@@ -9,6 +9,7 @@ identical). Rank 0 saves the regimen state; every rank loads it to resume.
 """
 
 import os
+import sys
 import tempfile
 
 import torch
@@ -74,6 +75,8 @@ def main(rank=None, world=None, workdir=None):
     print(f"rank {dist.get_rank()}: lr={values['cadence/lr/0']:.4g} "
           f"p(hard)={values['cadence/curriculum/probabilities/hard']:.3f} steps={link.clock.steps:.0f}")
     dist.destroy_process_group()
+    sys.stdout.flush()
+    os._exit(0)  # done: skip interpreter teardown, where gloo's threads can abort the process (seen on CPU)
 
 
 if __name__ == "__main__":

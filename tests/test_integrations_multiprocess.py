@@ -75,6 +75,8 @@ HF_WORKER = textwrap.dedent("""
     if torch.distributed.is_initialized():  # tear down gloo before exit: no threads left to abort
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+    sys.stdout.flush()
+    os._exit(0)  # skip interpreter teardown, where gloo's threads can abort a finished worker
 """)
 
 TRL_WORKER = textwrap.dedent("""
@@ -115,6 +117,8 @@ TRL_WORKER = textwrap.dedent("""
     if torch.distributed.is_initialized():  # tear down gloo before exit: no threads left to abort
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+    sys.stdout.flush()
+    os._exit(0)  # skip interpreter teardown, where gloo's threads can abort a finished worker
 """)
 
 
