@@ -80,6 +80,19 @@ def test_foreign_plan_state_is_rejected_and_nothing_changes():
     assert link.state_dict() == before
 
 
+def test_link_shapes_a_batch_through_every_plan_in_order():
+    clock = cadence.Clock(budget=4)
+    seq = SequenceLengthWarmup(clock=clock, length="ramp(start=2, end=6)", multiple_of=1)
+    link = RegimenLink(clock=clock, plans=[LayerFreezing(linear_layers(), clock=clock), seq])
+    batch = {"input_ids": torch.zeros(3, 8, dtype=torch.long), "labels": torch.zeros(3, 8, dtype=torch.long)}
+    link.begin_step()
+    assert {k: tuple(v.shape) for k, v in link.shape(batch).items()} == {"input_ids": (3, 2), "labels": (3, 2)}
+    link.step(); link.step(); link.begin_step()
+    assert link.shape(batch)["input_ids"].shape == (3, 4)  # the length of the clock's step, not the first one
+    layer_only = RegimenLink(clock=clock, plans=[LayerFreezing(linear_layers(), clock=clock)])
+    assert layer_only.shape(batch) is batch  # plans that do not reshape pass the batch on untouched
+
+
 def test_link_rejects_plans_it_cannot_drive():
     clock = cadence.Clock(budget=4)
     with pytest.raises(CadenceError, match="another clock"):

@@ -109,3 +109,35 @@ def test_resume_continues_with_the_prompts_of_the_uninterrupted_run(tmp_path):
     assert resumed_rounds == rounds[2:]
     np.testing.assert_array_equal(resumed_policy.probabilities(), policy.probabilities())
     assert resumed_policy.state_dict()["rng"] == policy.state_dict()["rng"]
+
+
+def test_layer_plans_choose_the_trained_layers_and_size_plans_are_refused(tmp_path):
+    from transformers import TrainerCallback
+
+    from cadence.integrations.hf import CadenceCallback
+    from cadence.progressive import LayerFreezing, SequenceLengthWarmup
+
+    trainer = grpo_trainer(tmp_path, [lambda completions, **kw: [float(len(c) % 3) + 0.1 * i
+                                                                 for i, c in enumerate(completions)]], max_steps=4)
+    blocks = trainer.model.transformer.h
+    clock = cadence.Clock(budget=4)
+    with pytest.raises(cadence.CadenceError, match="SequenceLengthWarmup cannot shape GRPO"):
+        attach(trainer, plans=[SequenceLengthWarmup(clock=clock, length=8)])
+    assert "get_batch_samples" not in vars(trainer)  # refused before anything was attached
+    assert not any(isinstance(c, CadenceCallback) for c in trainer.callback_handler.callbacks)
+
+    plan = LayerFreezing(list(blocks), clock=clock, fraction="join(constant(0), constant(1), at=[50%])")
+    weights = [[p.detach().clone() for p in (blocks[0].mlp.c_fc.weight, blocks[1].mlp.c_fc.weight)]]
+
+    class Watch(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            weights.append([p.detach().clone() for p in (blocks[0].mlp.c_fc.weight, blocks[1].mlp.c_fc.weight)])
+
+    callback = attach(trainer, lr="constant(1e-2)", plans=[plan])
+    trainer.add_callback(Watch())
+    trainer.train()
+    moved = [[not torch.equal(a, b) for a, b in zip(before, after)] for before, after in zip(weights, weights[1:])]
+    assert moved == [[True, True], [True, True], [False, True], [False, True]]  # block 0 frozen from step 2 (50%)
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    assert [h["cadence/plan/layer_freezing/frozen_layers"] for h in history] == [0.0, 0.0, 1.0, 1.0]
+    assert callback.link.state_dict()["plans"]["layer_freezing"]["trainable"] == [False, True]

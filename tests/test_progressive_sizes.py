@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, SequentialSampler, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from cadence import CadenceError, Clock, SpecError, StateError, parse
 from cadence.optim import ScheduledLR
@@ -92,20 +92,57 @@ def test_batch_size_follows_schedule_and_lr_is_coupled(rule: str) -> None:
     assert clock.samples == reported  # each step's batch counted once
 
 
-def test_batch_sampler_draws_batches_of_the_current_size_in_a_dataloader() -> None:
+def test_batch_sampler_sizes_each_batch_for_its_step_however_far_ahead_it_is_drawn() -> None:
     clock = Clock(budget=4)
     plan = BatchSizeSchedule(clock=clock, batch_size="ramp(start=2, end=8, over=2 steps)")
-    data = TensorDataset(torch.arange(40))
-    loader = DataLoader(data, batch_sampler=plan.batch_sampler(SequentialSampler(data)))
+    data = TensorDataset(torch.arange(10))
+    loader = DataLoader(data, batch_sampler=plan.batch_sampler(len(data), seed=3))
+    ahead = iter(loader)
+    drawn = [next(ahead)[0] for _ in range(3)]  # a prefetching loader: three steps drawn at step 0
     sizes = []
-    for (batch,) in loader:
+    for batch in drawn + [next(ahead)[0]]:
         plan.update()
-        assert len(batch) == plan.batch_size  # drawn before update(), yet the same size
+        assert len(batch) == plan.batch_size  # drawn early, yet the size of the step it trains in
         sizes.append(len(batch))
         clock.advance()
-        if clock.done:
-            break
     assert sizes == [2, 5, 8, 8]
+    rows = torch.cat(drawn).tolist()
+    assert sorted(rows[:10]) == list(range(10)) and rows[:10] != list(range(10))  # one shuffled pass, then the next
+    assert clock.samples == sum(sizes)
+
+
+def test_batch_sampler_resumes_the_stream_and_shards_it_across_processes() -> None:
+    def batches(start_step: int, n: int, **kw) -> list[list[int]]:
+        clock = Clock(budget=20)
+        clock.advance(start_step)  # as after a resume at that step
+        plan = BatchSizeSchedule(clock=clock, batch_size="ramp(start=1, end=6)", batches_per_step=2)
+        stream = iter(plan.batch_sampler(7, seed=5, **kw))
+        return [next(stream) for _ in range(n)]
+
+    straight = batches(0, 24)
+    assert [len(b) for b in straight[:6]] == [1, 1, 1, 1, 1, 1] and len(straight[-1]) == 3  # 2 batches per step
+    assert batches(5, 14) == straight[10:]  # an iteration begun at step 5 continues the same rows
+    rank0, rank1 = batches(0, 12, rank=0, world=2), batches(0, 12, rank=1, world=2)
+    assert [b for pair in zip(rank0, rank1) for b in pair] == straight  # each step's k-th batch goes to rank k mod 2
+    with pytest.raises(CadenceError, match="batches_per_step"):
+        batches(0, 1, rank=0, world=3)
+
+
+def test_batch_sizes_ahead_follow_the_clock_after_a_budget_change_and_need_a_step_budget() -> None:
+    clock = Clock(budget=10)
+    plan = BatchSizeSchedule(clock=clock, batch_size="ramp(start=10, end=110)")
+    clock.advance(4)
+    clock.set_budget(16)  # rescale: what remains of the ramp is stretched over 12 more steps
+    ahead = [plan.size_at_step(s) for s in range(4, 16)]
+    for want in ahead:
+        assert plan.current() == want
+        clock.advance()
+
+    tokens = Clock(budget="1000 tokens")
+    plan = BatchSizeSchedule(clock=tokens, batch_size="ramp(start=4, end=8)")
+    assert plan.size_at_step(0) == 4  # the clock's own step needs no prediction
+    with pytest.raises(CadenceError, match="budget counts tokens"):
+        plan.size_at_step(1)
 
 
 def test_coupled_lr_spec_round_trips_and_bad_settings_are_rejected() -> None:

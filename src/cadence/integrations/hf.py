@@ -14,7 +14,11 @@ One call, :func:`attach`, after building the Trainer:
   restored by ``trainer.train(resume_from_checkpoint=...)``; the resumed run matches the
   uninterrupted one exactly.
 * ``plans=[LayerFreezing(...), ...]`` (``cadence.progressive``, built on the run's clock) are
-  updated at every ``on_step_begin``, before the forward pass, and checkpointed with the rest.
+  updated when a step's batches are taken from the data loader (after the previous step moved the
+  clock, before the forward pass) and checkpointed with the rest. Each batch taken for training
+  passes through the plans (a ``SequenceLengthWarmup`` cuts it to the step's length), and a
+  ``BatchSizeSchedule`` becomes the Trainer's batch sampler, drawing each batch with the size of
+  the step it trains in (see ``docs/integrations/hf.md``).
 * learning rates per group, knob values, progress, arm probabilities and plan values are added to
   every log (``on_log``), so TensorBoard, W&B or the console show them with no extra code.
 
@@ -39,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ExportableState
+from transformers.trainer_pt_utils import BatchRebalanceSampler
 
 from cadence.clock import Clock
 from cadence.curricula.distributed import gather_values
@@ -47,6 +52,7 @@ from cadence.integrations.jsonstate import decode, encode
 from cadence.integrations.link import Plans, RegimenLink, plans_clock
 from cadence.integrations.tracking import TrackedSampler
 from cadence.optim import ScheduledLR
+from cadence.progressive.sizes import BatchSizeSchedule, ScheduledBatchSampler
 
 PerSampleLoss = Callable[[Any, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 
@@ -155,14 +161,16 @@ def attach(
         sampler: a curriculum sampler (``cadence.curricula.CurriculumSampler``) yielding item ids of
             ``trainer.train_dataset``; its ``policy`` receives per-sample losses.
         plans: progressive plans (``{name: plan}`` or a sequence) built on the run's clock (give it
-            ``budget=args.max_steps``); updated before each step's forward pass, logged under
-            ``cadence/plan/<name>/``, checkpointed.
+            ``budget=args.max_steps``); updated when a step's batches are taken, applied to each of
+            them, logged under ``cadence/plan/<name>/``, checkpointed. A ``BatchSizeSchedule``
+            (``batches_per_step`` = accumulation steps × processes) becomes the batch sampler.
         per_sample_loss: ``(outputs, labels) -> (summed loss per sample, token count per sample)``;
             the default is next-token cross-entropy for causal LMs.
 
     Raises:
         CadenceError: for a Trainer that already has a non-cadence scheduler and ``lr`` is given,
-            a curriculum without ``args.max_steps``, a ``compute_loss_func`` already set, or
+            a curriculum or batch-size plan without ``args.max_steps``, a batch-size plan with a
+            curriculum or the wrong ``batches_per_step``, a ``compute_loss_func`` already set, or
             ``restore_callback_states_from_checkpoint=True`` (cadence restores its own state).
     """
     args = trainer.args
@@ -170,6 +178,7 @@ def attach(
         raise CadenceError("set restore_callback_states_from_checkpoint=False: cadence restores its own state "
                            "on resume, and the Trainer's generic restore would replace its callback")
     scheduler = trainer.lr_scheduler if isinstance(trainer.lr_scheduler, ScheduledLR) else None
+    sized = _batch_plan(trainer, plans, sampler)
     if clock is None:
         clock = plans_clock(plans)
     if lr is not None or fields:
@@ -204,11 +213,56 @@ def attach(
 
     link = RegimenLink(scheduler=scheduler, clock=None if scheduler else clock, knobs=knobs,
                        policy=policy, sampler=sampler, tracker=tracked, plans=plans)
+    if link.plans:
+        _plan_batches(trainer, link, sized)
     callback = CadenceCallback(link, per_sample_loss)
     if tracked is not None:
         trainer.compute_loss_func = callback.compute_loss
     trainer.callback_handler.callbacks.insert(0, callback)  # first, so reporting callbacks see its log values
     return callback
+
+
+class TrainerBatchSampler(ScheduledBatchSampler, BatchRebalanceSampler):
+    """A :class:`~cadence.progressive.ScheduledBatchSampler` the Trainer accepts as its batch sampler:
+    the Trainer passes a ``BatchRebalanceSampler`` to its DataLoader as ``batch_sampler`` and leaves
+    its sharding to it (this one yields this process's batches only)."""
+
+
+def _batch_plan(trainer: Trainer, plans: Plans | None, sampler: Any) -> BatchSizeSchedule | None:
+    """The plans' ``BatchSizeSchedule``, checked against the Trainer before anything is attached."""
+    found = (plans.values() if isinstance(plans, Mapping) else plans) or ()
+    sized = [plan for plan in found if isinstance(plan, BatchSizeSchedule)]
+    if not sized:
+        return None
+    args = trainer.args
+    if len(sized) > 1 or sampler is not None or args.max_steps <= 0:
+        raise CadenceError("a BatchSizeSchedule draws the Trainer's batches: give one, without a curriculum sampler, "
+                           "and set TrainingArguments(max_steps=...)")
+    per_step = args.gradient_accumulation_steps * args.world_size
+    if sized[0].batches_per_step != per_step:
+        raise CadenceError(f"build the BatchSizeSchedule with batches_per_step={per_step} (gradient accumulation "
+                           f"steps × processes); it has {sized[0].batches_per_step}")
+    if trainer.train_dataset is None or not hasattr(trainer.train_dataset, "__len__"):
+        raise CadenceError("a BatchSizeSchedule needs a train_dataset with a length (a map-style dataset)")
+    return sized[0]
+
+
+def _plan_batches(trainer: Trainer, link: RegimenLink, sized: BatchSizeSchedule | None) -> None:
+    """Update the plans when a step's batches are taken and pass each batch through them; with a
+    ``BatchSizeSchedule``, draw the batches with its sizes."""
+    args, fetch = trainer.args, trainer.get_batch_samples
+
+    def get_batch_samples(epoch_iterator: Any, num_batches: int, device: Any) -> Any:
+        link.begin_step()  # the previous step has moved the clock: it is at the step these batches train in
+        return fetch((link.shape(batch) for batch in epoch_iterator), num_batches, device)
+
+    trainer.get_batch_samples = get_batch_samples  # the Trainer's method that takes each step's batches
+    if sized is not None:
+        # on resume the Trainer replays and skips the batches of the steps already trained, from step 0
+        seed = args.seed if args.data_seed is None else args.data_seed
+        sampler = TrainerBatchSampler(sized, len(trainer.train_dataset), seed=seed, rank=args.process_index,
+                                      world=args.world_size, start=None if args.ignore_data_skip else 0)
+        trainer._get_train_sampler = lambda *_, **__: sampler  # the documented override point, per instance
 
 
 def _max_steps(trainer: Trainer, sampler: Any) -> int:

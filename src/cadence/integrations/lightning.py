@@ -14,7 +14,11 @@
 * cadence state goes into every Lightning checkpoint (``Callback.state_dict``, JSON-safe values)
   and is restored by ``trainer.fit(..., ckpt_path=...)``; prefetched-but-untrained ids are replayed.
 * ``plans=[LayerFreezing(...), ...]`` (``cadence.progressive``, built on the run's clock) are
-  updated in ``on_train_batch_start``, before the forward pass, and checkpointed with the rest.
+  updated when the fetcher hands over a training batch (in the module's ``on_before_batch_transfer``,
+  wrapped for the run), before the forward pass, and checkpointed with the rest. Each training
+  batch passes through the plans there (a ``SequenceLengthWarmup`` cuts it to the step's length);
+  a ``BatchSizeSchedule``'s ``batch_sampler`` in the DataLoader sizes each batch for the step it
+  trains in, although the fetcher draws one batch ahead.
 * learning rates, knobs, progress, arm probabilities and plan values are logged with
   ``pl_module.log_dict`` at every optimizer step, so any Lightning logger receives them.
 
@@ -29,7 +33,7 @@ Example (complete script: ``docs/integrations/lightning.md``)::
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import lightning.pytorch as pl
 import numpy as np
@@ -40,6 +44,7 @@ from cadence.integrations.jsonstate import decode, encode
 from cadence.integrations.link import Plans, RegimenLink, plans_clock
 from cadence.integrations.tracking import TrackedSampler
 from cadence.optim import ScheduledLR
+from cadence.progressive.sizes import BatchSizeSchedule
 
 
 class CadenceCallback(pl.Callback):
@@ -53,7 +58,9 @@ class CadenceCallback(pl.Callback):
         knobs: other named schedules, logged and read with ``callback.link.knob(name)``.
         sampler: a curriculum sampler; use :attr:`sampler` (the tracked wrapper) in the DataLoader.
         plans: progressive plans (``{name: plan}`` or a sequence) built on the run's clock; updated
-            before each batch's forward pass, logged under ``cadence/plan/<name>/``, checkpointed.
+            when each training batch leaves the fetcher, applied to it, logged under
+            ``cadence/plan/<name>/``, checkpointed. A ``BatchSizeSchedule`` needs ``batches_per_step =
+            accumulate_grad_batches × processes``; put its ``batch_sampler`` in the DataLoader.
         loss_key: where ``training_step``'s output holds per-sample losses (shape ``[batch]``).
         log: whether to ``log_dict`` regimen values at every optimizer step.
     """
@@ -77,6 +84,7 @@ class CadenceCallback(pl.Callback):
         self._seen_step = 0
         self._ids: list[np.ndarray] = []
         self._losses: list[np.ndarray] = []
+        self._unwrap: Callable[[], Any] = lambda: None
 
     # ------------------------------------------------------------------ setup
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -100,6 +108,31 @@ class CadenceCallback(pl.Callback):
             self.link.load_state_dict(self._saved, only=set(self._saved) - {"kind", "sampler", "tracker"})
             self._saved = None
         self._seen_step = trainer.global_step
+        if self.link.plans:
+            self._shape_training_batches(trainer, pl_module)
+
+    def _shape_training_batches(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Wrap the module's ``on_before_batch_transfer`` for this run: Lightning calls it when a
+        batch leaves the fetcher to be trained on, which a callback hook cannot replace."""
+        per_step = trainer.accumulate_grad_batches * trainer.world_size
+        for plan in self.link.plans.plans.values():
+            if isinstance(plan, BatchSizeSchedule) and plan.batches_per_step != per_step:
+                raise CadenceError(f"build the BatchSizeSchedule with batches_per_step={per_step} "
+                                   f"(accumulate_grad_batches × processes); it has {plan.batches_per_step}")
+        link, before_transfer = self.link, pl_module.on_before_batch_transfer
+
+        def shaped(batch: Any, dataloader_idx: int) -> Any:
+            batch = before_transfer(batch, dataloader_idx)
+            if not trainer.training:
+                return batch
+            link.begin_step()  # the previous step has moved the clock: it is at the step this batch trains in
+            return link.shape(batch)
+
+        pl_module.on_before_batch_transfer = shaped
+        self._unwrap = lambda: pl_module.__dict__.pop("on_before_batch_transfer", None)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._unwrap()  # the module's own hook again, also after a failed run
 
     def _budget(self, trainer: pl.Trainer) -> Any:
         if self.budget is not None:
@@ -149,8 +182,8 @@ class CadenceCallback(pl.Callback):
         return encode(self._saved) if self._saved is not None else {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the curriculum's sampler now (Lightning's fetcher draws a batch before training
-        starts); keep the clock and schedules until :meth:`on_train_start` has built them."""
+        """Restore the curriculum's sampler and the plans' clock now (Lightning's fetcher draws a
+        batch before training starts); the rest once :meth:`on_train_start` has built the link."""
         if not state_dict:
             return
         state = decode(state_dict)
@@ -160,4 +193,6 @@ class CadenceCallback(pl.Callback):
         if self.sampler is not None:
             data_side = RegimenLink(policy=self.curriculum.policy, sampler=self.curriculum, tracker=self.sampler)
             data_side.load_state_dict(state, only=("sampler", "tracker"))
+        if self.clock is not None:  # a plan's batch sampler reads the clock when the fetcher draws
+            RegimenLink(clock=self.clock).load_state_dict(state, only=("clock",))
         self._saved = state

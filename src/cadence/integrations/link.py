@@ -81,6 +81,10 @@ class RegimenLink:
         (again per micro-batch is harmless: a plan changes nothing twice in one clock step)."""
         self.plans.update()
 
+    def shape(self, batch: Any) -> Any:
+        """A batch taken for training in this step, as the plans shape it (after :meth:`begin_step`)."""
+        return self.plans.apply(batch)
+
     def step(self, *, samples: float = 0, tokens: float = 0) -> None:
         """Count one optimizer step. The scheduler advances the clock if there is one; else the link does."""
         if self.scheduler is None:
@@ -207,6 +211,12 @@ class PlanSet:
         """``plan.update()`` for every plan, in the order given."""
         for plan in self.plans.values():
             plan.update()
+
+    def apply(self, batch: Any) -> Any:
+        """``batch`` through every plan's ``apply`` (sequence-length warmup cuts it), in the order given."""
+        for plan in self.plans.values():
+            batch = plan.apply(batch)
+        return batch
 
     def values(self) -> dict[str, float]:
         """Every plan's values as ``<name>/<key>``."""

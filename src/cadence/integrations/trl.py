@@ -14,6 +14,11 @@ round's rewards and advantages, and schedules (a response-length budget, say) re
 * ``knobs={"max_response_length": "ramp(start=64, end=512)"}``: each knob's value at the current
   clock is added to every row, so reward functions receive it as a keyword argument.
 * ``lr=...`` schedules, logging and checkpointing work as in :func:`cadence.integrations.hf.attach`.
+* ``plans=[LayerFreezing(...)]`` or ``RandomizedProgressive(...)`` (layer plans on the run's clock)
+  choose the layers each step trains, updated before the step's generation round and forward
+  pass, logged and checkpointed. Size plans are refused: GRPO's batches are prompt rows, their
+  sequence length is the generation's (budget it with a knob the reward reads), and the rows per
+  step are fixed by the generation round and its groups, which the advantages are computed over.
 
 Three TRL methods are wrapped on the instance (``_prepare_inputs``, ``_generate_and_score_completions``
 and ``_calculate_rewards``); the tests pin their behaviour for TRL 1.16 (the ``trl`` extra's minimum).
@@ -43,6 +48,7 @@ from cadence.errors import CadenceError, StateError
 from cadence.integrations.hf import CadenceCallback
 from cadence.integrations.hf import attach as attach_hf
 from cadence.integrations.tracking import TrackedSampler
+from cadence.progressive.sizes import BatchSizeSchedule, SequenceLengthWarmup
 
 ID_COLUMN = "cadence_id"
 """The dataset column through which each row carries its item id to the feedback."""
@@ -122,13 +128,21 @@ def attach(trainer: Any, *, sampler: Any = None, knobs: Mapping[str, Any] | None
         sampler: a curriculum sampler over the dataset's rows with ``batch_size`` = prompts per
             generation round and ``num_replicas=1``; its policy observes ``reward`` and ``advantage``.
         knobs: named schedules passed to reward functions as per-row keyword arguments.
-        lr, **kwargs: as for :func:`cadence.integrations.hf.attach` (``budget``, ``clock``, fields).
+        lr, **kwargs: as for :func:`cadence.integrations.hf.attach` (``budget``, ``clock``, ``plans``
+            (layer plans only), fields).
 
     Raises:
         CadenceError: for a sampler whose batch is not one round's prompts, a policy needing a
-            signal GRPO does not produce, or a dataset without ``add_column``.
+            signal GRPO does not produce, a dataset without ``add_column``, or a size plan.
     """
     args = trainer.args
+    plans = kwargs.get("plans") or ()
+    sized = [type(p).__name__ for p in (plans.values() if isinstance(plans, Mapping) else plans)
+             if isinstance(p, (SequenceLengthWarmup, BatchSizeSchedule))]
+    if sized:
+        raise CadenceError(f"{', '.join(sized)} cannot shape GRPO's batches: they are prompt rows whose sequences are "
+                           f"generated, and each step's rows are fixed by the generation round's groups. Budget "
+                           f"completion lengths with a knob the reward function reads; layer plans are supported")
     callback = attach_hf(trainer, lr=lr, knobs=knobs, **kwargs)
     link = callback.link
     if sampler is not None:

@@ -11,8 +11,11 @@ optimizer step:
   A state saved by another kind of plan, or by one configured differently, is rejected with a
   :class:`~cadence.StateError` and nothing changes.
 
-Size plans add ``plan.apply(batch)`` (reshape a batch) or a batch sampler; see
-:mod:`cadence.progressive.sizes`.
+* ``plan.apply(batch)`` — the batch this step trains on. Plans that reshape batches (sequence-length
+  warmup) override it; the others return it unchanged. Loops and adapters call it on each batch as
+  it is taken for training, after ``update()``.
+
+The batch-size plan adds a batch sampler; see :mod:`cadence.progressive.sizes`.
 
     >>> from cadence import Clock
     >>> from cadence.progressive import SequenceLengthWarmup
@@ -56,6 +59,10 @@ class Plan(ABC):
     @abstractmethod
     def config(self) -> dict[str, Any]:
         """How the plan was built (plain types); a state saved under another config is rejected."""
+
+    def apply(self, batch: Any) -> Any:
+        """The batch this step trains on (unchanged unless the plan reshapes batches)."""
+        return batch
 
     def _state(self) -> dict[str, Any]:
         return {}
