@@ -1,63 +1,83 @@
-"""Two processes on the gloo backend (CPU) behave like one process with the same global batch:
-disjoint shards that make up the global batch, and identical policy state after feedback."""
+"""Two processes on the gloo backend (CPU) behave like one process with the same global batch, for
+every registered policy: disjoint shards that make up the global batch, and identical policy and
+sampler state after feedback (NaN rows dropped on every rank alike). The workers are spawned once
+and loop over the policies."""
 
 from __future__ import annotations
 
+import os
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from test_curricula_policies import ALL, build, signals
 
-from cadence.curricula import DUMP, Arms, CurriculumSampler, LossReweighting
+from cadence import Clock
+from cadence.curricula import CurriculumSampler
 
-KEYS = ["easy"] * 30 + ["mid"] * 40 + ["hard"] * 33
 STEPS = 6
 BATCH = 8
 
 
-def _train() -> dict:
-    arms = Arms(KEYS)
-    sampler = CurriculumSampler(DUMP(arms, window=16), BATCH, seed=11, replacement=False, on_exhausted="refill")
-    reweight = LossReweighting(arms, strategy="quadratic", temperature=0.5)
+def _train(name: str) -> dict:
+    """STEPS global batches through a without-replacement sampler, feedback after each one."""
+    clock = Clock(budget=20)
+    policy = build(name, clock)
+    sampler = CurriculumSampler(policy, BATCH, seed=11, replacement=False, on_exhausted="refill")
     stream = iter(sampler)
     shards, weighted = [], []
     for step in range(STEPS):
-        local = [next(stream) for _ in range(sampler.local_batch_size)]
-        shards.append(local)
-        advantage = np.cos(np.array(local) * 0.37)
+        local = np.array([next(stream) for _ in range(sampler.local_batch_size)])
+        shards.append(local.tolist())
+        feedback = signals(local)
         if step == 2 and sampler.rank == 0:
-            advantage[0] = np.nan                     # the global batch's first value: dropped on every rank
-        sampler.observe(local, advantage=advantage)
-        loss = torch.tensor(np.sin(np.array(local)) + 2.0)
-        weighted.append(float(reweight.weighted_loss(loss)))
-    return {"shards": shards, "policy": pickle.dumps(sampler.policy.state_dict()),
-            "rng": sampler.state_dict()["rng"], "used": sampler.state_dict()["used"].tolist(), "weighted": weighted}
+            for values in feedback.values():
+                values[0] = np.nan                    # the global batch's first row: dropped on every rank
+        sampler.observe(local, **feedback)
+        if name == "loss_reweighting":
+            weighted.append(float(policy.weighted_loss(torch.tensor(signals(local)["loss"]))))   # finite losses
+        clock.advance()
+    state = sampler.state_dict()
+    del state["num_replicas"], state["pos"]           # the world itself, and the position inside the shard
+    return {"shards": shards, "state": pickle.dumps(state), "dropped": dict(policy.dropped), "weighted": weighted}
 
 
 def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        result = _train()
+        results = {name: _train(name) for name in ALL}
     finally:
         dist.destroy_process_group()
-    Path(out_dir, f"rank{rank}.pkl").write_bytes(pickle.dumps(result))
+    Path(out_dir, f"rank{rank}.pkl").write_bytes(pickle.dumps(results))
+    sys.stdout.flush()
+    os._exit(0)  # skip interpreter teardown, where gloo's threads can abort a finished worker
 
 
-def test_two_gloo_processes_match_one_process(tmp_path):
-    mp.start_processes(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True,
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory) -> list[dict]:
+    out = tmp_path_factory.mktemp("gloo")
+    mp.start_processes(_worker, args=(2, str(out / "init"), str(out)), nprocs=2, join=True,
                        start_method="spawn")  # spawn: forking a process that holds torch threads can deadlock
-    ranks = [pickle.loads((tmp_path / f"rank{r}.pkl").read_bytes()) for r in range(2)]
-    single = _train()
+    return [pickle.loads((out / f"rank{r}.pkl").read_bytes()) for r in range(2)]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_two_gloo_processes_match_one_process(name, ranks):
+    single = _train(name)
+    r0, r1 = ranks[0][name], ranks[1][name]
     for step in range(STEPS):
-        a, b = ranks[0]["shards"][step], ranks[1]["shards"][step]
+        a, b = r0["shards"][step], r1["shards"][step]
         assert len(a) == len(b) == BATCH // 2 and not set(a) & set(b)
         assert a + b == single["shards"][step]
-    assert ranks[0]["policy"] == ranks[1]["policy"] == single["policy"]
-    assert pickle.loads(single["policy"])["dropped"]["advantage"] == 1
-    assert ranks[0]["rng"] == ranks[1]["rng"] == single["rng"] and ranks[0]["used"] == single["used"]
-    mean_over_ranks = (np.array(ranks[0]["weighted"]) + np.array(ranks[1]["weighted"])) / 2
-    np.testing.assert_allclose(mean_over_ranks, single["weighted"], rtol=1e-12)
+    assert r0["state"] == r1["state"] == single["state"]    # policy (RNG included), sampler RNG, used mask
+    needed = build(name, Clock(budget=20)).requires
+    assert single["dropped"] == {k: int(k in needed) for k in single["dropped"]}
+    if name == "loss_reweighting":     # weights over the global batch: the ranks' losses average to one process's
+        np.testing.assert_allclose((np.array(r0["weighted"]) + np.array(r1["weighted"])) / 2, single["weighted"],
+                                   rtol=1e-12)

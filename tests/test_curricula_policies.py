@@ -1,14 +1,17 @@
-"""Every policy behind one interface: distribution, sampling, feedback validation, exact resume,
-rejection of foreign state."""
+"""Every policy behind one interface: distribution, sampling, feedback validation, exact resume (of
+the policy alone and through the sampler, stopped inside a batch), rejection of foreign state; DUMP's
+windows against a plain-Python reference; Skill-it's graph forms and graph validation."""
 
 from __future__ import annotations
 
 import pickle
 import numpy as np
 import pytest
+import scipy.sparse
 
 from cadence import Clock
-from cadence.curricula import POLICIES, Arms, EmptyArmWarning, MissingSignalError, UnknownItemError, make_policy
+from cadence.curricula import (POLICIES, Arms, CurriculumSampler, CyclicalPacing, EmptyArmWarning, MissingSignalError,
+                               UnknownItemError, make_policy)
 from cadence.errors import CadenceError, StateError
 
 N = 60
@@ -24,7 +27,8 @@ def build(name: str, clock: Clock, seed: int = 0, arms: Arms | None = None):
         "fixed": {"weights": {n: i + 1 for i, n in enumerate(names)}},
         "scheduled": {"weights": {n: ("linear(peak=1)" if i == 0 else "ramp(start=0.1, end=1)")
                                   for i, n in enumerate(names)}, "clock": clock},
-        "ordered": {"clock": clock},
+        "ordered": {"pacing": CyclicalPacing(start=0.25, stage=0.1), "clock": clock},   # 25% → 50% → 100% → …
+        "dump": {"window": 8},                       # small: the rings complete laps within a few steps
         "doremi": {"reference": np.full(arms.num_items, 1.0)},
         "skillit": {"graph": np.eye(k) + 0.5 * np.eye(k, k=1)},
         "loss_reweighting": {"temperature": "linear(peak=2, floor=0.25)", "clock": clock},
@@ -130,6 +134,41 @@ def test_resume_is_exact(name):
     assert pickle.dumps(resumed.state_dict()) == pickle.dumps(straight.state_dict())
 
 
+@pytest.mark.parametrize("replacement", [True, False])
+@pytest.mark.parametrize("name", ALL)
+def test_sampler_resume_mid_batch_is_exact(name, replacement):
+    """Sampler + policy + clock saved in the middle of a batch and loaded into objects built with
+    other seeds continue the uninterrupted id stream (feedback after every batch) and end equal."""
+    batch = 8
+
+    def fresh(seed: int) -> tuple[Clock, CurriculumSampler]:
+        clock = Clock(budget=20)
+        return clock, CurriculumSampler(build(name, clock, seed=seed), batch, seed=seed, replacement=replacement,
+                                        on_exhausted="refill")
+
+    def run(clock: Clock, sampler: CurriculumSampler, n: int, out: list[int]) -> None:
+        stream = iter(sampler)
+        for _ in range(n):
+            out.append(next(stream))
+            if len(out) % batch == 0:                           # a batch finished: feed it back, one step
+                ids = np.array(out[-batch:])
+                sampler.observe(ids, **signals(ids))
+                clock.advance()
+
+    straight, first = fresh(5), fresh(5)
+    s_out: list[int] = []
+    f_out: list[int] = []
+    run(*straight, 10 * batch, s_out)
+    run(*first, 4 * batch + 5, f_out)                          # stops inside the fifth batch
+    saved = pickle.loads(pickle.dumps({"clock": first[0].state_dict(), "sampler": first[1].state_dict()}))
+    resumed = fresh(99)
+    resumed[0].load_state_dict(saved["clock"])
+    resumed[1].load_state_dict(saved["sampler"])
+    run(*resumed, 5 * batch + 3, f_out)
+    assert f_out == s_out
+    assert pickle.dumps(resumed[1].state_dict()) == pickle.dumps(straight[1].state_dict())
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_foreign_state_is_rejected_and_nothing_changes(name):
     clock = Clock(budget=20)
@@ -221,3 +260,79 @@ def test_observe_accepts_torch_tensors():
 def test_signal_length_mismatch_is_an_error():
     with pytest.raises(CadenceError, match="3 values for 2 item ids"):
         make_policy("dump", Arms(["a", "b"])).observe([0, 1], advantage=[0.1, 0.2, 0.3])
+
+
+def test_skillit_graph_forms_give_the_same_mixture():
+    arms = Arms(["a", "b", "c"] * 4)
+    dense = np.array([[1.0, 0.5, 0.0], [0.0, 1.0, 0.5], [0.25, 0.0, 1.0]])
+    forms = {"dense": dense, "csr": scipy.sparse.csr_matrix(dense), "coo array": scipy.sparse.coo_array(dense),
+             "edges": {("a", "b"): 0.5, ("b", "c"): 0.5, ("c", "a"): 0.25}}
+    policies = {k: make_policy("skillit", arms, graph=g, eta=0.7, window=2) for k, g in forms.items()}
+    assert [scipy.sparse.issparse(p.graph) for p in policies.values()] == [False, True, True, True]
+    for losses in ([2.0, 1.0, 3.0], [1.5, 1.0, 2.0], [1.0, 0.5, 1.0]):
+        for policy in policies.values():
+            policy.observe_eval(losses)
+        expected = policies["dense"].probabilities()
+        for policy in policies.values():
+            np.testing.assert_allclose(policy.probabilities(), expected, rtol=1e-12)
+            np.testing.assert_allclose(policy.scores()["graph_signal"], policies["dense"].scores()["graph_signal"],
+                                       rtol=1e-12)
+
+
+@pytest.mark.parametrize("graph,message", [
+    (np.full((3, 3), np.nan), r"entry \[0, 0\] \(arm 'a' → 'a'\) is nan"),
+    (np.array([[1.0, -0.5, 0], [0, 1, 0], [0, 0, 1]]), r"entry \[0, 1\] \(arm 'a' → 'b'\) is -0.5"),
+    (scipy.sparse.coo_array(([1.0, -1.0], ([0, 2], [0, 1])), shape=(3, 3)),
+     r"entry \[2, 1\] \(arm 'c' → 'b'\) is -1.0"),
+    (scipy.sparse.csr_array(([np.inf], ([1], [0])), shape=(3, 3)), r"entry \[1, 0\] \(arm 'b' → 'a'\) is inf"),
+    (np.ones((2, 3)), r"one row per arm \(3\).*\(2, 3\)"),
+    (np.ones(3), r"one row per arm \(3\).*\(3,\)"),
+    (np.ones((3, 4)) * [1, 1, 1, -1], r"entry \[0, 3\] \(arm 'a', evaluation skill 3\) is -1.0"),
+    ([[1, 2], [3]], "2-D array, a scipy.sparse matrix or a mapping"),
+    ({("a", "zz"): 0.5}, "unknown arm 'zz'"),
+    ({("a",): 0.5}, r"keyed \(source arm, target arm\)"),
+    ({("a", "b"): "strong"}, "weight 'strong', not a number"),
+    ({("a", "b"): -1.0}, r"entry \[0, 1\] \(arm 'a' → 'b'\) is -1.0"),
+])
+def test_skillit_rejects_a_bad_graph_naming_the_entry(graph, message):
+    with pytest.raises(CadenceError, match=message):
+        make_policy("skillit", Arms(["a", "b", "c"]), graph=graph)
+
+
+def test_dump_resumes_from_a_state_with_fortran_ordered_arrays():
+    """DUMP writes its rings through a flat view; a loaded state in another memory layout must still work."""
+    arms = Arms(KEYS)
+    straight = make_policy("dump", arms, window=4)
+    ids = np.arange(N)
+    straight.observe(ids, advantage=np.sin(ids))
+    state = straight.state_dict()
+    state["window_values"] = np.asfortranarray(state["window_values"])
+    resumed = make_policy("dump", arms, window=4)
+    resumed.load_state_dict(state)
+    for policy in (straight, resumed):
+        policy.observe(ids[:7], advantage=np.cos(ids[:7]))
+    assert resumed.window_values.tobytes() == straight.window_values.tobytes()
+    assert resumed.mean_abs.tobytes() == straight.mean_abs.tobytes()
+
+
+@pytest.mark.parametrize("num_arms", [3, 40_000])        # small arm indices sort as int16, large ones as int64
+def test_dump_windows_match_a_plain_python_reference(num_arms):
+    rng = np.random.default_rng(num_arms)
+    arms = Arms.from_codes(np.arange(num_arms), list(range(num_arms)))
+    policy = make_policy("dump", arms, window=5)
+    hot = rng.choice(num_arms, 3, replace=False)          # a few arms get runs longer than the window
+    windows: dict[int, list[float]] = {}
+    responses = np.zeros(num_arms, dtype=np.int64)
+    for _ in range(6):
+        ids = np.concatenate([rng.choice(hot, 9), rng.integers(0, num_arms, 7)])
+        rng.shuffle(ids)
+        advantage = rng.normal(size=len(ids))
+        policy.observe(ids, advantage=advantage)
+        for i, a in zip(ids.tolist(), advantage.tolist()):
+            windows[i] = (windows.get(i, []) + [abs(a)])[-5:]
+            responses[i] += 1
+        seen = np.array(sorted(windows))
+        np.testing.assert_allclose(policy.mean_abs[seen], [np.mean(windows[i]) for i in seen], rtol=1e-12)
+        unseen = np.ones(num_arms, dtype=bool)
+        unseen[seen] = False
+        assert np.array_equal(policy.responses, responses) and not policy.mean_abs[unseen].any()

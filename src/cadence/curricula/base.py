@@ -52,7 +52,8 @@ def as_signal(name: str, values: Any, n: int) -> np.ndarray:
     if name == "correct" and not ((arr == 0) | (arr == 1)).all():   # fast path: every value is 0 or 1
         finite = arr[np.isfinite(arr)]
         if not np.all((finite == 0) | (finite == 1)):
-            raise CadenceError(f"signal 'correct' must be 0/1 or bool, got {finite[(finite != 0) & (finite != 1)][0]!r}")
+            bad = finite[(finite != 0) & (finite != 1)][0]
+            raise CadenceError(f"signal 'correct' must be 0/1 or bool, got {bad!r}")
     return arr
 
 
@@ -65,24 +66,35 @@ def all_finite(values: np.ndarray) -> bool:
     return math.isfinite(np.add.reduce(values, axis=None)) or bool(np.isfinite(values).all())
 
 
-def arm_means(arm_idx: np.ndarray, values: np.ndarray, num_arms: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-arm ``(mean of values, count)``; the mean is 0 where the count is 0."""
-    counts = np.bincount(arm_idx, minlength=num_arms).astype(np.float64)
-    sums = np.bincount(arm_idx, weights=values, minlength=num_arms)
-    if len(counts) != num_arms:    # an index beyond num_arms: let numpy raise its shape error
-        return np.divide(sums, counts, out=np.zeros(num_arms), where=counts > 0), counts
-    return sums / np.maximum(counts, 1.0), counts     # an empty arm has sum 0, so its mean is 0/1 = 0
+def arm_means(arm_idx: np.ndarray, values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Per-arm mean of ``values`` (0 where the arm's count is 0); ``counts`` is
+    ``np.bincount(arm_idx, minlength=num_arms)``, which :meth:`Policy.observe` passes to ``_update``.
+
+        >>> arm = np.array([0, 0, 2])
+        >>> arm_means(arm, np.array([1.0, 2.0, 5.0]), np.bincount(arm, minlength=3)).tolist()
+        [1.5, 0.0, 5.0]
+    """
+    sums = np.bincount(arm_idx, weights=values, minlength=len(counts))
+    return sums / np.maximum(counts, 1)               # an empty arm has sum 0, so its mean is 0/1 = 0
 
 
-def softmax(x: np.ndarray, temperature: float, mask: np.ndarray | None = None) -> np.ndarray:
-    """``exp(x/τ)`` normalised (the max is subtracted first); entries outside ``mask`` get 0."""
+def softmax(x: np.ndarray, temperature: float, mask: np.ndarray | None = None, *,
+            normalize: bool = True) -> np.ndarray:
+    """``exp(x/τ)`` normalised (the max is subtracted first); entries outside ``mask`` get 0.
+    ``normalize=False`` leaves the division by the sum to the caller (``_arm_weights`` may return
+    unnormalised weights: :meth:`Policy.probabilities` normalises once).
+
+        >>> softmax(np.array([0.0, 0.0]), 1.0).tolist(), softmax(np.array([0.0, 0.0]), 1.0, normalize=False).tolist()
+        ([0.5, 0.5], [1.0, 1.0])
+    """
     z = np.asarray(x, dtype=np.float64)
     if temperature != 1.0:                     # x / 1.0 is x exactly
         z = z / temperature
     if mask is not None:
         z = np.where(mask, z, -np.inf)
     z = np.exp(z - z.max())
-    z /= z.sum()                               # z is a new array (or a numpy scalar)
+    if normalize:
+        z /= z.sum()                           # z is a new array (or a numpy scalar)
     return z
 
 
@@ -203,20 +215,23 @@ class Policy(abc.ABC):
         """
         checked = self.validate(item_ids, loss=loss, reward=reward, advantage=advantage, correct=correct)
         if checked is not None:
-            self._update(*checked)
-            self.observed += np.bincount(checked[1], minlength=self.arms.num_arms)
+            ids, arm, columns = checked
+            counts = np.bincount(arm, minlength=self.arms.num_arms)
+            self._update(ids, arm, columns, counts)
+            self.observed += counts
 
     def validate(self, item_ids: Any, **signals: Any) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]] | None:
         """Check ids and needed signals; drop and count non-finite rows. Returns
         ``(ids, arm index per id, {signal: values})`` or ``None`` if no row is left."""
-        given = {k: v for k, v in signals.items() if v is not None}
-        missing = sorted(self.requires - given.keys())
+        needed = sorted(self.requires)
+        missing = [k for k in needed if signals.get(k) is None]
         if missing:
+            given = sorted(k for k, v in signals.items() if v is not None)
             raise MissingSignalError(
                 f"{type(self).__name__} needs signal {', '.join(repr(m) for m in missing)} in observe(); "
-                f"got {', '.join(sorted(given)) or 'no signals'}")
+                f"got {', '.join(given) or 'no signals'}")
         ids = self.arms.check_ids(item_ids)
-        columns = {k: as_signal(k, given[k], len(ids)) for k in sorted(self.requires)}
+        columns = {k: as_signal(k, signals[k], len(ids)) for k in needed}
         keep: np.ndarray | None = None
         for k, col in columns.items():
             if all_finite(col):
@@ -231,8 +246,9 @@ class Policy(abc.ABC):
             return None
         return ids, self.arms.item_arm[ids].astype(np.int64), columns
 
-    def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray]) -> None:
-        """Learn from validated, finite signals (default: nothing to learn)."""
+    def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray], counts: np.ndarray) -> None:
+        """Learn from validated, finite signals (default: nothing to learn); ``arm`` is each id's
+        arm index and ``counts`` the number of rows per arm."""
 
     # ------------------------------------------------------------------ introspection
     def scores(self) -> dict[str, np.ndarray]:

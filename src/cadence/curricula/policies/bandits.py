@@ -14,6 +14,7 @@ category's responses in the batch; call ``observe`` once per training batch.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -63,7 +64,7 @@ class DUMP(Policy):
 
     name = "dump"
     requires = frozenset({"advantage"})
-    _state = ("window_values", "window_sum", "window_fill", "window_pos", "responses", "mean_abs")
+    _state = ("window_values", "window_sum", "responses", "mean_abs")
 
     def __init__(self, arms: Arms, *, window: int = 300, c: float = 1.0, temperature: float = 0.1, seed: int = 0,
                  clock: Clock | None = None) -> None:
@@ -75,69 +76,55 @@ class DUMP(Policy):
         super().__init__(arms, seed=seed, clock=clock)
         self.window, self.c, self.temperature = window, float(c), float(temperature)
         k = arms.num_arms
-        self.window_values = np.zeros((k, window))
-        self.window_sum = np.zeros(k)          # running sums, re-summed exactly each time a window wraps
-        self.window_fill = np.zeros(k, dtype=np.int64)
-        self.window_pos = np.zeros(k, dtype=np.int64)
+        self.window_values = np.zeros((k, window))   # a ring per arm; the next slot is responses mod window
+        self.window_sum = np.zeros(k)          # running sums, re-summed exactly each time a ring completes a lap
         self.responses = np.zeros(k, dtype=np.int64)
-        self.mean_abs = np.zeros(k)
+        self.mean_abs = np.zeros(k)            # window_sum / min(responses, window)
+        self._total = 0                        # caches kept up to date: responses.sum() and responses + 1
+        self._responses_plus_one = np.ones(k)  # (as floats: the UCB divides by it without an int conversion)
 
-    def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray]) -> None:
+    def _after_load(self) -> None:
+        self.window_values = np.ascontiguousarray(self.window_values)   # _update writes through a flat view
+        self._total = int(self.responses.sum())
+        self._responses_plus_one = self.responses + 1.0
+
+    def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray], counts: np.ndarray) -> None:
         w, n = self.window, len(arm)
         position = _positions(n)
-        shift = n.bit_length()
-        key = arm << shift                                             # (arm, batch position), packed
-        key |= position
-        key.sort()                                                     # = a stable sort of the arms
-        arm, values = key >> shift, np.abs(signals["advantage"])[key & ((1 << shift) - 1)]
-        starts = np.empty(n, dtype=bool)
-        starts[0] = True
-        np.not_equal(arm[1:], arm[:-1], out=starts[1:])
-        first = starts.nonzero()[0]                                    # start of each arm's run
-        touched = arm[first]
-        counts = np.empty_like(first)
-        np.subtract(first[1:], first[:-1], out=counts[:-1])
-        counts[-1] = n - first[-1]
-        pos = self.window_pos[touched]
-        run_shift = np.empty(self.arms.num_arms, dtype=np.int64)     # window_pos − run start, per arm
-        run_shift[touched] = pos - first
-        slot = run_shift[arm]
-        slot += position
-        slot %= w                                                      # window_pos + position within the run
-        if n > w:                                                      # only the last `window` can survive
-            last = position - np.repeat(first, counts) >= np.repeat(counts, counts) - w
-            arm, slot, values = arm[last], slot[last], values[last]
-        table = self.window_values
-        flat = table.reshape(-1) if table.flags.c_contiguous else None   # a view: 1-D indexing is cheaper
-        if flat is not None:
-            cell = arm * w
-            cell += slot
-            change = flat[cell]
-            np.subtract(values, change, out=change)                    # new value minus the one it replaces
-            flat[cell] = values
-        else:
-            change = values - table[arm, slot]
-            table[arm, slot] = values
+        small = np.int16 if self.arms.num_arms <= 1 << 15 else np.int64     # int16: numpy sorts by radix
+        order = np.argsort(arm.astype(small), kind="stable")
+        arm = arm[order]                                    # responses grouped by arm, in batch order
+        values = signals["advantage"][order]
+        np.abs(values, out=values)
+        before = self.responses[arm]                        # the arm's responses before this batch
+        slot = position - np.searchsorted(arm, arm)         # the response's place in its arm's run ...
+        slot += before
+        if n > w:                                           # only the last `window` of a run survive
+            last = slot >= before + counts[arm] - w
+            arm, values, slot = arm[last], values[last], slot[last]
+        slot %= w                                           # ... as a ring-buffer slot (responses mod w)
+        cell = arm * w
+        cell += slot
+        flat = self.window_values.reshape(-1)               # a view (the table is C-contiguous)
+        change = flat[cell]
+        np.subtract(values, change, out=change)             # new value minus the one it replaces
+        flat[cell] = values
         self.window_sum += np.bincount(arm, weights=change, minlength=self.arms.num_arms)
-        pos += counts
-        wrapped = touched[pos >= w]                                    # (window_pos is responses mod w)
-        if len(wrapped):
-            self.window_sum[wrapped] = table[wrapped].sum(axis=1)     # re-sum exactly once per lap
-        pos %= w
-        self.window_pos[touched] = pos
-        fill = self.window_fill[touched]
-        fill += counts
-        np.minimum(fill, w, out=fill)
-        self.window_fill[touched] = fill
-        self.responses[touched] += counts
-        self.mean_abs[touched] = self.window_sum[touched] / fill
+        lapped = arm[slot == w - 1]                         # arms whose ring completed a lap
+        if len(lapped):
+            self.window_sum[lapped] = self.window_values[lapped].sum(axis=1)   # re-sum exactly once per lap
+        self.responses += counts
+        self._total += n
+        after = self.responses[arm]
+        self.mean_abs[arm] = self.window_sum[arm] / np.minimum(after, w)
+        self._responses_plus_one[arm] = after + 1.0
 
     def ucb(self) -> np.ndarray:
         """The UCB score of every arm."""
-        return self._ucb(self.responses.sum())
+        return self._ucb(self._total)
 
     def _ucb(self, total: int) -> np.ndarray:
-        bonus = 2 * np.log(total + 1) / (self.responses + 1)
+        bonus = 2 * math.log(total + 1) / self._responses_plus_one      # = ... / (n_j + 1), exactly
         np.sqrt(bonus, out=bonus)
         if self.c != 1.0:                                              # 1.0·x is x exactly
             bonus *= self.c
@@ -145,10 +132,9 @@ class DUMP(Policy):
         return bonus
 
     def _arm_weights(self) -> np.ndarray:
-        total = self.responses.sum()
-        if total == 0:
+        if self._total == 0:
             return np.ones(self.arms.num_arms)
-        return softmax(self._ucb(total), self.temperature, active_mask(self.arms))
+        return softmax(self._ucb(self._total), self.temperature, active_mask(self.arms), normalize=False)
 
     def scores(self) -> dict[str, np.ndarray]:
         return {"mean_abs_advantage": self.mean_abs, "ucb": self.ucb(), "responses": self.responses}
@@ -183,8 +169,8 @@ class SEC(Policy):
         self.q = np.zeros(arms.num_arms)
         self.steps = 0
 
-    def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray]) -> None:
-        reward, counts = arm_means(arm, np.abs(signals["advantage"]), self.arms.num_arms)
+    def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray], counts: np.ndarray) -> None:
+        reward = arm_means(arm, np.abs(signals["advantage"]), counts)
         seen = counts > 0
         kept = (1 - self.alpha) * self.q
         td = self.alpha * reward + kept              # computed for every arm, stored for the seen ones
@@ -195,7 +181,7 @@ class SEC(Policy):
         self.steps += 1
 
     def _arm_weights(self) -> np.ndarray:
-        return softmax(self.q, self.temperature, active_mask(self.arms))
+        return softmax(self.q, self.temperature, active_mask(self.arms), normalize=False)
 
     def scores(self) -> dict[str, np.ndarray]:
         return {"q": self.q}
@@ -258,9 +244,9 @@ class EXP3(Policy):
         self._memo = (self.arms, self.gamma, lw.copy(), p.copy())
         return p
 
-    def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray]) -> None:
+    def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray], counts: np.ndarray) -> None:
         x = _scaled_signal(self.signal, signals[self.signal], self.value_range)
-        mean, counts = arm_means(arm, x, self.arms.num_arms)
+        mean = arm_means(arm, x, counts)
         p = self.probabilities()
         seen = (counts > 0).nonzero()[0]
         self.log_weights[seen] += self.gamma * mean[seen] / p[seen] / int(self.arms.active.sum())
@@ -297,9 +283,9 @@ class LearningProgress(Policy):
         k = arms.num_arms
         self.fast, self.slow, self.seen = np.zeros(k), np.zeros(k), np.zeros(k, dtype=bool)
 
-    def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray]) -> None:
+    def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray], counts: np.ndarray) -> None:
         x = _scaled_signal(self.signal, signals[self.signal], self.value_range)
-        mean, counts = arm_means(arm, x, self.arms.num_arms)
+        mean = arm_means(arm, x, counts)
         observed = counts > 0
         old, new = observed & self.seen, observed & ~self.seen
         for ema, rate in zip((self.fast, self.slow), self.rates):   # computed for every arm, stored for `old`

@@ -122,7 +122,7 @@ class PUDF(SortedWindow):
         """A random probe set of ``n`` distinct item ids (the paper uses 1000)."""
         return np.sort(self.rng.choice(self.arms.num_items, size=min(n, self.arms.num_items), replace=False))
 
-    def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray]) -> None:
+    def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray], counts: np.ndarray) -> None:
         theta = estimate_ability(self.item_difficulty[ids], signals["correct"], prior_sd=self.prior_sd)
         if self.estimates and theta <= self.ability:
             self.stalled += 1

@@ -120,7 +120,7 @@ class PassRateFilter(Policy):
         below = p <= self.high if self.closed in ("both", "high") else p < self.high
         return above & below
 
-    def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray]) -> None:
+    def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray], counts: np.ndarray) -> None:
         self._record(ids, signals["correct"])
 
     def _record(self, ids: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -83,8 +83,8 @@ class DoReMi(Policy):
             raise CadenceError(f"{what} weights must be non-negative with a positive sum, got {w.tolist()}")
         return w / w.sum()
 
-    def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray]) -> None:
-        excess, counts = arm_means(arm, np.maximum(signals["loss"] - self.reference[ids], 0.0), self.arms.num_arms)
+    def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray], counts: np.ndarray) -> None:
+        excess = arm_means(arm, np.maximum(signals["loss"] - self.reference[ids], 0.0), counts)
         self.excess = np.where(counts > 0, excess, self.excess)
         active, mask = self.arms.active, active_mask(self.arms)
         log_alpha = np.log(self.alpha if mask is None else np.where(active, self.alpha, 1.0)) + self.eta * self.excess
@@ -116,10 +116,15 @@ class SkillIt(Policy):
         p ∝ prior ⊙ exp(η · A · Σ_{last w rounds} L_τ),   initially p ∝ prior ⊙ exp(η · A · 1)
 
     ``A`` is the skills graph (``k`` training skills = arms × ``m`` evaluation skills; ``A_ij > 0``
-    if training on i helps j). Each :meth:`observe` (per-item validation losses; evaluation skill
-    = the item's arm, so ``m = k``) or :meth:`observe_eval` (a vector of ``m`` losses) call is
-    one round. An evaluation skill absent from a round keeps its last loss (0 before any).
-    ``normalize_loss`` divides by the first round's losses.
+    if training on i helps j; entries must be finite and non-negative). Pass it as a dense array,
+    as a ``scipy.sparse`` matrix (kept sparse: with ~10 edges per skill an update over 1,000
+    skills costs a sparse product instead of a dense one), or as edges
+    ``{(source arm, target arm): w}`` on top of a unit diagonal (stored sparse).
+
+    Each :meth:`observe` (per-item validation losses; evaluation skill = the item's arm, so
+    ``m = k``) or :meth:`observe_eval` (a vector of ``m`` losses) call is one round. An evaluation
+    skill absent from a round keeps its last loss (0 before any). ``normalize_loss`` divides by
+    the first round's losses.
     """
 
     name = "skillit"
@@ -140,32 +145,62 @@ class SkillIt(Policy):
                       else np.asarray(per_arm(arms, prior, "prior"), dtype=np.float64))
         if not np.all(np.isfinite(self.prior)) or np.any(self.prior < 0):
             raise CadenceError("prior must be non-negative and finite")
+        self._mask = arms.active & (self.prior > 0)
         self.history = np.zeros((window, m))
         self.rounds = 0
         self.last_loss = np.zeros(m)
         self.first_loss = np.ones(m)
         self._weights_cache: np.ndarray | None = None
 
-    def _graph(self, graph: Any) -> np.ndarray:
+    def _graph(self, graph: Any) -> Any:
+        """The skills graph, checked (one row per arm, finite and non-negative entries): a dense
+        array as given, or a CSR sparse array for scipy.sparse input and ``{(src, dst): w}`` edges."""
+        import scipy.sparse
+
         k = self.arms.num_arms
         if isinstance(graph, Mapping):
-            a = np.eye(k)
-            for (src, dst), w in graph.items():
-                a[self.arms.index(src), self.arms.index(dst)] = w
+            edges = {(i, i): 1.0 for i in range(k)}          # the diagonal is 1 unless an edge says otherwise
+            for edge, weight in graph.items():
+                if not (isinstance(edge, tuple) and len(edge) == 2):
+                    raise CadenceError(f"skills graph edges are keyed (source arm, target arm), got {edge!r}")
+                src, dst = self.arms.index(edge[0]), self.arms.index(edge[1])    # raises naming an unknown arm
+                try:
+                    edges[src, dst] = float(weight)
+                except (TypeError, ValueError):
+                    raise CadenceError(f"skills graph edge {edge!r} has weight {weight!r}, not a number") from None
+            (rows, cols), weights = zip(*edges), list(edges.values())
+            graph = scipy.sparse.coo_array((weights, (rows, cols)), shape=(k, k))
+        sparse = scipy.sparse.issparse(graph)
+        try:
+            a = (scipy.sparse.csr_array(graph, dtype=np.float64, copy=True) if sparse   # our own copy
+                 else np.array(graph, dtype=np.float64))
+        except (TypeError, ValueError) as e:
+            raise CadenceError(f"skills graph must be a 2-D array, a scipy.sparse matrix or a mapping "
+                               f"{{(source arm, target arm): weight}}: {e}") from None
+        if a.ndim != 2 or a.shape[0] != k or a.shape[1] < 1:
+            raise CadenceError(f"skills graph must have one row per arm ({k}) and at least one column, "
+                               f"got shape {a.shape}")
+        if sparse:
+            a.sum_duplicates()
+            entries = a.tocoo()
+            values, where = entries.data, (entries.row, entries.col)
         else:
-            a = np.asarray(graph, dtype=np.float64)
-        if a.ndim != 2 or a.shape[0] != k:
-            raise CadenceError(f"skills graph must have one row per arm ({k}), got shape {a.shape}")
-        if not np.all(np.isfinite(a)):
-            raise CadenceError("skills graph entries must be finite")
+            values, where = a.reshape(-1), None
+        bad = ~np.isfinite(values) | (values < 0)
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            i, j = (int(where[0][first]), int(where[1][first])) if sparse else divmod(first, a.shape[1])
+            target = f" → {self.arms.names[j]!r}" if a.shape[1] == k else f", evaluation skill {j}"
+            raise CadenceError(f"skills graph entry [{i}, {j}] (arm {self.arms.names[i]!r}{target}) is "
+                               f"{float(values[first])}; entries must be finite and non-negative")
         return a
 
-    def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray]) -> None:
+    def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray], counts: np.ndarray) -> None:
         if self.graph.shape[1] != self.arms.num_arms:
             raise CadenceError(f"observe() maps items to evaluation skills by arm, but the graph has "
                                f"{self.graph.shape[1]} evaluation skills for {self.arms.num_arms} arms; "
                                f"use observe_eval(losses)")
-        mean, counts = arm_means(arm, signals["loss"], self.arms.num_arms)
+        mean = arm_means(arm, signals["loss"], counts)
         self._round(np.where(counts > 0, mean, self.last_loss))
 
     def observe_eval(self, losses: Any) -> None:
@@ -201,9 +236,9 @@ class SkillIt(Policy):
             total = self.history[:min(self.rounds, self.window)].sum(axis=0)
             if self.normalize_loss:
                 total = total / self.first_loss
-        z = self.eta * self.graph @ total
-        mask = self.arms.active & (self.prior > 0)
-        return softmax(z, 1.0, mask) * self.prior
+        z = self.graph @ total
+        z *= self.eta
+        return softmax(z, 1.0, self._mask, normalize=False) * self.prior
 
     def scores(self) -> dict[str, np.ndarray]:
         return {"graph_signal": self.graph @ self.history.sum(axis=0)}
@@ -294,10 +329,10 @@ class LossReweighting(Policy):
         return size * (torch.as_tensor(w, dtype=per_sample_loss.dtype, device=per_sample_loss.device)
                        * per_sample_loss.reshape(-1)).sum()
 
-    def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray]) -> None:
+    def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray], counts: np.ndarray) -> None:
         w = loss_weights(signals["loss"], self.strategy, self.current_temperature(), self.delta) * len(ids)
-        mean_w, counts = arm_means(arm, w, self.arms.num_arms)
-        mean_l, _ = arm_means(arm, signals["loss"], self.arms.num_arms)
+        mean_w = arm_means(arm, w, counts)
+        mean_l = arm_means(arm, signals["loss"], counts)
         seen = counts > 0
         self.mean_weight = np.where(seen, mean_w, self.mean_weight)
         self.mean_loss = np.where(seen, mean_l, self.mean_loss)
