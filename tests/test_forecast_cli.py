@@ -6,10 +6,15 @@ import re
 import numpy as np
 import pytest
 
+from rich.console import Console
+
 from cadence.cli import main
-from cadence.forecast import AnnealingLaw, RunLog, lr_per_step
+from cadence.cli.forecast import print_benchmark
+from cadence.errors import CadenceError
+from cadence.forecast import AnnealingLaw, MultiPowerLaw, RunLog, law_from_dict, lr_per_step
 from cadence.labs.pretrain import PretrainConfig
-from cadence.labs.pretrain.bench import ForecastRow, forecast_benchmark, ordering_checks, plot_benchmark
+from cadence.labs.pretrain.bench import (ForecastRow, _cached_log, forecast_benchmark, ordering_checks,
+                                         plot_benchmark)
 
 TRUTH = AnnealingLaw(L0=1.1, A=0.5, alpha=0.5, C=0.4, lam=0.95, lr_ref=2e-3, steps_ref=400)
 
@@ -38,6 +43,29 @@ def test_forecast_prints_predictions_plots_and_saves_the_law(tmp_path, capsys) -
     assert saved.alpha == pytest.approx(TRUTH.alpha, rel=1e-2)
 
 
+MPL_TRUTH = MultiPowerLaw(L0=1.1, A=0.5, alpha=0.5, B=0.4, C=30.0, beta=0.6, gamma=0.4, lr_ref=2e-3, steps_ref=200)
+
+
+def test_forecast_fits_the_multi_power_law_when_asked(tmp_path, capsys) -> None:
+    for name, spec in (("const.csv", "constant(2e-3)"), ("cos.csv", "cosine(peak=2e-3)"),
+                       ("wsd.csv", "wsd(peak=2e-3, decay=30%)")):
+        lr = lr_per_step(spec, 200)
+        loss = np.full(200, np.nan)
+        loss[9::10] = MPL_TRUTH.predict(lr)[9::10]
+        RunLog(np.arange(1, 201), lr, loss=loss).write(tmp_path / name)
+    spec = "warmup(linear(peak=2e-3), 10 steps)"
+    code = main(["forecast", "--law", "multi-power", "--fit", *(str(tmp_path / n) for n in ("const.csv", "cos.csv",
+                 "wsd.csv")), "--schedule", spec, "--save", str(tmp_path / "law.json")])
+    out = capsys.readouterr().out
+    assert code == 0 and "Σ Δ_k" in out
+    row = next(line for line in out.splitlines() if "linear(peak=2e-3)" in line)
+    assert float(re.findall(r"\d+\.\d{4}", row)[-1]) == pytest.approx(MPL_TRUTH.final_loss(spec, 200), abs=2e-3)
+    saved = law_from_dict(json.loads((tmp_path / "law.json").read_text()))
+    assert isinstance(saved, MultiPowerLaw) and saved.alpha == pytest.approx(MPL_TRUTH.alpha, rel=0.05)
+    assert main(["forecast", "--law", "multi-power", "--lam", "0.9", "--fit", str(tmp_path / "const.csv")]) == 2
+    assert "annealing law only" in capsys.readouterr().err
+
+
 def test_forecast_reports_a_bad_log_as_an_error(tmp_path, capsys) -> None:
     (tmp_path / "bad.csv").write_text("step,lr,loss\n2,1e-3,3.0\n1,1e-3,2.0\n")
     assert main(["forecast", "--fit", str(tmp_path / "bad.csv"), "--schedule", "constant(1e-3)"]) == 2
@@ -54,14 +82,51 @@ def test_ordering_checks_only_judge_pairs_that_differ_enough() -> None:
     assert not all(p.ordered for p in ordering_checks(rows, 0.01))
 
 
-def test_benchmark_runs_the_lab_end_to_end(tmp_path) -> None:
+@pytest.fixture
+def one_torch_thread():
+    """Tiny lab models train several times faster on one thread (restored afterwards)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_benchmark_judges_both_laws_and_reuses_its_logged_runs(tmp_path, capsys, one_torch_thread) -> None:
     cfg = PretrainConfig(context=8, batch_size=2, n_layer=1, n_head=1, d_model=8, val_sequences=4)
-    bench = forecast_benchmark(cfg, steps=30, eval_every=2, progress=False, log_dir=tmp_path,
-                               held_out={"wsd": "wsd(peak={peak}, warmup={warmup} steps, decay=20%)"})
-    assert [r.name for r in bench.rows] == ["wsd"] and np.isfinite(bench.rows[0].predicted)
-    assert bench.rows[0].measured == pytest.approx(float(bench.logs["wsd"].val_loss[-1]))
+    held_out = {"wsd": "wsd(peak={peak}, warmup={warmup} steps, decay=20%)"}
+    bench = forecast_benchmark(cfg, steps=20, eval_every=2, progress=False, log_dir=tmp_path, held_out=held_out,
+                               lam=0.9)  # a fixed momentum keeps the annealing fit quick
+    assert list(bench.forecasts) == ["annealing", "multi-power"] and bench.reused == ()
+    assert isinstance(bench.forecasts["multi-power"].fit.law, MultiPowerLaw)
+    for forecast in bench.forecasts.values():
+        assert [r.name for r in forecast.rows] == ["wsd"] and np.isfinite(forecast.rows[0].predicted)
+        assert forecast.rows[0].measured == pytest.approx(float(bench.logs["wsd"].val_loss[-1]))
     assert sorted(p.name for p in tmp_path.glob("*.csv")) == ["constant.csv", "cosine.csv", "wsd.csv"]
     assert plot_benchmark(bench, tmp_path / "bench.png").stat().st_size > 10_000
+    print_benchmark(bench, Console(width=200))
+    out = capsys.readouterr().out
+    annealing_part, multi_power_part = out.split("[multi-power law]")
+    for law, part in (("annealing", annealing_part), ("multi-power", multi_power_part)):
+        assert "rel. error" in part and "│ wsd" in part
+        assert f"{law}: accuracy: max |rel. error|" in part and f"{law}: ordering:" in part
+    stamps = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.csv")}
+
+    again = forecast_benchmark(cfg, steps=20, eval_every=2, progress=False, log_dir=tmp_path, held_out=held_out,
+                               laws=("multi-power",))
+    assert again.reused == ("constant", "cosine", "wsd") and list(again.forecasts) == ["multi-power"]
+    assert again.forecasts["multi-power"].rows == bench.forecasts["multi-power"].rows
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.csv")} == stamps
+
+    record = json.loads((tmp_path / "wsd.json").read_text())
+    assert _cached_log(tmp_path, "wsd", record) is not None
+    for changed in ({"seed": 1}, {"steps": 21}, {"schedule": "constant(1e-3)"}):
+        assert _cached_log(tmp_path, "wsd", {**record, **changed}) is None  # made another way: train again
+    (tmp_path / "wsd.json").unlink()
+    assert _cached_log(tmp_path, "wsd", record) is None
+    with pytest.raises(CadenceError, match="laws"):
+        forecast_benchmark(cfg, steps=20, log_dir=tmp_path, held_out=held_out, laws=("nope",))
 
 
 def test_bench_forecast_is_in_the_shared_bench_group() -> None:
@@ -70,3 +135,5 @@ def test_bench_forecast_is_in_the_shared_bench_group() -> None:
 
     args = build_parser().parse_args(["bench", "forecast", "--steps", "300", "--peak", "1e-3"])
     assert args.func is _bench_forecast and (args.steps, args.peak, args.val_quality) == (300, 1e-3, 0.0)
+    assert args.law == ["annealing", "multi-power"]
+    assert build_parser().parse_args(["bench", "forecast", "--law", "multi-power"]).law == ["multi-power"]

@@ -1,6 +1,8 @@
-"""Fit the annealing law (:mod:`cadence.forecast.law`) to one or more logged runs.
+"""Fit a loss law — the annealing law (:mod:`cadence.forecast.law`, the default) or the
+multi-power law (:mod:`cadence.forecast.multipower`, ``law="multi-power"``) — to one or more
+logged runs. Both use the same points and the same fitting loss (:mod:`cadence.forecast.objective`).
 
-As in the reproductions collected in algorithms.md §2: a Huber loss (``delta`` ≈ 1e-3) between
+For the annealing law, as in the reproductions collected in algorithms.md §2: a Huber loss (``delta`` ≈ 1e-3) between
 predicted and measured *log* loss, L-BFGS-B with bounds (every constant ≥ 0, ``L0`` below the
 lowest measured loss), a multi-start grid of initial values, and parameter sets that predict a
 non-positive loss rejected. The momentum λ is chosen from a grid by the same objective (or fixed).
@@ -29,6 +31,9 @@ from threadpoolctl import threadpool_limits
 
 from cadence.errors import CadenceError
 from cadence.forecast.law import AnnealingLaw
+from cadence.forecast.laws import DEFAULT_LAW, LAWS, Law
+from cadence.forecast.multipower_fit import search_multi_power
+from cadence.forecast.objective import huber_log
 from cadence.forecast.runlog import RunLog
 
 DEFAULT_LAMS = (0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
@@ -91,7 +96,7 @@ class FitTarget:
 class FitResult:
     """The fitted law, its objective, and per-run fit quality (R² and RMS relative error)."""
 
-    law: AnnealingLaw
+    law: Law
     objective: float
     r2: dict[str, float] = field(default_factory=dict)
     rms_rel_error: dict[str, float] = field(default_factory=dict)
@@ -107,22 +112,26 @@ def _objective(theta: np.ndarray, x: list[np.ndarray], y: list[np.ndarray], logl
         pred = L0 + A * p - C * s2
         if np.any(pred <= 0):
             return 1e6, np.zeros(4)
-        r = np.log(pred) - target
-        small = np.abs(r) <= delta
-        huber = np.where(small, 0.5 * r * r, delta * (np.abs(r) - 0.5 * delta))
-        dh = np.where(small, r, delta * np.sign(r)) / pred / len(r)
-        total += huber.mean()
+        value, dh = huber_log(pred, target, delta)
+        total += value
         grad += np.array([dh.sum(), (dh * p).sum(), -(dh * A * p * np.log(s1)).sum(), -(dh * s2).sum()])
     scale = 1.0 / (delta * len(x))  # O(1) objective keeps L-BFGS-B's tolerances meaningful
     return total * scale, grad * scale
 
 
-def fit_law(runs: Iterable[FitTarget | RunLog], *, lams: Sequence[float] | None = DEFAULT_LAMS,
-            lam: float | None = None, delta: float = 1e-3, target: str = "auto", skip: float = 0.05) -> FitResult:
-    """Fit ``L0, A, α, C`` (and λ from ``lams`` unless ``lam`` is fixed) to the runs.
+def fit_law(runs: Iterable[FitTarget | RunLog], *, law: str = DEFAULT_LAW,
+            lams: Sequence[float] | None = DEFAULT_LAMS, lam: float | None = None, delta: float = 1e-3,
+            target: str = "auto", skip: float = 0.05) -> FitResult:
+    """Fit a law to the runs: ``"annealing"`` fits ``L0, A, α, C`` (and λ from ``lams`` unless
+    ``lam`` is fixed); ``"multi-power"`` fits ``L0, A, α, B, C, β, γ`` (``lam``/``lams`` do not apply).
 
-    Raises :class:`CadenceError` when no run has usable points or no start gives a valid fit.
+    Raises :class:`CadenceError` for an unknown law, when no run has usable points or when no start
+    gives a valid fit.
     """
+    if law not in LAWS:
+        raise CadenceError(f"unknown law {law!r}; choose one of {sorted(LAWS)}")
+    if law != "annealing" and lam is not None:
+        raise CadenceError("lam (the annealing momentum) applies to the annealing law only")
     targets = [r if isinstance(r, FitTarget) else FitTarget.from_log(r, target=target, skip=skip) for r in runs]
     if not targets:
         raise CadenceError("fit_law needs at least one run")
@@ -130,17 +139,22 @@ def fit_law(runs: Iterable[FitTarget | RunLog], *, lams: Sequence[float] | None 
     steps_ref = float(max(len(t.lr) for t in targets))
     if lr_ref <= 0:
         raise CadenceError("every fitted run has a zero learning rate; nothing to fit")
-    lam_grid = (lam,) if lam is not None else tuple(lams or ())
-    if not lam_grid:
-        raise CadenceError("give lam or a non-empty lams grid")
-    with threadpool_limits(limits=1, user_api="blas"):  # BLAS threads only slow L-BFGS-B's tiny problem
-        objective, law = _search(targets, lam_grid, lr_ref, steps_ref, delta)
+    with threadpool_limits(limits=1, user_api="blas"):  # BLAS threads only slow L-BFGS-B's small problem
+        if law == "multi-power":
+            objective, fitted = search_multi_power([t.lr for t in targets], [t.steps for t in targets],
+                                                   [t.loss for t in targets], delta=delta, lr_ref=lr_ref,
+                                                   steps_ref=steps_ref)
+        else:
+            lam_grid = (lam,) if lam is not None else tuple(lams or ())
+            if not lam_grid:
+                raise CadenceError("give lam or a non-empty lams grid")
+            objective, fitted = _search(targets, lam_grid, lr_ref, steps_ref, delta)
     r2, rms = {}, {}
     for t in targets:
-        pred = law.predict(t.lr)[t.steps - 1]
+        pred = fitted.predict(t.lr)[t.steps - 1]
         r2[t.name] = float(1 - np.sum((pred - t.loss) ** 2) / max(np.sum((t.loss - t.loss.mean()) ** 2), 1e-300))
         rms[t.name] = float(np.sqrt(np.mean(((pred - t.loss) / t.loss) ** 2)))
-    return FitResult(law, objective, r2, rms)
+    return FitResult(fitted, objective, r2, rms)
 
 
 def _search(targets: list[FitTarget], lam_grid: Sequence[float], lr_ref: float, steps_ref: float,

@@ -123,6 +123,13 @@ class AnnealingLaw:
         """Predicted loss after the last step."""
         return float(self.predict_schedule(schedule, steps)[-1])
 
+    def final_losses(self, lr: np.ndarray, scales: np.ndarray) -> np.ndarray:
+        """Predicted final loss of ``scale · lr`` for every scale (the WSD optimiser's inner loop):
+        both areas scale linearly with the LR."""
+        s1, s2 = (a[-1] for a in self.areas(lr))
+        scales = np.asarray(scales, dtype=float)
+        return self.L0 + self.A * np.power(scales * s1, -self.alpha) - self.C * scales * s2
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-typed constants (JSON-safe)."""
         return {"kind": LAW_KIND, **dataclasses.asdict(self)}

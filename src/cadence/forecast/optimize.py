@@ -1,11 +1,12 @@
 """Choose WSD parameters that minimise a fitted law's predicted final loss for a budget.
 
 Searched: the decay fraction (a grid, then a bounded refinement), the decay shape, and a peak-LR
-scale relative to a base peak. The law's areas scale with the LR, so the curves for every scale
-come from one LR array per (shape, fraction).
+scale relative to a base peak. Works with either law (annealing or multi-power): each predicts
+the final loss of a scaled LR sequence in closed form (``law.final_losses``), so every scale comes
+from one LR array per (shape, fraction).
 
-**Caveat (algorithms.md §2).** The law has no term for instability: scaling the whole schedule up
-always lowers the predicted loss, so the best scale is the upper end of its range. The default
+**Caveat (algorithms.md §2).** Neither law has a term for instability: scaling the whole schedule
+up lowers the predicted loss, so the best scale is the upper end of its range. The default
 range therefore stops at the largest LR the law was fitted on (``scale_range=(0.25, 1.0)`` of
 that peak); :attr:`WSDChoice.at_bounds` names every parameter that ended on a bound.
 
@@ -26,7 +27,8 @@ from scipy.optimize import minimize_scalar
 
 from cadence.clock import Duration
 from cadence.errors import CadenceError
-from cadence.forecast.law import AnnealingLaw, lr_per_step
+from cadence.forecast.law import lr_per_step
+from cadence.forecast.laws import Law
 from cadence.schedules import WSD
 
 DEFAULT_SHAPES = ("linear", "cosine", "1-sqrt", "1-square")
@@ -45,14 +47,14 @@ class WSDChoice:
     at_bounds: tuple[str, ...]
 
 
-def optimize_wsd(law: AnnealingLaw, steps: int, *, peak: float | None = None, warmup: Duration | str | float = 0.0,
+def optimize_wsd(law: Law, steps: int, *, peak: float | None = None, warmup: Duration | str | float = 0.0,
                  floor: float = 0.0, shapes: Sequence[str] = DEFAULT_SHAPES,
                  fractions: Sequence[float] = DEFAULT_FRACTIONS,
                  scales: Sequence[float] | None = None, scale_range: tuple[float, float] = (0.25, 1.0)) -> WSDChoice:
     """The WSD schedule with the lowest predicted final loss after ``steps`` steps.
 
     Args:
-        law: a fitted :class:`AnnealingLaw`.
+        law: a fitted law (:data:`~cadence.forecast.laws.Law`).
         steps: the budget.
         peak: the base peak LR that scales multiply (default: the law's ``lr_ref``, the largest
             LR it was fitted on).
@@ -77,9 +79,7 @@ def optimize_wsd(law: AnnealingLaw, steps: int, *, peak: float | None = None, wa
 
     def final(shape: str, fraction: float) -> np.ndarray:
         """Predicted final loss for every scale in the grid."""
-        lr = lr_per_step(_wsd(peak, warmup, fraction, shape, floor), steps)
-        s1, s2 = (a[-1] for a in law.areas(lr))
-        return law.L0 + law.A * np.power(grid * s1, -law.alpha) - law.C * grid * s2
+        return law.final_losses(lr_per_step(_wsd(peak, warmup, fraction, shape, floor), steps), grid)
 
     table = {(shape, f): final(shape, float(f)) for shape in shapes for f in fractions}
     (shape, fraction), values = min(table.items(), key=lambda kv: kv[1].min())

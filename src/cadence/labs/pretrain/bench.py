@@ -1,30 +1,45 @@
-"""Forecast accuracy on the lab: fit the annealing law on a constant-LR and a cosine run, predict
-the final loss of other schedules, then run them and compare (``cadence bench forecast``).
+"""Forecast accuracy on the lab: fit each loss law (annealing, multi-power) on a constant-LR and a
+cosine run, predict the final loss of other schedules, then run them and compare
+(``cadence bench forecast``).
 
 Goals (issue 5): every prediction within 1% relative error, and every pair of schedules whose
-measured final losses differ by more than 1% ordered correctly.
+measured final losses differ by more than 1% ordered correctly; judged for each law.
 
+With ``log_dir`` every run's log is kept there as ``NAME.csv`` with ``NAME.json`` recording how it
+was made (schedule, steps, seed, validation interval, lab config); a later call with the same
+``log_dir`` reuses a log whose record matches instead of training again, so the fit can be
+iterated on without re-running the lab.
+
+    >>> import torch
+    >>> threads = torch.get_num_threads()
+    >>> torch.set_num_threads(1)  # tiny models run fastest on one thread
     >>> cfg = PretrainConfig(context=8, batch_size=2, n_layer=1, n_head=1, d_model=8, val_sequences=4)
-    >>> bench = forecast_benchmark(cfg, steps=40, eval_every=4, progress=False,
+    >>> bench = forecast_benchmark(cfg, steps=40, eval_every=4, progress=False, laws=("annealing",),
     ...                            held_out={"linear": "warmup(linear(peak={peak}), {warmup} steps)"})
-    >>> [row.name for row in bench.rows]
+    >>> [row.name for row in bench.forecasts["annealing"].rows]
     ['linear']
+    >>> torch.set_num_threads(threads)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from cadence.errors import CadenceError
 from cadence.forecast.fit import FitResult, fit_law
+from cadence.forecast.laws import LAWS
 from cadence.forecast.runlog import RunLog
 from cadence.labs.pretrain.train import PretrainConfig, train
 
+RUN_RECORD_KIND = "cadence.bench.forecast.run"
 FIT_SCHEDULES = {"constant": "warmup(constant({peak}), {warmup} steps)",
                  "cosine": "warmup(cosine(peak={peak}), {warmup} steps)"}
 """The two runs the law is fitted on (``{peak}`` and ``{warmup}`` are filled in)."""
@@ -61,14 +76,13 @@ class PairCheck:
 
 
 @dataclass(frozen=True)
-class ForecastBenchmark:
+class LawForecast:
+    """One law's fit on the fitted runs, its predicted-vs-measured rows and the ordering checks."""
+
+    law_name: str
     fit: FitResult
-    fit_logs: dict[str, RunLog]
-    logs: dict[str, RunLog]
     rows: tuple[ForecastRow, ...]
     pairs: tuple[PairCheck, ...]
-    steps: int
-    seconds: float
 
     @property
     def max_abs_error(self) -> float:
@@ -79,43 +93,92 @@ class ForecastBenchmark:
         return all(p.ordered for p in self.pairs)
 
 
+@dataclass(frozen=True)
+class ForecastBenchmark:
+    """The fitted and held-out runs' logs and, per law name, its :class:`LawForecast`."""
+
+    fit_logs: dict[str, RunLog]
+    logs: dict[str, RunLog]
+    forecasts: dict[str, LawForecast]
+    steps: int
+    seconds: float
+    reused: tuple[str, ...] = ()
+
+
 def forecast_benchmark(cfg: PretrainConfig | None = None, *, steps: int = 1500, peak: float = 4e-3,
                        warmup: int | None = None, seed: int = 0, eval_every: int = 25, skip: float = 0.2,
-                       lam: float | None = None,
+                       lam: float | None = None, laws: Sequence[str] = tuple(LAWS),
                        held_out: Mapping[str, str] | None = None, pair_threshold: float = 0.01,
                        log_dir: str | Path | None = None, progress: bool = True) -> ForecastBenchmark:
-    """Run the fit runs and the held-out runs (same seed and data order), fit, predict, compare.
+    """Get the fit runs and the held-out runs (same seed and data order), fit every law in
+    ``laws``, predict, compare.
 
     ``held_out`` maps names to spec templates with ``{peak}`` and ``{warmup}`` (default:
-    :data:`HELD_OUT_SCHEDULES`); ``warmup`` defaults to 2% of ``steps``. The law is fitted on the
+    :data:`HELD_OUT_SCHEDULES`); ``warmup`` defaults to 2% of ``steps``. Each law is fitted on the
     validation losses after the first ``skip`` fraction of each fitted run (the lab's initial
-    transient is long: 0.2 fits the fitted runs to ~1% RMS where 0.05 leaves ~3%), with λ chosen
-    from the default grid unless ``lam`` fixes it. With ``log_dir`` every run's log is written
-    there as ``NAME.csv``.
+    transient is long: 0.2 fits the fitted runs to ~1% RMS where 0.05 leaves ~3%); ``lam`` fixes
+    the annealing law's momentum (default: chosen from its grid). Every prediction is made before
+    its run is trained. With ``log_dir`` the logs are kept there and reused (module docstring).
     """
     cfg = cfg if cfg is not None else PretrainConfig()
+    unknown = [name for name in laws if name not in LAWS]
+    if unknown or not laws:
+        raise CadenceError(f"laws must be a non-empty subset of {sorted(LAWS)}, got {list(laws)}")
     warmup = max(1, round(0.02 * steps)) if warmup is None else warmup
     fill = lambda template: template.format(peak=f"{peak:g}", warmup=warmup)  # noqa: E731
     started = time.monotonic()
+    reused: list[str] = []
 
-    def run(name: str, spec: str) -> tuple[RunLog, float]:
+    def run(name: str, spec: str) -> RunLog:
+        record = {"kind": RUN_RECORD_KIND, "schedule": spec, "steps": steps, "seed": seed,
+                  "eval_every": eval_every, "config": dataclasses.asdict(cfg)}
+        if log_dir is not None:
+            log = _cached_log(Path(log_dir), name, record)
+            if log is not None:
+                reused.append(name)
+                return log
         path = None if log_dir is None else Path(log_dir) / f"{name}.csv"
-        result = train(cfg, spec, steps=steps, seed=seed, eval_every=eval_every, log_path=path, progress=progress)
-        result.log.name = name
-        return result.log, result.final_val_loss
+        if log_dir is not None:  # a stale record must not vouch for the log about to be written
+            (Path(log_dir) / f"{name}.json").unlink(missing_ok=True)
+        log = train(cfg, spec, steps=steps, seed=seed, eval_every=eval_every, log_path=path, progress=progress).log
+        if log_dir is not None:
+            (Path(log_dir) / f"{name}.json").write_text(json.dumps(record, indent=2))
+        log.name = name
+        return log
 
     if log_dir is not None:
         Path(log_dir).mkdir(parents=True, exist_ok=True)
-    fit_logs = {name: run(name, fill(t))[0] for name, t in FIT_SCHEDULES.items()}
-    fit = fit_law(list(fit_logs.values()), target="val_loss", skip=skip, lam=lam)
-    rows, logs = [], {}
-    for name, template in (held_out if held_out is not None else HELD_OUT_SCHEDULES).items():
-        spec = fill(template)
-        predicted = fit.law.final_loss(spec, steps)
-        logs[name], measured = run(name, spec)
-        rows.append(ForecastRow(name, spec, predicted, measured))
-    return ForecastBenchmark(fit, fit_logs, logs, tuple(rows), ordering_checks(rows, pair_threshold), steps,
-                             time.monotonic() - started)
+    fit_logs = {name: run(name, fill(t)) for name, t in FIT_SCHEDULES.items()}
+    fits = {name: fit_law(list(fit_logs.values()), law=name, target="val_loss", skip=skip,
+                          lam=lam if name == "annealing" else None) for name in laws}
+    specs = {name: fill(t) for name, t in (held_out if held_out is not None else HELD_OUT_SCHEDULES).items()}
+    predicted = {law: {name: fit.law.final_loss(spec, steps) for name, spec in specs.items()}
+                 for law, fit in fits.items()}
+    logs = {name: run(name, spec) for name, spec in specs.items()}
+    forecasts = {}
+    for law, fit in fits.items():
+        rows = [ForecastRow(name, spec, predicted[law][name], float(logs[name].val_loss[-1]))
+                for name, spec in specs.items()]
+        forecasts[law] = LawForecast(law, fit, tuple(rows), ordering_checks(rows, pair_threshold))
+    return ForecastBenchmark(fit_logs, logs, forecasts, steps, time.monotonic() - started, tuple(reused))
+
+
+def _cached_log(log_dir: Path, name: str, record: dict[str, Any]) -> RunLog | None:
+    """The log kept for ``name`` if its record says it was made exactly as ``record`` asks."""
+    csv_path, record_path = log_dir / f"{name}.csv", log_dir / f"{name}.json"
+    if not (csv_path.exists() and record_path.exists()):
+        return None
+    try:
+        kept = json.loads(record_path.read_text())
+    except json.JSONDecodeError:
+        return None
+    if kept != json.loads(json.dumps(record)):
+        return None
+    log = RunLog.read(csv_path)
+    if int(log.step[-1]) != record["steps"] or np.isnan(log.val_loss[-1]):
+        return None
+    log.name = name
+    return log
 
 
 def ordering_checks(rows: list[ForecastRow], threshold: float = 0.01) -> tuple[PairCheck, ...]:
@@ -131,28 +194,34 @@ def ordering_checks(rows: list[ForecastRow], threshold: float = 0.01) -> tuple[P
 
 
 def plot_benchmark(bench: ForecastBenchmark, path: str | Path) -> Path:
-    """Measured validation losses (points) and the law's curves (lines) for every run."""
+    """Measured validation losses (points) and each law's curves (lines), one panel per law, LRs below."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_loss, ax_lr) = plt.subplots(2, 1, figsize=(8, 8), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    for i, (name, log) in enumerate({**bench.fit_logs, **bench.logs}.items()):
-        colour, fitted = f"C{i}", name in bench.fit_logs
-        ax_loss.plot(log.step, bench.fit.law.predict(log.lr), color=colour, ls="-" if fitted else "--",
-                     label=f"{name} ({'fitted' if fitted else 'predicted'})")
-        measured = ~np.isnan(log.val_loss)
-        ax_loss.scatter(log.step[measured], log.val_loss[measured], s=6, color=colour)
-        ax_lr.plot(log.step, log.lr, color=colour)
-    finals = [r.measured for r in bench.rows] + [float(log.val_loss[-1]) for log in bench.fit_logs.values()]
-    lowest = min(finals + [r.predicted for r in bench.rows])
-    ax_loss.set_ylim(lowest * 0.97, max(finals) * 1.6)
-    ax_loss.set_ylabel("validation loss (nats/char)")
-    ax_loss.set_title("annealing law: fitted on constant + cosine, predicting the rest")
-    ax_loss.legend(fontsize=8)
-    ax_lr.set_ylabel("LR")
-    ax_lr.set_xlabel("step")
+    n = len(bench.forecasts)
+    fig, axes = plt.subplots(n + 1, 1, figsize=(8, 4 * n + 2), sharex=True,
+                             gridspec_kw={"height_ratios": [3] * n + [1]})
+    runs = {**bench.fit_logs, **bench.logs}
+    finals = [float(log.val_loss[-1]) for log in runs.values()]
+    for ax, (law, forecast) in zip(axes, bench.forecasts.items()):
+        for i, (name, log) in enumerate(runs.items()):
+            colour, fitted = f"C{i}", name in bench.fit_logs
+            ax.plot(log.step, forecast.fit.law.predict(log.lr), color=colour, ls="-" if fitted else "--",
+                    label=f"{name} ({'fitted' if fitted else 'predicted'})")
+            measured = ~np.isnan(log.val_loss)
+            ax.scatter(log.step[measured], log.val_loss[measured], s=6, color=colour)
+        lowest = min(finals + [r.predicted for r in forecast.rows])
+        ax.set_ylim(lowest * 0.97, max(finals) * 1.6)
+        ax.set_ylabel("validation loss (nats/char)")
+        ax.set_title(f"{law} law: fitted on constant + cosine, predicting the rest "
+                     f"(max error {forecast.max_abs_error:.1%})")
+        ax.legend(fontsize=7)
+    for i, log in enumerate(runs.values()):
+        axes[-1].plot(log.step, log.lr, color=f"C{i}")
+    axes[-1].set_ylabel("LR")
+    axes[-1].set_xlabel("step")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -1,0 +1,189 @@
+"""The multi-power law of the loss curve (Luo et al., "A Multi-Power Law for Loss Curve Prediction
+Across Learning Rate Schedules", arXiv 2503.12811):
+
+    L(t)  = L0 + A · (S1(t) + S_W)^(−α) − LD(t)
+    LD(t) = B · Σ_{k=1..t} (η_{k−1} − η_k) · G(η_k^(−γ) · S_k(t)),   S_k(t) = Σ_{τ=k..t} η_τ
+    G(x)  = 1 − (C·x + 1)^(−β)
+
+``S1(t) + S_W`` is the LR area of every step so far, the warmup's included; ``t`` counts the
+steps after the warmup, and ``η_0`` is the LR the warmup ended on. Unlike the annealing law's
+``C·S2``, the credit ``B·Δ·G`` of one LR drop **saturates**: it grows with the area trained at the
+lower LR but never beyond ``B·Δ`` (``G < 1``), so a longer cooldown cannot keep earning credit.
+
+**Sources and what is unconfirmed (the only place this is stated).** Confirmed from the paper's
+abstract: a power law in the sum of LRs plus further power laws for the loss reduction caused by
+LR decay, fitted on a few schedules. The exact form above (``G``, ``η_k^(−γ)``, ``S_k(t)``
+summed from ``k`` to ``t`` inclusive) and the fitting loss (Huber, δ = 1e-3, on log loss) agree
+in two independent third-party reproductions (zkshan2002/ScalingLaw ``main.py``;
+Jihang-Li/-Final ``src/models.py``). UNCONFIRMED: how the paper defines ``S_W`` and the start of
+``t`` (taken here as above, which makes ``S1 + S_W`` the plain cumulative LR), its optimiser
+(reproductions use L-BFGS-B or AdamW; cadence uses L-BFGS-B), and its parameter values.
+
+**Warmup.** As for the annealing law (:mod:`cadence.forecast.law`), the LR's initial
+non-decreasing stretch contributes no drops (``Δ = 0`` there, i.e. the sum starts after the
+warmup) and counts fully in the forward area. Later rises (re-warming) are negative drops and
+raise the loss.
+
+**Units.** LRs are divided by ``lr_ref`` and areas by ``lr_ref · steps_ref`` (the peak LR and
+length of the fitted runs): ``B`` is then the largest loss reduction of a drop from ``lr_ref`` to
+zero, and only ``A`` and ``C`` change with the units. A zero LR is read as ``1e-12·lr_ref`` in
+``η_k^(−γ)`` (its drop term is then 0 or saturated, never NaN).
+
+**Cost.** ``LD`` at ``n`` steps is an ``n × K`` sum over the ``K`` steps whose LR changed,
+evaluated in row chunks: a 1500-step cosine curve is ~2M terms (milliseconds).
+
+    >>> from cadence.forecast.law import lr_per_step
+    >>> law = MultiPowerLaw(L0=1.0, A=0.5, alpha=0.5, B=0.4, C=50.0, beta=0.6, gamma=0.5,
+    ...                     lr_ref=1e-3, steps_ref=100)
+    >>> curve = law.predict(lr_per_step("wsd(peak=1e-3, decay=20%)", 100))
+    >>> bool(curve[-1] < curve[79])   # the decay lowers the loss
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cadence.errors import CadenceError, StateError
+from cadence.forecast.law import lr_per_step, warmup_end
+from cadence.schedules.base import Schedule
+
+LAW_KIND = "cadence.forecast.MultiPowerLaw"
+LR_FLOOR = 1e-12
+"""A zero LR is read as this fraction of ``lr_ref`` inside ``η_k^(−γ)``."""
+_CHUNK_TERMS = 1 << 21  # rows × drops evaluated at once
+
+
+@dataclass(frozen=True)
+class DropTable:
+    """The LR drops of one normalised LR sequence and the areas after them, at chosen steps.
+
+    ``area[i, j]`` is ``S_k(t_i)`` (normalised) for the ``j``-th drop step ``k``, 0 when
+    ``k > t_i``; ``delta[j]`` is the drop ``u_{k−1} − u_k`` and ``log_lr[j]`` is ``log u_k``.
+    """
+
+    area: np.ndarray
+    delta: np.ndarray
+    log_lr: np.ndarray
+
+    @classmethod
+    def build(cls, u: np.ndarray, steps_ref: float, at: np.ndarray) -> DropTable:
+        """Drops of the normalised LRs ``u`` (step ``i`` uses ``u[i−1]``), areas at 1-based ``at``."""
+        delta = np.zeros(len(u))
+        delta[1:] = u[:-1] - u[1:]
+        delta[: warmup_end(u)] = 0.0
+        k = np.flatnonzero(delta)  # 0-based index of each drop step
+        cum = np.concatenate([[0.0], np.cumsum(u)]) / steps_ref
+        area = cum[np.asarray(at)][:, None] - cum[k][None, :]  # S_k(t) = Σ_{τ=k..t} u_τ
+        area[np.asarray(at)[:, None] <= k[None, :]] = 0.0  # drops after t do not count yet
+        return cls(area, delta[k], np.log(np.maximum(u[k], LR_FLOOR)))
+
+
+def drop_saturation(area: np.ndarray, log_lr: np.ndarray, C: float, beta: float, gamma: float) -> np.ndarray:
+    """``G(η_k^(−γ)·S_k(t)) = 1 − (C·x + 1)^(−β)`` elementwise (0 where the area is 0)."""
+    x = np.exp(-gamma * log_lr) * area
+    return -np.expm1(-beta * np.log1p(C * x))
+
+
+def loss_drop(lr: np.ndarray, B: float, C: float, beta: float, gamma: float, *, lr_ref: float,
+              steps_ref: float) -> np.ndarray:
+    """``LD(t)`` for every step ``t = 1..len(lr)``, in loss units.
+
+        >>> lr = np.array([1.0, 1.0, 0.5, 0.5])
+        >>> ld = loss_drop(lr, B=2.0, C=1.0, beta=1.0, gamma=0.0, lr_ref=1.0, steps_ref=1.0)
+        >>> np.round(ld, 6).tolist()   # a drop of 0.5 at step 3: 2·0.5·(1 − 1/(1 + S)), S = 0.5 then 1.0
+        [0.0, 0.0, 0.333333, 0.5]
+    """
+    u = np.asarray(lr, dtype=float) / lr_ref
+    out = np.zeros(len(u))
+    rows = max(1, _CHUNK_TERMS // max(1, np.count_nonzero(np.diff(u))))
+    for start in range(0, len(u), rows):
+        at = np.arange(start + 1, min(start + rows, len(u)) + 1)
+        table = DropTable.build(u, steps_ref, at)
+        if len(table.delta):
+            out[start: start + len(at)] = drop_saturation(table.area, table.log_lr, C, beta, gamma) @ table.delta
+    return B * out
+
+
+@dataclass(frozen=True)
+class MultiPowerLaw:
+    """Fitted constants of the multi-power law, with the units they were fitted in.
+
+    ``predict(lr)`` gives the loss after each step ``1..len(lr)``; steps before any LR give ``inf``.
+    """
+
+    L0: float
+    A: float
+    alpha: float
+    B: float
+    C: float
+    beta: float
+    gamma: float
+    lr_ref: float
+    steps_ref: float
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if not np.isfinite(v) or v < 0:
+                raise CadenceError(f"MultiPowerLaw.{f.name} must be finite and >= 0, got {v}")
+        if self.lr_ref <= 0 or self.steps_ref <= 0:
+            raise CadenceError("MultiPowerLaw needs lr_ref > 0 and steps_ref > 0")
+
+    def forward_area(self, lr: np.ndarray) -> np.ndarray:
+        """Normalised ``S1 + S_W`` after each step."""
+        return np.cumsum(np.asarray(lr, dtype=float)) / (self.lr_ref * self.steps_ref)
+
+    def predict(self, lr: np.ndarray) -> np.ndarray:
+        """Predicted loss after each step of an LR sequence."""
+        lr = np.asarray(lr, dtype=float)
+        s1 = self.forward_area(lr)
+        power = np.full(len(s1), np.inf)
+        positive = s1 > 0
+        with np.errstate(over="ignore"):
+            power[positive] = np.power(s1[positive], -self.alpha)
+        drop = loss_drop(lr, self.B, self.C, self.beta, self.gamma, lr_ref=self.lr_ref, steps_ref=self.steps_ref)
+        return self.L0 + self.A * power - drop
+
+    def predict_schedule(self, schedule: Schedule | str | float | dict, steps: int) -> np.ndarray:
+        """Predicted loss after each step of a ``steps``-long run under ``schedule``."""
+        return self.predict(lr_per_step(schedule, steps))
+
+    def final_loss(self, schedule: Schedule | str | float | dict, steps: int) -> float:
+        """Predicted loss after the last step."""
+        return float(self.predict_schedule(schedule, steps)[-1])
+
+    def final_losses(self, lr: np.ndarray, scales: np.ndarray) -> np.ndarray:
+        """Predicted final loss of ``scale · lr`` for every scale (the WSD optimiser's inner loop):
+        areas and drops scale by ``s`` and ``η_k^(−γ)`` by ``s^(−γ)``."""
+        lr = np.asarray(lr, dtype=float)
+        scales = np.asarray(scales, dtype=float)
+        u = lr / self.lr_ref
+        table = DropTable.build(u, self.steps_ref, np.array([len(u)]))
+        s1 = self.forward_area(lr)[-1]
+        drops = np.array([drop_saturation(s ** (1.0 - self.gamma) * table.area[0], table.log_lr, self.C, self.beta,
+                                          self.gamma) @ table.delta for s in scales]) if len(table.delta) else 0.0
+        return self.L0 + self.A * np.power(scales * s1, -self.alpha) - self.B * scales * drops
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-typed constants (JSON-safe)."""
+        return {"kind": LAW_KIND, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MultiPowerLaw:
+        if not isinstance(d, dict) or d.get("kind") != LAW_KIND:
+            raise StateError(f"not a fitted multi-power law (missing kind={LAW_KIND!r})")
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [n for n in names if n not in d]
+        if missing:
+            raise StateError(f"multi-power law dict lacks {missing}")
+        return cls(**{n: float(d[n]) for n in names})
+
+    def __str__(self) -> str:
+        return (f"L = {self.L0:.4g} + {self.A:.4g}·S1^(−{self.alpha:.4g}) − {self.B:.4g}·Σ Δ_k·"
+                f"[1 − (1 + {self.C:.4g}·η_k^(−{self.gamma:.4g})·S_k)^(−{self.beta:.4g})]  "
+                f"(LR in units of {self.lr_ref:.3g}, areas of {self.lr_ref:.3g} LR × {self.steps_ref:g} steps)")
