@@ -94,3 +94,19 @@ def test_policies_trained_in_worker_processes_give_the_same_result():
     one, two = compare(small, seed=1), compare(small, seed=1, workers=2, on_step=ticks.append)
     assert one.histories == two.histories
     assert sorted(ticks) == ["pass_rate", "uniform"]
+
+
+def test_default_target_is_uniforms_best_and_needs_uniform():
+    from cadence.errors import CadenceError
+    from cadence.labs.rl.experiment import LabConfig
+
+    lab = SIZES["tiny"]
+    small = lab.grpo.__class__(steps=3, prompts_per_step=2, group=2, eval_every=1)
+    c = compare(LabConfig(suite=lab.suite, warm=lab.warm, grpo=small, policies=("uniform", "sec")), seed=0)
+    best = max(np.mean(a) for a in c.histories["uniform"].eval_accuracy)
+    assert c.target == best
+    steps, _ = c.reach("uniform")
+    assert steps is not None and np.mean(c.histories["uniform"].eval_accuracy[c.histories["uniform"].eval_steps.index(steps)]) == best
+    with pytest.raises(CadenceError, match="uniform"):
+        LabConfig(policies=("dump", "sec"))
+    assert LabConfig(policies=("dump",), target=0.5).target == 0.5

@@ -21,7 +21,7 @@ def _size_options(parser: argparse.ArgumentParser, default_size: str) -> None:
     parser.add_argument("--quick", action="store_const", const="tiny", dest="size", help="same as --size tiny")
     parser.add_argument("--steps", type=int, default=None, help="GRPO steps per policy (default: the size's)")
     parser.add_argument("--target", type=float, default=None,
-                        help="target accuracy (default: warm-start accuracy + 0.05)")
+                        help="target mean pass@1 (default: the best uniform sampling reaches in the run)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -83,7 +83,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
             result = bench.bench_allocation(lab, args.seeds, on_step=tick)
     if args.experiment == "curricula":
         table = Table(title=f"to reach the target vs uniform · {args.seeds} seeds · geometric mean [95% CI]")
-        for col in ("policy", "steps ratio", "rollouts ratio", "reached target", "final accuracy",
+        for col in ("policy", "steps ratio", "rollouts ratio", "reached target", "final pass@1",
                     "informative groups"):
             table.add_column(col, justify="left" if col == "policy" else "right")
         for r in rows:

@@ -25,7 +25,7 @@ from cadence.labs.rl.report import label, summary_rows, write_report
 
 
 def lab_for(size: str, steps: int | None = None, target: float | None = None) -> LabConfig:
-    """The size preset, optionally with another step budget or an absolute target accuracy."""
+    """The size preset, optionally with another step budget or an absolute target pass@1."""
     if size not in SIZES:
         raise CadenceError(f"unknown size {size!r}; choose from {sorted(SIZES)}")
     lab = SIZES[size]
@@ -55,11 +55,12 @@ def run_with_progress(lab: LabConfig, seed: int, console: Console, quiet: bool =
 
 
 def summary_table(c: Comparison) -> Table:
-    table = Table(title=f"GRPO with curricula · seed {c.seed} · target accuracy {c.target:.3f}")
-    for col in ("policy", "final accuracy", "steps to target", "rollouts to target", "informative groups"):
+    table = Table(title=f"GRPO with curricula · seed {c.seed} · target pass@1 {c.target:.3f}")
+    for col in ("policy", "final pass@1", "final greedy", "steps to target", "rollouts to target",
+                "informative groups"):
         table.add_column(col, justify="left" if col == "policy" else "right")
     for r in summary_rows(c):
-        table.add_row(label(r["policy"]), f"{r['final_accuracy']:.3f}",
+        table.add_row(label(r["policy"]), f"{r['final_accuracy']:.3f}", f"{r['final_greedy']:.3f}",
                       "—" if r["steps_to_target"] is None else str(r["steps_to_target"]),
                       "—" if r["rollouts_to_target"] is None else str(r["rollouts_to_target"]),
                       f"{r['informative_share']:.0%}")
@@ -67,7 +68,7 @@ def summary_table(c: Comparison) -> Table:
 
 
 def arm_table(c: Comparison) -> Table:
-    table = Table(title="final accuracy per arm")
+    table = Table(title="final pass@1 per arm")
     table.add_column("arm")
     table.add_column("warm start", justify="right")
     for name in c.histories:

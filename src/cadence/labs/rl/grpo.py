@@ -44,7 +44,7 @@ from cadence.curricula import Arms
 from cadence.errors import CadenceError, StateError
 from cadence.labs.rl.budgets import FixedAllocation
 from cadence.labs.rl.groups import Groups, group_advantages
-from cadence.labs.rl.policy import evaluate, response_texts, sample, token_logprobs
+from cadence.labs.rl.policy import Evaluation, evaluate, response_texts, sample, token_logprobs
 from cadence.labs.rl.sources import PromptSource
 from cadence.labs.rl.tasks import PROMPT_WIDTH, TaskSuite
 from cadence.labs.rl.tokenizer import CharTokenizer
@@ -70,9 +70,9 @@ class GRPOConfig:
     """Knobs of the GRPO loop; ``lr`` and ``kl`` are cadence schedule specs on a step budget."""
 
     steps: int = 150
-    prompts_per_step: int = 16
+    prompts_per_step: int = 32
     group: int = 8
-    lr: str = "warmup(constant(1e-4), 5%)"
+    lr: str = "warmup(constant(3e-4), 5%)"
     kl: str = "constant(0)"
     clip: float = 0.2
     epochs: int = 1
@@ -89,7 +89,9 @@ class GRPOConfig:
 
 @dataclass
 class History:
-    """What a run logs: one row per step, one per evaluation (accuracy per arm)."""
+    """What a run logs: one row per step, one per evaluation (per arm: ``eval_accuracy`` is pass@1
+    at the sampling temperature, ``eval_greedy`` the greedy accuracy; ``eval_length`` is the mean
+    greedy response length)."""
 
     step_rollouts: list[int] = field(default_factory=list)
     step_groups: list[int] = field(default_factory=list)
@@ -101,6 +103,7 @@ class History:
     eval_steps: list[int] = field(default_factory=list)
     eval_rollouts: list[int] = field(default_factory=list)
     eval_accuracy: list[list[float]] = field(default_factory=list)
+    eval_greedy: list[list[float]] = field(default_factory=list)
     eval_length: list[float] = field(default_factory=list)
 
     @property
@@ -207,15 +210,17 @@ class GRPOTrainer:
         h.step_length.append(float(groups.lengths.mean()) if len(groups.lengths) else None)
         h.step_probabilities.append(self.source.policy.probabilities().tolist())
 
-    def record_eval(self) -> np.ndarray:
-        """Greedy accuracy per arm on the eval set, logged at the current step."""
-        acc, length = evaluate(self.model, self.suite, self.tokenizer, self.max_new_tokens)
+    def record_eval(self) -> Evaluation:
+        """Evaluate on the eval set (pass@1 at the sampling temperature, greedy accuracy, length)
+        and log it at the current step."""
+        result = evaluate(self.model, self.suite, self.tokenizer, self.max_new_tokens, self.config.temperature)
         h = self.history
-        h.eval_length.append(length)
         h.eval_steps.append(int(self.clock.steps))
         h.eval_rollouts.append(h.rollouts)
-        h.eval_accuracy.append(acc.tolist())
-        return acc
+        h.eval_accuracy.append(result.pass_at_1.tolist())
+        h.eval_greedy.append(result.greedy.tolist())
+        h.eval_length.append(result.length)
+        return result
 
     def run(self, steps: int | None = None, on_step: Callable[[], None] | None = None) -> History:
         """Run ``steps`` more steps (default: to the end of the budget)."""

@@ -1,9 +1,10 @@
-"""Sampling responses and scoring their log-probabilities with the shared :class:`TinyGPT`.
+"""Sampling responses, scoring their log-probabilities and evaluating the shared :class:`TinyGPT`.
 
 A batch of prompts (left-padded to one width) is expanded to ``group`` copies per prompt and
 decoded with the model's own ``generate`` using a private ``torch.Generator``. Log-probs of the
 response tokens are recomputed with one forward pass, so the same function serves the policy
-and the frozen warm-start (reference) model.
+and the frozen warm-start (reference) model. :func:`evaluate` measures what GRPO optimises
+(the chance that one sampled answer is right) next to greedy accuracy.
 
     >>> import torch
     >>> from cadence.labs.tinygpt import GPTConfig, TinyGPT
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cadence.labs.rl.tasks import PROMPT_WIDTH, TaskSuite
+from cadence.labs.rl.tasks import FILLER, PROMPT_WIDTH, TaskSuite
 from cadence.labs.rl.tokenizer import CharTokenizer
 from cadence.labs.tinygpt import TinyGPT
 
@@ -87,12 +88,57 @@ def arm_accuracy(correct: np.ndarray, arm_of: np.ndarray, n_arms: int) -> np.nda
         return hits / totals
 
 
-def evaluate(model: TinyGPT, suite: TaskSuite, tokenizer: CharTokenizer,
-             max_new_tokens: int) -> tuple[np.ndarray, float]:
-    """Greedy accuracy of ``model`` on every arm of ``suite``'s eval set (one value per arm) and
-    the mean response length in tokens (end token included)."""
+def answer_batch(prompts: np.ndarray, answers: np.ndarray, tokenizer: CharTokenizer, filler: np.ndarray,
+                 length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(tokens, target_mask)`` for teacher forcing: each left-padded prompt, then ``filler[i]``
+    filler characters, the answer and the end token, right-padded to ``length`` response tokens;
+    the mask is 1.0 on the response tokens."""
+    rows = len(prompts)
+    tokens = np.full((rows, PROMPT_WIDTH + length), tokenizer.pad_id, dtype=np.int64)
+    mask = np.zeros((rows, PROMPT_WIDTH + length), dtype=np.float32)
+    tokens[:, :PROMPT_WIDTH] = tokenizer.prompts(prompts, PROMPT_WIDTH)
+    for r, (answer, k) in enumerate(zip(answers, filler)):
+        response = tokenizer.encode(FILLER * int(k) + str(answer)).tolist() + [tokenizer.eos_id]
+        tokens[r, PROMPT_WIDTH:PROMPT_WIDTH + len(response)] = response
+        mask[r, PROMPT_WIDTH:PROMPT_WIDTH + len(response)] = 1.0
+    return torch.from_numpy(tokens), torch.from_numpy(mask)
+
+
+@torch.no_grad()
+def answer_probability(model: TinyGPT, prompts: np.ndarray, answers: np.ndarray, tokenizer: CharTokenizer,
+                       max_new_tokens: int, temperature: float = 1.0) -> np.ndarray:
+    """Per prompt, the probability that one answer sampled at ``temperature`` is exactly the answer
+    followed by the end token: one teacher-forced forward pass, no sampling noise. It is pass@1
+    without the answers that contain filler characters (also scored correct), so a lower bound,
+    tight when the model emits no filler (the default warm start never shows it any)."""
+    tokens, mask = answer_batch(prompts, answers, tokenizer, np.zeros(len(prompts), dtype=np.int64), max_new_tokens)
+    logits = model(tokens[:, :-1]) / temperature
+    logp = -F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none")
+    return torch.exp((logp * mask[:, 1:]).sum(1)).double().numpy()
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation on a suite's eval set, per arm: ``pass_at_1`` (:func:`answer_probability`
+    at the sampling temperature, the quantity GRPO raises), ``greedy`` accuracy, and the mean
+    greedy response length in tokens (end token included)."""
+
+    pass_at_1: np.ndarray
+    greedy: np.ndarray
+    length: float
+
+
+def evaluate(model: TinyGPT, suite: TaskSuite, tokenizer: CharTokenizer, max_new_tokens: int,
+             temperature: float = 1.0) -> Evaluation:
+    """Evaluate ``model`` on every arm of ``suite``'s eval set."""
+    was_training = model.training
+    model.eval()
+    n_arms = len(suite.arm_names)
+    p = answer_probability(model, suite.eval_prompts, suite.eval_answers, tokenizer, max_new_tokens, temperature)
     prompts = torch.from_numpy(tokenizer.prompts(suite.eval_prompts, PROMPT_WIDTH))
     rollouts = sample(model, prompts, group=1, max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_id,
                       generator=torch.Generator(), temperature=0.0)
     correct = suite.score(response_texts(rollouts, tokenizer.response_text), suite.eval_answers)
-    return arm_accuracy(correct, suite.eval_arm_of, len(suite.arm_names)), float(rollouts.lengths.mean())
+    model.train(was_training)
+    return Evaluation(arm_accuracy(p, suite.eval_arm_of, n_arms), arm_accuracy(correct, suite.eval_arm_of, n_arms),
+                      float(rollouts.lengths.mean()))

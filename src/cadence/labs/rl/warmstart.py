@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from cadence.clock import Clock
-from cadence.labs.rl.tasks import FILLER, MAX_ANSWER, PROMPT_WIDTH, TaskSuite
+from cadence.labs.rl.policy import answer_batch
+from cadence.labs.rl.tasks import MAX_ANSWER, PROMPT_WIDTH, TaskSuite
 from cadence.labs.rl.tokenizer import CharTokenizer
 from cadence.labs.tinygpt import GPTConfig, TinyGPT
 from cadence.optim import ScheduledLR
@@ -49,21 +50,6 @@ class WarmStartConfig:
                          n_layer=self.n_layer, n_head=self.n_head, d_model=self.d_model)
 
 
-def supervised_batch(suite: TaskSuite, items: np.ndarray, tokenizer: CharTokenizer, filler: np.ndarray,
-                     length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(tokens, target_mask)`` for the given items: left-padded prompt, ``filler[i]`` filler
-    characters, the answer, the end token, right-padded to ``length`` response tokens."""
-    rows = len(items)
-    tokens = np.full((rows, PROMPT_WIDTH + length), tokenizer.pad_id, dtype=np.int64)
-    mask = np.zeros((rows, PROMPT_WIDTH + length), dtype=np.float32)
-    tokens[:, :PROMPT_WIDTH] = tokenizer.prompts(suite.prompts[items], PROMPT_WIDTH)
-    for r, (item, k) in enumerate(zip(items, filler)):
-        response = tokenizer.encode(FILLER * int(k) + str(suite.answers[item])).tolist() + [tokenizer.eos_id]
-        tokens[r, PROMPT_WIDTH:PROMPT_WIDTH + len(response)] = response
-        mask[r, PROMPT_WIDTH:PROMPT_WIDTH + len(response)] = 1.0
-    return torch.from_numpy(tokens), torch.from_numpy(mask)
-
-
 def warm_start(suite: TaskSuite, config: WarmStartConfig = WarmStartConfig(), *, seed: int = 0) -> TinyGPT:
     """A fresh :class:`TinyGPT` trained ``config.steps`` supervised steps on ``suite``; pure in ``seed``."""
     tokenizer = CharTokenizer()
@@ -77,7 +63,8 @@ def warm_start(suite: TaskSuite, config: WarmStartConfig = WarmStartConfig(), *,
     for _ in range(config.steps):
         items = rng.integers(0, len(suite.prompts), size=config.batch)
         filler = rng.integers(0, config.filler_max + 1, size=config.batch)
-        tokens, mask = supervised_batch(suite, items, tokenizer, filler, config.max_new_tokens)
+        tokens, mask = answer_batch(suite.prompts[items], suite.answers[items], tokenizer, filler,
+                                    config.max_new_tokens)
         logits = model(tokens[:, :-1])
         losses = F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none")
         loss = (losses * mask[:, 1:]).sum() / mask[:, 1:].sum()
