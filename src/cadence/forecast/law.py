@@ -28,9 +28,10 @@ conditioned.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.signal import lfilter
@@ -76,13 +77,51 @@ def annealing_area(lr: np.ndarray, lam: float) -> np.ndarray:
     return np.cumsum(lfilter([1.0], [1.0, -lam], delta))
 
 
+class FittedLaw(abc.ABC):
+    """What every fitted law shares: predictions for a schedule spec and a plain-dict round trip.
+    A subclass is a frozen dataclass of floats with ``KIND`` (its saved ``kind``) and ``TITLE``
+    (its name in error messages), and defines ``predict(lr)`` and ``final_losses``."""
+
+    KIND: ClassVar[str]
+    TITLE: ClassVar[str]
+
+    @abc.abstractmethod
+    def predict(self, lr: np.ndarray) -> np.ndarray:
+        """Predicted loss after each step of an LR sequence."""
+
+    def predict_schedule(self, schedule: Schedule | str | float | dict, steps: int) -> np.ndarray:
+        """Predicted loss after each step of a ``steps``-long run under ``schedule``."""
+        return self.predict(lr_per_step(schedule, steps))
+
+    def final_loss(self, schedule: Schedule | str | float | dict, steps: int) -> float:
+        """Predicted loss after the last step."""
+        return float(self.predict_schedule(schedule, steps)[-1])
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-typed constants (JSON-safe)."""
+        return {"kind": self.KIND, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        if not isinstance(d, dict) or d.get("kind") != cls.KIND:
+            raise StateError(f"not a fitted {cls.TITLE} (missing kind={cls.KIND!r})")
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [n for n in names if n not in d]
+        if missing:
+            raise StateError(f"{cls.TITLE} dict lacks {missing}")
+        return cls(**{n: float(d[n]) for n in names})
+
+
 @dataclass(frozen=True)
-class AnnealingLaw:
+class AnnealingLaw(FittedLaw):
     """Fitted constants of the law, with the normalisation they were fitted under.
 
     ``predict(lr)`` gives the loss after each step ``1..len(lr)``; steps with ``S1 = 0`` (before
     any LR) give ``inf``.
     """
+
+    KIND: ClassVar[str] = LAW_KIND
+    TITLE: ClassVar[str] = "annealing law"
 
     L0: float
     A: float
@@ -115,34 +154,12 @@ class AnnealingLaw:
             power[positive] = np.power(s1[positive], -self.alpha)
         return self.L0 + self.A * power - self.C * s2
 
-    def predict_schedule(self, schedule: Schedule | str | float | dict, steps: int) -> np.ndarray:
-        """Predicted loss after each step of a ``steps``-long run under ``schedule``."""
-        return self.predict(lr_per_step(schedule, steps))
-
-    def final_loss(self, schedule: Schedule | str | float | dict, steps: int) -> float:
-        """Predicted loss after the last step."""
-        return float(self.predict_schedule(schedule, steps)[-1])
-
     def final_losses(self, lr: np.ndarray, scales: np.ndarray) -> np.ndarray:
         """Predicted final loss of ``scale · lr`` for every scale (the WSD optimiser's inner loop):
         both areas scale linearly with the LR."""
         s1, s2 = (a[-1] for a in self.areas(lr))
         scales = np.asarray(scales, dtype=float)
         return self.L0 + self.A * np.power(scales * s1, -self.alpha) - self.C * scales * s2
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-typed constants (JSON-safe)."""
-        return {"kind": LAW_KIND, **dataclasses.asdict(self)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> AnnealingLaw:
-        if not isinstance(d, dict) or d.get("kind") != LAW_KIND:
-            raise StateError(f"not a fitted annealing law (missing kind={LAW_KIND!r})")
-        names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in d]
-        if missing:
-            raise StateError(f"annealing law dict lacks {missing}")
-        return cls(**{n: float(d[n]) for n in names})
 
     def __str__(self) -> str:
         return (f"L = {self.L0:.4g} + {self.A:.4g}·S1^(−{self.alpha:.4g}) − {self.C:.4g}·S2  "

@@ -12,9 +12,7 @@ from __future__ import annotations
 from typing import Any, Union
 
 from cadence.errors import StateError
-from cadence.forecast.law import LAW_KIND as ANNEALING_KIND
 from cadence.forecast.law import AnnealingLaw
-from cadence.forecast.multipower import LAW_KIND as MULTI_POWER_KIND
 from cadence.forecast.multipower import MultiPowerLaw
 
 Law = Union[AnnealingLaw, MultiPowerLaw]
@@ -22,7 +20,7 @@ Law = Union[AnnealingLaw, MultiPowerLaw]
 ``to_dict`` and ``lr_ref``."""
 LAWS: dict[str, type] = {"annealing": AnnealingLaw, "multi-power": MultiPowerLaw}
 DEFAULT_LAW = "annealing"
-_BY_KIND: dict[str, type] = {ANNEALING_KIND: AnnealingLaw, MULTI_POWER_KIND: MultiPowerLaw}
+_BY_KIND: dict[str, type] = {cls.KIND: cls for cls in LAWS.values()}
 
 
 def law_from_dict(d: dict[str, Any]) -> Law:

@@ -44,13 +44,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 import numpy as np
 
-from cadence.errors import CadenceError, StateError
-from cadence.forecast.law import lr_per_step, warmup_end
-from cadence.schedules.base import Schedule
+from cadence.errors import CadenceError
+from cadence.forecast.law import FittedLaw, warmup_end
 
 LAW_KIND = "cadence.forecast.MultiPowerLaw"
 LR_FLOOR = 1e-12
@@ -110,11 +109,14 @@ def loss_drop(lr: np.ndarray, B: float, C: float, beta: float, gamma: float, *, 
 
 
 @dataclass(frozen=True)
-class MultiPowerLaw:
+class MultiPowerLaw(FittedLaw):
     """Fitted constants of the multi-power law, with the units they were fitted in.
 
     ``predict(lr)`` gives the loss after each step ``1..len(lr)``; steps before any LR give ``inf``.
     """
+
+    KIND: ClassVar[str] = LAW_KIND
+    TITLE: ClassVar[str] = "multi-power law"
 
     L0: float
     A: float
@@ -149,14 +151,6 @@ class MultiPowerLaw:
         drop = loss_drop(lr, self.B, self.C, self.beta, self.gamma, lr_ref=self.lr_ref, steps_ref=self.steps_ref)
         return self.L0 + self.A * power - drop
 
-    def predict_schedule(self, schedule: Schedule | str | float | dict, steps: int) -> np.ndarray:
-        """Predicted loss after each step of a ``steps``-long run under ``schedule``."""
-        return self.predict(lr_per_step(schedule, steps))
-
-    def final_loss(self, schedule: Schedule | str | float | dict, steps: int) -> float:
-        """Predicted loss after the last step."""
-        return float(self.predict_schedule(schedule, steps)[-1])
-
     def final_losses(self, lr: np.ndarray, scales: np.ndarray) -> np.ndarray:
         """Predicted final loss of ``scale · lr`` for every scale (the WSD optimiser's inner loop):
         areas and drops scale by ``s`` and ``η_k^(−γ)`` by ``s^(−γ)``."""
@@ -168,20 +162,6 @@ class MultiPowerLaw:
         drops = np.array([drop_saturation(s ** (1.0 - self.gamma) * table.area[0], table.log_lr, self.C, self.beta,
                                           self.gamma) @ table.delta for s in scales]) if len(table.delta) else 0.0
         return self.L0 + self.A * np.power(scales * s1, -self.alpha) - self.B * scales * drops
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-typed constants (JSON-safe)."""
-        return {"kind": LAW_KIND, **dataclasses.asdict(self)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MultiPowerLaw:
-        if not isinstance(d, dict) or d.get("kind") != LAW_KIND:
-            raise StateError(f"not a fitted multi-power law (missing kind={LAW_KIND!r})")
-        names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in d]
-        if missing:
-            raise StateError(f"multi-power law dict lacks {missing}")
-        return cls(**{n: float(d[n]) for n in names})
 
     def __str__(self) -> str:
         return (f"L = {self.L0:.4g} + {self.A:.4g}·S1^(−{self.alpha:.4g}) − {self.B:.4g}·Σ Δ_k·"
