@@ -2,11 +2,14 @@
 torch.distributed.run): Accelerate shards the curriculum stream batch by batch, every rank's regimen
 state stays identical, each step's shards are disjoint and together are the global batch the
 curriculum drew, learning rates agree, resume continues each rank exactly, and GRPO prompt groups
-follow the repeat layout across both processes."""
+follow the repeat layout across both processes. The same HF launch also trains with size plans and
+layer freezing: every rank's micro-batches have their step's size and length, the ranks split each
+step's global rows, the clock counts global samples and tokens, and the weights stay identical across ranks."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -19,10 +22,22 @@ pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
 WORLD, STEPS, PER_DEVICE, TRL_STEPS = 2, 4, 2, 2
+# the size-plan run: lengths 4, 5, 7, 8 and sizes 1, 2, 3, 4 in steps 0-3 (a batch one step early would show),
+# 2 accumulated micro-batches per rank and step, the first of the model's 2 blocks frozen from step 2 on
+LENGTH, SIZE, FREEZE, FROZEN_FROM, ACCUMULATE, BASE_LR = (
+    "ramp(start=4, end=10)", "ramp(start=1, end=5)", "ramp(start=0, end=1, over=2 steps)", 2, 2, 0.1)
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
+
+def planned(step: int) -> tuple[int, int]:
+    """(rows, length) of every micro-batch of step ``step``: SIZE and LENGTH over a STEPS-step budget."""
+    return math.floor(1 + 4 * step / STEPS + 1e-9), math.floor(4 + 6 * step / STEPS + 1e-9)
+
+
+SIZED_ROWS = ACCUMULATE * WORLD * sum(planned(s)[0] for s in range(STEPS))  # the run takes one pass over the data
+
 HF_WORKER = textwrap.dedent("""
-    import json, os, sys
+    import hashlib, json, os, sys
 
     import numpy as np
     import torch
@@ -31,8 +46,10 @@ HF_WORKER = textwrap.dedent("""
     sys.path.insert(0, {tests_dir!r})
     from transformers import Trainer, TrainingArguments
 
+    from cadence import Clock
     from cadence.curricula import Arms, CurriculumSampler, DoReMi
     from cadence.integrations.hf import attach
+    from cadence.progressive import BatchSizeSchedule, LayerFreezing, SequenceLengthWarmup
     from test_integrations_hf import TEXTS, Rows, char_tokenizer, tiny_model, without_seconds
 
     out, steps, per_device = sys.argv[1], {steps}, {per_device}
@@ -68,10 +85,45 @@ HF_WORKER = textwrap.dedent("""
                  "state": without_seconds(callback.link.state_dict())}}
 
 
+    def digest(params):
+        return hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in params)).hexdigest()
+
+
+    def sized_run():  # size plans and layer freezing shape the batches; records what each forward receives
+        data = Rows([f"{{i:02d}}+1={{i + 1}}" for i in range({sized_rows})], tokenizer)  # two digits name a row
+        row_of = {{tuple(row["input_ids"][:2].tolist()): i for i, row in enumerate(data.rows)}}
+        args = TrainingArguments(output_dir=os.path.join(out, "sized"), max_steps=steps,
+                                 gradient_accumulation_steps={accumulate}, logging_steps=1, save_strategy="no",
+                                 report_to=[], use_cpu=True, seed=0, disable_tqdm=True)
+        trainer = Trainer(model=tiny_model(len(tokenizer)), args=args, train_dataset=data)
+        clock, blocks = Clock(budget=steps), trainer.model.transformer.h
+        plans = [SequenceLengthWarmup(clock=clock, length={length!r}, multiple_of=1),
+                 BatchSizeSchedule(clock=clock, batch_size={size!r}, rule="linear",
+                                   batches_per_step=args.gradient_accumulation_steps * args.world_size),
+                 LayerFreezing(list(blocks), clock=clock, fraction={freeze!r})]
+        seen = []
+
+        def record(module, inputs, kwargs):
+            if module.training:
+                ids = kwargs["input_ids"]
+                seen.append({{"step": trainer.state.global_step, "rows": [row_of[tuple(r[:2].tolist())] for r in ids],
+                             "length": ids.shape[1], "lr": trainer.optimizer.param_groups[0]["lr"],
+                             "first_block_trains": blocks[0].attn.c_attn.weight.requires_grad,
+                             "first_block": digest(blocks[0].parameters())}})
+
+        trainer.model.register_forward_pre_hook(record, with_kwargs=True)
+        callback = attach(trainer, lr=plans[1].coupled_lr("constant({base_lr})"), plans=plans)
+        trainer.train()
+        return {{"seen": seen, "counts": callback.link.state_dict()["clock"]["counts"],
+                 "first_block": digest(blocks[0].parameters()), "weights": digest(trainer.model.parameters()),
+                 "initial_weights": digest(tiny_model(len(tokenizer)).parameters())}}
+
+
     straight = run()
     resumed = run(os.path.join(out, f"checkpoint-{{steps // 2}}"))
+    sized = sized_run()
     with open(os.path.join(out, f"rank{{straight['rank']}}.json"), "w") as f:
-        json.dump({{**straight, "resumed": resumed}}, f)
+        json.dump({{**straight, "resumed": resumed, "sized": sized}}, f)
     if torch.distributed.is_initialized():  # tear down gloo before exit: no threads left to abort
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
@@ -146,7 +198,8 @@ def launch(script: str, out) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def hf_ranks(tmp_path_factory) -> list[dict]:
-    script = HF_WORKER.format(tests_dir=TESTS_DIR, steps=STEPS, per_device=PER_DEVICE)
+    script = HF_WORKER.format(tests_dir=TESTS_DIR, steps=STEPS, per_device=PER_DEVICE, sized_rows=SIZED_ROWS,
+                              length=LENGTH, size=SIZE, freeze=FREEZE, base_lr=BASE_LR, accumulate=ACCUMULATE)
     return launch(script, tmp_path_factory.mktemp("hf_multiprocess"))
 
 
@@ -230,3 +283,59 @@ def test_hf_resume_continues_each_rank_exactly(hf_ranks):
         assert resumed["trained"] == r["trained"][STEPS // 2:]  # each rank trains the shards it would have
         assert resumed["learning_rate"] == r["learning_rate"]  # the restored log history continues the same run
         assert resumed["state"] == r["state"]
+
+
+# ------------------------------------------------------------------ size plans on 2 processes (same launch)
+def sized_forwards(rank: dict, step: int) -> list[dict]:
+    return [seen for seen in rank["sized"]["seen"] if seen["step"] == step]
+
+
+def test_hf_size_plans_give_every_rank_batches_of_its_steps_size_and_length(hf_ranks):
+    for r in hf_ranks:
+        seen = r["sized"]["seen"]
+        assert [s["step"] for s in seen] == [s for s in range(STEPS) for _ in range(ACCUMULATE)]
+        for s in seen:
+            rows, length = planned(s["step"])
+            assert (len(s["rows"]), s["length"]) == (rows, length), s["step"]
+            assert s["lr"] == pytest.approx(BASE_LR * rows)  # linear coupling to the batch used (base size 1)
+
+
+def test_hf_size_plans_split_each_steps_global_rows_between_ranks(hf_ranks):
+    from cadence import Clock
+    from cadence.progressive import BatchSizeSchedule
+
+    # the step's global rows: one process drawing all of its ACCUMULATE × WORLD batches
+    plan = BatchSizeSchedule(clock=Clock(budget=STEPS), batch_size=SIZE, batches_per_step=ACCUMULATE * WORLD)
+    batches = iter(plan.batch_sampler(SIZED_ROWS, seed=0))  # seed: the Trainer's args.seed
+    for step in range(STEPS):
+        step_rows = [next(batches) for _ in range(ACCUMULATE * WORLD)]
+        local = [[s["rows"] for s in sized_forwards(r, step)] for r in hf_ranks]
+        assert not {row for b in local[0] for row in b} & {row for b in local[1] for row in b}, step
+        for rank, batches_of_rank in enumerate(local):  # the step's k-th batch trains on rank k mod WORLD
+            assert batches_of_rank == step_rows[rank::WORLD], (step, rank)
+    trained = sorted(row for r in hf_ranks for s in r["sized"]["seen"] for row in s["rows"])
+    assert trained == list(range(SIZED_ROWS))  # one pass: every row trained once, on one rank
+
+
+def test_hf_size_plans_count_global_samples_and_keep_ranks_identical(hf_ranks):
+    counts = [{k: v for k, v in r["sized"]["counts"].items() if k != "seconds"} for r in hf_ranks]
+    assert counts[0] == counts[1]
+    assert counts[0]["steps"] == STEPS
+    assert counts[0]["samples"] == ACCUMULATE * WORLD * sum(planned(s)[0] for s in range(STEPS))
+    # the plans' token reports are summed over processes: the clock counts the global step's tokens
+    assert counts[0]["tokens"] == ACCUMULATE * WORLD * sum(rows * length for rows, length in map(planned, range(STEPS)))
+    weights = [r["sized"]["weights"] for r in hf_ranks]
+    assert weights[0] == weights[1] != hf_ranks[0]["sized"]["initial_weights"]  # trained, bit-identical
+
+
+def test_hf_layer_freezing_holds_the_first_block_on_both_ranks(hf_ranks):
+    history = []
+    for r in hf_ranks:
+        assert [s["first_block_trains"] for s in r["sized"]["seen"]] == [
+            step < FROZEN_FROM for step in range(STEPS) for _ in range(ACCUMULATE)]
+        # the first block's weights as each step begins, then at the end
+        before = [sized_forwards(r, step)[0]["first_block"] for step in range(STEPS)] + [r["sized"]["first_block"]]
+        assert len(set(before[:FROZEN_FROM + 1])) == FROZEN_FROM + 1  # changed by every step before the freeze
+        assert set(before[FROZEN_FROM:]) == {before[FROZEN_FROM]}  # and by none after
+        history.append(before)
+    assert history[0] == history[1]

@@ -377,6 +377,15 @@ class Clock:
         return amount / own * other
 
     # ------------------------------------------------------------------ moving
+    @property
+    def pending(self) -> dict[str, float]:
+        """Samples and tokens reported but not yet counted (the next :meth:`advance` counts them).
+
+            >>> clock = Clock(); clock.report(tokens=512); clock.pending
+            {'samples': 0.0, 'tokens': 512.0}
+        """
+        return dict(self._pending)
+
     def report(self, *, samples: float = 0, tokens: float = 0) -> None:
         """Queue samples and tokens to be counted with the next :meth:`advance` (for when another
         component, such as the LR binding, advances the clock)."""

@@ -254,7 +254,12 @@ def _plan_batches(trainer: Trainer, link: RegimenLink, sized: BatchSizeSchedule 
 
     def get_batch_samples(epoch_iterator: Any, num_batches: int, device: Any) -> Any:
         link.begin_step()  # the previous step has moved the clock: it is at the step these batches train in
-        return fetch((link.shape(batch) for batch in epoch_iterator), num_batches, device)
+        before = link.clock.pending["tokens"]
+        batches = fetch((link.shape(batch) for batch in epoch_iterator), num_batches, device)
+        # the plans reported this process's tokens; every process counts the global step, so clocks agree
+        local = link.clock.pending["tokens"] - before
+        link.clock.report(tokens=float(gather_values([local])[0].sum()) - local)
+        return batches
 
     trainer.get_batch_samples = get_batch_samples  # the Trainer's method that takes each step's batches
     if sized is not None:
