@@ -19,6 +19,9 @@
   batch passes through the plans there (a ``SequenceLengthWarmup`` cuts it to the step's length);
   a ``BatchSizeSchedule``'s ``batch_sampler`` in the DataLoader sizes each batch for the step it
   trains in, although the fetcher draws one batch ahead.
+* under DDP every process counts the global step: the samples a curriculum sees and the tokens
+  the plans report are summed over processes at each optimizer step, so clocks (and sample or
+  token budgets) agree on every rank.
 * learning rates, knobs, progress, arm probabilities and plan values are logged with
   ``pl_module.log_dict`` at every optimizer step, so any Lightning logger receives them.
 
@@ -33,12 +36,13 @@ Example (complete script: ``docs/integrations/lightning.md``)::
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import lightning.pytorch as pl
 import numpy as np
 
 from cadence.clock import Clock
+from cadence.curricula.distributed import gather_values
 from cadence.errors import CadenceError
 from cadence.integrations.jsonstate import decode, encode
 from cadence.integrations.link import Plans, RegimenLink, plans_clock
@@ -82,9 +86,10 @@ class CadenceCallback(pl.Callback):
         self._owns_scheduler = False
         self._saved: dict | None = None
         self._seen_step = 0
+        self._local = np.zeros(2)  # this process's samples and plan-reported tokens in the current step
         self._ids: list[np.ndarray] = []
         self._losses: list[np.ndarray] = []
-        self._unwrap: Callable[[], Any] = lambda: None
+        self._shaped: pl.LightningModule | None = None  # the module whose hook is wrapped (picklable for ddp_spawn)
 
     # ------------------------------------------------------------------ setup
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -108,6 +113,7 @@ class CadenceCallback(pl.Callback):
             self.link.load_state_dict(self._saved, only=set(self._saved) - {"kind", "sampler", "tracker"})
             self._saved = None
         self._seen_step = trainer.global_step
+        self._local = np.zeros(2)
         if self.link.plans:
             self._shape_training_batches(trainer, pl_module)
 
@@ -126,13 +132,18 @@ class CadenceCallback(pl.Callback):
             if not trainer.training:
                 return batch
             link.begin_step()  # the previous step has moved the clock: it is at the step this batch trains in
-            return link.shape(batch)
+            before = link.clock.pending["tokens"]
+            batch = link.shape(batch)
+            self._local[1] += link.clock.pending["tokens"] - before  # this process's tokens; summed at the step
+            return batch
 
         pl_module.on_before_batch_transfer = shaped
-        self._unwrap = lambda: pl_module.__dict__.pop("on_before_batch_transfer", None)
+        self._shaped = pl_module
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._unwrap()  # the module's own hook again, also after a failed run
+        if self._shaped is not None:  # the module's own hook again, also after a failed run
+            self._shaped.__dict__.pop("on_before_batch_transfer", None)
+            self._shaped = None
 
     def _budget(self, trainer: pl.Trainer) -> Any:
         if self.budget is not None:
@@ -159,10 +170,11 @@ class CadenceCallback(pl.Callback):
             losses = outputs[self.loss_key].detach().float().cpu().numpy().reshape(-1)
             self._ids.append(self.sampler.consume(len(losses)))
             self._losses.append(losses)
-            link.clock.report(samples=len(losses))
+            self._local[0] += len(losses)
         if trainer.global_step == self._seen_step:  # accumulating: no optimizer step yet
             return
         self._seen_step = trainer.global_step
+        self._count_global_step()
         if self._owns_scheduler:
             link.scheduler.step()
         elif link.scheduler is None:
@@ -173,6 +185,16 @@ class CadenceCallback(pl.Callback):
             link.observe(ids, loss=losses)
         if self.log:
             pl_module.log_dict(link.values(), on_step=True, on_epoch=False)  # identical on every rank
+
+    def _count_global_step(self) -> None:
+        """Report the step's samples and tokens summed over processes, so every rank's clock counts the
+        global step. The plans' tokens are already queued as this process's own; a ``BatchSizeSchedule``
+        reports global samples itself and is left alone."""
+        if self.sampler is None and not self.link.plans:
+            return
+        samples, tokens = gather_values(self._local)[0].reshape(-1, 2).sum(axis=0)
+        self.link.clock.report(samples=float(samples), tokens=float(tokens - self._local[1]))
+        self._local = np.zeros(2)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
