@@ -85,6 +85,14 @@ class FittedLaw(abc.ABC):
     KIND: ClassVar[str]
     TITLE: ClassVar[str]
 
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if not np.isfinite(v) or v < 0:
+                raise CadenceError(f"{type(self).__name__}.{f.name} must be finite and >= 0, got {v}")
+        if self.lr_ref <= 0 or self.steps_ref <= 0:
+            raise CadenceError(f"{type(self).__name__} needs lr_ref > 0 and steps_ref > 0")
+
     @abc.abstractmethod
     def predict(self, lr: np.ndarray) -> np.ndarray:
         """Predicted loss after each step of an LR sequence."""
@@ -132,12 +140,9 @@ class AnnealingLaw(FittedLaw):
     steps_ref: float
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if not np.isfinite(v) or v < 0:
-                raise CadenceError(f"AnnealingLaw.{f.name} must be finite and >= 0, got {v}")
-        if self.lr_ref <= 0 or self.steps_ref <= 0 or self.lam >= 1:
-            raise CadenceError("AnnealingLaw needs lr_ref > 0, steps_ref > 0 and lam < 1")
+        super().__post_init__()
+        if self.lam >= 1:
+            raise CadenceError(f"AnnealingLaw needs lam < 1, got {self.lam}")
 
     def areas(self, lr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Normalised ``(S1, S2)`` of an LR sequence."""

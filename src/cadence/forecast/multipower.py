@@ -42,13 +42,11 @@ evaluated in row chunks: a 1500-step cosine curve is ~2M terms (milliseconds).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
-from cadence.errors import CadenceError
 from cadence.forecast.law import FittedLaw, warmup_end
 
 LAW_KIND = "cadence.forecast.MultiPowerLaw"
@@ -127,14 +125,6 @@ class MultiPowerLaw(FittedLaw):
     gamma: float
     lr_ref: float
     steps_ref: float
-
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if not np.isfinite(v) or v < 0:
-                raise CadenceError(f"MultiPowerLaw.{f.name} must be finite and >= 0, got {v}")
-        if self.lr_ref <= 0 or self.steps_ref <= 0:
-            raise CadenceError("MultiPowerLaw needs lr_ref > 0 and steps_ref > 0")
 
     def forward_area(self, lr: np.ndarray) -> np.ndarray:
         """Normalised ``S1 + S_W`` after each step."""
