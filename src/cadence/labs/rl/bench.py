@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -23,12 +22,9 @@ import numpy as np
 import torch
 from scipy import stats
 
-from cadence.curricula import Uniform
 from cadence.errors import CadenceError
 from cadence.labs.rl.budgets import FixedAllocation, KnapsackAllocation, LengthReward
-from cadence.labs.rl.experiment import Comparison, LabConfig, compare
-from cadence.labs.rl.grpo import GRPOTrainer, History, correctness_reward, suite_arms
-from cadence.labs.rl.sources import CurriculumSource
+from cadence.labs.rl.experiment import Comparison, LabConfig, compare, train_policy
 from cadence.labs.rl.warmstart import warm_start
 
 
@@ -97,14 +93,6 @@ def bench_curricula(lab: LabConfig, seeds: int, on_step: Callable[[str], None] |
     return ratio_rows(comparisons), comparisons
 
 
-def _train_uniform(lab: LabConfig, seed: int, weights: torch.nn.Module, *, reward=correctness_reward,
-                   allocator=None, on_step: Callable[[], None] | None = None) -> History:
-    source = CurriculumSource(Uniform(suite_arms(lab.suite), seed=seed))
-    trainer = GRPOTrainer(copy.deepcopy(weights), lab.suite, source, lab.grpo, max_new_tokens=lab.warm.max_new_tokens,
-                          reward=reward, allocator=allocator, seed=seed)
-    return trainer.run(on_step=on_step)
-
-
 LENGTH_SCHEDULES = {
     "tightened": "step(peak=16, every=25%, gamma=0.72)",
     "fixed": "constant(6)",
@@ -125,7 +113,7 @@ def bench_length(lab: LabConfig, seeds: int, on_step: Callable[[], None] | None 
         seeded = lab.with_seed(seed)
         weights = warm_start(seeded.suite, seeded.warm, seed=seed)
         for name, spec in LENGTH_SCHEDULES.items():
-            h = _train_uniform(seeded, seed, weights, reward=LengthReward(spec), on_step=on_step)
+            h = train_policy("uniform", weights, seeded, seed, on_step, reward=LengthReward(spec))
             out[name]["accuracy"].append(float(np.mean(h.eval_greedy[-1])))
             out[name]["length"].append(h.eval_length[-1])
             out[name]["start_length"].append(h.eval_length[0])
@@ -146,7 +134,7 @@ def bench_allocation(lab: LabConfig, seeds: int, on_step: Callable[[], None] | N
                                                       lab.grpo.group),
         }
         for name, allocator in allocators.items():
-            h = _train_uniform(seeded, seed, weights, allocator=allocator, on_step=on_step)
+            h = train_policy("uniform", weights, seeded, seed, on_step, allocator=allocator)
             out[name]["informative_groups"].append(float(np.sum(h.step_informative) / np.sum(h.step_groups)))
             out[name]["useful_rollouts"].append(float(np.sum(h.step_useful_rollouts) / np.sum(h.step_rollouts)))
             out[name]["pass@1"].append(float(np.mean(h.eval_accuracy[-1])))

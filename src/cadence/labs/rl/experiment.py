@@ -21,14 +21,14 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from queue import Empty
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from cadence.curricula import DUMP, SEC, PassRateFilter, Uniform
 from cadence.errors import CadenceError
-from cadence.labs.rl.grpo import GRPOConfig, GRPOTrainer, History, suite_arms
+from cadence.labs.rl.grpo import GRPOConfig, GRPOTrainer, History, Reward, correctness_reward, suite_arms
 from cadence.labs.rl.policy import Evaluation, evaluate
 from cadence.labs.rl.sources import CurriculumSource, FilteredSource, PromptSource
 from cadence.labs.rl.tasks import TaskSuite
@@ -133,11 +133,13 @@ class Comparison:
 
 
 def train_policy(name: str, weights: TinyGPT, lab: LabConfig, seed: int,
-                 on_step: Callable[[], None] | None = None) -> History:
-    """GRPO from a copy of ``weights`` with prompts chosen by policy ``name``."""
+                 on_step: Callable[[], None] | None = None, *, reward: Reward = correctness_reward,
+                 allocator: Any = None) -> History:
+    """GRPO from a copy of ``weights`` with prompts chosen by policy ``name`` (reward and rollout
+    allocator as in :class:`GRPOTrainer`)."""
     source = make_source(name, lab.suite, lab.grpo, seed)
     trainer = GRPOTrainer(copy.deepcopy(weights), lab.suite, source, lab.grpo,
-                          max_new_tokens=lab.warm.max_new_tokens, seed=seed)
+                          max_new_tokens=lab.warm.max_new_tokens, reward=reward, allocator=allocator, seed=seed)
     return trainer.run(on_step=on_step)
 
 
