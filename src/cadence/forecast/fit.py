@@ -30,10 +30,10 @@ from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
 from cadence.errors import CadenceError
-from cadence.forecast.law import AnnealingLaw
+from cadence.forecast.law import AnnealingLaw, annealing_area, forward_area
 from cadence.forecast.laws import DEFAULT_LAW, LAWS, Law
 from cadence.forecast.multipower_fit import search_multi_power
-from cadence.forecast.objective import huber_log
+from cadence.forecast.objective import huber_log, power_starts
 from cadence.forecast.runlog import RunLog
 
 DEFAULT_LAMS = (0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
@@ -162,15 +162,15 @@ def _search(targets: list[FitTarget], lam_grid: Sequence[float], lr_ref: float, 
     """Best ``(objective, law)`` over the λ grid and the multi-start grid."""
     lowest = min(float(t.loss.min()) for t in targets)
     logl = [np.log(t.loss) for t in targets]
+    norm = lr_ref * steps_ref
+    x = [forward_area(t.lr)[t.steps - 1] / norm for t in targets]
+    if any(np.any(s1 <= 0) for s1 in x):
+        raise CadenceError("some fitted points lie before any LR was applied (S1 = 0); raise skip")
+    starts = _starts(x, targets, lowest)
     best: tuple[float, AnnealingLaw] | None = None
     for lm in lam_grid:
-        probe = AnnealingLaw(0.0, 0.0, 0.0, 0.0, lm, lr_ref, steps_ref)
-        areas = [probe.areas(t.lr) for t in targets]
-        x = [a[0][t.steps - 1] for a, t in zip(areas, targets)]
-        y = [a[1][t.steps - 1] for a, t in zip(areas, targets)]
-        if any(np.any(s1 <= 0) for s1 in x):
-            raise CadenceError("some fitted points lie before any LR was applied (S1 = 0); raise skip")
-        for theta0 in _starts(x, targets, lowest):
+        y = [annealing_area(t.lr, lm)[t.steps - 1] / norm for t in targets]
+        for theta0 in starts:
             res = minimize(_objective, theta0, args=(x, y, logl, delta), jac=True, method="L-BFGS-B",
                            bounds=[(0.0, lowest), (0.0, None), (1e-3, 3.0), (0.0, None)],
                            options={"maxiter": 3000, "ftol": 1e-15, "gtol": 1e-10})
@@ -185,11 +185,4 @@ def _starts(x: list[np.ndarray], targets: list[FitTarget], lowest: float) -> lis
     """Initial ``(L0, A, α, C)``: a grid over ``L0`` and ``α``, ``A`` matched to the data, ``C`` 0 or 1."""
     s1 = np.concatenate(x)
     loss = np.concatenate([t.loss for t in targets])
-    out = []
-    for frac in (0.3, 0.7, 0.9):
-        L0 = frac * lowest
-        for alpha in (0.1, 0.4, 1.0):
-            A = float(np.median((loss - L0) * np.power(s1, alpha)))
-            for C in (0.0, 1.0):
-                out.append(np.array([L0, max(A, 1e-6), alpha, C]))
-    return out
+    return [np.array([L0, A, alpha, C]) for L0, alpha, A in power_starts(s1, loss, lowest) for C in (0.0, 1.0)]

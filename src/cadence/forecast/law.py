@@ -71,10 +71,19 @@ def annealing_area(lr: np.ndarray, lam: float) -> np.ndarray:
     then a cumulative sum; the initial rise is left out (see the module's warmup decision)."""
     if not 0.0 <= lam < 1.0:
         raise CadenceError(f"the annealing momentum lambda must lie in [0, 1), got {lam}")
+    return np.cumsum(lfilter([1.0], [1.0, -lam], lr_drops(lr)))
+
+
+def lr_drops(lr: np.ndarray) -> np.ndarray:
+    """``Δ_i = η_{i−1} − η_i`` per step (``Δ_1 = 0``), zero through the initial rise (warmup).
+
+        >>> lr_drops(np.array([1.0, 2.0, 2.0, 1.5])).tolist()
+        [0.0, 0.0, 0.0, 0.5]
+    """
     delta = np.zeros(len(lr))
     delta[1:] = lr[:-1] - lr[1:]
     delta[: warmup_end(lr)] = 0.0
-    return np.cumsum(lfilter([1.0], [1.0, -lam], delta))
+    return delta
 
 
 class FittedLaw(abc.ABC):
@@ -96,6 +105,14 @@ class FittedLaw(abc.ABC):
     @abc.abstractmethod
     def predict(self, lr: np.ndarray) -> np.ndarray:
         """Predicted loss after each step of an LR sequence."""
+
+    def _power(self, s1: np.ndarray) -> np.ndarray:
+        """``S1^(−α)``, ``inf`` where ``S1 = 0`` (before any LR)."""
+        power = np.full(len(s1), np.inf)
+        positive = s1 > 0
+        with np.errstate(over="ignore"):  # a tiny first area may overflow to inf, which is the right limit
+            power[positive] = np.power(s1[positive], -self.alpha)
+        return power
 
     def predict_schedule(self, schedule: Schedule | str | float | dict, steps: int) -> np.ndarray:
         """Predicted loss after each step of a ``steps``-long run under ``schedule``."""
@@ -153,11 +170,7 @@ class AnnealingLaw(FittedLaw):
     def predict(self, lr: np.ndarray) -> np.ndarray:
         """Predicted loss after each step of an LR sequence."""
         s1, s2 = self.areas(lr)
-        power = np.full(len(s1), np.inf)
-        positive = s1 > 0
-        with np.errstate(over="ignore"):  # a tiny first area may overflow to inf, which is the right limit
-            power[positive] = np.power(s1[positive], -self.alpha)
-        return self.L0 + self.A * power - self.C * s2
+        return self.L0 + self.A * self._power(s1) - self.C * s2
 
     def final_losses(self, lr: np.ndarray, scales: np.ndarray) -> np.ndarray:
         """Predicted final loss of ``scale · lr`` for every scale (the WSD optimiser's inner loop):

@@ -47,7 +47,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from cadence.forecast.law import FittedLaw, warmup_end
+from cadence.forecast.law import FittedLaw, forward_area, lr_drops
 
 LAW_KIND = "cadence.forecast.MultiPowerLaw"
 LR_FLOOR = 1e-12
@@ -70,9 +70,7 @@ class DropTable:
     @classmethod
     def build(cls, u: np.ndarray, steps_ref: float, at: np.ndarray) -> DropTable:
         """Drops of the normalised LRs ``u`` (step ``i`` uses ``u[i−1]``), areas at 1-based ``at``."""
-        delta = np.zeros(len(u))
-        delta[1:] = u[:-1] - u[1:]
-        delta[: warmup_end(u)] = 0.0
+        delta = lr_drops(u)  # the warmup's end does not move when the LRs are rescaled
         k = np.flatnonzero(delta)  # 0-based index of each drop step
         cum = np.concatenate([[0.0], np.cumsum(u)]) / steps_ref
         area = cum[np.asarray(at)][:, None] - cum[k][None, :]  # S_k(t) = Σ_{τ=k..t} u_τ
@@ -128,18 +126,13 @@ class MultiPowerLaw(FittedLaw):
 
     def forward_area(self, lr: np.ndarray) -> np.ndarray:
         """Normalised ``S1 + S_W`` after each step."""
-        return np.cumsum(np.asarray(lr, dtype=float)) / (self.lr_ref * self.steps_ref)
+        return forward_area(np.asarray(lr, dtype=float)) / (self.lr_ref * self.steps_ref)
 
     def predict(self, lr: np.ndarray) -> np.ndarray:
         """Predicted loss after each step of an LR sequence."""
         lr = np.asarray(lr, dtype=float)
-        s1 = self.forward_area(lr)
-        power = np.full(len(s1), np.inf)
-        positive = s1 > 0
-        with np.errstate(over="ignore"):
-            power[positive] = np.power(s1[positive], -self.alpha)
         drop = loss_drop(lr, self.B, self.C, self.beta, self.gamma, lr_ref=self.lr_ref, steps_ref=self.steps_ref)
-        return self.L0 + self.A * power - drop
+        return self.L0 + self.A * self._power(self.forward_area(lr)) - drop
 
     def final_losses(self, lr: np.ndarray, scales: np.ndarray) -> np.ndarray:
         """Predicted final loss of ``scale · lr`` for every scale (the WSD optimiser's inner loop):

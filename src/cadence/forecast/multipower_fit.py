@@ -28,7 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from cadence.errors import CadenceError
 from cadence.forecast.multipower import DropTable, MultiPowerLaw
-from cadence.forecast.objective import huber_log
+from cadence.forecast.objective import huber_log, power_starts
 
 LOG_C_BOUNDS = (np.log(1e-3), np.log(1e6))
 SCREEN_ITERATIONS = 30
@@ -126,12 +126,5 @@ def _starts(runs: list[_Run], losses: Sequence[np.ndarray], lowest: float) -> li
     annealing law), each with a weak and a strong drop term that saturates slowly or fast."""
     s1 = np.concatenate([r.s1 for r in runs])
     loss = np.concatenate([np.asarray(y, dtype=float) for y in losses])
-    out = []
-    for frac in (0.3, 0.7, 0.9):
-        L0 = frac * lowest
-        for alpha in (0.1, 0.4, 1.0):
-            A = max(float(np.median((loss - L0) * np.power(s1, alpha))), 1e-6)
-            for B in (0.02 * lowest, 0.2 * lowest):
-                for C in (10.0, 1000.0):
-                    out.append(np.array([L0, A, alpha, B, np.log(C), 0.5, 0.5]))
-    return out
+    return [np.array([L0, A, alpha, B, np.log(C), 0.5, 0.5]) for L0, alpha, A in power_starts(s1, loss, lowest)
+            for B in (0.02 * lowest, 0.2 * lowest) for C in (10.0, 1000.0)]

@@ -45,9 +45,15 @@ class DocumentStream:
                  order: Iterable[int] | np.ndarray | torch.utils.data.Sampler | None = None) -> None:
         self.corpus = corpus
         self.batch_size, self.context, self.seed = batch_size, context, seed
-        self.order = None if order is None else as_order(order, corpus)
+        self._set_order(None if order is None else as_order(order, corpus))
         self.offset = 0  # tokens consumed so far
         self._epoch_cache: tuple[int, np.ndarray] | None = None
+
+    def _set_order(self, order: np.ndarray | None) -> None:
+        """Fix the order and the epoch length it implies (tokens of every document plus separators)."""
+        self.order = order
+        ids = order if order is not None else np.arange(self.corpus.n_train)
+        self._epoch_length = int(self.corpus.lengths[ids].sum()) + len(ids)
 
     @property
     def tokens_per_batch(self) -> int:
@@ -68,14 +74,10 @@ class DocumentStream:
             self._epoch_cache = (epoch, np.concatenate([p for piece in pieces for p in (piece, sep)]))
         return self._epoch_cache[1]
 
-    def _epoch_length(self) -> int:
-        ids = self.order if self.order is not None else np.arange(self.corpus.n_train)
-        return int(self.corpus.lengths[ids].sum()) + len(ids)
-
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next ``(inputs, targets)``, each ``(batch_size, context)`` of ``int64``."""
         need, out = self.tokens_per_batch, []
-        length = self._epoch_length()
+        length = self._epoch_length
         while need > 0:
             epoch, within = divmod(self.offset, length)
             chunk = self._epoch_tokens(epoch)[within:within + need]
@@ -106,4 +108,5 @@ class DocumentStream:
                 f"this stream state was saved for batch_size={state.get('batch_size')}, "
                 f"context={state.get('context')}; "
                 f"this stream has batch_size={self.batch_size}, context={self.context}")
-        self.offset, self.seed, self.order, self._epoch_cache = offset, seed, order, None
+        self.offset, self.seed, self._epoch_cache = offset, seed, None
+        self._set_order(order)

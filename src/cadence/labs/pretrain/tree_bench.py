@@ -26,7 +26,7 @@ import torch
 from cadence.averaging import average_state_dicts, tail_weights
 from cadence.errors import CadenceError
 from cadence.labs.pretrain.corpus import load_corpus
-from cadence.labs.pretrain.train import PretrainConfig, evaluate, make_model, train
+from cadence.labs.pretrain.train import PretrainConfig, evaluate, make_model, train, validation_batch
 from cadence.tree import TreePlan, WSDTree, plan_tree
 
 
@@ -186,7 +186,7 @@ class CodesignResult:
 def training_documents(corpus: Any, tokens: int, rng: np.random.Generator) -> np.ndarray:
     """A random set of training documents with about ``tokens`` tokens in all (ids, unsorted)."""
     ids = rng.permutation(corpus.n_train)
-    lengths = np.diff(corpus.train_starts)[ids] + 1  # +1: the separator
+    lengths = corpus.lengths[ids] + 1  # +1: the separator
     n = int(np.searchsorted(np.cumsum(lengths), tokens)) + 1
     if n > corpus.n_train:
         raise CadenceError(f"the run needs {tokens} tokens but the corpus has {int(lengths.sum())}")
@@ -205,8 +205,6 @@ def run_codesign(*, steps: int = 500, seeds: int = 3, peak: float = 3e-3, modera
     t0 = time.perf_counter()
     cfg = dataclasses.replace(lab_config(size), val_min_quality=val_min_quality)
     corpus = load_corpus()
-    from cadence.labs.pretrain.train import validation_batch
-
     val = validation_batch(corpus, cfg)
     warmup = max(1, steps // 20)
     schedules = {"full decay": f"warmup(cosine(peak={peak:g}), {warmup} steps)",
@@ -221,8 +219,7 @@ def run_codesign(*, steps: int = 500, seeds: int = 3, peak: float = 3e-3, modera
         for name, order in orders.items():
             for variant, spec in schedules.items():
                 wanted = tail_steps if variant == "constant" else ()
-                result = train(cfg, spec, steps=steps, seed=seed, order=order, checkpoint_at=wanted,
-                                   progress=False, eval_every=10**9)
+                result = _trainer(cfg, seed)(spec, steps=steps, order=order, checkpoint_at=wanted, corpus=corpus)
                 losses[name][variant].append(result.final_val_loss)
                 if on_steps is not None:
                     on_steps(steps)
