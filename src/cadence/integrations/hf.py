@@ -46,7 +46,6 @@ from transformers.trainer_callback import ExportableState
 from transformers.trainer_pt_utils import BatchRebalanceSampler
 
 from cadence.clock import Clock
-from cadence.curricula.distributed import gather_values
 from cadence.errors import CadenceError, StateError
 from cadence.integrations.jsonstate import decode, encode
 from cadence.integrations.link import Plans, RegimenLink, plans_clock
@@ -84,6 +83,7 @@ class CadenceCallback(TrainerCallback, ExportableState):
         self.link, self.per_sample_loss = link, per_sample_loss
         self._ids: list[np.ndarray] = []
         self._losses: list[np.ndarray] = []
+        self._local = np.zeros(2)  # this process's samples and label tokens in the current step
         self._step = 0  # the Trainer's global step the state belongs to
 
     # ------------------------------------------------------------------ loss (Trainer.compute_loss_func)
@@ -93,16 +93,21 @@ class CadenceCallback(TrainerCallback, ExportableState):
         if torch.is_grad_enabled() and self.link.tracker is not None:  # training, not evaluation
             self._ids.append(self.link.tracker.consume(labels.shape[0]))
             self._losses.append((summed.detach() / counts.clamp(min=1)).float().cpu().numpy())
-            # every process counts the global micro-batch, so the clocks (and token budgets) agree
-            local = [labels.shape[0], float(counts.sum())]
-            samples, tokens = gather_values(local)[0].reshape(-1, 2).sum(axis=0)
-            self.link.clock.report(samples=float(samples), tokens=float(tokens))
+            self._local += (labels.shape[0], float(counts.sum()))  # summed over processes once per step
         denominator = num_items_in_batch if num_items_in_batch is not None else counts.sum().clamp(min=1)
         return summed.sum() / denominator
 
     # ------------------------------------------------------------------ events
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.link.begin_step()
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Before the scheduler moves the clock: every process counts the global step, so the clocks
+        (and sample or token budgets) agree."""
+        if self.link.tracker is not None:
+            samples, tokens = self._local
+            self.link.count_global_step(samples=float(samples), tokens=float(tokens))
+            self._local = np.zeros(2)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._step = state.global_step
@@ -257,8 +262,7 @@ def _plan_batches(trainer: Trainer, link: RegimenLink, sized: BatchSizeSchedule 
         before = link.clock.pending["tokens"]
         batches = fetch((link.shape(batch) for batch in epoch_iterator), num_batches, device)
         # the plans reported this process's tokens; every process counts the global step, so clocks agree
-        local = link.clock.pending["tokens"] - before
-        link.clock.report(tokens=float(gather_values([local])[0].sum()) - local)
+        link.count_global_step(queued_tokens=link.clock.pending["tokens"] - before)
         return batches
 
     trainer.get_batch_samples = get_batch_samples  # the Trainer's method that takes each step's batches

@@ -42,7 +42,6 @@ import lightning.pytorch as pl
 import numpy as np
 
 from cadence.clock import Clock
-from cadence.curricula.distributed import gather_values
 from cadence.errors import CadenceError
 from cadence.integrations.jsonstate import decode, encode
 from cadence.integrations.link import Plans, RegimenLink, plans_clock
@@ -192,8 +191,7 @@ class CadenceCallback(pl.Callback):
         reports global samples itself and is left alone."""
         if self.sampler is None and not self.link.plans:
             return
-        samples, tokens = gather_values(self._local)[0].reshape(-1, 2).sum(axis=0)
-        self.link.clock.report(samples=float(samples), tokens=float(tokens - self._local[1]))
+        self.link.count_global_step(samples=float(self._local[0]), queued_tokens=float(self._local[1]))
         self._local = np.zeros(2)
 
     # ------------------------------------------------------------------ checkpoints

@@ -85,6 +85,16 @@ class RegimenLink:
         """A batch taken for training in this step, as the plans shape it (after :meth:`begin_step`)."""
         return self.plans.apply(batch)
 
+    def count_global_step(self, *, samples: float = 0.0, tokens: float = 0.0, queued_tokens: float = 0.0) -> None:
+        """Report the step's samples and tokens summed over processes, so every rank's clock counts
+        the global step: ``samples`` and ``tokens`` are this process's own, not yet reported;
+        ``queued_tokens`` its own already reported (by plans). One all-gather under torch.distributed
+        (every rank calls it once per step); without it, just the local amounts."""
+        from cadence.curricula.distributed import gather_values  # the curricula layer owns rank-order gathering
+
+        total_samples, total_tokens, total_queued = gather_values([samples, tokens, queued_tokens])[0].reshape(-1, 3).sum(axis=0)
+        self.clock.report(samples=float(total_samples), tokens=float(total_tokens + total_queued) - queued_tokens)
+
     def step(self, *, samples: float = 0, tokens: float = 0) -> None:
         """Count one optimizer step. The scheduler advances the clock if there is one; else the link does."""
         if self.scheduler is None:
