@@ -48,16 +48,17 @@ class LengthBudget:
         schedule: schedule or spec in tokens, e.g. ``"step(peak=256, every=25%, gamma=0.7)"``.
         name: the knob name under which adapters hand the budget to reward functions.
         template: how :meth:`prompt` states the budget, with ``{budget}`` (an integer).
+        in_prompt: whether trainers state the budget in every prompt (the paper does).
         correct_weight, length_weight: ``λ_c`` and ``λ_ℓ`` of :meth:`reward`.
     """
 
     def __init__(self, schedule: Schedule | str | float, *, name: str = "length_budget",
-                 template: str = "Use at most {budget} tokens.", correct_weight: float = 0.6,
-                 length_weight: float = 0.3) -> None:
+                 template: str = "Use at most {budget} tokens.", in_prompt: bool = False,
+                 correct_weight: float = 0.6, length_weight: float = 0.3) -> None:
         self.schedule = as_schedule(schedule)
         if "{budget}" not in template:
             raise CadenceError(f"the prompt template must contain '{{budget}}', got {template!r}")
-        self.name, self.template = name, template
+        self.name, self.template, self.in_prompt = name, template, bool(in_prompt)
         self.correct_weight, self.length_weight = float(correct_weight), float(length_weight)
 
     def __call__(self, clock: Clock) -> float:
