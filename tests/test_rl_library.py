@@ -245,3 +245,13 @@ def test_length_budget_schedule_reward_and_prompt():
         LengthBudget("constant(0.5)")(clock)
     with pytest.raises(CadenceError, match="budget"):
         LengthBudget("constant(8)", template="no placeholder")
+
+
+def test_selector_over_a_without_replacement_sampler_runs_epoch_after_epoch():
+    sampler = CurriculumSampler(Uniform(Arms(["a"] * 6), seed=0), batch_size=4, replacement=False, num_replicas=1)
+    selector = PromptSelector(sampler)
+    rollout, calls = outcomes(lambda i: 0.5)
+    for _ in range(6):
+        picks = selector.select(4, rollout)
+        assert len(set(picks.ids.tolist())) == 4
+    assert sampler.epoch >= 3                       # epochs ended and restarted instead of stopping the run

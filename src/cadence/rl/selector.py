@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from cadence.curricula.base import SIGNALS, Policy
-from cadence.curricula.sampler import CurriculumSampler
+from cadence.curricula.sampler import CurriculumSampler, SamplerExhausted
 from cadence.errors import CadenceError, StateError
 from cadence.rl.dynamic import DynamicSampling
 from cadence.rl.predictive import PredictiveFilter
@@ -110,7 +110,10 @@ class PromptSelector:
         looked = 0
         while len(taken) < n and looked < self.max_candidates * max(n, 1):
             want = n - len(taken)
-            ids = self.sampler.next_batch(want)
+            try:
+                ids = self.sampler.next_batch(want)
+            except SamplerExhausted:            # without replacement: the epoch ended, the next one starts
+                ids = self.sampler.next_batch(want)
             looked += len(ids)
             fresh = [int(i) for i in ids if int(i) not in banned]
             fresh = list(dict.fromkeys(fresh))                      # distinct, in draw order
