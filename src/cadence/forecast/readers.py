@@ -54,8 +54,8 @@ KEYS: dict[str, tuple[str, ...]] = {
     "val_loss": ("val_loss", "eval_loss", "eval/loss", "val/loss", "validation_loss", "valid_loss",
                  "val_loss_epoch"),
     "tokens": ("tokens", "num_input_tokens_seen", "train/num_input_tokens_seen"),
-    "grad_norm": ("grad_norm", "train/grad_norm", "grad_2.0_norm_total"),
-    "grad_norm_l1": ("grad_norm_l1", "train/grad_norm_l1", "grad_1.0_norm_total"),
+    "grad_norm": ("grad_norm", "train/grad_norm", "cadence/grad_norm", "grad_2.0_norm_total"),
+    "grad_norm_l1": ("grad_norm_l1", "train/grad_norm_l1", "cadence/grad_norm_l1", "grad_1.0_norm_total"),
 }
 """Run-log column → the keys tools log it under, in order of preference (``*`` matches any text)."""
 
@@ -109,7 +109,10 @@ def read_log(path: str | Path, *, step_key: str | None = None, lr_key: str | Non
 def _load(path: Path) -> tuple[str, list[dict[str, Any]], int | None]:
     """``(format label, rows, recorded budget)`` of the file or directory at ``path``."""
     if path.is_dir():
-        return _load(_in_directory(path))
+        found = _in_directory(path)
+        if found.is_dir():
+            return "TensorBoard event files", _tensorboard_rows(found), None
+        return _load(found)
     with path.open("rb") as f:
         head = f.read(256)
     if not head:
@@ -143,14 +146,20 @@ def _load(path: Path) -> tuple[str, list[dict[str, Any]], int | None]:
 
 
 def _in_directory(path: Path) -> Path:
-    """The log inside a run directory: TensorBoard events, else trainer_state.json, else metrics.csv."""
-    events = sorted(path.glob("events.out.tfevents.*"))
-    if events:
-        return path  # the reader takes the whole run directory
-    for name in ("trainer_state.json", "metrics.csv"):
-        if (path / name).is_file():
-            return path / name
+    """The one log in a run directory: TensorBoard events (their directory), trainer_state.json or
+    metrics.csv, directly inside or, failing that, anywhere below."""
+    for found in (_logs_in(path, path.glob), _logs_in(path, path.rglob)):
+        if len(found) == 1:
+            return found[0]
+        if found:
+            raise RunLogError(f"{path} holds several logs ({', '.join(str(f) for f in found[:5])}"
+                              f"{', …' if len(found) > 5 else ''}); name one")
     raise RunLogError(f"{path} is a directory without TensorBoard event files, trainer_state.json or metrics.csv")
+
+
+def _logs_in(path: Path, glob: Any) -> list[Path]:
+    events = sorted({f.parent for f in glob("events.out.tfevents.*") if f.is_file()})
+    return events + sorted(f for name in ("trainer_state.json", "metrics.csv") for f in glob(name) if f.is_file())
 
 
 def _csv(text: str, path: Path) -> tuple[str, list[dict[str, Any]], int | None]:
