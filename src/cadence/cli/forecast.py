@@ -101,11 +101,11 @@ def _refine(args: argparse.Namespace) -> int:
     log = _read_logs(args, [args.refine], console)[0]
     norms, norm = log_grad_norms(log, args.norm)
     schedule = refine_schedule(norms, peak=args.peak, norm=norm, width=args.width, points=args.points)
-    console.print(f"refined from {len(norms)} steps of {'ℓ1' if norm == 'l1' else 'ℓ2'} gradient norms "
-                  f"(median filter over {args.width:.0%} of the run):", highlight=False)
-    print(schedule)
     if args.output:
         console.print(f"wrote {plot_refined(norms, smooth_norms(norms, args.width), schedule, args.output)}")
+    console.print(f"refined from {len(norms)} steps of {'ℓ1' if norm == 'l1' else 'ℓ2'} gradient norms "
+                  f"(median filter over {args.width:.0%} of the run):", highlight=False)
+    print(schedule)  # the last line: the spec alone
     return 0
 
 

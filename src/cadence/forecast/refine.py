@@ -60,7 +60,8 @@ def refined_multipliers(grad_norms: Sequence[float] | np.ndarray, *, norm: str =
     """The refined LR multiplier of each logged step (peak 1, last 0) from its gradient norm.
 
     ``norm``: ``"l2"`` (weights ``g⁻²``, the SGD form) or ``"l1"`` (``g⁻¹``, the form for Adam-type
-    methods, given ℓ1 norms). Norms that are not finite are left out; all must be positive.
+    methods, given ℓ1 norms). Norms that are zero or not finite are left out (a step without a
+    gradient, an overflow); negative ones are an error.
 
         >>> refined_multipliers([1.0, 2.0, 1.0], width=0.0).tolist()  # w = 1, 1/4, 1: 1·1.25, 0.25·1, 0
         [1.0, 0.2, 0.0]
@@ -71,11 +72,11 @@ def refined_multipliers(grad_norms: Sequence[float] | np.ndarray, *, norm: str =
         g = np.asarray(grad_norms, dtype=float).ravel()
     except (TypeError, ValueError) as e:
         raise CadenceError(f"gradient norms must be numbers: {e}") from None
-    g = g[np.isfinite(g)]
+    if np.any(g < 0):
+        raise CadenceError(f"gradient norms cannot be negative; found {g[g < 0][0]!r}")
+    g = g[np.isfinite(g) & (g > 0)]  # a zero or infinite norm has no finite weight
     if len(g) < 2:
-        raise CadenceError(f"need at least 2 finite gradient norms, got {len(g)}")
-    if np.any(g <= 0):
-        raise CadenceError(f"gradient norms must be positive; found {g[g <= 0][0]!r}")
+        raise CadenceError(f"need at least 2 finite, positive gradient norms, got {len(g)}")
     w = smooth_norms(g, width) ** (-2.0 if norm == "l2" else -1.0)
     later = np.concatenate([np.cumsum(w[::-1])[::-1][1:], [0.0]])  # Σ_{p>t} w_p
     eta = w * later
