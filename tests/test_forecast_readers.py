@@ -227,6 +227,9 @@ def test_wandb_csv_export(tmp_path) -> None:
     assert RunLog.read(path, loss_key="eval/loss").loss.tolist()[1] == 2.3
     with pytest.raises(RunLogError, match="no key 'train_loss'.*train/loss"):
         RunLog.read(path, loss_key="train_loss")
+    momentum = tmp_path / "momentum.csv"
+    momentum.write_text("step,lr-AdamW-momentum,lr-AdamW,train_loss\n0,0.9,0.01,2.0\n1,0.9,0.02,1.5\n")
+    assert RunLog.read(momentum).lr.tolist() == [0.01, 0.02]
     two = tmp_path / "two.csv"
     two.write_text("Step,a - train/loss,b - train/loss,a - lr\n1,2,3,0.1\n")
     with pytest.raises(RunLogError, match="several runs"):

@@ -237,7 +237,8 @@ def _pick(col: str, found: list[str], given: str | None, path: Path) -> str | No
         if given not in found:
             raise RunLogError(f"{path}: no key {given!r} (found {_list(found)})")
         return given
-    taken = {"lr": ("cadence/lr/*",)}.get(col, ())  # cadence's HF adapter: the next step's LR, not this one's
+    # not LRs: cadence's HF adapter's next-step LR, LearningRateMonitor's momentum and weight decay
+    taken = {"lr": ("cadence/lr/*", "*-momentum", "*-weight_decay")}.get(col, ())
     for pattern in KEYS[col]:
         for key in found:
             if fnmatch.fnmatchcase(key, pattern) and not any(fnmatch.fnmatchcase(key, t) for t in taken):
