@@ -100,9 +100,15 @@ def read_log(path: str | Path, *, step_key: str | None = None, lr_key: str | Non
     notes.append(lr_note)
     try:
         return RunLog(steps, lr, **{c: v for c, v in cols.items() if c not in ("step", "lr")},
-                      name=path.name, source=f"{fmt}: " + ", ".join(notes))
+                      name=_name(path), source=f"{fmt}: " + ", ".join(notes))
     except RunLogError as e:
         raise RunLogError(f"{path} ({fmt}): {e}") from None
+
+
+def _name(path: Path) -> str:
+    """The run's label: the file name, with its directory when the tool gives every run the same name."""
+    generic = path.name in ("trainer_state.json", "metrics.csv") or path.name.startswith("events.out.tfevents.")
+    return f"{path.parent.name}/{path.name}" if generic and path.parent.name else path.name
 
 
 # ---------------------------------------------------------------------- formats
@@ -276,6 +282,8 @@ def _merge(rows: list[dict[str, Any]], picked: dict[str, str | None],
     keep = np.zeros(len(steps), bool)
     for col in ("loss", "val_loss", "lr", "grad_norm", "grad_norm_l1"):
         keep |= ~np.isnan(cols[col])
+    if not keep.any():
+        raise RunLogError(f"{path}: no row has a loss, an LR or a gradient norm")
     return steps[keep], {c: v[keep] for c, v in cols.items()}
 
 
