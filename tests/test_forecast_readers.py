@@ -82,7 +82,7 @@ def test_hf_trainer_state_is_read_with_every_column(hf_state) -> None:
 
 def test_forecast_fits_an_hf_trainer_state(hf_state, capsys) -> None:
     path, _ = hf_state
-    rc = main(["forecast", "--fit", str(path), "--target", "loss", "--schedule", "wsd(peak=0.05, decay=20%)"])
+    rc = main(["forecast", "--fit", str(path), "--schedule", "wsd(peak=0.05, decay=20%)"])  # fits eval_loss
     out = capsys.readouterr().out
     assert rc == 0
     assert "Hugging Face trainer_state.json" in out and "predicted final loss" in out

@@ -217,8 +217,9 @@ def print_benchmark(bench: Any, console: Console) -> None:
 def add_forecast_parser(sub: Any, name: str = "forecast") -> None:
     p = sub.add_parser(name, help="fit a loss law on logged runs and predict schedules",
                        description="Fit a loss law (annealing: L = L0 + A*S1^-alpha - C*S2; or multi-power) on run "
-                                   "logs (CSV/JSONL: step, lr, loss and/or val_loss) and predict the loss curve of "
-                                   "schedule specs.")
+                                   "logs (cadence CSV/JSONL, or the logs of a Hugging Face Trainer, Lightning, W&B or "
+                                   "TensorBoard) and predict the loss curve of schedule specs; or (--refine) turn a "
+                                   "run's gradient norms into a refined schedule.")
     p.add_argument("--law", default=DEFAULT_LAW, choices=sorted(LAWS),
                    help=f"which law to fit (default {DEFAULT_LAW}; see docs/forecast.md)")
     what = p.add_mutually_exclusive_group(required=True)

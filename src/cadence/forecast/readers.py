@@ -77,7 +77,10 @@ def read_log(path: str | Path, *, step_key: str | None = None, lr_key: str | Non
     path = Path(path)
     if not path.exists():
         raise RunLogError(f"run log {path} not found")
-    fmt, rows, recorded_budget = _load(path)
+    try:
+        fmt, rows, recorded_budget = _load(path)
+    except OSError as e:
+        raise RunLogError(f"cannot read {path}: {e.strerror or e}") from None
     rows = [r for r in rows if r]
     if not rows:
         raise RunLogError(f"{path}: the {fmt} has no rows")
