@@ -227,6 +227,14 @@ def test_wandb_csv_export(tmp_path) -> None:
     assert RunLog.read(path, loss_key="eval/loss").loss.tolist()[1] == 2.3
     with pytest.raises(RunLogError, match="no key 'train_loss'.*train/loss"):
         RunLog.read(path, loss_key="train_loss")
+    # a W&B panel export holds one metric: the LR comes from the schedule the run used
+    panel = tmp_path / "loss_panel.csv"
+    panel.write_text("Step,my-run - train/loss,my-run - train/loss__MIN,my-run - train/loss__MAX\n"
+                     "10,2.5,2.4,2.6\n20,2.2,2.1,2.3\n")
+    with pytest.raises(RunLogError, match="no learning rate"):
+        RunLog.read(panel)
+    filled = RunLog.read(panel, schedule="linear(peak=1e-3)", budget=40)
+    assert len(filled) == 20 and np.allclose(filled.lr, lr_per_step("linear(peak=1e-3)", 40)[:20])
     momentum = tmp_path / "momentum.csv"
     momentum.write_text("step,lr-AdamW-momentum,lr-AdamW,train_loss\n0,0.9,0.01,2.0\n1,0.9,0.02,1.5\n")
     assert RunLog.read(momentum).lr.tolist() == [0.01, 0.02]
