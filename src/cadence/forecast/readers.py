@@ -128,13 +128,16 @@ def _load(path: Path) -> tuple[str, list[dict[str, Any]], int | None]:
         raise RunLogError(f"{path} is empty")
     if b"brain.Event" in head:
         return "TensorBoard event file", _tensorboard_rows(path), None
+    binary = RunLogError(f"{path} is not a text log (binary data); cadence reads CSV, JSON lines, "
+                         f"trainer_state.json and TensorBoard event files")
+    if b"\x00" in head:  # before reading a large binary file whole
+        raise binary
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise RunLogError(f"{path} is not a text log (binary data); cadence reads CSV, JSON lines, "
-                          f"trainer_state.json and TensorBoard event files") from None
+        raise binary from None
     if "\x00" in text:
-        raise RunLogError(f"{path} is not a text log (it holds NUL bytes)")
+        raise binary
     stripped = text.lstrip()
     if stripped.startswith(("{", "[")):
         try:
@@ -157,7 +160,7 @@ def _load(path: Path) -> tuple[str, list[dict[str, Any]], int | None]:
 def _in_directory(path: Path) -> Path:
     """The one log in a run directory: TensorBoard events (their directory), trainer_state.json or
     metrics.csv, directly inside or, failing that, anywhere below."""
-    for found in (_logs_in(path, path.glob), _logs_in(path, path.rglob)):
+    for found in (_logs_in(path.glob), _logs_in(path.rglob)):
         if len(found) == 1:
             return found[0]
         if found:
@@ -166,7 +169,7 @@ def _in_directory(path: Path) -> Path:
     raise RunLogError(f"{path} is a directory without TensorBoard event files, trainer_state.json or metrics.csv")
 
 
-def _logs_in(path: Path, glob: Any) -> list[Path]:
+def _logs_in(glob: Any) -> list[Path]:
     events = sorted({f.parent for f in glob("events.out.tfevents.*") if f.is_file()})
     return events + sorted(f for name in ("trainer_state.json", "metrics.csv") for f in glob(name) if f.is_file())
 
