@@ -7,6 +7,8 @@ import json
 import sys
 
 import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import pytest
 import torch
 
@@ -259,12 +261,17 @@ def test_bad_files_are_one_line_errors(tmp_path, capsys) -> None:
         "object.json": ('{"a": 1}', "without a 'log_history'"),
         "back.jsonl": ('{"step": 2, "lr": 1, "loss": 1}\n{"step": 1, "lr": 1, "loss": 1}\n', "strictly increase"),
         "words.csv": ("step,lr,loss\n1,0.1,abc\n", "'abc', not a number"),
+        "huge.csv": ("step,lr,loss\n1e30,0.1,2\n", "not a whole number in 0..100,000,000"),
     }
     for name, (text, message) in cases.items():
         path = tmp_path / name
         path.write_text(text)
         with pytest.raises(RunLogError, match=message):
             RunLog.read(path)
+    long_run = tmp_path / "long.json"
+    long_run.write_text(json.dumps({"max_steps": 10**30, "log_history": [{"step": 1, "loss": 2.0}]}))
+    with pytest.raises(RunLogError, match="runs up to 10,000,000 steps"):
+        RunLog.read(long_run, schedule="constant(0.1)")
     assert main(["forecast", "--fit", str(tmp_path / "nolr.json")]) == 2
     assert "--schedule-of" in capsys.readouterr().err
     (tmp_path / "dir").mkdir()
@@ -278,3 +285,22 @@ def test_cadence_logs_round_trip_with_grad_norms(tmp_path) -> None:
         back = RunLog.read(log.write(tmp_path / name))
         assert back.rows() == log.rows()
     assert "grad_norm_l1" not in (tmp_path / "run.csv").read_text()  # empty columns are left out
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(
+    st.binary(max_size=300),
+    st.text(max_size=300).map(str.encode),
+    st.lists(st.dictionaries(st.sampled_from(["step", "lr", "loss", "eval_loss", "Step", "x"]),
+                             st.one_of(st.none(), st.booleans(), st.integers(-3, 10**30), st.floats(), st.text(max_size=4)),
+                             max_size=4), max_size=6)
+      .map(lambda rows: json.dumps({"max_steps": 5, "log_history": rows}).encode()),
+))
+def test_any_file_reads_or_gives_a_run_log_error(tmp_path, data) -> None:
+    path = tmp_path / "log"
+    path.write_bytes(data)
+    try:
+        log = RunLog.read(path)
+    except RunLogError:
+        return
+    assert len(log) >= 1 and np.all(np.diff(log.step) > 0) and np.all(np.isfinite(log.lr))

@@ -59,6 +59,11 @@ KEYS: dict[str, tuple[str, ...]] = {
 }
 """Run-log column → the keys tools log it under, in order of preference (``*`` matches any text)."""
 
+MAX_STEPS = 10**8
+"""Largest step a log may hold (far beyond any run; it keeps arrays over the steps finite)."""
+MAX_FILL = 10**7
+"""Longest run whose every step's LR is filled from a schedule."""
+
 
 def read_log(path: str | Path, *, step_key: str | None = None, lr_key: str | None = None,
              loss_key: str | None = None, schedule: Any = None, budget: int | None = None) -> RunLog:
@@ -269,8 +274,8 @@ def _merge(rows: list[dict[str, Any]], picked: dict[str, str | None],
         if raw is None:
             continue
         step = _number(raw, step_key, path)
-        if step is None or step != int(step) or step < 0:
-            raise RunLogError(f"{path}: step {raw!r} is not a whole number >= 0")
+        if step is None or step != int(step) or not 0 <= step <= MAX_STEPS:
+            raise RunLogError(f"{path}: step {raw!r} is not a whole number in 0..{MAX_STEPS:,}")
         if step < last:
             raise RunLogError(f"{path}: steps must strictly increase (rows of one step are merged), but step "
                               f"{int(step)} follows step {last}; is it two runs in one log?")
@@ -305,6 +310,9 @@ def _learning_rates(steps: np.ndarray, cols: dict[str, np.ndarray], lr_key: str 
         total = int(budget) if budget is not None else last
         if total < last:
             raise RunLogError(f"{path}: the log reaches step {last}, past the schedule's budget of {total} steps")
+        if total > MAX_FILL:
+            raise RunLogError(f"{path}: a schedule fills every step's LR of runs up to {MAX_FILL:,} steps, "
+                              f"not {total:,}; leave the schedule out to interpolate the logged LRs")
         try:
             spec_lr = lr_per_step(schedule, total)[:last]
         except CadenceError as e:
