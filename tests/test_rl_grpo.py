@@ -146,6 +146,8 @@ def test_evaluation_logs_pass_at_1_greedy_and_length(warm):
     trainer = make_trainer(warm, "dump")
     history = trainer.run()
     assert len(history.eval_accuracy) == len(history.eval_greedy) == len(history.eval_length) == 3
+    assert len(history.step_grad_norm) == 4  # per-step gradient norms, for schedule refinement
+    assert all(g is None or g >= 0 for g in history.step_grad_norm) and any(g for g in history.step_grad_norm)
     for p, g in zip(history.eval_accuracy, history.eval_greedy):
         assert len(p) == len(g) == len(SUITE.arm_names)
         assert all(0.0 <= x <= 1.0 for x in p + g)

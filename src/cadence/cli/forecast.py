@@ -3,6 +3,8 @@
 
     cadence forecast --fit const.csv cosine.csv --schedule "wsd(peak=2e-3, decay=20%)" -o curves.png
     cadence forecast --fit const.csv cosine.csv --law multi-power --steps 4000 --optimize-wsd
+    cadence forecast --fit out/checkpoint-500/trainer_state.json --schedule "wsd(peak=3e-4, decay=20%)"
+    cadence forecast --refine run.csv --peak 3e-4 -o refined.png
     cadence bench forecast --steps 1500 -o bench.png --log-dir runs/
 """
 
@@ -18,6 +20,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from cadence.errors import CadenceError
 from cadence.forecast import DEFAULT_LAW, LAWS, FitResult, FitTarget, RunLog, fit_law, lr_per_step, optimize_wsd
 
 
@@ -55,9 +58,90 @@ def plot_forecast(fit: FitResult, targets: Sequence[FitTarget], predictions: dic
     return Path(path)
 
 
-def _forecast(args: argparse.Namespace) -> int:
+def _read_logs(args: argparse.Namespace, paths: Sequence[str], console: Console) -> list[RunLog]:
+    """Read each log with the key flags and its ``--schedule-of`` spec; say what was read."""
+    specs = _schedules_of(args.schedule_of, paths)
+    logs = []
+    for path in paths:
+        spec, budget = specs.get(path, (None, None))
+        log = RunLog.read(path, step_key=args.step_key, lr_key=args.lr_key, loss_key=args.loss_key,
+                          schedule=spec, budget=budget)
+        console.print(f"read {path} ({len(log)} rows): {log.source}", highlight=False, markup=False, soft_wrap=True)
+        logs.append(log)
+    return logs
+
+
+def _schedules_of(items: Sequence[str], paths: Sequence[str]) -> dict[str, tuple[str, int | None]]:
+    """``RUN=SPEC[@STEPS]`` items by the path they name (``RUN``: a path as given, or its file name)."""
+    out: dict[str, tuple[str, int | None]] = {}
+    for item in items:
+        run, sep, spec = item.partition("=")
+        if not sep or not spec.strip():
+            raise CadenceError(f"--schedule-of needs RUN=SPEC (e.g. 'run.csv=cosine(peak=1e-3)'), got {item!r}")
+        budget = None
+        head, at, tail = spec.rpartition("@")
+        if at:
+            if not tail.strip().isdigit() or int(tail) < 1:
+                raise CadenceError(f"--schedule-of {item!r}: the budget after '@' must be a whole number of steps")
+            spec, budget = head, int(tail)
+        matches = [p for p in paths if p == run or Path(p).name == run]
+        if len(matches) != 1:
+            raise CadenceError(f"--schedule-of {item!r}: {run!r} names {'none' if not matches else 'several'} of "
+                               f"the --fit/--refine logs ({', '.join(paths)})")
+        out[matches[0]] = (spec, budget)
+    return out
+
+
+def _refine(args: argparse.Namespace) -> int:
+    from cadence.forecast.refine import log_grad_norms, refine_schedule, smooth_norms
+
     console = Console()
-    logs = [RunLog.read(p) for p in args.fit]
+    if args.peak is None:
+        raise CadenceError("--refine needs --peak, the peak LR of the refined schedule")
+    log = _read_logs(args, [args.refine], console)[0]
+    norms, norm = log_grad_norms(log, args.norm)
+    schedule = refine_schedule(norms, peak=args.peak, norm=norm, width=args.width, points=args.points)
+    if args.output:
+        console.print(f"wrote {plot_refined(norms, smooth_norms(norms, args.width), schedule, args.output)}")
+    console.print(f"refined from {len(norms)} steps of {'ℓ1' if norm == 'l1' else 'ℓ2'} gradient norms "
+                  f"(median filter over {args.width:.0%} of the run):", highlight=False)
+    print(schedule)  # the last line: the spec alone
+    return 0
+
+
+def plot_refined(norms: np.ndarray, smoothed: np.ndarray, schedule: Any, path: str | Path) -> Path:
+    """Gradient norms (raw and smoothed) above the refined schedule, both over the run's fraction."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    u = np.linspace(0, 1, len(norms))
+    ax.plot(u, norms, color="C0", alpha=0.4, lw=0.8, label="logged")
+    ax.plot(u, smoothed, color="C0", label="median-filtered")
+    ax.set_ylabel("gradient norm")
+    ax.legend(fontsize=8)
+    xs, ys = schedule.curve(1000)
+    ax_lr.plot(np.asarray(xs) / 1000, ys, color="C1")
+    ax_lr.set_xlabel("fraction of the run")
+    ax_lr.set_ylabel("refined LR")
+    ax_lr.set_title(textwrap.shorten(str(schedule), 110), fontsize=7)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=120)
+    except (OSError, ValueError) as e:
+        raise CadenceError(f"cannot write the plot to {path}: {e}") from None
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def _forecast(args: argparse.Namespace) -> int:
+    if args.refine is not None:
+        return _refine(args)
+    console = Console()
+    logs = _read_logs(args, args.fit, console)
     targets = [FitTarget.from_log(log, target=args.target, skip=args.skip) for log in logs]
     fit = fit_law(targets, law=args.law, lam=args.lam, delta=args.delta)
     steps = args.steps if args.steps is not None else int(max(len(t.lr) for t in targets))
@@ -133,11 +217,31 @@ def print_benchmark(bench: Any, console: Console) -> None:
 def add_forecast_parser(sub: Any, name: str = "forecast") -> None:
     p = sub.add_parser(name, help="fit a loss law on logged runs and predict schedules",
                        description="Fit a loss law (annealing: L = L0 + A*S1^-alpha - C*S2; or multi-power) on run "
-                                   "logs (CSV/JSONL: step, lr, loss and/or val_loss) and predict the loss curve of "
-                                   "schedule specs.")
+                                   "logs (cadence CSV/JSONL, or the logs of a Hugging Face Trainer, Lightning, W&B or "
+                                   "TensorBoard) and predict the loss curve of schedule specs; or (--refine) turn a "
+                                   "run's gradient norms into a refined schedule.")
     p.add_argument("--law", default=DEFAULT_LAW, choices=sorted(LAWS),
                    help=f"which law to fit (default {DEFAULT_LAW}; see docs/forecast.md)")
-    p.add_argument("--fit", nargs="+", required=True, metavar="RUN", help="run logs to fit (.csv or .jsonl)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--fit", nargs="+", metavar="RUN",
+                      help="run logs to fit: cadence CSV/JSONL, HF trainer_state.json, Lightning metrics.csv, W&B CSV "
+                           "export or TensorBoard events (file or directory); told apart by content")
+    what.add_argument("--refine", metavar="RUN",
+                      help="print the schedule refined from this run's gradient norms (Defazio et al., "
+                           "arXiv 2310.07831) as a table spec; needs --peak")
+    p.add_argument("--step-key", help="the log's step key (default: detected, e.g. step, Step, _step)")
+    p.add_argument("--lr-key", help="the log's learning-rate key (default: detected, e.g. lr, learning_rate, lr-AdamW)")
+    p.add_argument("--loss-key", help="the log's training-loss key (default: detected, e.g. loss, train/loss)")
+    p.add_argument("--schedule-of", action="append", default=[], metavar="RUN=SPEC[@STEPS]",
+                   help="the LR schedule a logged run used, for the steps the log leaves out (budget: STEPS, else the "
+                        "log's max_steps, else its last step); repeat per run. Default: interpolate logged LRs")
+    p.add_argument("--peak", type=float, help="--refine: the peak LR of the refined schedule")
+    p.add_argument("--norm", default="auto", choices=("auto", "l1", "l2"),
+                   help="--refine: which gradient norms (auto: grad_norm_l1 when logged, the form for Adam-type "
+                        "methods; else grad_norm, the SGD form)")
+    p.add_argument("--width", type=float, default=0.1,
+                   help="--refine: median-filter width as a fraction of the run (0.1)")
+    p.add_argument("--points", type=int, default=51, help="--refine: points of the table schedule (51)")
     p.add_argument("--schedule", nargs="*", default=[], metavar="SPEC", help="schedule specs to predict")
     p.add_argument("--steps", type=int, help="budget of the predicted schedules (default: the longest fitted run)")
     p.add_argument("--target", default="auto", choices=("auto", "val_loss", "loss"),
@@ -148,7 +252,8 @@ def add_forecast_parser(sub: Any, name: str = "forecast") -> None:
     p.add_argument("--optimize-wsd", action="store_true", help="also search the WSD decay fraction, shape and peak")
     p.add_argument("--warmup", default="0", help="warmup of the searched WSD schedules (e.g. '2%%', '50 steps')")
     p.add_argument("--save", metavar="FILE", help="write the fitted law as JSON")
-    p.add_argument("-o", "--output", metavar="PNG", help="plot fitted data and predicted curves here")
+    p.add_argument("-o", "--output", metavar="PNG",
+                   help="plot fitted data and predicted curves (--refine: the norms and the refined schedule) here")
     p.set_defaults(func=_forecast)
 
 

@@ -43,6 +43,7 @@ import torch
 from cadence.clock import Clock
 from cadence.curricula import Arms
 from cadence.errors import CadenceError, StateError
+from cadence.gradnorm import grad_norms
 from cadence.labs.rl.groups import Groups, group_advantages
 from cadence.labs.rl.policy import Evaluation, evaluate, response_texts, sample, token_logprobs
 from cadence.labs.rl.sources import PromptSource
@@ -106,6 +107,7 @@ class History:
     step_reward: list[float | None] = field(default_factory=list)  # None: no group was trained on
     step_length: list[float | None] = field(default_factory=list)
     step_probabilities: list[list[float]] = field(default_factory=list)
+    step_grad_norm: list[float | None] = field(default_factory=list)  # ℓ2, mean over the step's updates
     eval_steps: list[int] = field(default_factory=list)
     eval_rollouts: list[int] = field(default_factory=list)
     eval_accuracy: list[list[float]] = field(default_factory=list)
@@ -191,14 +193,16 @@ class GRPOTrainer:
             self.record_eval()
         self.model.train()
         groups, spent = self.source.next_batch(self.rollout, self.config.prompts_per_step)
-        old = None
+        old, norms = None, []
         for _ in range(self.config.epochs if len(groups.items) else 1):
             self.optimizer.zero_grad(set_to_none=True)
             if len(groups.items):  # an empty batch (nothing passed a filter) steps with no gradient
                 loss, logp = self.loss(groups, old)
                 old = logp if old is None else old
                 loss.backward()
+                norms.append(grad_norms(self.model.parameters())[0])
             self.optimizer.step()
+        self.history.step_grad_norm.append(sum(norms) / len(norms) if norms else None)
         self.clock.report(samples=spent, tokens=float(groups.lengths.sum()))
         self.scheduler.step()
         self._log(groups, spent)
