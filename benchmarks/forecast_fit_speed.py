@@ -1,0 +1,76 @@
+"""Fit speed of the loss laws: the implementation before the fast fit vs the current one, side by side.
+
+Fits each law on the Multi-Power Law paper's three training curves (``cosine_24000``,
+``constant_24000``, ``wsdcon_9`` of the shipped 25M set, 24,000 and 16,000 steps) with the
+old code (``cadence.forecast`` at commit ``BASE``, loaded from git history into a temporary
+package) and with the current code, in one process, and prints wall time and the fit objective
+(the same Huber objective, evaluated exactly for both).
+
+    python benchmarks/forecast_fit_speed.py              # both laws, old and new (the old multi-power fit takes minutes)
+    python benchmarks/forecast_fit_speed.py --new-only   # only the current code (seconds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BASE = "93e8570"
+"""The last commit before the fast fit."""
+FILES = ("__init__", "fit", "law", "laws", "multipower", "multipower_fit", "objective", "optimize", "runlog")
+
+
+def old_forecast(root: Path, tmp: Path):
+    """``cadence.forecast`` as of :data:`BASE`, importable as ``old_forecast``."""
+    pkg = tmp / "old_forecast"
+    pkg.mkdir()
+    for name in FILES:
+        text = subprocess.run(["git", "-C", str(root), "show", f"{BASE}:src/cadence/forecast/{name}.py"],
+                              check=True, capture_output=True, text=True).stdout
+        (pkg / f"{name}.py").write_text(text.replace("cadence.forecast", "old_forecast"))
+    sys.path.insert(0, str(tmp))
+    return importlib.import_module("old_forecast.fit")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--new-only", action="store_true", help="skip the old implementation")
+    ap.add_argument("--curves", default="multipower-25m", help="shipped set or folder (multipower-25m)")
+    args = ap.parse_args()
+
+    from threadpoolctl import threadpool_limits
+
+    from cadence.forecast.fit import exact_objective, fit_law
+    from cadence.forecast.published import load_curves
+
+    curves = [c for c in load_curves(args.curves) if c.fitted]
+    targets = [c.target for c in curves]
+    print(f"fitting on {', '.join(c.name for c in curves)} ({args.curves}; "
+          f"{', '.join(str(len(t.lr)) for t in targets)} steps, {sum(len(t.steps) for t in targets)} points)")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, threadpool_limits(limits=1):
+        old = None if args.new_only else old_forecast(Path(__file__).resolve().parents[1], Path(tmp))
+        for law in ("annealing", "multi-power"):
+            if old is not None:
+                old_targets = [old.FitTarget(t.steps, t.loss, t.lr, t.name) for t in targets]
+                start = time.perf_counter()
+                fit = old.fit_law(old_targets, law=law)
+                rows.append((law, "old", time.perf_counter() - start, exact_objective(fit.law, targets)))
+            start = time.perf_counter()
+            fit = fit_law(targets, law=law, choose="objective")
+            rows.append((law, "new", time.perf_counter() - start, exact_objective(fit.law, targets)))
+            start = time.perf_counter()
+            fit = fit_law(targets, law=law)
+            rows.append((law, "new + leave-one-out", time.perf_counter() - start, exact_objective(fit.law, targets)))
+    print(f"{'law':<12} {'code':<20} {'seconds':>8} {'objective':>11}")
+    for law, code, seconds, objective in rows:
+        print(f"{law:<12} {code:<20} {seconds:8.2f} {objective:11.6f}")
+
+
+if __name__ == "__main__":
+    main()
