@@ -9,7 +9,7 @@ names every way an LR sequence goes beyond that; :meth:`Regime.warn` raises each
     >>> import numpy as np
     >>> regime = Regime.of([np.full(100, 1e-3), np.linspace(1e-3, 1e-4, 100)])
     >>> regime.check(np.full(100, 2e-3))
-    ['peak LR 0.002 above the largest fitted LR 0.001']
+    ['peak LR 0.002 > fitted 0.001']
     >>> regime.check(np.linspace(1e-3, 1e-4, 120))
     []
 """
@@ -26,7 +26,8 @@ from cadence.forecast.law import warmup_end
 
 HORIZON_FACTOR = 2.0
 """A prediction longer than this many times the longest fitted run is out of the fitted regime."""
-_TOL = 1e-9  # relative: LRs equal up to rounding are the same LR
+_TOL = 1e-3
+"""LRs within this relative difference count as the same LR (a cosine never quite reaches its floor)."""
 
 
 class ForecastWarning(UserWarning):
@@ -70,13 +71,13 @@ class Regime:
         lr = np.asarray(lr, dtype=float)
         out = []
         if lr.max() > self.peak * (1 + _TOL):
-            out.append(f"peak LR {lr.max():.3g} above the largest fitted LR {self.peak:.3g}")
+            out.append(f"peak LR {lr.max():.3g} > fitted {self.peak:.3g}")
         if rewarms(lr) and not self.rewarmed:
-            out.append("the LR rises again after falling (re-warming); no fitted run did")
+            out.append("re-warms (no fitted run did)")
         if floor_of(lr) < self.floor * (1 - _TOL):
-            out.append(f"LR falls to {floor_of(lr):.3g}, below the lowest fitted LR {self.floor:.3g}")
+            out.append(f"floor {floor_of(lr):.3g} < fitted {self.floor:.3g}")
         if len(lr) > HORIZON_FACTOR * self.steps:
-            out.append(f"{len(lr)} steps, more than {HORIZON_FACTOR:g}x the longest fitted run ({self.steps})")
+            out.append(f"{len(lr)} steps > {HORIZON_FACTOR:g}x fitted {self.steps}")
         return out
 
     def warn(self, lr: np.ndarray, name: str = "schedule") -> list[str]:
