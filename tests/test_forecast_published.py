@@ -183,3 +183,16 @@ def test_bench_forecast_has_a_tiny_lab_size(tmp_path, capsys) -> None:
     assert "fitted on constant + cosine (40 steps each)" in out and "annealing: accuracy" in out
     record = (tmp_path / "constant.json").read_text()
     assert '"d_model": 32' in record and '"n_layer": 1' in record  # the tiny lab model
+
+
+def test_forecast_cli_prints_the_band_and_warns_outside_the_fitted_regime(tmp_path, capsys) -> None:
+    paths = []
+    for i, run in enumerate(noisy_runs()):
+        paths.append(str(tmp_path / f"run{i}.csv"))
+        RunLog(run.steps, run.lr[run.steps - 1], loss=run.loss).write(paths[-1])
+    assert main(["forecast", "--fit", *paths, "--lam", "0.95", "--schedule", "cosine(peak=1e-3, floor=0.1)",
+                 "constant(3e-3)", "--steps", "600"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "band: the range of the leave-one-out refits' predictions" in out
+    assert "warning: constant(3e-3): outside the fitted regime: peak LR 0.003 > fitted 0.001" in out
+    assert "warning: cosine(" not in out

@@ -73,9 +73,18 @@ def _forecast(args: argparse.Namespace) -> int:
         table = Table(title=f"predicted final loss after {steps} steps")
         table.add_column("schedule")
         table.add_column("predicted final loss", justify="right")
+        table.add_column("band", justify="right")
         for spec, lr in predictions.items():
-            table.add_row(spec, f"{fit.law.predict(lr)[-1]:.4f}")
+            low, high = fit.band(lr, [len(lr)])
+            table.add_row(spec, f"{fit.law.predict(lr, [len(lr)])[0]:.4f}",
+                          f"{low[0]:.4f}-{high[0]:.4f}" if fit.loo_laws else "-")
         console.print(table)
+        if fit.loo_laws:
+            console.print("  band: the range of the leave-one-out refits' predictions", highlight=False)
+        for spec, lr in predictions.items():
+            for finding in fit.regime.check(lr) if fit.regime is not None else ():
+                console.print(f"  warning: {spec}: outside the fitted regime: {finding}", highlight=False,
+                              markup=False)
     if args.optimize_wsd:
         choice = optimize_wsd(fit.law, steps, warmup=args.warmup)
         console.print(f"best WSD for {steps} steps: {choice.schedule}  predicted final loss "
