@@ -36,14 +36,16 @@ def plot_forecast(fit: FitResult, targets: Sequence[FitTarget], predictions: dic
     for i, t in enumerate(targets):
         steps = np.arange(1, len(t.lr) + 1)
         ax.scatter(t.steps, t.loss, s=6, color=f"C{i}")
-        ax.plot(steps, fit.law.predict(t.lr), color=f"C{i}", label=f"{t.name} (fitted)")
+        at = _plotted_steps(len(t.lr))
+        ax.plot(at, fit.law.predict(t.lr, at), color=f"C{i}", label=f"{t.name} (fitted)")
         ax_lr.plot(steps, t.lr, color=f"C{i}")
     lowest = min(float(t.loss.min()) for t in targets)
     for j, (spec, lr) in enumerate(predictions.items(), start=len(targets)):
         steps = np.arange(1, len(lr) + 1)
-        curve = fit.law.predict(lr)
+        at = _plotted_steps(len(lr))
+        curve = fit.law.predict(lr, at)
         lowest = min(lowest, float(curve[-1]))
-        ax.plot(steps, curve, color=f"C{j % 10}", ls="--", label=f"{spec} (predicted)")
+        ax.plot(at, curve, color=f"C{j % 10}", ls="--", label=f"{spec} (predicted)")
         ax_lr.plot(steps, lr, color=f"C{j % 10}", ls="--")
     losses = np.concatenate([t.loss for t in targets])
     ax.set_ylim(lowest * 0.95, np.quantile(losses, 0.9) * 1.1)
@@ -56,6 +58,12 @@ def plot_forecast(fit: FitResult, targets: Sequence[FitTarget], predictions: dic
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+def _plotted_steps(n: int, points: int = 1000) -> np.ndarray:
+    """At most ``points`` evenly spaced steps of ``1..n``, the last included (a long multi-power
+    prediction costs per step asked for)."""
+    return np.unique(np.linspace(1, n, min(n, points)).round().astype(np.int64))
 
 
 def _forecast(args: argparse.Namespace) -> int:
