@@ -1,16 +1,18 @@
 """``cadence forecast`` (fit a loss law on logged runs, predict schedules) and
-``cadence bench forecast`` (each law's accuracy on the pre-training lab).
+``cadence bench forecast`` (each law's accuracy on published curves or on the pre-training lab).
 
     cadence forecast --fit const.csv cosine.csv --schedule "wsd(peak=2e-3, decay=20%)" -o curves.png
     cadence forecast --fit const.csv cosine.csv --law multi-power --steps 4000 --optimize-wsd
     cadence forecast --fit out/checkpoint-500/trainer_state.json --schedule "wsd(peak=3e-4, decay=20%)"
     cadence forecast --refine run.csv --peak 3e-4 -o refined.png
     cadence bench forecast --steps 1500 -o bench.png --log-dir runs/
+    cadence bench forecast --curves multipower-25m -o published.png
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import textwrap
 from pathlib import Path
@@ -22,6 +24,7 @@ from rich.table import Table
 
 from cadence.errors import CadenceError
 from cadence.forecast import DEFAULT_LAW, LAWS, FitResult, FitTarget, RunLog, fit_law, lr_per_step, optimize_wsd
+from cadence.forecast.fit import DEFAULT_SKIP
 
 
 def plot_forecast(fit: FitResult, targets: Sequence[FitTarget], predictions: dict[str, np.ndarray],
@@ -36,14 +39,16 @@ def plot_forecast(fit: FitResult, targets: Sequence[FitTarget], predictions: dic
     for i, t in enumerate(targets):
         steps = np.arange(1, len(t.lr) + 1)
         ax.scatter(t.steps, t.loss, s=6, color=f"C{i}")
-        ax.plot(steps, fit.law.predict(t.lr), color=f"C{i}", label=f"{t.name} (fitted)")
+        at = _plotted_steps(len(t.lr))
+        ax.plot(at, fit.law.predict(t.lr, at), color=f"C{i}", label=f"{t.name} (fitted)")
         ax_lr.plot(steps, t.lr, color=f"C{i}")
     lowest = min(float(t.loss.min()) for t in targets)
     for j, (spec, lr) in enumerate(predictions.items(), start=len(targets)):
         steps = np.arange(1, len(lr) + 1)
-        curve = fit.law.predict(lr)
+        at = _plotted_steps(len(lr))
+        curve = fit.law.predict(lr, at)
         lowest = min(lowest, float(curve[-1]))
-        ax.plot(steps, curve, color=f"C{j % 10}", ls="--", label=f"{spec} (predicted)")
+        ax.plot(at, curve, color=f"C{j % 10}", ls="--", label=f"{spec} (predicted)")
         ax_lr.plot(steps, lr, color=f"C{j % 10}", ls="--")
     losses = np.concatenate([t.loss for t in targets])
     ax.set_ylim(lowest * 0.95, np.quantile(losses, 0.9) * 1.1)
@@ -56,6 +61,12 @@ def plot_forecast(fit: FitResult, targets: Sequence[FitTarget], predictions: dic
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+def _plotted_steps(n: int, points: int = 1000) -> np.ndarray:
+    """At most ``points`` evenly spaced steps of ``1..n``, the last included (a long multi-power
+    prediction costs per step asked for)."""
+    return np.unique(np.linspace(1, n, min(n, points)).round().astype(np.int64))
 
 
 def _read_logs(args: argparse.Namespace, paths: Sequence[str], console: Console) -> list[RunLog]:
@@ -154,9 +165,18 @@ def _forecast(args: argparse.Namespace) -> int:
         table = Table(title=f"predicted final loss after {steps} steps")
         table.add_column("schedule")
         table.add_column("predicted final loss", justify="right")
+        table.add_column("band", justify="right")
         for spec, lr in predictions.items():
-            table.add_row(spec, f"{fit.law.predict(lr)[-1]:.4f}")
+            low, high = fit.band(lr, [len(lr)])
+            table.add_row(spec, f"{fit.law.predict(lr, [len(lr)])[0]:.4f}",
+                          f"{low[0]:.4f}-{high[0]:.4f}" if fit.loo_laws else "-")
         console.print(table)
+        if fit.loo_laws:
+            console.print("  band: the range of the leave-one-out refits' predictions", highlight=False)
+        for spec, lr in predictions.items():
+            for finding in fit.regime.check(lr) if fit.regime is not None else ():
+                console.print(f"  warning: {spec}: outside the fitted regime: {finding}", highlight=False,
+                              markup=False)
     if args.optimize_wsd:
         choice = optimize_wsd(fit.law, steps, warmup=args.warmup)
         console.print(f"best WSD for {steps} steps: {choice.schedule}  predicted final loss "
@@ -172,21 +192,63 @@ def _forecast(args: argparse.Namespace) -> int:
 
 
 def _bench_forecast(args: argparse.Namespace) -> int:
+    console = Console()
+    if args.curves:
+        from cadence.forecast.published import plot_published, published_benchmark
+
+        bench = published_benchmark(args.curves, tuple(args.law), choose=args.choose)
+        print_published(bench, console)
+        if args.output:
+            console.print(f"wrote {plot_published(bench, args.output)}")
+        return 0
     import torch
 
-    from cadence.labs.pretrain import PretrainConfig
-    from cadence.labs.pretrain.bench import forecast_benchmark, plot_benchmark
+    from cadence.labs.pretrain.bench import LAB_SIZES, LAB_SKIP, forecast_benchmark, plot_benchmark
 
     torch.set_num_threads(args.threads)
-    console = Console()
-    cfg = PretrainConfig(val_min_quality=args.val_quality)
-    bench = forecast_benchmark(cfg, steps=args.steps, peak=args.peak, warmup=args.warmup, seed=args.seed,
-                               eval_every=args.eval_every, skip=args.skip, lam=args.lam, laws=args.law,
-                               log_dir=args.log_dir, progress=not args.no_progress)
+    size = LAB_SIZES[args.size]
+    cfg = dataclasses.replace(size.config, val_min_quality=args.val_quality)
+    bench = forecast_benchmark(cfg, steps=args.steps or size.steps, peak=args.peak, warmup=args.warmup,
+                               seed=args.seed, eval_every=args.eval_every or size.eval_every,
+                               skip=LAB_SKIP if args.skip is None else args.skip,
+                               lam=args.lam, laws=args.law, log_dir=args.log_dir, progress=not args.no_progress)
     print_benchmark(bench, console)
     if args.output:
         console.print(f"wrote {plot_benchmark(bench, args.output)}")
     return 0
+
+
+def print_published(bench: Any, console: Console) -> None:
+    """Per law: every curve's PredE, WorstE, final-loss error and band, fitted and held-out rows
+    apart, then the summaries next to the paper's figures."""
+    for law, scores in bench.scores.items():
+        fit = scores.fit
+        console.print(f"\n[{law} law] fitted in {scores.seconds:.1f} s on {', '.join(c.name for c in scores.curves if c.fitted)}"
+                      f": {fit.law}", highlight=False, markup=False)
+        if fit.loo_laws:
+            console.print(f"  chosen among {fit.candidates} good fit(s) by leave-one-out error {fit.loo_score:.3%}; "
+                          f"band = range of the {len(fit.loo_laws)} leave-one-out refits", highlight=False)
+        table = Table(title=f"{bench.name}, {law} law: |L - L_hat| / L at every logged step", caption=(
+            "PredE mean, WorstE max (at step); final: L_hat/L - 1 at the last point; band: width of the "
+            "leave-one-out band there"))
+        for col in ("curve", "", "PredE", "WorstE", "at step", "final", "band", "outside the fitted regime"):
+            table.add_column(col, justify="left" if col in ("curve", "", "outside the fitted regime") else "right")
+        for fitted in (True, False):
+            rows = [c for c in scores.curves if c.fitted == fitted]
+            for i, c in enumerate(rows):
+                table.add_row(c.name, "fit" if fitted else "held out", f"{c.pred_e:.3%}", f"{c.worst_e:.3%}",
+                              str(c.worst_step),
+                              f"{c.final_error:+.3%}", f"{c.band:.3%}", "; ".join(c.outside),
+                              end_section=fitted and i == len(rows) - 1)
+        console.print(table)
+        for label, held in (("all curves", False), ("held-out curves", True)):
+            pred_e, worst_e = scores.summary(held_out_only=held)
+            line = f"{law}: {label}: PredE {pred_e:.3%}, WorstE {worst_e:.3%}"
+            if bench.published is not None:
+                goal = pred_e <= bench.published[0] and worst_e <= bench.published[1]
+                line += (f" (published, all nine curves: PredE {bench.published[0]:.3%}, WorstE "
+                         f"{bench.published[1]:.3%}: {'at or below' if goal else 'ABOVE'})")
+            console.print(line, highlight=False)
 
 
 def print_benchmark(bench: Any, console: Console) -> None:
@@ -247,7 +309,8 @@ def add_forecast_parser(sub: Any, name: str = "forecast") -> None:
     p.add_argument("--target", default="auto", choices=("auto", "val_loss", "loss"),
                    help="which loss column to fit (auto: val_loss when logged)")
     p.add_argument("--lam", type=float, help="fix the annealing law's momentum (default: chosen from a grid)")
-    p.add_argument("--skip", type=float, default=0.05, help="leave out this first fraction of each run (0.05)")
+    p.add_argument("--skip", type=float, default=DEFAULT_SKIP,
+                   help=f"leave out this first fraction of each run ({DEFAULT_SKIP})")
     p.add_argument("--delta", type=float, default=1e-3, help="Huber threshold on log loss (1e-3)")
     p.add_argument("--optimize-wsd", action="store_true", help="also search the WSD decay fraction, shape and peak")
     p.add_argument("--warmup", default="0", help="warmup of the searched WSD schedules (e.g. '2%%', '50 steps')")
@@ -258,22 +321,35 @@ def add_forecast_parser(sub: Any, name: str = "forecast") -> None:
 
 
 def add_bench_forecast_parser(sub: Any, name: str = "forecast") -> None:
-    p = sub.add_parser(name, help="the loss laws' accuracy on the pre-training lab (7 lab runs, reusable)",
-                       description="Fit on a constant-LR and a cosine run of the lab, predict the final loss of "
-                                   "linear, WSD 10%% and 20%% 1-sqrt, REX and step schedules, run them, compare.")
-    p.add_argument("--steps", type=int, default=1500, help="steps per run (1500)")
-    p.add_argument("--peak", type=float, default=4e-3, help="peak LR of every schedule (4e-3)")
+    from cadence.forecast.fit import CHOICES
+    from cadence.forecast.published import SHIPPED
+
+    p = sub.add_parser(name, help="the loss laws' accuracy on published curves (--curves) or the pre-training lab",
+                       description="With --curves: the Multi-Power Law paper's protocol on a folder of step,lr,loss "
+                                   "curves or a shipped set (fit on cosine_24000, constant_24000, wsdcon_9; predict "
+                                   "the rest). Without: fit on a constant-LR and a cosine run of the lab, predict the "
+                                   "final loss of linear, WSD 10%% and 20%% 1-sqrt, REX and step schedules, run them, "
+                                   "compare.")
+    p.add_argument("--curves", metavar="SET", help=f"a folder of curves or a shipped set ({', '.join(SHIPPED)})")
+    p.add_argument("--choose", default=CHOICES[0], choices=CHOICES,
+                   help="how a fit is chosen among good starts (default: leave-one-out error)")
+    p.add_argument("--size", default="default", choices=("default", "tiny"),
+                   help="lab size (tiny: a 1-layer model, 120 steps, seconds; a smoke test, not a measurement)")
+    p.add_argument("--steps", type=int, help="steps per lab run (default 1500; tiny 120)")
+    p.add_argument("--peak", type=float, default=4e-3, help="peak LR of every lab schedule (4e-3)")
     p.add_argument("--warmup", type=int, help="warmup steps (default 2%% of --steps)")
     p.add_argument("--val-quality", type=float, default=0.0,
                    help="evaluate on held-out documents of at least this quality (0: the training distribution)")
-    p.add_argument("--skip", type=float, default=0.2, help="leave out this first fraction of the fitted runs (0.2)")
+    p.add_argument("--skip", type=float,
+                   help="leave out this first fraction of the fitted lab runs (default 0.2, the lab's long transient; "
+                        "see docs/forecast.md)")
     p.add_argument("--lam", type=float, help="fix the annealing law's momentum (default: chosen by the fit)")
     p.add_argument("--law", nargs="+", default=sorted(LAWS), choices=sorted(LAWS),
                    help="laws to fit and judge (default: all)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-every", type=int, default=25, help="validation interval in steps (25)")
+    p.add_argument("--eval-every", type=int, help="validation interval in steps (default 25; tiny 10)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1)")
-    p.add_argument("--log-dir", help="keep every run's log here (NAME.csv + NAME.json) and reuse matching ones")
+    p.add_argument("--log-dir", help="keep every lab run's log here (NAME.csv + NAME.json) and reuse matching ones")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("-o", "--output", metavar="PNG", help="plot measured and predicted curves here")
     p.set_defaults(func=_bench_forecast)
