@@ -273,3 +273,26 @@ def test_trial_outside_tune_checks_its_config_and_checkpoint(tmp_path):
         search_space("wsd(decay={d})", d=tune.uniform(0.1, 1.5))
     assert math.isclose(s.clip({"peak": 3.0})["peak"], 1.0)
     assert s.bounds == {"peak": [0.1, 1.0]}
+
+
+def test_docs_example_runs(ray_session, tmp_path, monkeypatch, capsys):
+    """docs/integrations/ray-tune.md's example (marked no-run there: it needs Ray) runs as written."""
+    import re
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "integrations" / "ray-tune.md").read_text()
+    code = re.search(r"^```python no-run\n(.*?)^```", page, re.S | re.M).group(1)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "ray-tune.md", "exec"), {"__name__": "__docs__"})
+    printed = capsys.readouterr().out
+    assert printed.count("wsd(peak=") >= 2 and "join(shift(" in printed  # each trial's spec; the copied one joined
+
+
+@pytest.mark.slow
+def test_bench_pbt_tiny_prints_the_comparison(ray_session, capsys):
+    from cadence.cli import main
+
+    assert main(["bench", "pbt", "--size", "tiny", "--steps", "16", "--seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    for method in ("cosine", "forecast WSD", "PBT (best trial)", "PBT replayed"):
+        assert method in out
+    assert "PBT-found" in out
