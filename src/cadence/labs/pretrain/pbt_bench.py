@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import tempfile
 import time
 from dataclasses import dataclass
@@ -134,6 +135,8 @@ def run_pbt_benchmark(*, steps: int = 400, seeds: int = 2, size: str = "small", 
                                           synch=True, custom_explore_fn=space.clip)
             config = {**space.param_space, "lab": dataclasses.asdict(cfg), "steps": steps, "seed": seed,
                       "interval": interval_steps, "glide": glide}
+            random.seed(seed)  # Tune samples and PBT perturbs with the global RNGs
+            np.random.seed(seed)
             results = tune.Tuner(
                 pbt_trainable, param_space=config,
                 tune_config=tune.TuneConfig(scheduler=pbt, metric="val_loss", mode="min", num_samples=population,
