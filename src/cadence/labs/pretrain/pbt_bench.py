@@ -84,6 +84,7 @@ class PBTBenchmark:
     steps: int
     size: str
     seconds: float
+    peak: float = 4e-3
 
     def ratios(self, method: str) -> tuple[float, float, float]:
         """Geometric mean of ``method``'s loss over cosine's, per seed, with its 95% t-interval."""
@@ -157,10 +158,10 @@ def run_pbt_benchmark(*, steps: int = 400, seeds: int = 2, size: str = "small", 
         if scratch is not None:
             scratch.cleanup()
     return PBTBenchmark({m: np.asarray(v) for m, v in losses.items()}, specs, forecast_specs, steps, size,
-                        time.perf_counter() - t0)
+                        time.perf_counter() - t0, peak)
 
 
-def plot_pbt_benchmark(bench: PBTBenchmark, path: str, steps: int | None = None) -> str:
+def plot_pbt_benchmark(bench: PBTBenchmark, path: str) -> str:
     """The LR of each seed's cosine, forecast WSD and PBT-found schedule (top); final losses (bottom)."""
     import matplotlib
 
@@ -169,13 +170,13 @@ def plot_pbt_benchmark(bench: PBTBenchmark, path: str, steps: int | None = None)
 
     from cadence.forecast.law import lr_per_step
 
-    n = steps or bench.steps
+    n = bench.steps
     fig, (ax, bx) = plt.subplots(2, 1, figsize=(8, 7))
     warmup = max(1, round(0.02 * n))
     for seed, (spec, wsd) in enumerate(zip(bench.specs, bench.forecast_specs)):
         ax.plot(lr_per_step(spec, n), color=f"C{seed}", label=f"PBT-found, seed {seed}")
         ax.plot(lr_per_step(wsd, n), color=f"C{seed}", ls=":", label=f"forecast WSD, seed {seed}")
-    ax.plot(lr_per_step(f"warmup(cosine(peak=4e-3), {warmup} steps)", n), color="0.5", ls="--", label="cosine")
+    ax.plot(lr_per_step(f"warmup(cosine(peak={bench.peak:g}), {warmup} steps)", n), color="0.5", ls="--", label="cosine")
     ax.set_xlabel("step")
     ax.set_ylabel("learning rate")
     ax.legend(fontsize=7)
