@@ -318,3 +318,38 @@ def test_parser_raises_only_its_own_error(text):
     except SpecError:
         return
     assert isinstance(result, Schedule)
+
+
+# ---------------------------------------------------------------------- shift and glide (schedules changed mid-run)
+def test_shift_continues_a_whole_run_schedule_inside_a_join():
+    whole = parse("wsd(peak=2, decay=30%)")
+    joined = parse("join(constant(5), shift(wsd(peak=2, decay=30%), by=400 steps, total=1000 steps), at=[400 steps])")
+    for t in (400, 650, 700, 850, 999, 1000):
+        assert joined.value(t, AX) == whole.value(t, AX)
+    assert joined.value(399, AX) == 5
+    last = parse("join(constant(5), shift(cosine(peak=2), by=400 steps), at=[400 steps])")  # last piece: total inferred
+    assert last.value(700, AX) == parse("cosine(peak=2)").value(700, AX)
+    open_ended = parse("join(constant(5), shift(wsd(peak=2, warmup=0 steps), by=400 steps, open=true), at=[400 steps])")
+    assert open_ended.value(999, AX) == 2  # the shifted WSD sees an open-ended run: it holds its peak
+
+
+def test_shift_rejects_a_span_past_its_total_and_both_total_and_open():
+    with pytest.raises(BudgetError, match="runs past"):
+        parse("shift(cosine(), by=500 steps, total=1000 steps)").check(AX)
+    with pytest.raises(SpecError, match="not both"):
+        parse("shift(cosine(), total=1000 steps, open=true)")
+
+
+def test_glide_starts_at_its_value_and_reaches_the_inner_schedule():
+    g = parse("glide(cosine(peak=2), start=0.5, over=100 steps)")
+    inner = parse("cosine(peak=2)")
+    assert g.value(0, AX) == 0.5
+    assert g.value(50, AX) == pytest.approx(inner.value(50, AX) * (1 + 0.5 * (0.25 - 1)))  # factor fades linearly
+    assert [g.value(t, AX) for t in (100, 400)] == [inner.value(100, AX), inner.value(400, AX)]
+    lrs = [g.value(t, AX) for t in range(0, 101)]
+    assert max(abs(b - a) for a, b in zip(lrs, lrs[1:])) < 0.03  # no jump: 1.5 spread over 100 steps
+    from_zero = parse("glide(linear(peak=1), start=0.3, over=10 steps)")  # inner(0) = 1: factor form
+    assert from_zero.value(5, AX) == pytest.approx(parse("linear(peak=1)").value(5, AX) * (1 + 0.5 * (0.3 - 1)))
+    offset = parse("glide(ramp(start=0, end=1), start=0.3, over=10 steps)")  # inner(0) = 0: offset form
+    assert offset.value(5, AX) == pytest.approx(0.005 + 0.5 * 0.3)
+    assert all(v >= 0 for v in (g.value(t, AX) for t in range(0, 1001, 7)))

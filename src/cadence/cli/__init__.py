@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "cadence.cli.curricula",
     "cadence.cli.forecast",
     "cadence.cli.tree",
+    "cadence.cli.pbt",
     "cadence.cli.doctor",
 )
 

@@ -11,7 +11,7 @@ from cadence.schedules.base import REGISTRY, Schedule, as_schedule
 from cadence.schedules.basic import (
     REX, UBA, Constant, Cosine, Cyclic, Exponential, InverseSqrt, Linear, MultiStep, Polynomial, Ramp, Step,
 )
-from cadence.schedules.combinators import Clip, Floor, Join, Max, Min, Product, Restarts, Scale, Warmup
+from cadence.schedules.combinators import Clip, Floor, Glide, Join, Max, Min, Product, Restarts, Scale, Shift, Warmup
 from cadence.schedules.pretraining import WSD, Infinite, MiniCPM, Power, Rewarm
 from cadence.schedules.scaling import BatchLRScaling
 from cadence.schedules.table import Table
@@ -20,5 +20,6 @@ __all__ = [
     "REGISTRY", "Schedule", "as_schedule",
     "Constant", "Ramp", "Linear", "Cosine", "Polynomial", "Exponential", "InverseSqrt", "Step", "MultiStep",
     "Cyclic", "REX", "UBA", "WSD", "MiniCPM", "Power", "Rewarm", "Infinite",
-    "Warmup", "Join", "Product", "Scale", "Min", "Max", "Clip", "Floor", "Restarts", "BatchLRScaling", "Table",
+    "Warmup", "Join", "Product", "Scale", "Min", "Max", "Clip", "Floor", "Restarts", "Shift", "Glide",
+    "BatchLRScaling", "Table",
 ]

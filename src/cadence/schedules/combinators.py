@@ -6,6 +6,8 @@
 * :class:`Product`, :class:`Scale`, :class:`Min`, :class:`Max`, :class:`Clip`, :class:`Floor` —
   pointwise arithmetic.
 * :class:`Restarts` — repeat a schedule in cycles that may grow (SGDR warm restarts).
+* :class:`Shift` and :class:`Glide` — continue a schedule from a later position, and start it from
+  another value without a jump: the pieces of a schedule changed mid-run (population-based training).
 
     >>> from cadence.clock import Axis
     >>> from cadence.schedules.basic import Cosine, Constant
@@ -299,3 +301,96 @@ class Restarts(Schedule):
     @property
     def direction(self) -> int:  # type: ignore[override]
         return 0
+
+
+class Shift(Schedule):
+    """``inner`` from position ``by`` on: at position ``t`` the value ``inner`` has at ``by + t`` of a
+    span ``total`` long (default: this span plus ``by``; with ``open=true`` an open-ended span).
+
+    As a later piece of a :class:`Join` it continues a whole-run schedule where it stands, instead of
+    starting it over: ``join(a, shift(b, by=300 steps, total=1000 steps), at=[300 steps])`` runs
+    ``b``'s values of steps 300..1000 after ``a``. ``by`` and ``total`` given as fractions are
+    fractions of this span.
+
+    ``shift(cosine(peak=1e-3), by=300 steps, total=1000 steps)``
+    """
+
+    name: ClassVar[str] = "shift"
+    inner: Schedule = param()
+    by: Duration = param(0.0)
+    total: Duration | None = param(None)
+    open: bool = param(False)
+
+    @property
+    def direction(self) -> int:  # type: ignore[override]
+        return self.inner.direction
+
+    def validate(self) -> None:
+        if self.open and self.total is not None:
+            raise self._err("give total or open=true, not both")
+
+    def _inner_axis(self, axis: Axis) -> tuple[float, Axis]:
+        by = axis.length(self.by)
+        if self.open:
+            return by, axis.span(None)
+        if self.total is not None:
+            return by, axis.span(axis.length(self.total))
+        return by, axis.span(None if axis.total is None else axis.total + by)
+
+    def value(self, t: float, axis: Axis) -> float:
+        by, inner = self._inner_axis(axis)
+        return self.inner.value(by + t, inner)
+
+    def check(self, axis: Axis) -> None:
+        by, inner = self._inner_axis(axis)
+        if inner.total is not None and axis.total is not None and by + axis.total > inner.total * (1 + 1e-12):
+            raise BudgetError(f"shift: by '{self.by}' plus this span ({by + axis.total:g} {axis.unit}) runs past "
+                              f"the shifted schedule's total '{self.total}' ({inner.total:g})")
+        self.inner.check(inner)
+
+    def bounds(self) -> tuple[float, float]:
+        return self.inner.bounds()
+
+
+class Glide(Schedule):
+    """Start at ``start`` and close the gap to ``inner`` over ``over``, then follow ``inner``.
+
+    The gap closes linearly: with ``a = max(0, 1 − t/over)``, the value is
+    ``inner(t) · (1 + a·(start/inner(0) − 1))`` (a factor that fades to 1, so a schedule that never
+    goes negative stays so), or ``inner(t) + a·(start − inner(0))`` when ``inner(0)`` is 0. At
+    ``t = 0`` the value is ``start`` exactly. Used to change a schedule mid-run without a jump.
+
+    ``glide(cosine(peak=2e-3), start=1e-3, over=50 steps)``
+    """
+
+    name: ClassVar[str] = "glide"
+    inner: Schedule = param()
+    start: float = param(0.0, lo=None)
+    over: Duration = param("5%")
+
+    @property
+    def direction(self) -> int:  # type: ignore[override]
+        return 0
+
+    def value(self, t: float, axis: Axis) -> float:
+        if t <= 0:
+            return self.start
+        v = self.inner.value(t, axis)
+        w = axis.length(self.over)
+        if t >= w:
+            return v
+        a = 1.0 - t / w
+        head = self.inner.value(0.0, axis)
+        if abs(head) > 1e-12 * abs(self.start):
+            return v * (1.0 + a * (self.start / head - 1.0))
+        return v + a * (self.start - head)
+
+    def check(self, axis: Axis) -> None:
+        axis.length(self.over)
+        self.inner.check(axis)
+
+    def bounds(self) -> tuple[float, float]:  # the fading factor may carry the inner schedule past its bounds
+        lo, hi = self.inner.bounds()
+        if lo >= 0 and self.start >= 0:
+            return (0.0, math.inf)
+        return (-math.inf, math.inf)
