@@ -9,7 +9,7 @@ own ``numpy`` generator (:meth:`Policy.sample`), and learns from per-item signal
 * NaN/inf values are dropped (the whole row) and counted in ``policy.dropped``, never stored;
 * empty arms get probability 0.
 
-``state_dict()`` holds plain Python and numpy values, including the RNG, and
+``state_dict()`` holds plain Python values (numpy arrays as lists), including the RNG, and
 ``load_state_dict`` rejects state from another policy kind or another arm set, changing nothing.
 
     >>> from cadence.curricula import Arms, FixedMixture
@@ -30,6 +30,7 @@ import numpy as np
 from cadence.clock import Clock
 from cadence.curricula.arms import Arms
 from cadence.errors import CadenceError, StateError
+from cadence.state import plain
 
 SIGNALS = ("loss", "reward", "advantage", "correct", "length")
 """The per-item signals :meth:`Policy.observe` accepts (``length``: response tokens, from RL trainers)."""
@@ -268,14 +269,14 @@ class Policy(abc.ABC):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume exactly (plain Python and numpy values, RNG included)."""
+        """Everything needed to resume exactly, RNG included, as plain Python values (arrays as
+        lists: ``torch.load(..., weights_only=True)`` reads it)."""
         sd: dict[str, Any] = {"kind": type(self).__name__, "arms": self.arms.signature(),
-                              "rng": copy.deepcopy(self.rng.bit_generator.state),
-                              "dropped": dict(self.dropped), "drawn": self.drawn.copy(),
-                              "observed": self.observed.copy()}
+                              "rng": self.rng.bit_generator.state,
+                              "dropped": self.dropped, "drawn": self.drawn, "observed": self.observed}
         for key in self._state:
-            sd[key] = copy.deepcopy(getattr(self, key))
-        return sd
+            sd[key] = getattr(self, key)
+        return plain(sd)                 # new lists and dicts throughout: nothing shared with the policy
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output; rejects another kind or arm set, changing nothing."""
