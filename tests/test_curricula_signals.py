@@ -181,3 +181,9 @@ def test_observe_raises_only_cadence_errors_and_keeps_probabilities_valid(name, 
         except CadenceError:
             assert snapshot(policy) == before
     assert valid(policy.probabilities())
+
+
+def test_pass_rate_select_takes_bfloat16_verdicts():
+    policy = build("pass_rate")
+    kept = policy.select([0, 0, 1, 1], torch.tensor([1.0, 0.0, 1.0, 1.0], dtype=torch.bfloat16))
+    assert kept.kept.tolist() == [0] and kept.mask.tolist() == [True, True, False, False]

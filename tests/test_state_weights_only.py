@@ -379,3 +379,23 @@ def test_state_loads_weights_only_and_resumes_exactly(name):
     for _ in range(3):
         assert step_resumed() == step_straight()
     assert comparable(_safe_roundtrip(resumed.state_dict())) == comparable(_safe_roundtrip(straight.state_dict()))
+
+
+def test_states_saved_with_numpy_arrays_still_load():
+    """States from before (numpy arrays inside) load and resume as the plain ones do."""
+    straight, step_straight = CASES["policy:dump"]()
+    for _ in range(3):
+        step_straight()
+    state = straight.state_dict()
+    legacy = {**state, "part": {k: np.asarray(v) if isinstance(v, list) and k not in ("arms",) else v
+                                for k, v in state["part"].items()}}
+    resumed, step_resumed = CASES["policy:dump"]()
+    resumed.load_state_dict(legacy)
+    assert [step_resumed() for _ in range(2)] == [step_straight() for _ in range(2)]
+
+    model = _model()
+    ema = EMA(model, Clock(budget=10), half_life="10%")
+    old = {**ema.state_dict(), "average": {n: t.numpy().copy() for n, t in ema.state_dict()["average"].items()}}
+    fresh = EMA(_model(), Clock(budget=10), half_life="10%")
+    fresh.load_state_dict(old)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.averaged().values(), ema.averaged().values()))
