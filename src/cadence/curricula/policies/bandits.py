@@ -189,10 +189,11 @@ class SEC(Policy):
         reward = arm_means(arm, np.abs(signals["advantage"]), counts)
         seen = counts > 0
         kept = (1 - self.alpha) * self.q
-        with np.errstate(over="ignore"):
+        if reward.max() < 1e300 and kept.max() < 1e300:
             td = self.alpha * reward + kept          # computed for every arm, stored for the seen ones
-        if not all_finite(td):                       # values near the float maximum: the sum saturates
-            td = saturate(td)
+        else:                                        # values near the float maximum: the sum saturates
+            with np.errstate(over="ignore"):
+                td = saturate(self.alpha * reward + kept)
         if self.absent == "decay":
             np.copyto(self.q, np.where(seen, td, kept))
         else:

@@ -84,13 +84,17 @@ class DoReMi(Policy):
         return w / w.sum()
 
     def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray], counts: np.ndarray) -> None:
-        with np.errstate(over="ignore"):             # loss − reference and η·λ saturate at the float maximum
-            gap = saturate(signals["loss"] - self.reference[ids])
+        active, mask = self.arms.active, active_mask(self.arms)
+        # loss − reference and η·λ saturate at the float maximum; α_j = 0 (no smoothing) is log 0 = −inf
+        with np.errstate(over="ignore", divide="ignore"):
+            gap = signals["loss"] - self.reference[ids]
+            if not all_finite(gap):
+                gap = saturate(gap)
             excess = arm_means(arm, np.maximum(gap, 0.0), counts)
             self.excess = np.where(counts > 0, excess, self.excess)
-            step = saturate(self.eta * self.excess)
-        active, mask = self.arms.active, active_mask(self.arms)
-        with np.errstate(divide="ignore"):           # α_j = 0 (no smoothing) is log 0 = −inf: weight 0 stays 0
+            step = self.eta * self.excess
+            if not all_finite(step):
+                step = saturate(step)
             log_alpha = np.log(self.alpha if mask is None else np.where(active, self.alpha, 1.0)) + step
         alpha = softmax(log_alpha, 1.0, mask)
         self.alpha = (1 - self.smoothing) * alpha + self.smoothing * active / active.sum()
