@@ -13,9 +13,10 @@ item, the index of its arm (one ``int32`` array) and a grouping of item ids by a
 
 from __future__ import annotations
 
+import collections.abc
 import warnings
 import zlib
-from typing import Any, Hashable, Mapping, Sequence
+from typing import Any, Hashable, Sequence
 
 import numpy as np
 
@@ -152,10 +153,12 @@ class Arms:
     def check_ids(self, item_ids: Any) -> np.ndarray:
         """``item_ids`` (a sequence, numpy array or torch tensor) as an int64 array, or
         :class:`UnknownItemError` naming the first bad id."""
-        if hasattr(item_ids, "detach") and hasattr(item_ids, "is_floating_point"):      # a torch tensor
+        if isinstance(item_ids, np.ndarray):
+            pass
+        elif hasattr(item_ids, "detach") and hasattr(item_ids, "is_floating_point"):    # a torch tensor
             t = item_ids.detach()
             item_ids = (t.double() if t.is_floating_point() else t).cpu().numpy()    # bfloat16 has no numpy dtype
-        if isinstance(item_ids, (str, bytes, Mapping)):
+        elif isinstance(item_ids, (str, bytes, collections.abc.Mapping)):
             raise UnknownItemError(f"item ids must be an array of integers, got {type(item_ids).__name__}")
         try:
             ids = np.asarray(item_ids)

@@ -21,6 +21,7 @@ own ``numpy`` generator (:meth:`Policy.sample`), and learns from per-item signal
 from __future__ import annotations
 
 import abc
+import collections.abc
 import copy
 import math
 from typing import Any, ClassVar, Hashable, Mapping
@@ -73,16 +74,17 @@ def as_signal(name: str, values: Any, n: int | None = None) -> np.ndarray:
 
 def _real_array(name: str, values: Any) -> np.ndarray:
     """``values`` as a flat float64 numpy array, or CadenceError naming signal ``name``."""
-    if hasattr(values, "detach") and hasattr(values, "is_complex"):            # a torch tensor
-        t = values.detach()
-        if t.is_complex():
-            raise CadenceError(f"signal {name!r} must hold real numbers, got a complex tensor ({t.dtype})")
-        if t.is_floating_point() and t.dtype != _torch_float64():
-            t = t.double()                      # float16/bfloat16 have no numpy dtype; widening is exact
-        values = t.cpu().numpy()
-    if isinstance(values, (str, bytes, Mapping)):
-        raise CadenceError(f"signal {name!r} must be an array of numbers, one per item id, got "
-                           f"{type(values).__name__} {_short(values)}")
+    if not isinstance(values, np.ndarray):
+        if hasattr(values, "detach") and hasattr(values, "is_complex"):        # a torch tensor
+            t = values.detach()
+            if t.is_complex():
+                raise CadenceError(f"signal {name!r} must hold real numbers, got a complex tensor ({t.dtype})")
+            if t.is_floating_point() and t.dtype != _torch_float64():
+                t = t.double()                  # float16/bfloat16 have no numpy dtype; widening is exact
+            values = t.cpu().numpy()
+        elif isinstance(values, (str, bytes, collections.abc.Mapping)):
+            raise CadenceError(f"signal {name!r} must be an array of numbers, one per item id, got "
+                               f"{type(values).__name__} {_short(values)}")
     try:
         arr = np.asarray(values)
         if arr.dtype.kind == "O":               # Python objects: numbers may still be real ones
