@@ -90,6 +90,13 @@ def tail_weights(kind: Weights, n: int) -> np.ndarray:
     return w[len(w) - n:]
 
 
+def _tensor(saved: Any, like: torch.Tensor) -> torch.Tensor:
+    """A saved parameter (a tensor, or a numpy array in states saved before) as a fresh tensor on
+    ``like``'s device."""
+    t = saved.detach() if isinstance(saved, torch.Tensor) else torch.from_numpy(np.array(saved))
+    return t.to(like.device, copy=True)
+
+
 class _Averager(abc.ABC):
     """Shared parts: which tensors are averaged, reading and loading them, state checks."""
 
@@ -191,13 +198,14 @@ class EMA(_Averager):
         return {n: t.clone() for n, t in self._avg.items()}
 
     def state_dict(self) -> dict[str, Any]:
-        """The average (numpy arrays) and the clock position of the last update."""
+        """The average (tensors) and the clock position of the last update."""
         return {"kind": self.kind, "shapes": self._shapes(), "last_position": self._last,
-                "average": {n: t.numpy().copy() for n, t in self._avg.items()}}
+                "average": {n: t.clone() for n, t in self._avg.items()}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._check_state(state)
-        avg = {n: torch.from_numpy(np.array(state["average"][n])) for n in self.names}
+        params = self._params()
+        avg = {n: _tensor(state["average"][n], params[n]) for n in self.names}
         self._avg, self._last = avg, float(state["last_position"])
 
 
@@ -263,15 +271,16 @@ class CheckpointAverage(_Averager):
         return average_state_dicts(states, tail_weights(self.weights, len(states)))
 
     def state_dict(self) -> dict[str, Any]:
-        """The snapshots (numpy arrays) with their positions, and the last multiple of ``every`` seen."""
+        """The snapshots (tensors) with their positions, and the last multiple of ``every`` seen."""
         return {"kind": self.kind, "shapes": self._shapes(), "index": self._index,
                 "positions": [p for p, _ in self._snaps],
-                "snapshots": [{n: t.numpy().copy() for n, t in s.items()} for _, s in self._snaps]}
+                "snapshots": [{n: t.clone() for n, t in s.items()} for _, s in self._snaps]}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._check_state(state)
         try:
-            snaps = [(float(p), {n: torch.from_numpy(np.array(s[n])) for n in self.names})
+            params = self._params()
+            snaps = [(float(p), {n: _tensor(s[n], params[n]) for n in self.names})
                      for p, s in zip(state["positions"], state["snapshots"], strict=True)]
             index = int(state["index"])
         except (KeyError, TypeError, ValueError) as e:

@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import decimal
 import math
 import re
 import time
@@ -43,6 +44,8 @@ _UNIT_ALIASES = {
     "hours": ("seconds", 3600.0),
 }
 _MAGNITUDES = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
+_EXACT = decimal.Context(prec=100, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
+"""Decimal arithmetic for unit conversions: exact for any number a spec can hold."""
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _DURATION_RE = re.compile(rf"^\s*({_NUMBER})\s*([kKMBGT]?)\s*(%|[A-Za-z]+)?\s*$")
 
@@ -100,6 +103,8 @@ class Duration:
         if isinstance(value, bool):
             raise BudgetError(f"cannot read a duration from {value!r}")
         if isinstance(value, (int, float)):
+            if isinstance(value, int) and abs(value) > 1 << 1023:
+                raise BudgetError("cannot read a duration from an integer beyond the float range")
             if not 0 <= value <= 1:
                 raise BudgetError(
                     f"a bare number is a fraction of the budget and must lie in [0, 1], got {value!r}; "
@@ -112,7 +117,8 @@ class Duration:
         if not m:
             raise BudgetError(f"cannot read a duration from {value!r}; examples: '2%', '0.02', '500 steps', '2M tokens', '30 min'")
         number, magnitude, unit = m.groups()
-        amount = float(number) * _MAGNITUDES[magnitude]
+        exact = _EXACT.multiply(decimal.Decimal(number), decimal.Decimal(_MAGNITUDES[magnitude]))
+        amount = float(exact)   # the float nearest the decimal value: 1.1M is 1100000, not 1.1·1e6
         if unit is None:
             if magnitude:
                 raise BudgetError(f"{value!r} has no unit; write e.g. '{value} tokens'")
@@ -125,7 +131,7 @@ class Duration:
         if alias is None:
             raise BudgetError(f"unknown unit {unit!r} in {value!r}; use %, steps, samples, tokens, s, min or h")
         name, factor = alias
-        return cls(amount * factor, name)
+        return cls(float(_EXACT.multiply(exact, decimal.Decimal(factor))), name)   # 1.1 h: 3960 s, not 1.1·3600
 
     def __str__(self) -> str:
         if self.unit == "%":

@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import reprlib
 from typing import Any
 
 from cadence.clock import Duration, _format_number, unit_alias
 from cadence.errors import CadenceError, SpecError
-from cadence.schedules.base import REGISTRY, Schedule
+from cadence.schedules.base import MAX_DEPTH, REGISTRY, Schedule
 
 _WORD = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.\-]*")
 _NUM = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?([kKMBGT](?![A-Za-z0-9_]))?")
+_UNIT = re.compile(r"\s*(%|[A-Za-z]+)")
 _PUNCT = "()[],="
 
 
@@ -71,12 +73,12 @@ def _number_or_word(text: str, i: int) -> _Token:
     w = _WORD.match(text, i)
     if m and not (w and w.end() > m.end()):  # a number not glued to more word characters
         end = m.end()
-        rest = re.match(r"\s*(%|[A-Za-z]+)", text[end:])
+        rest = _UNIT.match(text, end)  # matched in place: slicing the rest of the text would be quadratic
         if rest:  # only a unit may follow a number
             if rest.group(1) != "%" and not unit_alias(rest.group(1)):
                 raise SpecError(f"unknown unit {rest.group(1)!r}; use %, steps, samples, tokens, s, min or h",
-                                text, end + rest.start(1))
-            end += rest.end()
+                                text, rest.start(1))
+            end = rest.end()
             try:
                 return _Token("num", text[i:end], i, Duration.parse(text[i:end]))
             except CadenceError as e:
@@ -95,6 +97,7 @@ class _Parser:
         self.text = text
         self.tokens = _tokenize(text)
         self.i = 0
+        self.depth = 0  # calls and lists open around the current token
 
     def peek(self) -> _Token:
         return self.tokens[self.i]
@@ -110,17 +113,13 @@ class _Parser:
 
     def expr(self) -> Any:
         tok = self.peek()
-        if tok.kind == "word" and self.tokens[self.i + 1].kind == "(":
-            return self.call()
-        if tok.kind == "[":
-            self.take("[")
-            items = []
-            while self.peek().kind != "]":
-                items.append(self.expr())
-                if self.peek().kind != "]":
-                    self.take(",")
-            self.take("]")
-            return items
+        if tok.kind == "[" or tok.kind == "word" and self.tokens[self.i + 1].kind == "(":
+            if self.depth >= MAX_DEPTH:
+                raise SpecError(f"the spec nests calls and lists more than {MAX_DEPTH} deep", self.text, tok.pos)
+            self.depth += 1
+            out = self.call() if tok.kind == "word" else self.list()
+            self.depth -= 1
+            return out
         if tok.kind in ("num", "word", "str"):
             self.take()
             if tok.kind == "word" and tok.value in ("true", "false"):
@@ -128,6 +127,16 @@ class _Parser:
             return tok.value
         got = "end of spec" if tok.kind == "end" else repr(tok.text)
         raise SpecError(f"expected a value, found {got}", self.text, tok.pos)
+
+    def list(self) -> list[Any]:
+        self.take("[")
+        items = []
+        while self.peek().kind != "]":
+            items.append(self.expr())
+            if self.peek().kind != "]":
+                self.take(",")
+        self.take("]")
+        return items
 
     def call(self) -> Schedule:
         name_tok = self.take("word")
@@ -281,20 +290,37 @@ def _plain(v: Any) -> Any:
 
 
 def from_dict(d: dict[str, Any]) -> Schedule:
-    """Build a schedule from its dict form (nested dicts for nested schedules)."""
+    """Build a schedule from its dict form (nested dicts for nested schedules, at most
+    :data:`~cadence.schedules.base.MAX_DEPTH` deep)."""
+    return _from_dict(d, 1)
+
+
+def _from_dict(d: Any, depth: int) -> Schedule:
     if not isinstance(d, dict) or "type" not in d:
-        raise SpecError(f"a schedule dict needs a 'type' key, got {d!r}")
-    cls = REGISTRY.get(d["type"])
+        raise SpecError(f"a schedule dict needs a 'type' key, got {_brief(d)}")
+    kind = d["type"]
+    cls = REGISTRY.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise SpecError(f"unknown schedule {d['type']!r}; known: {', '.join(sorted(REGISTRY))}")
-    kwargs = {k: _unplain(v) for k, v in d.items() if k != "type"}
+        raise SpecError(f"unknown schedule {_brief(kind)}; the 'type' must be one of: {', '.join(sorted(REGISTRY))}")
+    kwargs = {k: _unplain(v, depth) for k, v in d.items() if k != "type"}
     return build(cls, [], kwargs)
 
 
-def _unplain(v: Any) -> Any:
-    if isinstance(v, dict):
-        return from_dict(v)
-    if isinstance(v, list):
-        return [_unplain(x) for x in v]
+def _unplain(v: Any, depth: int) -> Any:
+    if isinstance(v, (dict, list)):
+        if depth >= MAX_DEPTH:
+            raise SpecError(f"the schedule dict nests schedules and lists more than {MAX_DEPTH} deep")
+        if isinstance(v, dict):
+            return _from_dict(v, depth + 1)
+        return [_unplain(x, depth + 1) for x in v]
     return v
+
+
+def _brief(v: Any) -> str:
+    """``repr(v)``, shortened (a malformed dict may be huge or deeply nested)."""
+    try:
+        text = reprlib.repr(v)
+    except Exception:  # e.g. an int too long to print
+        return type(v).__name__
+    return text
 

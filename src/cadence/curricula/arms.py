@@ -13,6 +13,7 @@ item, the index of its arm (one ``int32`` array) and a grouping of item ids by a
 
 from __future__ import annotations
 
+import collections.abc
 import warnings
 import zlib
 from typing import Any, Hashable, Sequence
@@ -150,8 +151,19 @@ class Arms:
             raise CadenceError(f"unknown arm {name!r}; arms are {self.names!r}") from None
 
     def check_ids(self, item_ids: Any) -> np.ndarray:
-        """``item_ids`` as an int64 array, or :class:`UnknownItemError` naming the first bad id."""
-        ids = np.asarray(item_ids)
+        """``item_ids`` (a sequence, numpy array or torch tensor) as an int64 array, or
+        :class:`UnknownItemError` naming the first bad id."""
+        if isinstance(item_ids, np.ndarray):
+            pass
+        elif hasattr(item_ids, "detach") and hasattr(item_ids, "is_floating_point"):    # a torch tensor
+            t = item_ids.detach()
+            item_ids = (t.double() if t.is_floating_point() else t).cpu().numpy()    # bfloat16 has no numpy dtype
+        elif isinstance(item_ids, (str, bytes, collections.abc.Mapping)):
+            raise UnknownItemError(f"item ids must be an array of integers, got {type(item_ids).__name__}")
+        try:
+            ids = np.asarray(item_ids)
+        except (ValueError, TypeError) as e:                                    # ragged or unreadable
+            raise UnknownItemError(f"item ids must be a flat array of integers: {e}") from None
         if ids.ndim != 1:
             ids = ids.reshape(-1)
         if ids.size and ids.dtype.kind not in "ium":                    # kinds np.issubdtype counts as integer

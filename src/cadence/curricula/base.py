@@ -9,7 +9,7 @@ own ``numpy`` generator (:meth:`Policy.sample`), and learns from per-item signal
 * NaN/inf values are dropped (the whole row) and counted in ``policy.dropped``, never stored;
 * empty arms get probability 0.
 
-``state_dict()`` holds plain Python and numpy values, including the RNG, and
+``state_dict()`` holds plain Python values (numpy arrays as lists), including the RNG, and
 ``load_state_dict`` rejects state from another policy kind or another arm set, changing nothing.
 
     >>> from cadence.curricula import Arms, FixedMixture
@@ -21,6 +21,7 @@ own ``numpy`` generator (:meth:`Policy.sample`), and learns from per-item signal
 from __future__ import annotations
 
 import abc
+import collections.abc
 import copy
 import math
 from typing import Any, ClassVar, Hashable, Mapping
@@ -30,6 +31,7 @@ import numpy as np
 from cadence.clock import Clock
 from cadence.curricula.arms import Arms
 from cadence.errors import CadenceError, StateError
+from cadence.state import plain
 
 SIGNALS = ("loss", "reward", "advantage", "correct", "length")
 """The per-item signals :meth:`Policy.observe` accepts (``length``: response tokens, from RL trainers)."""
@@ -42,11 +44,24 @@ class MissingSignalError(CadenceError):
     """``observe`` was called without a signal the policy needs."""
 
 
-def as_signal(name: str, values: Any, n: int) -> np.ndarray:
-    """A per-item signal as a float64 array of length ``n`` (accepts lists, numpy, torch)."""
-    if hasattr(values, "detach"):
-        values = values.detach().cpu().numpy()
-    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+def as_signal(name: str, values: Any, n: int | None = None) -> np.ndarray:
+    """A per-item signal as a flat float64 array (of length ``n`` unless ``n`` is None): the one
+    place where signals are converted. Accepts sequences, numpy arrays and torch tensors of any real
+    dtype (bool, integer, float16, bfloat16, ...) on any device; anything else (strings, mappings,
+    ragged lists, complex numbers, objects, integers beyond the float range) raises
+    :class:`~cadence.errors.CadenceError` naming the signal.
+
+        >>> import torch
+        >>> as_signal("loss", torch.tensor([0.5, 2.0], dtype=torch.bfloat16), 2).tolist()
+        [0.5, 2.0]
+        >>> as_signal("loss", ["a", "b"], 2)
+        Traceback (most recent call last):
+        ...
+        cadence.errors.CadenceError: signal 'loss' must hold real numbers, got ['a', 'b'] (dtype <U1)
+    """
+    arr = _real_array(name, values)
+    if n is None:
+        return arr
     if arr.shape[0] != n:
         raise CadenceError(f"signal {name!r} has {arr.shape[0]} values for {n} item ids; pass one value per id")
     if name == "correct" and not ((arr == 0) | (arr == 1)).all():   # fast path: every value is 0 or 1
@@ -57,13 +72,55 @@ def as_signal(name: str, values: Any, n: int) -> np.ndarray:
     return arr
 
 
-def all_finite(values: np.ndarray) -> bool:
-    """Whether every value of a float array is finite (one reduction when they are).
+def _real_array(name: str, values: Any) -> np.ndarray:
+    """``values`` as a flat float64 numpy array, or CadenceError naming signal ``name``."""
+    if not isinstance(values, np.ndarray):
+        if hasattr(values, "detach") and hasattr(values, "is_complex"):        # a torch tensor
+            t = values.detach()
+            if t.is_complex():
+                raise CadenceError(f"signal {name!r} must hold real numbers, got a complex tensor ({t.dtype})")
+            if t.is_floating_point() and t.dtype != _torch_float64():
+                t = t.double()                  # float16/bfloat16 have no numpy dtype; widening is exact
+            values = t.cpu().numpy()
+        elif isinstance(values, (str, bytes, collections.abc.Mapping)):
+            raise CadenceError(f"signal {name!r} must be an array of numbers, one per item id, got "
+                               f"{type(values).__name__} {_short(values)}")
+    try:
+        arr = np.asarray(values)
+        if arr.dtype.kind == "O":               # Python objects: numbers may still be real ones
+            if not all(isinstance(v, (int, float, np.integer, np.floating)) for v in arr.reshape(-1)):
+                raise TypeError("not all real numbers")
+            arr = arr.astype(np.float64)        # OverflowError for an int beyond the float range
+    except (ValueError, TypeError, OverflowError) as e:
+        raise CadenceError(f"signal {name!r} must be a flat array of real numbers, one per item id, got "
+                           f"{_short(values)} ({e})") from None
+    if arr.dtype.kind not in "biuf":
+        raise CadenceError(f"signal {name!r} must hold real numbers, got {_short(values)} (dtype {arr.dtype})")
+    return arr.astype(np.float64, copy=False).reshape(-1)
 
-        >>> all_finite(np.array([1.0, 2.0])), all_finite(np.array([1.0, np.nan]))
-        (True, False)
+
+def _torch_float64() -> Any:
+    import torch
+
+    return torch.float64
+
+
+def _short(values: Any) -> str:
+    try:
+        text = repr(values)
+    except Exception:                           # e.g. an int too long to print
+        return type(values).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def all_finite(values: np.ndarray) -> bool:
+    """Whether every value of a float array is finite (huge finite values included: no sum is
+    taken, so nothing overflows).
+
+        >>> all_finite(np.array([1.0, 2.0])), all_finite(np.array([1.0, np.nan])), all_finite(np.array([1e308] * 2))
+        (True, False, True)
     """
-    return math.isfinite(np.add.reduce(values, axis=None)) or bool(np.isfinite(values).all())
+    return bool(np.isfinite(values).all())
 
 
 def arm_means(arm_idx: np.ndarray, values: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -75,7 +132,28 @@ def arm_means(arm_idx: np.ndarray, values: np.ndarray, counts: np.ndarray) -> np
         [1.5, 0.0, 5.0]
     """
     sums = np.bincount(arm_idx, weights=values, minlength=len(counts))
+    if not all_finite(sums):                          # finite values whose sum overflows: average them scaled
+        scale = float(np.abs(values).max())
+        sums = np.bincount(arm_idx, weights=values / scale, minlength=len(counts))
+        return saturate(sums / np.maximum(counts, 1) * scale)
     return sums / np.maximum(counts, 1)               # an empty arm has sum 0, so its mean is 0/1 = 0
+
+
+FLOAT_MAX = float(np.finfo(np.float64).max)
+"""The largest float64: where overflowing arithmetic on huge signals saturates (see :func:`saturate`)."""
+
+
+def saturate(x: Any) -> np.ndarray:
+    """``x`` with overflowed values (±inf) put back to ±:data:`FLOAT_MAX` (NaN stays NaN).
+
+    Policies learn from any finite signal, however large; where their arithmetic on one would
+    overflow float64 (a sum of values near 1e308, an exponent ``η·λ``), the result saturates at
+    the largest float instead of becoming inf and then NaN. Within the float range nothing changes.
+
+        >>> saturate(np.array([1.0, np.inf, -np.inf])).tolist() == [1.0, FLOAT_MAX, -FLOAT_MAX]
+        True
+    """
+    return np.clip(x, -FLOAT_MAX, FLOAT_MAX)
 
 
 def softmax(x: np.ndarray, temperature: float, mask: np.ndarray | None = None, *,
@@ -89,10 +167,19 @@ def softmax(x: np.ndarray, temperature: float, mask: np.ndarray | None = None, *
     """
     z = np.asarray(x, dtype=np.float64)
     if temperature != 1.0:                     # x / 1.0 is x exactly
-        z = z / temperature
+        with np.errstate(over="ignore"):       # huge scores: handled below
+            z = z / temperature
     if mask is not None:
         z = np.where(mask, z, -np.inf)
-    z = np.exp(z - z.max())
+    top = z.max()
+    if top == np.inf:                          # huge scores overflowed: take the gaps first, then divide
+        z = saturate(np.asarray(x, dtype=np.float64))
+        if mask is not None:
+            z = np.where(mask, z, -np.inf)
+        with np.errstate(over="ignore"):
+            z = (z - z.max()) / temperature    # ≤ 0 (−inf where a gap overflows: exp gives 0, its limit)
+        top = 0.0
+    z = np.exp(z - top)
     if normalize:
         z /= z.sum()                           # z is a new array (or a numpy scalar)
     return z
@@ -167,6 +254,8 @@ class Policy(abc.ABC):
         if not (math.isfinite(total) and w.min() >= 0):   # a finite sum means every weight is finite
             if not np.all(np.isfinite(w)) or np.any(w < 0):
                 raise CadenceError(f"{type(self).__name__} produced invalid arm weights {w!r}")
+            w = w / w.max()                               # finite weights whose sum overflows
+            total = w.sum()
         if total <= 0:
             raise CadenceError(f"{type(self).__name__}: every arm with items has weight 0; nothing can be sampled")
         return w / total
@@ -268,14 +357,14 @@ class Policy(abc.ABC):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume exactly (plain Python and numpy values, RNG included)."""
+        """Everything needed to resume exactly, RNG included, as plain Python values (arrays as
+        lists: ``torch.load(..., weights_only=True)`` reads it)."""
         sd: dict[str, Any] = {"kind": type(self).__name__, "arms": self.arms.signature(),
-                              "rng": copy.deepcopy(self.rng.bit_generator.state),
-                              "dropped": dict(self.dropped), "drawn": self.drawn.copy(),
-                              "observed": self.observed.copy()}
+                              "rng": self.rng.bit_generator.state,
+                              "dropped": self.dropped, "drawn": self.drawn, "observed": self.observed}
         for key in self._state:
-            sd[key] = copy.deepcopy(getattr(self, key))
-        return sd
+            sd[key] = getattr(self, key)
+        return plain(sd)                 # new lists and dicts throughout: nothing shared with the policy
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output; rejects another kind or arm set, changing nothing."""

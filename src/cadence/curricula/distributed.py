@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from cadence.curricula.base import as_signal
 from cadence.errors import CadenceError
 
 
@@ -64,4 +65,4 @@ def gather_feedback(item_ids: Any, signals: dict[str, Any], group: Any = None) -
     if np.any(everyone.reshape(-1, 4) != present):
         raise CadenceError(f"ranks passed different signals to observe(); this rank passed {names}")
     ids, _ = gather_values(item_ids, group, np.int64)
-    return ids, {k: gather_values(signals[k], group)[0] for k in names}
+    return ids, {k: gather_values(as_signal(k, signals[k]), group)[0] for k in names}

@@ -33,6 +33,7 @@ from torch.utils.data import IterableDataset, Sampler, get_worker_info
 from cadence.curricula.base import Policy
 from cadence.curricula.distributed import gather_feedback, world
 from cadence.errors import CadenceError, StateError
+from cadence.state import plain
 
 
 class SamplerExhausted(CadenceError):
@@ -225,14 +226,13 @@ class CurriculumSampler(Sampler[int]):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """Sampler and policy state (plain Python and numpy values)."""
-        return {"kind": "CurriculumSampler", "policy": self.policy.state_dict(),
-                "rng": copy.deepcopy(self.rng.bit_generator.state), "batch_size": self.batch_size,
-                "replacement": self.replacement, "num_replicas": self.num_replicas,
-                "used": None if self.used is None else np.packbits(self.used),
-                "epoch": self.epoch, "batches": self.batches, "epoch_batches": self.epoch_batches,
-                "exhausted": self.exhausted, "pos": self._pos,
-                "batch": None if self._batch is None else self._batch.copy()}
+        """Sampler and policy state (plain Python values: ``weights_only`` loading reads it)."""
+        return plain({"kind": "CurriculumSampler", "policy": self.policy.state_dict(),
+                      "rng": self.rng.bit_generator.state, "batch_size": self.batch_size,
+                      "replacement": self.replacement, "num_replicas": self.num_replicas,
+                      "used": None if self.used is None else np.packbits(self.used),
+                      "epoch": self.epoch, "batches": self.batches, "epoch_batches": self.epoch_batches,
+                      "exhausted": self.exhausted, "pos": self._pos, "batch": self._batch})
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output (policy included); rejects a mismatched sampler."""

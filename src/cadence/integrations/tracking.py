@@ -91,7 +91,8 @@ class TrackedSampler(Sampler[int]):
 
     def state_dict(self) -> dict[str, Any]:
         """The pending ids and the consumed count (the wrapped sampler checkpoints itself)."""
-        return {"kind": "cadence.TrackedSampler", "pending": self.pending(), "consumed": self.consumed}
+        return {"kind": "cadence.TrackedSampler", "pending": [int(i) for i in self.pending()],
+                "consumed": int(self.consumed)}
 
     def load_state_dict(self, state: Any) -> None:
         """Replay the saved pending ids before drawing anew (load the wrapped sampler's state too)."""

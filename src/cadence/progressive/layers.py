@@ -125,6 +125,18 @@ class LayerPlan(Plan):
         self._apply(mask)
 
 
+def _decimal(x: float) -> float:
+    """``x`` rounded to 15 significant digits: a freeze time or peak derived from decimal inputs
+    (``0.8³``, ``0.05 / 0.512``) loses the last-bit error of its arithmetic, so its spec prints the
+    intended decimal (``0.512``, not ``0.5120000000000001``); the value moves by a few units in
+    the last place at most.
+
+        >>> 0.8 ** 3, _decimal(0.8 ** 3)
+        (0.5120000000000001, 0.512)
+    """
+    return float(f"{x:.15g}")
+
+
 class LayerFreezing(LayerPlan):
     """Progressive freezing of the bottom layers (Composer ``LayerFreezing``, algorithms.md §5.2).
 
@@ -209,7 +221,7 @@ class FreezeOut(LayerPlan):
         self.t0, self.shape, self.scale_lr = float(t0), shape, bool(scale_lr)
         last = max(self.n_layers - 1, 1)
         f = FREEZE_SHAPES[shape]
-        self.freeze_times = np.array([f(self.t0 + (1.0 - self.t0) * i / last) for i in range(self.n_layers)])
+        self.freeze_times = np.array([_decimal(f(self.t0 + (1.0 - self.t0) * i / last)) for i in range(self.n_layers)])
         if self.n_layers == 1:
             self.freeze_times[0] = 1.0
 
@@ -224,7 +236,7 @@ class FreezeOut(LayerPlan):
         if not 0 <= layer < self.n_layers:
             raise CadenceError(f"FreezeOut has layers 0..{self.n_layers - 1}, got {layer}")
         t = float(self.freeze_times[layer])
-        peak = lr / t if self.scale_lr else lr
+        peak = _decimal(lr / t) if self.scale_lr else lr
         return Join((Cosine(peak=peak), Constant(0.0)), at=(Duration(t, "fraction"),))
 
     def param_groups(self, select: Callable[[torch.Tensor], bool] | None = None,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
+import reprlib
 from typing import Any, ClassVar
 
 from cadence.clock import Axis, Clock, Duration
@@ -23,6 +24,13 @@ from cadence.errors import BudgetError, SpecError
 
 REGISTRY: dict[str, type[Schedule]] = {}
 """Spec name → schedule class, filled as subclasses are defined."""
+
+MIN_PERIOD = 1e-9
+"""The shortest period a periodic schedule accepts, in the period's own unit (steps, %, ...)."""
+
+MAX_DEPTH = 64
+"""How deep calls and lists may nest in a spec (text or dict) and schedules in a schedule: deeper
+ones could not be printed back or compared within Python's recursion limit."""
 
 
 def param(default: Any = dataclasses.MISSING, *, lo: float | None = None, hi: float | None = None,
@@ -106,13 +114,35 @@ class Schedule(abc.ABC):
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, _coerce(self, f, getattr(self, f.name)))
+        depth = 1 + max([c.depth for c in self.children()] +
+                        [1 for f in dataclasses.fields(self) if isinstance(getattr(self, f.name), tuple)
+                         and not _is_schedules(getattr(self, f.name))], default=0)   # a list prints one level deeper
+        if depth > MAX_DEPTH:
+            raise SpecError(f"{self.name}: schedules nest more than {MAX_DEPTH} deep")
+        object.__setattr__(self, "_depth", depth)
         self.validate()
+
+    @property
+    def depth(self) -> int:
+        """How deep calls and lists nest in this schedule's spec (``cosine(peak=1)``: 1)."""
+        return self.__dict__["_depth"]
 
     def validate(self) -> None:
         """Cross-parameter checks; override and raise :class:`SpecError` naming the parameter."""
 
     def _err(self, message: str) -> SpecError:
         return SpecError(f"{self.name}: {message}")
+
+    def _check_period(self, name: str) -> None:
+        """A period (``every``, ``period``) must be at least :data:`MIN_PERIOD` in its unit: the
+        cycle count ``t / period`` of a shorter one overflows."""
+        d = getattr(self, name)
+        if not d.amount >= MIN_PERIOD:
+            raise SpecError(f"{self.name}: {name} must be positive (at least {MIN_PERIOD:g} {d.unit}), got {d}", param=name)
+
+
+def _is_schedules(v: tuple) -> bool:
+    return bool(v) and isinstance(v[0], Schedule)
 
 
 def _coerce(owner: Schedule, f: dataclasses.Field, v: Any) -> Any:
@@ -159,8 +189,11 @@ def _coerce_value(kind: str, meta: Any, where: str, v: Any) -> Any:
         if v is None and "None" in kind:
             return None
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise SpecError(f"{where} must be a number, got {v!r}")
-        v = float(v)
+            raise SpecError(f"{where} must be a number, got {reprlib.repr(v)}")
+        try:
+            v = float(v)
+        except OverflowError:  # an int beyond the float range
+            raise SpecError(f"{where} must be finite, got an integer beyond the float range (±1.8e308)") from None
         if not math.isfinite(v):
             raise SpecError(f"{where} must be finite, got {v!r}")
         lo, hi = meta.get("lo"), meta.get("hi")
@@ -185,7 +218,7 @@ def as_schedule(x: Any) -> Schedule:
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         from cadence.schedules.basic import Constant
 
-        return Constant(float(x))
+        return Constant(x)  # Constant checks the number (finite, within the float range)
     if isinstance(x, str):
         from cadence.spec import parse
 

@@ -226,8 +226,7 @@ class Step(Schedule):
     gamma: float = param(0.1, lo=0.0, hi=1.0)
 
     def validate(self) -> None:
-        if self.every.amount == 0:
-            raise self._err("every must be positive")
+        self._check_period("every")
 
     def value(self, t: float, axis: Axis) -> float:
         return self.peak * self.gamma ** math.floor(t / axis.length(self.every))
@@ -279,14 +278,13 @@ class Cyclic(Schedule):
     def validate(self) -> None:
         if self.high < self.low:
             raise self._err(f"high ({self.high}) must be >= low ({self.low})")
-        if self.period.amount == 0:
-            raise self._err("period must be positive")
+        self._check_period("period")
 
     def value(self, t: float, axis: Axis) -> float:
         half = axis.length(self.period) / 2.0
         cycle = math.floor(1 + t / (2 * half))
         x = abs(t / half - 2 * cycle + 1)
-        scale = 1.0 if self.mode == "triangular" else 1 / (2.0 ** (cycle - 1))
+        scale = 1.0 if self.mode == "triangular" else math.ldexp(1.0, 1 - cycle)   # 1/2^(cycle-1), 0 past ~1075 cycles
         return self.low + (self.high - self.low) * max(0.0, 1.0 - x) * scale
 
     def check(self, axis: Axis) -> None:

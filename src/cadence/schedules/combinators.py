@@ -272,8 +272,7 @@ class Restarts(Schedule):
     decay: float = param(1.0, lo=0.0, hi=1.0)
 
     def validate(self) -> None:
-        if self.period.amount == 0:
-            raise self._err("period must be positive")
+        self._check_period("period")
 
     def value(self, t: float, axis: Axis) -> float:
         length = axis.length(self.period)

@@ -21,7 +21,7 @@ import numpy as np
 
 from cadence.clock import Clock
 from cadence.curricula.arms import Arms
-from cadence.curricula.base import Policy, active_mask, arm_means, softmax
+from cadence.curricula.base import Policy, active_mask, all_finite, arm_means, saturate, softmax
 from cadence.errors import CadenceError
 
 
@@ -107,17 +107,33 @@ class DUMP(Policy):
         cell += slot
         flat = self.window_values.reshape(-1)               # a view (the table is C-contiguous)
         change = flat[cell]
-        np.subtract(values, change, out=change)             # new value minus the one it replaces
-        flat[cell] = values
-        self.window_sum += np.bincount(arm, weights=change, minlength=self.arms.num_arms)
-        lapped = arm[slot == w - 1]                         # arms whose ring completed a lap
-        if len(lapped):
-            self.window_sum[lapped] = self.window_values[lapped].sum(axis=1)   # re-sum exactly once per lap
+        with np.errstate(over="ignore", invalid="ignore"):  # huge |a| may overflow the sums: handled below
+            np.subtract(values, change, out=change)         # new value minus the one it replaces
+            flat[cell] = values
+            self.window_sum += np.bincount(arm, weights=change, minlength=self.arms.num_arms)
+            lapped = arm[slot == w - 1]                     # arms whose ring completed a lap
+            if len(lapped):
+                self.window_sum[lapped] = self.window_values[lapped].sum(axis=1)   # re-sum exactly once per lap
+            if not all_finite(self.window_sum):             # re-sum every ring whose running sum overflowed
+                bad = ~np.isfinite(self.window_sum)
+                self.window_sum[bad] = self.window_values[bad].sum(axis=1)
         self.responses += counts
         self._total += n
         after = self.responses[arm]
         self.mean_abs[arm] = self.window_sum[arm] / np.minimum(after, w)
+        if not all_finite(self.window_sum):                 # a window's sum exceeds the float range, not its mean
+            self._scaled_means()
         self._responses_plus_one[arm] = after + 1.0
+
+    def _scaled_means(self) -> None:
+        """``mean_abs`` of the arms whose window sum overflows (values near 1e308), from the ring
+        scaled by its maximum (the mean is at most that maximum, so it is finite)."""
+        for j in np.flatnonzero(~np.isfinite(self.window_sum)):
+            ring = self.window_values[j]
+            scale = ring.max()
+            mean = (ring / scale).sum() / min(int(self.responses[j]), self.window)
+            with np.errstate(over="ignore"):
+                self.mean_abs[j] = saturate(mean * scale)
 
     def ucb(self) -> np.ndarray:
         """The UCB score of every arm."""
@@ -173,7 +189,11 @@ class SEC(Policy):
         reward = arm_means(arm, np.abs(signals["advantage"]), counts)
         seen = counts > 0
         kept = (1 - self.alpha) * self.q
-        td = self.alpha * reward + kept              # computed for every arm, stored for the seen ones
+        if reward.max() < 1e300 and kept.max() < 1e300:
+            td = self.alpha * reward + kept          # computed for every arm, stored for the seen ones
+        else:                                        # values near the float maximum: the sum saturates
+            with np.errstate(over="ignore"):
+                td = saturate(self.alpha * reward + kept)
         if self.absent == "decay":
             np.copyto(self.q, np.where(seen, td, kept))
         else:
@@ -191,7 +211,8 @@ def _scaled_signal(name: str, values: np.ndarray, value_range: tuple[float, floa
     """A signal mapped to [0, 1] by ``value_range`` (advantages by their absolute value)."""
     lo, hi = value_range
     x = np.abs(values) if name == "advantage" else values
-    return np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+    with np.errstate(over="ignore"):                 # a huge value overflows to ±inf, then clips to 0 or 1
+        return np.clip((x - lo) / (hi - lo), 0.0, 1.0)
 
 
 def _check_signal(signal: str, value_range: tuple[float, float]) -> None:

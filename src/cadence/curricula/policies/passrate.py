@@ -25,7 +25,7 @@ import numpy as np
 
 from cadence.clock import Clock
 from cadence.curricula.arms import Arms
-from cadence.curricula.base import Policy
+from cadence.curricula.base import Policy, as_signal
 from cadence.errors import CadenceError
 
 
@@ -185,7 +185,7 @@ class PassRateFilter(Policy):
         self.kept_count[kept] += 1
         self.rounds += 1
         all_ids = self.arms.check_ids(prompt_ids)
-        finite = np.isfinite(np.asarray(correct, dtype=np.float64).reshape(-1))
+        finite = np.isfinite(as_signal("correct", correct))
         return Selection(prompts, rate, kept, np.isin(all_ids, kept) & finite)
 
     def fill(self, batch_size: int, rollout: Callable[[np.ndarray], Any], *, chunk: int | None = None) -> Fill:

@@ -19,7 +19,7 @@ import torch
 
 from cadence.clock import Clock
 from cadence.curricula.arms import Arms
-from cadence.curricula.base import Policy, active_mask, arm_means, per_arm, softmax
+from cadence.curricula.base import Policy, active_mask, all_finite, arm_means, per_arm, saturate, softmax
 from cadence.curricula.distributed import gather_values, world
 from cadence.errors import CadenceError
 from cadence.schedules.base import Schedule, as_schedule
@@ -84,10 +84,18 @@ class DoReMi(Policy):
         return w / w.sum()
 
     def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray], counts: np.ndarray) -> None:
-        excess = arm_means(arm, np.maximum(signals["loss"] - self.reference[ids], 0.0), counts)
-        self.excess = np.where(counts > 0, excess, self.excess)
         active, mask = self.arms.active, active_mask(self.arms)
-        log_alpha = np.log(self.alpha if mask is None else np.where(active, self.alpha, 1.0)) + self.eta * self.excess
+        # loss − reference and η·λ saturate at the float maximum; α_j = 0 (no smoothing) is log 0 = −inf
+        with np.errstate(over="ignore", divide="ignore"):
+            gap = signals["loss"] - self.reference[ids]
+            if not all_finite(gap):
+                gap = saturate(gap)
+            excess = arm_means(arm, np.maximum(gap, 0.0), counts)
+            self.excess = np.where(counts > 0, excess, self.excess)
+            step = self.eta * self.excess
+            if not all_finite(step):
+                step = saturate(step)
+            log_alpha = np.log(self.alpha if mask is None else np.where(active, self.alpha, 1.0)) + step
         alpha = softmax(log_alpha, 1.0, mask)
         self.alpha = (1 - self.smoothing) * alpha + self.smoothing * active / active.sum()
         self.alpha_sum += self.alpha
@@ -233,12 +241,32 @@ class SkillIt(Policy):
         if self.rounds == 0:
             total = np.ones(self.graph.shape[1])
         else:
-            total = self.history[:min(self.rounds, self.window)].sum(axis=0)
-            if self.normalize_loss:
-                total = total / self.first_loss
-        z = self.graph @ total
-        z *= self.eta
+            with np.errstate(over="ignore", invalid="ignore"):
+                total = self.history[:min(self.rounds, self.window)].sum(axis=0)
+                if self.normalize_loss:
+                    total = total / self.first_loss
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = self.graph @ total
+            z *= self.eta
+        if not all_finite(z):                        # losses near the float maximum overflowed
+            z = self._saturated_signal()
         return softmax(z, 1.0, self._mask, normalize=False) * self.prior
+
+    def _saturated_signal(self) -> np.ndarray:
+        """``η · A · Σ L`` with every sum and product saturating at ±the float maximum (positive and
+        negative parts summed apart, so no inf − inf): finite for any finite losses, and equal to the
+        plain computation wherever that does not overflow."""
+        def split_sum(parts: Any) -> np.ndarray:     # Σ over the first axis (or A @ v), saturating
+            pos, neg = parts(np.maximum), parts(np.minimum)
+            return saturate(pos) + saturate(neg)     # finite terms of opposite signs: no overflow
+
+        history = self.history[:min(self.rounds, self.window)]
+        with np.errstate(over="ignore"):
+            total = split_sum(lambda f: f(history, 0.0).sum(axis=0))
+            if self.normalize_loss:
+                total = saturate(total / self.first_loss)
+            z = split_sum(lambda f: self.graph @ f(total, 0.0))
+            return saturate(z * self.eta)
 
     def scores(self) -> dict[str, np.ndarray]:
         return {"graph_signal": self.graph @ self.history.sum(axis=0)}
@@ -262,7 +290,13 @@ def loss_weights(losses: np.ndarray, strategy: str = "linupper", temperature: fl
     if loss.size == 0:
         return loss
     low = loss.min()
-    span = max(loss.max() - low, 1e-6)
+    with np.errstate(over="ignore"):
+        span = max(loss.max() - low, 1e-6)
+        wide = not np.isfinite(2 * delta * span)
+    if wide:                                         # losses near the float maximum: ℓ̃ is scale-free
+        scale = float(np.abs(loss).max())
+        loss, low = loss / scale, low / scale
+        span = max(loss.max() - low, 1e-6 / scale)
     norm = 2 * delta * (loss - low) / span - delta
     return softmax(STRATEGIES[strategy](norm, delta), temperature)
 

@@ -53,6 +53,7 @@ from cadence.labs.tinygpt import TinyGPT
 from cadence.optim import ScheduledLR
 from cadence.rl import FixedAllocation, LengthBudget
 from cadence.schedules import as_schedule
+from cadence.state import plain
 
 def suite_arms(suite: TaskSuite) -> Arms:
     """The curriculum arms of a suite's train pool, in the suite's own arm order."""
@@ -253,8 +254,8 @@ class GRPOTrainer:
             "scheduler": self.scheduler.state_dict(),
             "source": self.source.state_dict(),
             "allocator": self.allocator.state_dict(),
-            "generator": self.generator.get_state().numpy().copy(),
-            "history": copy.deepcopy(asdict(self.history)),
+            "generator": self.generator.get_state(),
+            "history": plain(asdict(self.history)),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -270,7 +271,7 @@ class GRPOTrainer:
             self.scheduler.load_state_dict(state["scheduler"])
             self.source.load_state_dict(state["source"])
             self.allocator.load_state_dict(state["allocator"])
-            self.generator.set_state(torch.from_numpy(np.asarray(state["generator"], dtype=np.uint8)))
+            self.generator.set_state(torch.as_tensor(np.asarray(state["generator"], dtype=np.uint8)))
             self.history = History(**copy.deepcopy(state["history"]))
         except Exception:
             self._restore(backup)
@@ -282,5 +283,5 @@ class GRPOTrainer:
         self.scheduler.load_state_dict(backup["scheduler"])
         self.source.load_state_dict(backup["source"])
         self.allocator.load_state_dict(backup["allocator"])
-        self.generator.set_state(torch.from_numpy(backup["generator"]))
+        self.generator.set_state(backup["generator"])
         self.history = History(**backup["history"])
