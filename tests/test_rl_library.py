@@ -3,7 +3,7 @@ sampling through the prompt selector, the length budget; PassRateFilter.fill wit
 
 from __future__ import annotations
 
-import copy
+import io
 import itertools
 
 import numpy as np
@@ -62,8 +62,7 @@ def test_knapsack_allocation_estimates_each_prompt_with_an_arm_prior_and_resumes
         KnapsackAllocation([0], group=4, min_group=1)
 
 
-def _saved(state, tmp=[]):  # noqa: B006 - one temp dir per test session is enough
-    import io
+def _saved(state):
     buf = io.BytesIO()
     torch.save(state, buf)
     buf.seek(0)
@@ -195,7 +194,7 @@ def test_selector_state_round_trip_is_exact_and_all_or_nothing():
     for _ in range(4):
         a.select(4, rollout)
     b = build(7)
-    b.load_state_dict(copy.deepcopy(a.state_dict()))
+    b.load_state_dict(torch.load(_saved(a.state_dict()), weights_only=True))
     assert [a.select(4, rollout).ids.tolist() for _ in range(3)] == [b.select(4, rollout).ids.tolist() for _ in range(3)]
     plain = PromptSelector(DUMP(Arms(["a"] * 10 + ["b"] * 10)))
     before = plain.state_dict()
@@ -255,3 +254,16 @@ def test_selector_over_a_without_replacement_sampler_runs_epoch_after_epoch():
         picks = selector.select(4, rollout)
         assert len(set(picks.ids.tolist())) == 4
     assert sampler.epoch >= 3                       # epochs ended and restarted instead of stopping the run
+
+
+def test_rl_pieces_take_bfloat16_correctness_and_leave_unscorable_rollouts_out():
+    correct = torch.tensor([1, 1, 0, float("nan")], dtype=torch.bfloat16)
+    alloc = KnapsackAllocation(arm_of=[0, 0], group=2, decay=1.0)
+    alloc.observe([0, 0, 1, 1], correct[:3].tolist() + [0])
+    assert LengthBudget("constant(4)").reward(torch.tensor([1, 0], dtype=torch.bfloat16), [4, 4], 4.0).tolist() == \
+        pytest.approx([0.9, 0.3])
+    selector = PromptSelector(Uniform(Arms(["a"] * 4), seed=0), predictive=PredictiveFilter(4),
+                              dynamic=DynamicSampling(max_extra_rounds=0))
+    picks = selector.select(2, lambda ids: {"correct": correct})
+    assert sorted(picks.pass_rates.tolist()) == [0.0, 1.0]   # the NaN rollout is left out of its group
+    assert selector.predictive.easy_streak.sum() == 1 and selector.predictive.hard_streak.sum() == 1

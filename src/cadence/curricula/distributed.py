@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from cadence.curricula.base import as_signal
+from cadence.curricula.base import SIGNALS, as_signal
 from cadence.errors import CadenceError
 
 
@@ -60,9 +60,9 @@ def gather_feedback(item_ids: Any, signals: dict[str, Any], group: Any = None) -
     if dist is None:
         return _as_numpy(item_ids), signals
     names = sorted(k for k, v in signals.items() if v is not None)
-    present = np.array([k in names for k in ("loss", "reward", "advantage", "correct")], dtype=np.int64)
+    present = np.array([k in names for k in SIGNALS], dtype=np.int64)
     everyone, _ = gather_values(present, group, np.int64)
-    if np.any(everyone.reshape(-1, 4) != present):
+    if np.any(everyone.reshape(-1, len(SIGNALS)) != present):
         raise CadenceError(f"ranks passed different signals to observe(); this rank passed {names}")
     ids, _ = gather_values(item_ids, group, np.int64)
     return ids, {k: gather_values(as_signal(k, signals[k]), group)[0] for k in names}

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from cadence.curricula.base import as_signal
 from cadence.errors import CadenceError, StateError
 
 
@@ -161,7 +162,7 @@ class KnapsackAllocation:
         """Record rollouts: one prompt id and one 0/1 correctness per rollout. Counts of the prompts
         observed decay by ``decay`` first (each observation is one round of the prompt)."""
         ids = np.asarray(item_ids, dtype=np.int64).reshape(-1)
-        wins = np.asarray(correct, dtype=np.float64).reshape(-1)
+        wins = as_signal("correct", correct)
         if ids.shape != wins.shape or (len(ids) and (ids.min() < 0 or ids.max() >= len(self.arm_of))):
             raise CadenceError(f"observe needs one known prompt id per correctness value; got {len(ids)} ids for "
                                f"{len(wins)} values over {len(self.arm_of)} prompts")

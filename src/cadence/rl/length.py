@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cadence.clock import Clock
+from cadence.curricula.base import as_signal
 from cadence.errors import CadenceError
 from cadence.schedules import Schedule, as_schedule
 
@@ -71,8 +72,7 @@ class LengthBudget:
 
     def reward(self, correct: Any, lengths: Any, budget: Any) -> np.ndarray:
         """``λ_c·correct + λ_ℓ·triangular(ℓ, budget)`` per response."""
-        return self.correct_weight * np.asarray(correct, dtype=np.float64) + \
-            self.length_weight * triangular(lengths, budget)
+        return self.correct_weight * as_signal("correct", correct) + self.length_weight * triangular(lengths, budget)
 
     def prompt(self, text: str, budget: float) -> str:
         """``text`` followed by the budget statement."""

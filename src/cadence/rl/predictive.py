@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from cadence.curricula.base import as_signal
 from cadence.errors import CadenceError, StateError
 
 
@@ -47,7 +48,7 @@ def group_pass_rates(item_ids: Any, correct: Any) -> tuple[np.ndarray, np.ndarra
         [[5, 2], [0.5, 1.0]]
     """
     ids = np.asarray(item_ids).reshape(-1)
-    wins = np.asarray(correct, dtype=np.float64).reshape(-1)
+    wins = as_signal("correct", correct)
     if ids.shape != wins.shape:
         raise CadenceError(f"{len(ids)} prompt ids for {len(wins)} correctness values; pass one id per rollout")
     if ids.dtype.kind not in "iu":

@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from cadence.curricula.base import SIGNALS, Policy
+from cadence.curricula.base import SIGNALS, Policy, as_signal
 from cadence.curricula.sampler import CurriculumSampler, SamplerExhausted
 from cadence.errors import CadenceError, StateError
 from cadence.rl.dynamic import DynamicSampling
@@ -190,8 +190,7 @@ class PromptSelector:
         unknown = set(out) - set(SIGNALS) - {"sizes"}
         if unknown:
             raise CadenceError(f"the rollout callback returned unknown keys {sorted(unknown)}; use {SIGNALS} and 'sizes'")
-        signals = {k: np.asarray(v.detach().cpu() if hasattr(v, "detach") else v).reshape(-1)
-                   for k, v in out.items() if k != "sizes" and v is not None}
+        signals = {k: as_signal(k, v) for k, v in out.items() if k != "sizes" and v is not None}
         if not signals:
             raise CadenceError("the rollout callback returned no signals")
         rows = len(next(iter(signals.values())))
@@ -213,19 +212,21 @@ class PromptSelector:
         return sizes, signals
 
     def _observe(self, ids: np.ndarray, sizes: np.ndarray, signals: dict[str, np.ndarray]) -> np.ndarray:
-        """Feed the curriculum and the filter; returns each prompt's pass rate (NaN without rollouts or
-        without ``correct``)."""
+        """Feed the curriculum and the filter; returns each prompt's pass rate over its scored rollouts
+        (NaN without any, e.g. no ``correct``; unscorable rollouts carry NaN and are left out)."""
         rows = np.repeat(ids, sizes)
         if len(rows):
             self.policy.observe(rows, **signals)
         if "correct" not in signals:
             return np.full(len(ids), np.nan)
-        correct = signals["correct"].astype(np.float64)
-        if len(rows) and self.predictive is not None:
-            self.predictive.observe(rows, correct)
-        group = np.repeat(np.arange(len(ids)), sizes)
-        wins = np.bincount(group, weights=correct, minlength=len(ids))
-        return np.divide(wins, sizes, out=np.full(len(ids), np.nan), where=sizes > 0)
+        correct = signals["correct"]
+        scored = np.isfinite(correct)
+        if scored.any() and self.predictive is not None:
+            self.predictive.observe(rows[scored], correct[scored])
+        group = np.repeat(np.arange(len(ids)), sizes)[scored]
+        wins = np.bincount(group, weights=correct[scored], minlength=len(ids))
+        tries = np.bincount(group, minlength=len(ids))
+        return np.divide(wins, tries, out=np.full(len(ids), np.nan), where=tries > 0)
 
     # ------------------------------------------------------------------ logs and state
     def values(self) -> dict[str, float]:
