@@ -16,12 +16,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cadence.errors import CadenceError
 from cadence.labs.rl.experiment import SIZES, Comparison, LabConfig, compare
 from cadence.labs.rl.report import label, summary_rows, write_report
+from cadence.progress import Progress
 
 
 def lab_for(size: str, steps: int | None = None, target: float | None = None) -> LabConfig:
@@ -41,17 +41,19 @@ def lab_for(size: str, steps: int | None = None, target: float | None = None) ->
 def run_with_progress(lab: LabConfig, seed: int, console: Console, quiet: bool = False,
                       workers: int = 1) -> Comparison:
     """:func:`compare` behind a progress bar (warm start, then one bar over all GRPO steps)."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, disable=quiet, transient=False) as progress:
-        warm = progress.add_task("warm start", total=1)
-        total = lab.grpo.steps * len(lab.policies)
-        train = progress.add_task("GRPO", total=total)
+    with Progress(console=console, enabled=not quiet) as progress:
+        warm = progress.task("warm start", total=1)
+        train: list = []
+
+        def on_warm() -> None:
+            warm.finish()
+            train.append(progress.task("GRPO", total=lab.grpo.steps * len(lab.policies)))
 
         def on_step(policy: str) -> None:
-            progress.update(train, advance=1, description=f"GRPO · {label(policy)}")
+            train[0].what = f"GRPO · {label(policy)}"
+            train[0].advance()
 
-        return compare(lab, seed, on_step=on_step, on_warm=lambda: progress.update(warm, completed=1),
-                       workers=workers)
+        return compare(lab, seed, on_step=on_step, on_warm=on_warm, workers=workers)
 
 
 def summary_table(c: Comparison) -> Table:
