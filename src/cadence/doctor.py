@@ -154,6 +154,8 @@ def load_regimen(path: str | Path) -> Regimen:
         data = yaml.safe_load(p.read_text())
     except OSError as e:
         raise RegimenError(f"cannot read regimen file {str(p)!r}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise RegimenError(f"{p}: not a text file (a regimen is YAML or JSON)") from None
     except yaml.YAMLError as e:
         raise RegimenError(f"{p}: not valid YAML/JSON: {e}") from None
     return Regimen.from_dict(data)

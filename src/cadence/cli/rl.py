@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rl = bench_subcommands(subparsers).add_parser(
         "rl", help="curricula vs uniform over seeds (ratios with intervals), or the budget experiments",
         description="curricula: steps and rollouts to the target accuracy relative to uniform, over seeds, "
-                    "with 95%% t-intervals. length: a tightened response-length budget vs a fixed one. "
+                    "with 95% t-intervals. length: a tightened response-length budget vs a fixed one. "
                     "allocation: knapsack rollout allocation vs the same number of answers per prompt.")
     rl.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1; default 3)")
     rl.add_argument("--experiment", choices=("curricula", "length", "allocation"), default="curricula")
