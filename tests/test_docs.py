@@ -26,3 +26,12 @@ def test_documented_python_runs(page, tmp_path, monkeypatch):
             exec(compile(code, f"{page.name}[block {i}]", "exec"), namespace)
         except Exception as e:  # name the block so the failing example is easy to find
             raise AssertionError(f"{page.relative_to(ROOT)} block {i} failed: {e!r}\n{code}") from e
+
+
+def test_docs_and_sources_cite_papers_not_files_outside_the_project():
+    root = Path(__file__).resolve().parents[1]
+    files = [*root.glob("docs/**/*.md"), root / "README.md", *root.glob("src/**/*.py"), *root.glob("examples/*.py"),
+             *root.glob("benchmarks/*.py")]
+    offenders = [f"{p.relative_to(root)}:{i}" for p in files for i, line in enumerate(p.read_text().splitlines(), 1)
+                 if "algorithms.md" in line or "§" in line]
+    assert offenders == []

@@ -6,7 +6,8 @@ run on the pre-training lab.
   ``(1 − d)·B_max + d·ΣB_k`` and each model's final validation loss against its dedicated run.
 * **codesign** — quality-ascending data order vs a random order of the same documents, each with
   (a) full LR decay, (b) moderate decay, (c) constant LR plus tail averaging of the last
-  checkpoints; mean ± std of the validation loss over seeds (algorithms.md §4.5).
+  checkpoints; mean ± std of the validation loss over seeds ("How Learning Rate Decay Wastes Your Best Data in
+  Curriculum-Based LLM Pretraining", Luo et al., arXiv 2511.18903).
 
 The runs live in :mod:`cadence.labs.pretrain.tree_bench`; this module prints them. Sizes are flags so
 tests run them tiny.

@@ -7,8 +7,9 @@
   informative, ``v(g) = 1 − p^g − (1 − p)^g`` (0 for ``g < min_group``); the allocation maximising
   ``Σ v`` under the total is found exactly by dynamic programming. ``p`` is estimated per arm from recent groups (decayed counts,
   Beta(1, 1) prior). This value function is our reading of the idea, not the paper's exact
-  objective (that paper is not covered by algorithms.md): UNCONFIRMED.
-* :class:`LengthReward` — "Train Long, Think Short" (algorithms.md §3.6): reward
+  objective: UNCONFIRMED.
+* :class:`LengthReward` — "Train Long, Think Short: Curriculum Learning for Efficient Reasoning"
+  (Hammoud et al., arXiv 2508.08940): reward
   ``λ_c·correct + λ_ℓ·R_len(ℓ; L)`` with the triangular length reward and a target length
   ``L = budget(clock)`` from a cadence schedule (e.g. a step-wise exponential decay). ``ℓ`` counts
   the response's tokens including the end token. ``R_max = 1``; λ defaults are the paper's
@@ -141,7 +142,7 @@ class KnapsackAllocation:
 
 
 def triangular(length: np.ndarray, target: float) -> np.ndarray:
-    """The triangular length reward of §3.6: ``ℓ/L`` up to ``L``, falling to 0 at ``2L``."""
+    """The triangular length reward of arXiv 2508.08940: ``ℓ/L`` up to ``L``, falling to 0 at ``2L``."""
     ell = np.asarray(length, dtype=np.float64)
     return np.where(ell <= target, ell / target, np.clip(1.0 - (ell - target) / target, 0.0, None))
 

@@ -37,8 +37,8 @@ from cadence.labs.rl.warmstart import WarmStartConfig, warm_start
 from cadence.labs.tinygpt import TinyGPT
 
 POLICIES = ("uniform", "dump", "sec", "pass_rate")
-"""The policies compared: uniform sampling, DUMP (§3.1, paper defaults), SEC (§3.2, α = 0.5,
-τ = 0.2 as in the released 2-D run scripts) and balanced pass-rate filtering (§3.3, band
+"""The policies compared: uniform sampling, DUMP (arXiv 2504.09710, paper defaults), SEC (arXiv 2505.14970, α = 0.5,
+τ = 0.2 as in the released 2-D run scripts) and balanced pass-rate filtering (arXiv 2504.03380, band
 [0.25, 0.75] inclusive (UNCONFIRMED band), refilling with at most 3 extra rounds of rollouts)."""
 
 

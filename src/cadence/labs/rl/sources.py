@@ -63,7 +63,7 @@ class CurriculumSource:
 
 
 class FilteredSource(CurriculumSource):
-    """Pass-rate band filtering with batch refill (balanced filtering §3.3, DAPO §3.4).
+    """Pass-rate band filtering with batch refill (balanced filtering, arXiv 2504.03380; DAPO, arXiv 2503.14476).
 
     The filter decides; this class only turns its rollout callback into GRPO groups and returns
     the kept ones. Groups must all have the same size (fixed allocation).
