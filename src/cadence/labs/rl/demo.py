@@ -20,7 +20,7 @@ from rich.table import Table
 
 from cadence.errors import CadenceError
 from cadence.labs.rl.experiment import SIZES, Comparison, LabConfig, compare
-from cadence.labs.rl.report import label, summary_rows, write_report
+from cadence.labs.rl.report import SMOKE_NOTE, label, summary_rows, target_is_meaningful, write_report
 from cadence.progress import Progress
 
 
@@ -57,14 +57,16 @@ def run_with_progress(lab: LabConfig, seed: int, console: Console, quiet: bool =
 
 
 def summary_table(c: Comparison) -> Table:
-    table = Table(title=f"GRPO with curricula · seed {c.seed} · target pass@1 {c.target:.3f}")
+    meaningful = target_is_meaningful(c)
+    reach = (lambda x: "—" if x is None else str(x)) if meaningful else (lambda _: "n/a")
+    table = Table(title=f"GRPO with curricula · seed {c.seed} · target pass@1 {c.target:.3f}"
+                        + ("" if meaningful else " (not above the warm start: to-target columns n/a)"))
     for col in ("policy", "final pass@1", "final greedy", "steps to target", "rollouts to target",
                 "informative groups"):
         table.add_column(col, justify="left" if col == "policy" else "right")
     for r in summary_rows(c):
         table.add_row(label(r["policy"]), f"{r['final_accuracy']:.3f}", f"{r['final_greedy']:.3f}",
-                      "—" if r["steps_to_target"] is None else str(r["steps_to_target"]),
-                      "—" if r["rollouts_to_target"] is None else str(r["rollouts_to_target"]),
+                      reach(r["steps_to_target"]), reach(r["rollouts_to_target"]),
                       f"{r['informative_share']:.0%}")
     return table
 
@@ -93,11 +95,16 @@ def run_demo(size: str, out: Path, *, seed: int = 0, steps: int | None = None, t
     if workers < 1:
         raise CadenceError(f"workers must be at least 1, got {workers}")
     start = time.perf_counter()
+    if size == "tiny" and not quiet:
+        console.print(f"[bold yellow]{SMOKE_NOTE}[/]")
     result = run_with_progress(lab, seed, console, quiet, workers)
     wall = time.perf_counter() - start
-    path = write_report(result, out, wall)
+    smoke = size == "tiny"
+    path = write_report(result, out, wall, smoke=smoke)
     if not quiet:
         console.print(arm_table(result))
         console.print(summary_table(result))
+        if smoke:
+            console.print(f"[bold yellow]{SMOKE_NOTE}[/]")
         console.print(f"report: {path}  ({wall:.0f} s)")
     return path
