@@ -136,3 +136,15 @@ def test_arm_colours_share_a_hue_per_family():
     assert len({tuple(c) for c in colours}) == len(arms)
     hue = lambda c: __import__("colorsys").rgb_to_hsv(*c[:3])[0]  # noqa: E731
     assert abs(hue(colours[0]) - hue(colours[2])) < 0.05 and abs(hue(colours[0]) - hue(colours[3])) > 0.1
+
+
+def test_the_filter_panel_shows_what_the_filter_kept(tmp_path):
+    from cadence.labs.rl.report import kept_share
+
+    share = kept_share([[2, 0], [0, 2], [0, 0], [1, 1]], window=2)
+    np.testing.assert_allclose(share, [[1, 0], [0.5, 0.5], [0, 1], [0.5, 0.5]])
+    c = compare(SIZES["tiny"])
+    h = c.histories["pass_rate"]
+    assert [sum(g) for g in h.step_arm_groups] == h.step_groups  # every trained group counted under its arm
+    uniform = c.histories["uniform"]
+    assert len(uniform.step_arm_groups) == len(uniform.step_groups)

@@ -89,20 +89,35 @@ def arm_colors(arms: list[str]) -> list:
     return out
 
 
+FILTERS = ("pass_rate",)
+"""Policies that draw uniformly and then filter: their panel shows what they kept, not what they drew."""
+
+
+def kept_share(groups_per_arm: list[list[int]], window: int = 10) -> np.ndarray:
+    """Share of each arm among the groups trained on, over the last ``window`` steps (steps × arms)."""
+    counts = np.cumsum(np.asarray(groups_per_arm, dtype=np.float64), axis=0)
+    lagged = np.vstack([np.zeros((window, counts.shape[1])), counts])[:len(counts)]
+    recent = counts - lagged
+    return recent / np.maximum(recent.sum(axis=1, keepdims=True), 1.0)
+
+
 def plot_probabilities(c: Comparison, path: Path) -> None:
-    """Arm probabilities over steps, stacked, one panel per policy."""
+    """Arm probabilities over steps, stacked, one panel per policy; for a filter, the share of each arm
+    among the groups it kept (a filter draws uniformly, so its draw probabilities say nothing)."""
     names = list(c.histories)
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4), sharey=True, squeeze=False)
     colors = arm_colors(c.arm_names)
     for ax, name in zip(axes[0], names):
-        probs = np.asarray(c.histories[name].step_probabilities)
+        h = c.histories[name]
+        kept = name in FILTERS and h.step_arm_groups
+        probs = kept_share(h.step_arm_groups) if kept else np.asarray(h.step_probabilities)
         steps = np.arange(1, len(probs) + 1)
         ax.stackplot(steps, probs.T, colors=colors, labels=c.arm_names)
-        ax.set_title(label(name))
+        ax.set_title(f"{label(name)}: share of kept groups (last 10 steps)" if kept else label(name), fontsize=9)
         ax.set_xlabel("GRPO step")
         ax.set_xlim(1, max(len(probs), 2))
         ax.set_ylim(0, 1)
-    axes[0][0].set_ylabel("probability of drawing each arm")
+    axes[0][0].set_ylabel("probability of drawing each arm\n(filter: share of the groups it kept)")
     axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
