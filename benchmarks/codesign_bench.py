@@ -1,4 +1,5 @@
-"""Curriculum x LR co-design study (algorithms.md §4.5) on the pre-training lab.
+"""Curriculum x LR co-design study ("How Learning Rate Decay Wastes Your Best Data in Curriculum-Based LLM
+Pretraining", Luo et al., arXiv 2511.18903) on the pre-training lab.
 
     python benchmarks/codesign_bench.py                      # 500 steps, 3 seeds (small lab model)
     python benchmarks/codesign_bench.py --steps 40 --seeds 2 --size tiny   # seconds

@@ -21,10 +21,10 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from cadence import Clock
 from cadence.optim import ScheduledLR
+from cadence.progress import Progress
 from cadence.progressive import FreezeOut, LayerFreezing, LayerPlan, RandomizedProgressive, leaf_layers
 
 
@@ -159,11 +159,12 @@ def main() -> None:
     warm.grad = torch.ones(2, 2)
     torch.optim.Muon([warm]).step()
     results: dict[str, list[Result]] = {name: [] for name in PLANS}
-    with tqdm(total=seeds * len(PLANS), desc="runs") as bar:
+    with Progress() as progress:
+        bar = progress.task("runs", total=seeds * len(PLANS))
         for seed in range(seeds):  # every plan on a seed before the next seed: timings side by side
             for name in PLANS:
                 results[name].append(run(setup, name, seed))
-                bar.update()
+                bar.advance()
     full = results["full"]
     print(f"\n{setup}\nseeds: {seeds}; ratios are to 'full' on the same seed (geometric mean over seeds where both "
           f"reached the target); < 1 is better for time and steps\n")

@@ -72,8 +72,12 @@ def main(rank=None, world=None, workdir=None):
     opt.load_state_dict(saved["opt"])
     train(model, opt, link, STEPS - STEPS // 2)
     values = link.values()
-    print(f"rank {dist.get_rank()}: lr={values['cadence/lr/0']:.4g} "
-          f"p(hard)={values['cadence/curriculum/probabilities/hard']:.3f} steps={link.clock.steps:.0f}")
+    line = (f"rank {dist.get_rank()}: lr={values['cadence/lr/0']:.4g} "
+            f"p(hard)={values['cadence/curriculum/probabilities/hard']:.3f} steps={link.clock.steps:.0f}")
+    for r in range(dist.get_world_size()):  # one rank at a time: whole lines, in rank order
+        if r == dist.get_rank():
+            print(line, flush=True)
+        dist.barrier()
     dist.destroy_process_group()
     sys.stdout.flush()
     os._exit(0)  # done: skip interpreter teardown, where gloo's threads can abort the process (seen on CPU)

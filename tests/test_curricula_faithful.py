@@ -1,5 +1,6 @@
 """Faithfulness: feed fixed signal streams and compare with values computed by hand, in this file,
-from the reference formulas (algorithms.md §3.1–3.4, §4.1–4.6; EXP3 from Auer et al. 2002)."""
+from the papers' formulas (DUMP, SEC, balanced filtering, DAPO, pacing, PUDF, Skill-it, DoReMi, loss
+reweighting; EXP3 from Auer et al. 2002)."""
 
 from __future__ import annotations
 

@@ -336,3 +336,35 @@ def test_dump_windows_match_a_plain_python_reference(num_arms):
         unseen = np.ones(num_arms, dtype=bool)
         unseen[seen] = False
         assert np.array_equal(policy.responses, responses) and not policy.mean_abs[unseen].any()
+
+
+def _docs_doremi_run(reference):
+    """The toy loop of docs/curricula.md (three sources, noise 0.1 / 0.5 / 1.0) under DoReMi for 30 steps."""
+    import torch
+
+    from cadence.curricula import Arms, DoReMi
+
+    source = np.array(["easy"] * 100 + ["mid"] * 100 + ["hard"] * 100)
+    torch.manual_seed(0)
+    x = torch.randn(300, 8)
+    noise = torch.tensor([{"easy": 0.1, "mid": 0.5, "hard": 1.0}[s] for s in source]).unsqueeze(1)
+    y = x.sum(dim=1, keepdim=True) + torch.randn(300, 1) * noise
+    arms = Arms(source)
+    doremi = DoReMi(arms, reference, eta=1.0, smoothing=1e-3)
+    model = torch.nn.Linear(8, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for _ in range(30):
+        ids = torch.as_tensor(doremi.sample(32))
+        per_sample = ((model(x[ids]) - y[ids]) ** 2).squeeze(1)
+        opt.zero_grad()
+        per_sample.mean().backward()
+        opt.step()
+        doremi.observe(ids, loss=per_sample.detach())
+    return dict(zip(arms.names, doremi.probabilities()))
+
+
+def test_doremi_with_the_paper_defaults_does_not_collapse_given_a_real_reference():
+    flat = _docs_doremi_run(np.full(300, 0.5))
+    assert flat["hard"] > 0.95  # a flat reference counts the noisy source's irreducible loss as excess
+    noise = _docs_doremi_run({"easy": 0.01, "mid": 0.25, "hard": 1.0})  # the docs' reference
+    assert max(noise.values()) < 0.7 and min(noise.values()) > 0.05

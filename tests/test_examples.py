@@ -17,6 +17,10 @@ PAGES = [("hf_trainer.py", "integrations/hf.md"), ("trl_grpo.py", "integrations/
 def test_example_runs_as_written(script, tmp_path):
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=280)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    if script.name == "ddp.py":  # each rank's line whole and in rank order, not interleaved
+        lines = [line for line in done.stdout.splitlines() if "rank" in line]
+        assert [line.split(":")[0] for line in lines] == ["rank 0", "rank 1"], done.stdout
+        assert all(re.fullmatch(r"rank \d: lr=\S+ p\(hard\)=\S+ steps=\d+", line) for line in lines), done.stdout
 
 
 @pytest.mark.parametrize("script, page", PAGES)

@@ -11,7 +11,7 @@ from cadence.optim import ScheduledLR
 
 
 def naive_s2(lr: np.ndarray, lam: float, skip: int) -> np.ndarray:
-    """S2 by the double sum of algorithms.md §2, with Δ zeroed over the first ``skip`` steps."""
+    """S2 by the double sum of arXiv 2408.11029, with Δ zeroed over the first ``skip`` steps."""
     n = len(lr)
     delta = [0.0] + [lr[i - 1] - lr[i] for i in range(1, n)]
     delta = [0.0 if i < skip else d for i, d in enumerate(delta)]

@@ -81,9 +81,10 @@ def test_spec_string_drives_the_optimizer_and_resume_restores_it(tmp_path):
     lr, axis = cadence.parse(spec), cadence.Axis("steps", 10)
     logged = [h for h in straight.state.log_history if "loss" in h]
     assert len(logged) == 10
-    for h in logged:  # the Trainer logs the lr used by the step it just took; cadence logs the next one
+    for h in logged:  # both log the lr used by the step just taken (step s trains at the schedule's s - 1)
         assert h["learning_rate"] == pytest.approx(lr.value(h["step"] - 1, axis), rel=1e-12)
-        assert h["cadence/lr/0"] == pytest.approx(lr.value(h["step"], axis), rel=1e-12)
+        assert h["cadence/lr/0"] == h["learning_rate"]
+        assert h["cadence/weight_decay/0"] == pytest.approx(cadence.parse("cosine(peak=0.1)").value(h["step"] - 1, axis))
         assert h["cadence/progress"] == pytest.approx(h["step"] / 10)
     assert callback.link.clock.steps == 10
     assert straight.optimizer.param_groups[0]["weight_decay"] == pytest.approx(0.0, abs=1e-12)
@@ -118,7 +119,8 @@ def test_scheduler_passed_to_the_trainer_is_logged_and_checkpointed(tmp_path):
     assert saved["link"]["clock"]["counts"]["steps"] == 2
     last = [h for h in trainer.state.log_history if "loss" in h][-1]
     assert last["cadence/max_len"] == pytest.approx(16.0)
-    assert last["cadence/lr/0"] == pytest.approx(0.0, abs=1e-12)
+    assert last["cadence/lr/0"] == pytest.approx(cadence.parse("cosine(peak=2e-3)").value(3, cadence.Axis("steps", 4)))
+    assert last["cadence/lr/0"] == last["learning_rate"] > 0  # the LR the last step used, not the next one (0)
 
 
 def test_attach_rejects_conflicting_setups(tmp_path):

@@ -41,7 +41,7 @@ def test_layer_freezing_depth_follows_composer_formula(start: float, level: floa
         clock.advance(step - clock.steps)
         plan.update()
         u = step / total
-        frac = 0.0 if u <= start else level * (u - start) / (1 - start)  # algorithms.md §5.2
+        frac = 0.0 if u <= start else level * (u - start) / (1 - start)  # Composer LayerFreezing
         depth = math.floor(frac * (n - 1))
         assert plan.trainable.tolist() == [i >= depth for i in range(n)], (step, plan.trainable)
         assert plan.values()["frozen_layers"] == depth

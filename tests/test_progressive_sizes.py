@@ -25,7 +25,7 @@ def test_seq_length_matches_composer_formula_when_increases_divide_evenly(batche
     for b in range(0, batches, 7):
         clock.advance(b - clock.steps)
         plan.update()
-        want = min(max(lo + step * (b // per_increase), lo), hi)  # algorithms.md §5.4
+        want = min(max(lo + step * (b // per_increase), lo), hi)  # Composer SeqLengthWarmup
         assert plan.seq_len == want, b
 
 

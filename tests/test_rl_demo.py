@@ -110,3 +110,41 @@ def test_default_target_is_uniforms_best_and_needs_uniform():
     with pytest.raises(CadenceError, match="uniform"):
         LabConfig(policies=("dump", "sec"))
     assert LabConfig(policies=("dump",), target=0.5).target == 0.5
+
+
+def test_quick_demo_says_it_is_a_smoke_test_and_defines_its_columns(tmp_path, capsys, monkeypatch):
+    from cadence.labs.rl.report import SMOKE_NOTE
+
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["demo", "--quick", "-o", str(tmp_path)]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert " ".join(SMOKE_NOTE.split()) in printed
+    report = (tmp_path / "report.md").read_text()
+    assert SMOKE_NOTE in report and "*informative groups* is the share" in report
+    assert "parallel workers, so these add up to more than the wall time" in report
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["smoke_test"] is True
+    if data["target"] <= sum(data["warm_accuracy"]) / len(data["warm_accuracy"]):
+        assert data["target_meaningful"] is False and "not meaningful (n/a)" in report
+
+
+def test_arm_colours_share_a_hue_per_family():
+    from cadence.labs.rl.report import arm_colors
+
+    arms = ["add/1", "add/2", "add/3", "mul/1", "mul/2"]
+    colours = arm_colors(arms)
+    assert len({tuple(c) for c in colours}) == len(arms)
+    hue = lambda c: __import__("colorsys").rgb_to_hsv(*c[:3])[0]  # noqa: E731
+    assert abs(hue(colours[0]) - hue(colours[2])) < 0.05 and abs(hue(colours[0]) - hue(colours[3])) > 0.1
+
+
+def test_the_filter_panel_shows_what_the_filter_kept(tmp_path):
+    from cadence.labs.rl.report import kept_share
+
+    share = kept_share([[2, 0], [0, 2], [0, 0], [1, 1]], window=2)
+    np.testing.assert_allclose(share, [[1, 0], [0.5, 0.5], [0, 1], [0.5, 0.5]])
+    c = compare(SIZES["tiny"])
+    h = c.histories["pass_rate"]
+    assert [sum(g) for g in h.step_arm_groups] == h.step_groups  # every trained group counted under its arm
+    uniform = c.histories["uniform"]
+    assert len(uniform.step_arm_groups) == len(uniform.step_groups)

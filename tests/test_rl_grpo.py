@@ -44,7 +44,7 @@ def test_group_advantages_match_the_shared_fact():
     for p in (0.1, 0.5, 0.8):
         rewards = (rng.random(200_000) < p).astype(float)
         adv = group_advantages(rewards, np.array([200_000]))
-        assert abs(np.abs(adv).mean() - 2 * np.sqrt(p * (1 - p))) < 0.01   # algorithms.md §3, GRPO-normalised
+        assert abs(np.abs(adv).mean() - 2 * np.sqrt(p * (1 - p))) < 0.01   # E|A| = 2·sqrt(p(1-p)), GRPO-normalised
         assert abs(adv.mean()) < 1e-9
     same = group_advantages(np.array([1.0, 1.0, 0.3, 0.3, 0.3]), np.array([2, 3]))
     assert same.tolist() == [0.0] * 5

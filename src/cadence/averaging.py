@@ -9,9 +9,9 @@ and where the clock was) round-trips through ``state_dict``, so a resumed run av
 like an uninterrupted one.
 
 Averaging the last checkpoints instead of decaying the LR is the remedy Luo et al. 2025 give for
-quality curricula (algorithms.md §4.5); their weights and checkpoint count are UNCONFIRMED, so
+quality curricula (Luo et al., arXiv 2511.18903); their weights and checkpoint count are UNCONFIRMED, so
 ``weights`` is a choice here (uniform, linearly increasing, or explicit). Hägele et al. found
-SWA-style windows help a constant LR but do not reach an explicit cooldown (§1.1).
+SWA-style windows help a constant LR but do not reach an explicit cooldown (Hägele et al., arXiv 2405.18392).
 
     >>> import torch
     >>> from cadence import Clock

@@ -106,10 +106,9 @@ class Duration:
             if isinstance(value, int) and abs(value) > 1 << 1023:
                 raise BudgetError("cannot read a duration from an integer beyond the float range")
             if not 0 <= value <= 1:
-                raise BudgetError(
-                    f"a bare number is a fraction of the budget and must lie in [0, 1], got {value!r}; "
-                    f"write an amount with its unit, e.g. '{_format_number(value)} steps'"
-                )
+                fix = (f"; write an amount with its unit, e.g. '{_format_number(value)} steps'"
+                       if math.isfinite(value) and value > 1 else "")
+                raise BudgetError(f"a bare number is a fraction of the budget and must lie in [0, 1], got {value!r}{fix}")
             return cls(float(value), "fraction")
         if not isinstance(value, str):
             raise BudgetError(f"cannot read a duration from {value!r}")
@@ -228,19 +227,37 @@ class Axis:
 BudgetChangeRule = Literal["rescale", "rederive"]
 
 
+BUDGET_RULE = ("a budget is a positive amount with a unit ('10000 steps', '2M tokens', '30 min'); "
+               "a bare number ('10000', '2.5e4') is a number of steps")
+"""The one rule for budgets, quoted by the CLI's help and by every budget error."""
+
+
 def parse_budget(budget: Duration | str | int | float | None) -> Duration | None:
-    """A budget is an amount in a unit (an int means steps), or ``None`` for an open-ended run."""
+    """A budget is a positive amount with a unit; a bare number (``10000``, ``2.5e4``, ``"10000"``) is a
+    number of steps; ``None`` is an open-ended run.
+
+        >>> parse_budget("2M tokens"), parse_budget("1e4"), parse_budget(500)
+        (Duration(amount=2000000.0, unit='tokens'), Duration(amount=10000.0, unit='steps'), Duration(amount=500.0, unit='steps'))
+    """
     if budget is None:
         return None
+    if isinstance(budget, str):
+        try:
+            budget = float(budget.strip())  # a bare number, written as text: steps
+        except ValueError:
+            pass
     if isinstance(budget, (int, float)) and not isinstance(budget, bool):
         if not math.isfinite(budget) or budget <= 0:
-            raise BudgetError(f"a budget must be a positive amount, got {budget!r}")
+            raise BudgetError(f"{BUDGET_RULE}; got {budget!r} steps")
         return Duration(float(budget), "steps")
-    d = Duration.parse(budget)
+    try:
+        d = Duration.parse(budget)
+    except BudgetError as e:
+        raise BudgetError(f"{BUDGET_RULE}; got {budget!r} ({e})") from None
     if d.is_fraction:
-        raise BudgetError(f"a budget must be an amount with a unit, not a fraction: {budget!r}")
+        raise BudgetError(f"{BUDGET_RULE}; got {budget!r}, a fraction")
     if d.amount <= 0:
-        raise BudgetError(f"a budget must be a positive amount, got {budget!r}")
+        raise BudgetError(f"{BUDGET_RULE}; got {budget!r}")
     return d
 
 

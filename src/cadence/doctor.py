@@ -15,11 +15,11 @@ A regimen is a small YAML or JSON file (the format is in ``docs/doctor.md``)::
 Checks (each :class:`Finding` carries the reason, its source, and a fix):
 
 * ``full-decay-quality-curriculum`` — quality-ascending data with the LR decayed below
-  :data:`MODERATE_FLOOR` of its peak (Luo et al. 2025, algorithms.md §4.5);
+  :data:`MODERATE_FLOOR` of its peak (Luo et al., arXiv 2511.18903);
 * ``rewarm-without-replay`` — continual pre-training that re-warms the LR with no replay of the
-  old data (Ibrahim et al. 2024, §1.7);
+  old data (Ibrahim et al., arXiv 2403.08763);
 * ``decay-exceeds-remaining`` / ``schedule-does-not-fit`` — a cooldown longer than the budget
-  left, or durations that do not fit the budget at all (§1.1);
+  left, or durations that do not fit the budget at all (Hägele et al., arXiv 2405.18392);
 * ``fraction-in-open-ended`` — fraction-of-budget durations in a run with no budget (warning when
   the schedule cannot be evaluated, note when a phase just waits for a budget).
 
@@ -46,7 +46,7 @@ from cadence.schedules.base import Schedule, as_schedule
 
 MODERATE_FLOOR = 0.1
 """Final LR / peak below which a decay counts as full. Luo et al. recommend a "moderate" decay; the
-sketch in algorithms.md §4.5 names final factors of 0.1–0.3; the paper's ratio is UNCONFIRMED."""
+paper's sketch of moderate decay is read here as final factors of 0.1–0.3; the paper's ratio is UNCONFIRMED."""
 REWARM_LEVEL = 0.5
 """A continual run re-warms when its LR starts below this fraction of its peak (unless stated)."""
 CURVE_POINTS = 2001
@@ -154,6 +154,8 @@ def load_regimen(path: str | Path) -> Regimen:
         data = yaml.safe_load(p.read_text())
     except OSError as e:
         raise RegimenError(f"cannot read regimen file {str(p)!r}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise RegimenError(f"{p}: not a text file (a regimen is YAML or JSON)") from None
     except yaml.YAMLError as e:
         raise RegimenError(f"{p}: not valid YAML/JSON: {e}") from None
     return Regimen.from_dict(data)
@@ -197,7 +199,8 @@ def check_quality_curriculum(r: Regimen) -> list[Finding]:
         "full-decay-quality-curriculum", "warning",
         f"the LR ends at {c.final / c.peak:.0%} of its peak while the data gets cleaner towards the end "
         f"(curriculum: quality-ascending)",
-        "Luo et al. 2025 (arXiv 2511.18903; algorithms.md §4.5): ascending-quality order helps under a constant "
+        "Luo et al., 'How Learning Rate Decay Wastes Your Best Data in Curriculum-Based LLM Pretraining' "
+        "(arXiv 2511.18903): ascending-quality order helps under a constant "
         "LR, but the advantage mostly vanishes under WSD/cosine decay because the best data arrives when the LR "
         "is tiny.",
         f"decay moderately (final LR >= {MODERATE_FLOOR:g}-0.3 x peak, e.g. floor=0.3 in the lr spec), or keep the "
@@ -224,11 +227,13 @@ def check_rewarm_replay(r: Regimen) -> list[Finding]:
     return [Finding(
         "rewarm-without-replay", "warning",
         "continual pre-training re-warms the LR but replays none of the old data (continual.replay is 0)",
-        "Ibrahim et al. 2024 (arXiv 2403.08763; algorithms.md §1.7): re-warming a decayed model causes forgetting; "
+        "Ibrahim et al., 'Simple and Scalable Strategies to Continually Pre-train Large Language Models' "
+        "(arXiv 2403.08763): re-warming a decayed model causes forgetting; "
         "compute-equivalent replay counters it: even 1% helps, 5% sufficed for a weak shift (Pile -> SlimPajama), "
         "25% for a strong one (English -> German).",
         "set continual.replay to 0.05 (weak shift) up to 0.25 (strong shift), or avoid the re-warm by continuing "
-        "from a pre-decay WSD trunk checkpoint or with an infinite schedule (algorithms.md §1.6)")]
+        "from a pre-decay WSD trunk checkpoint or with an infinite schedule (Singh et al., 'Beyond Cosine Decay', "
+        "arXiv 2503.02844)")]
 
 
 def check_decay_fits(r: Regimen) -> list[Finding]:
@@ -254,7 +259,8 @@ def check_decay_fits(r: Regimen) -> list[Finding]:
             "decay-exceeds-remaining", "warning",
             f"the LR cooldown spans {r.budget.amount - c.decay_start:g} {unit} but only {remaining:g} {unit} remain "
             f"after {r.elapsed:g}: the LR drops at once to {r.lr.value(r.elapsed, r.axis()) / c.peak:.0%} of its peak",
-            "Hägele et al. 2024 (algorithms.md §1.1): the cooldown is what turns a constant-LR checkpoint into a "
+            "Hägele et al., 'Scaling Laws and Compute-Optimal Training Beyond Fixed Training Durations' "
+            "(arXiv 2405.18392): the cooldown is what turns a constant-LR checkpoint into a "
             "finished model; most of its gain needs ~10-20% of the run, and a cut-short cooldown starts with an LR "
             "jump.",
             f"give the cooldown as an amount that fits (e.g. decay={int(remaining)} {unit}), or raise the budget to at "
@@ -291,8 +297,8 @@ def check_open_ended(r: Regimen) -> list[Finding]:
             "fraction-in-open-ended", "warning" if err else "note",
             f"{name}: {where} " + (f"cannot resolve: the run has no budget ({err})" if err else
                                   "waits for a budget: until one is set the schedule holds (e.g. a WSD keeps its peak)"),
-            "a fraction of the budget has no length in an open-ended run (the WSD/continual setting, algorithms.md "
-            "§1.1 and §1.6); only amounts such as '500 steps' or '2M tokens' resolve before a budget is set.",
+            "a fraction of the budget has no length in an open-ended run (the WSD/continual setting: arXiv "
+            "2405.18392, 2503.02844); only amounts such as '500 steps' or '2M tokens' resolve before a budget is set.",
             "write these durations as amounts (e.g. warmup=500 steps), or set a budget in the regimen"
             + ("" if err else "; this is fine for a WSD trunk whose cooldown you set later with Clock.set_budget")))
     return out

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -64,7 +65,7 @@ def plot_schedules(schedules: Sequence[Schedule], total: float, *, unit: str = "
 
 
 def gallery(total: float = 10_000, path: str | Path | None = None) -> Figure:
-    """One small panel per entry of :data:`GALLERY`; saved to ``path`` when given."""
+    """One small panel per entry of :data:`GALLERY`, titled with its name and spec; saved to ``path`` when given."""
     from cadence.spec import parse
 
     cols = 4
@@ -74,7 +75,7 @@ def gallery(total: float = 10_000, path: str | Path | None = None) -> Figure:
     for ax, (title, spec) in zip(axes.flat, GALLERY):
         ts, vs = parse(spec).curve(total, 801, rates=rates)
         ax.plot(ts, vs, lw=1.6, color="C0")
-        ax.set_title(title, fontsize=10)
+        ax.set_title(f"{title}\n{textwrap.fill(spec, 52)}", fontsize=8, loc="left")
         ax.set_ylim(0, max(vs) * 1.1)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(GALLERY):]:

@@ -256,14 +256,21 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def to_spec(s: Schedule) -> str:
-    """The spec text of a schedule; ``parse(to_spec(s)) == s``."""
+def to_spec(s: Schedule, *, defaults: bool = False) -> str:
+    """The spec text of a schedule; ``parse(to_spec(s)) == s``. ``defaults=True`` also writes the
+    parameters left at their defaults (what ``cadence show`` echoes, so every value applied is seen);
+    optional parameters left unset (derived from others) stay out.
+
+        >>> to_spec(parse("cosine(peak=1)"), defaults=True)
+        'cosine(peak=1, floor=0, cycles=0.5)'
+    """
     parts = []
     for f in dataclasses.fields(s):
         v = getattr(s, f.name)
         if _is_schedule_field(f):
-            parts.extend(_fmt(x) for x in (v if isinstance(v, tuple) else (v,)))
-        elif not _same(v, _default(f), f):
+            parts.extend(to_spec(x, defaults=defaults) if isinstance(x, Schedule) else _fmt(x)
+                         for x in (v if isinstance(v, tuple) else (v,)))
+        elif (defaults and v is not None) or not _same(v, _default(f), f):
             parts.append(f"{f.name}={_fmt(v)}")
     return f"{s.name}({', '.join(parts)})"
 

@@ -1,12 +1,14 @@
 """The WSD tree: one constant-LR trunk, short cooldown branches that finish models at many budgets.
 
-Warmup–stable–decay makes the stable phase independent of the budget (algorithms.md §1.1), so a
+Warmup–stable–decay makes the stable phase independent of the budget ("Scaling Laws and
+Compute-Optimal Training Beyond Fixed Training Durations", Hägele et al., arXiv 2405.18392), so a
 single trunk at the peak LR can be checkpointed and a cooldown branched from checkpoint ``c_k``
 finishes a model for budget ``B_k`` (``c_k = B_k − d·B_k`` for decay fraction ``d``). Total compute
 is ``(1 − d)·B_max + d·ΣB_k`` steps instead of ``ΣB_k`` for dedicated runs.
 
-WSD-S (algorithms.md §1.2) instead decays the live run at each budget, saves the decayed model and
-continues from the decayed weights with the LR jumping straight back to the peak; total compute is
+WSD-S ("Understanding Warmup-Stable-Decay Learning Rates: A River Valley Loss Landscape
+Perspective", Wen et al., arXiv 2410.05192) instead decays the live run at each budget, saves the
+decayed model and continues from the decayed weights with the LR jumping straight back to the peak; total compute is
 ``B_max``. Its default cooldown shape, ``inverse-linear`` (``1/η`` interpolated linearly), and its
 per-segment decay fraction are attributed to Wen et al. 2024 by third-party code only:
 UNCONFIRMED. The shape's formula lives in :mod:`cadence.schedules.shapes`.

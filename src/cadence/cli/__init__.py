@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from pathlib import Path
 
 from cadence.errors import CadenceError
 
@@ -50,11 +52,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def image_output(path: str | Path) -> Path:
+    """Check an image path before any work is done: its folder exists and matplotlib can write its format."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    out = Path(path)
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = out.suffix.lower().lstrip(".")
+    if suffix not in formats:
+        raise CadenceError(f"cannot write an image to {str(out)!r}: " + (f"unsupported format {suffix!r}" if suffix
+                           else "no file extension") + f"; use one of {', '.join(sorted(formats))}")
+    if not out.parent.is_dir():
+        raise CadenceError(f"cannot write {str(out)!r}: the folder {str(out.parent)!r} does not exist")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``cadence`` script; returns the exit code."""
+    """Entry point of the ``cadence`` script; returns the exit code.
+
+    Any error ends with one line on stderr and exit code 2: bad input (a :class:`CadenceError`), a file
+    that cannot be read or written (``OSError``), or text that is not text (``UnicodeError``). Other
+    exceptions are bugs: they also exit 2 (so a gate such as ``cadence check`` never mistakes a crash
+    for its own codes), with the traceback when ``CADENCE_DEBUG=1``.
+    """
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except CadenceError as e:
         print(f"cadence: error: {e}", file=sys.stderr)
-        return 2
+    except OSError as e:
+        where = f" {e.filename!r}" if e.filename else ""
+        print(f"cadence: error: cannot access{where}: {e.strerror or e}", file=sys.stderr)
+    except UnicodeError as e:
+        print(f"cadence: error: the input is not UTF-8 text ({e})", file=sys.stderr)
+    except Exception as e:  # a bug: still one line and exit 2 unless debugging
+        if os.environ.get("CADENCE_DEBUG") == "1":
+            raise
+        print(f"cadence: internal error: {type(e).__name__}: {e} (set CADENCE_DEBUG=1 for the traceback; "
+              f"please report it)", file=sys.stderr)
+    return 2

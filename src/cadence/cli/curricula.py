@@ -17,8 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _plot(args: argparse.Namespace) -> int:
+    from cadence.cli import image_output
     from cadence.curricula.plot import plot_curriculum
 
-    out = plot_curriculum(args.log, args.output, title=args.title, stacked=not args.lines)
+    out = plot_curriculum(args.log, image_output(args.output), title=args.title, stacked=not args.lines)
     print(f"wrote {out}")
     return 0

@@ -1,7 +1,7 @@
 """``cadence check REGIMEN``: the regimen doctor (:mod:`cadence.doctor`) on a YAML/JSON file.
 
 Exit code: 0 when there are no warnings (notes may be printed), 1 when there is at least one
-warning, 2 when the file cannot be read or a field is malformed.
+warning, 2 when the file cannot be read or a field is malformed (or on any other error).
 
     cadence check regimen.yaml
     cadence check regimen.yaml --json
@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rich.console import Console
-
-from cadence.doctor import diagnose, findings_json, load_regimen
-
 
 def _check(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from cadence.doctor import diagnose, findings_json, load_regimen
+
     findings = diagnose(load_regimen(args.regimen))
     warnings = sum(f.severity == "warning" for f in findings)
     if args.json:

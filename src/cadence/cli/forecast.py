@@ -18,18 +18,32 @@ import textwrap
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.table import Table
 
 from cadence.errors import CadenceError
-from cadence.forecast import DEFAULT_LAW, LAWS, FitResult, FitTarget, RunLog, fit_law, lr_per_step, optimize_wsd
-from cadence.forecast.fit import DEFAULT_SKIP
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from cadence.forecast import FitResult, FitTarget, RunLog
+
+LAW_NAMES = ("annealing", "multi-power")
+"""The laws of :data:`cadence.forecast.LAWS` (named here so that ``--help`` does not import scipy; a test
+keeps the two equal). The first is :data:`cadence.forecast.DEFAULT_LAW`."""
+FIT_CHOICES = ("leave-one-out", "objective")
+"""``cadence.forecast.fit.CHOICES``, named here for the same reason (kept equal by the same test)."""
+CURVE_SETS = ("multipower-25m", "multipower-100m")
+"""The shipped curve sets, ``cadence.forecast.published.SHIPPED`` (kept equal by the same test)."""
 
 
 def plot_forecast(fit: FitResult, targets: Sequence[FitTarget], predictions: dict[str, np.ndarray],
                   path: str | Path) -> Path:
     """Fitted points (dots) with the law's curves (solid), predicted schedules (dashed), LRs below."""
+    import numpy as np
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -66,11 +80,15 @@ def plot_forecast(fit: FitResult, targets: Sequence[FitTarget], predictions: dic
 def _plotted_steps(n: int, points: int = 1000) -> np.ndarray:
     """At most ``points`` evenly spaced steps of ``1..n``, the last included (a long multi-power
     prediction costs per step asked for)."""
+    import numpy as np
+
     return np.unique(np.linspace(1, n, min(n, points)).round().astype(np.int64))
 
 
 def _read_logs(args: argparse.Namespace, paths: Sequence[str], console: Console) -> list[RunLog]:
     """Read each log with the key flags and its ``--schedule-of`` spec; say what was read."""
+    from cadence.forecast import RunLog
+
     specs = _schedules_of(args.schedule_of, paths)
     logs = []
     for path in paths:
@@ -122,6 +140,8 @@ def _refine(args: argparse.Namespace) -> int:
 
 def plot_refined(norms: np.ndarray, smoothed: np.ndarray, schedule: Any, path: str | Path) -> Path:
     """Gradient norms (raw and smoothed) above the refined schedule, both over the run's fraction."""
+    import numpy as np
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,11 +169,14 @@ def plot_refined(norms: np.ndarray, smoothed: np.ndarray, schedule: Any, path: s
 
 
 def _forecast(args: argparse.Namespace) -> int:
+    from cadence.forecast import FitTarget, fit_law, lr_per_step, optimize_wsd
+
     if args.refine is not None:
         return _refine(args)
     console = Console()
     logs = _read_logs(args, args.fit, console)
-    targets = [FitTarget.from_log(log, target=args.target, skip=args.skip) for log in logs]
+    skip = {} if args.skip is None else {"skip": args.skip}
+    targets = [FitTarget.from_log(log, target=args.target, **skip) for log in logs]
     fit = fit_law(targets, law=args.law, lam=args.lam, delta=args.delta)
     steps = args.steps if args.steps is not None else int(max(len(t.lr) for t in targets))
     console.print(f"fitted: {fit.law}", highlight=False)
@@ -282,8 +305,8 @@ def add_forecast_parser(sub: Any, name: str = "forecast") -> None:
                                    "logs (cadence CSV/JSONL, or the logs of a Hugging Face Trainer, Lightning, W&B or "
                                    "TensorBoard) and predict the loss curve of schedule specs; or (--refine) turn a "
                                    "run's gradient norms into a refined schedule.")
-    p.add_argument("--law", default=DEFAULT_LAW, choices=sorted(LAWS),
-                   help=f"which law to fit (default {DEFAULT_LAW}; see docs/forecast.md)")
+    p.add_argument("--law", default=LAW_NAMES[0], choices=LAW_NAMES,
+                   help=f"which law to fit (default {LAW_NAMES[0]}; see docs/forecast.md)")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--fit", nargs="+", metavar="RUN",
                       help="run logs to fit: cadence CSV/JSONL, HF trainer_state.json, Lightning metrics.csv, W&B CSV "
@@ -309,8 +332,8 @@ def add_forecast_parser(sub: Any, name: str = "forecast") -> None:
     p.add_argument("--target", default="auto", choices=("auto", "val_loss", "loss"),
                    help="which loss column to fit (auto: val_loss when logged)")
     p.add_argument("--lam", type=float, help="fix the annealing law's momentum (default: chosen from a grid)")
-    p.add_argument("--skip", type=float, default=DEFAULT_SKIP,
-                   help=f"leave out this first fraction of each run ({DEFAULT_SKIP})")
+    p.add_argument("--skip", type=float, default=None,
+                   help="leave out this first fraction of each run (default: fit_law's default)")
     p.add_argument("--delta", type=float, default=1e-3, help="Huber threshold on log loss (1e-3)")
     p.add_argument("--optimize-wsd", action="store_true", help="also search the WSD decay fraction, shape and peak")
     p.add_argument("--warmup", default="0", help="warmup of the searched WSD schedules (e.g. '2%%', '50 steps')")
@@ -321,17 +344,14 @@ def add_forecast_parser(sub: Any, name: str = "forecast") -> None:
 
 
 def add_bench_forecast_parser(sub: Any, name: str = "forecast") -> None:
-    from cadence.forecast.fit import CHOICES
-    from cadence.forecast.published import SHIPPED
-
     p = sub.add_parser(name, help="the loss laws' accuracy on published curves (--curves) or the pre-training lab",
                        description="With --curves: the Multi-Power Law paper's protocol on a folder of step,lr,loss "
                                    "curves or a shipped set (fit on cosine_24000, constant_24000, wsdcon_9; predict "
                                    "the rest). Without: fit on a constant-LR and a cosine run of the lab, predict the "
                                    "final loss of linear, WSD 10%% and 20%% 1-sqrt, REX and step schedules, run them, "
                                    "compare.")
-    p.add_argument("--curves", metavar="SET", help=f"a folder of curves or a shipped set ({', '.join(SHIPPED)})")
-    p.add_argument("--choose", default=CHOICES[0], choices=CHOICES,
+    p.add_argument("--curves", metavar="SET", help=f"a folder of curves or a shipped set ({', '.join(CURVE_SETS)})")
+    p.add_argument("--choose", default=FIT_CHOICES[0], choices=FIT_CHOICES,
                    help="how a fit is chosen among good starts (default: leave-one-out error)")
     p.add_argument("--size", default="default", choices=("default", "tiny"),
                    help="lab size (tiny: a 1-layer model, 120 steps, seconds; a smoke test, not a measurement)")
@@ -344,7 +364,7 @@ def add_bench_forecast_parser(sub: Any, name: str = "forecast") -> None:
                    help="leave out this first fraction of the fitted lab runs (default 0.2, the lab's long transient; "
                         "see docs/forecast.md)")
     p.add_argument("--lam", type=float, help="fix the annealing law's momentum (default: chosen by the fit)")
-    p.add_argument("--law", nargs="+", default=sorted(LAWS), choices=sorted(LAWS),
+    p.add_argument("--law", nargs="+", default=list(LAW_NAMES), choices=LAW_NAMES,
                    help="laws to fit and judge (default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, help="validation interval in steps (default 25; tiny 10)")

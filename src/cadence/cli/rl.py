@@ -5,12 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-
 from cadence.cli import bench_subcommands
 from cadence.errors import CadenceError
 
@@ -44,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rl = bench_subcommands(subparsers).add_parser(
         "rl", help="curricula vs uniform over seeds (ratios with intervals), or the budget experiments",
         description="curricula: rollouts and steps to the target accuracy relative to uniform, over seeds, "
-                    "with 95%% t-intervals. length: a tightened response-length budget vs a fixed one. "
+                    "with 95% t-intervals. length: a tightened response-length budget vs a fixed one. "
                     "allocation: knapsack rollout allocation vs the same number of answers per prompt.")
     rl.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1; default 3)")
     rl.add_argument("--experiment", choices=("curricula", "length", "allocation"), default="curricula")
@@ -61,24 +55,24 @@ def run_demo_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console)
-
-
 def run_bench_command(args: argparse.Namespace) -> int:
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
     from cadence.labs.rl import bench
     from cadence.labs.rl.demo import lab_for
     from cadence.labs.rl.report import label
+    from cadence.progress import Progress
 
     if args.seeds < 1:
         raise CadenceError(f"--seeds must be at least 1, got {args.seeds}")
     console = Console()
     lab = lab_for(args.size, args.steps, args.target, args.policies)
     runs = {"curricula": len(lab.policies), "length": 2, "allocation": 2}[args.experiment]
-    with _progress(console) as progress:
-        task = progress.add_task(f"bench rl · {args.experiment}", total=args.seeds * runs * lab.grpo.steps)
-        tick = lambda *_: progress.update(task, advance=1)  # noqa: E731
+    with Progress(console=console) as progress:
+        task = progress.task(f"bench rl · {args.experiment}", total=args.seeds * runs * lab.grpo.steps)
+        tick = lambda *_: task.advance()  # noqa: E731
         if args.experiment == "curricula":
             rows, _ = bench.bench_curricula(lab, args.seeds, on_step=tick, workers=args.workers)
         elif args.experiment == "length":

@@ -3,29 +3,28 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from cadence.clock import Axis, parse_budget
-from cadence.errors import BudgetError
-from cadence.plotting import GALLERY, gallery, plot_schedules
-from cadence.spec import parse
+from cadence.cli import image_output
+from cadence.clock import BUDGET_RULE, Axis, parse_budget
+from cadence.errors import BudgetError, CadenceError
+from cadence.spec import parse, to_spec
 
 _SPEC_HELP = "a schedule spec, e.g. \"wsd(peak=3e-4, warmup=1%%, decay=20%%, shape=1-sqrt, floor=0.1)\""
 _RATE_HELP = "nominal rates for converting amounts between units, e.g. --tokens-per-step 4096"
 
 
 def _add_budget_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--budget", default="10000 steps",
-                   help="the run's budget: '10000' (steps), '10000 steps', '2M tokens', '30 min' (default: 10000 steps)")
+    p.add_argument("--budget", default="10000 steps", help=f"the run's budget (default: 10000 steps); {BUDGET_RULE}")
     p.add_argument("--tokens-per-step", type=float, help=_RATE_HELP)
     p.add_argument("--samples-per-step", type=float, help="nominal samples (batch size) per step")
 
 
 def _axis(args: argparse.Namespace) -> Axis:
-    budget = parse_budget(args.budget if not str(args.budget).isdigit() else int(args.budget))
+    budget = parse_budget(args.budget)
     if budget is None:
         raise BudgetError("plots need a budget")
     per_step = {"steps": 1.0}
@@ -39,6 +38,12 @@ def _axis(args: argparse.Namespace) -> Axis:
 
 
 def _plot(args: argparse.Namespace) -> int:
+    from cadence.plotting import plot_schedules
+
+    output = image_output(args.output)
+    if args.label and len(args.label) != len(args.specs):
+        raise CadenceError(f"--label must be given once per SPEC: {len(args.specs)} spec(s), "
+                           f"{len(args.label)} label(s)")
     axis = _axis(args)
     schedules = [parse(s) for s in args.specs]
     for s in schedules:
@@ -46,12 +51,14 @@ def _plot(args: argparse.Namespace) -> int:
     fig = plot_schedules(schedules, axis.total, unit=axis.unit, rates=axis.rates, labels=args.label)
     if args.log:
         fig.axes[0].set_yscale("log")
-    fig.savefig(args.output, dpi=120)
-    print(f"wrote {args.output}")
+    fig.savefig(output, dpi=120)
+    print(f"wrote {output}")
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
+    if not args.at and args.points < 2:
+        raise CadenceError(f"--points must be at least 2 (the start and the end of the budget), got {args.points}")
     axis = _axis(args)
     s = parse(args.spec)
     s.check(axis)
@@ -60,7 +67,7 @@ def _show(args: argparse.Namespace) -> int:
     else:
         points = [axis.total * i / (args.points - 1) for i in range(args.points)]
     console = Console()
-    console.print(str(s), highlight=False)
+    console.print(to_spec(s, defaults=True), highlight=False, soft_wrap=True)
     table = Table()
     table.add_column(axis.unit, justify="right")
     table.add_column("progress", justify="right")
@@ -79,17 +86,19 @@ def parse_point(text: str):
 
 
 def _gallery(args: argparse.Namespace) -> int:
-    path = Path(args.output)
+    from cadence.plotting import GALLERY, gallery
+
+    path = image_output(args.output)
     gallery(total=10_000, path=path)
     axis = Axis("steps", 10_000, {"tokens": 1e-6, "samples": 1 / 256})
     cols = ["0%", "1%", "5%", "25%", "50%", "75%", "90%", "100%"]
     table = Table(title="every shape at points of a 10,000-step budget", title_justify="left")
-    table.add_column("schedule")
+    table.add_column("schedule (spec)")
     for c in cols:
         table.add_column(c, justify="right")
     for title, spec in GALLERY:
         s = parse(spec)
-        table.add_row(title, *(f"{s.value(float(c[:-1]) / 100 * 10_000, axis):.4g}" for c in cols))
+        table.add_row(Text.assemble(title, "\n", (spec, "dim")), *(f"{s.value(float(c[:-1]) / 100 * 10_000, axis):.4g}" for c in cols))
     Console(width=140).print(table)
     print(f"wrote {path}")
     return 0
@@ -98,7 +107,7 @@ def _gallery(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot", help="draw schedules on one axis",
                        description="Draw one or more schedules over a budget on one axis and save the figure.",
-                       epilog="example: cadence plot 'cosine(peak=3e-4)' 'wsd(peak=3e-4, warmup=1%%)' --budget 10000 -o lr.png")
+                       epilog="example: cadence plot 'cosine(peak=3e-4)' 'wsd(peak=3e-4, warmup=1%)' --budget 10000 -o lr.png")
     p.add_argument("specs", nargs="+", metavar="SPEC", help=_SPEC_HELP)
     _add_budget_args(p)
     p.add_argument("-o", "--output", default="schedules.png", help="image file to write (default: schedules.png)")
@@ -108,7 +117,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("show", help="print a table of a schedule's values",
                        description="Print a schedule's value at evenly spaced or chosen points of a budget.",
-                       epilog="example: cadence show 'wsd(peak=3e-4, warmup=1%%, decay=20%%)' --budget 10000 --at 0 1%% 80%% 90%% 100%%")
+                       epilog="example: cadence show 'wsd(peak=3e-4, warmup=1%, decay=20%)' --budget 10000 --at 0 1% 80% 90% 100%")
     p.add_argument("spec", metavar="SPEC", help=_SPEC_HELP)
     _add_budget_args(p)
     p.add_argument("--points", type=int, default=11, help="number of evenly spaced points (default: 11)")

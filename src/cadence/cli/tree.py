@@ -6,7 +6,8 @@ run on the pre-training lab.
   ``(1 − d)·B_max + d·ΣB_k`` and each model's final validation loss against its dedicated run.
 * **codesign** — quality-ascending data order vs a random order of the same documents, each with
   (a) full LR decay, (b) moderate decay, (c) constant LR plus tail averaging of the last
-  checkpoints; mean ± std of the validation loss over seeds (algorithms.md §4.5).
+  checkpoints; mean ± std of the validation loss over seeds ("How Learning Rate Decay Wastes Your Best Data in
+  Curriculum-Based LLM Pretraining", Luo et al., arXiv 2511.18903).
 
 The runs live in :mod:`cadence.labs.pretrain.tree_bench`; this module prints them. Sizes are flags so
 tests run them tiny.
@@ -20,12 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cadence.progress import Progress
 from cadence.tree import plan_tree
 
 
@@ -55,21 +56,15 @@ def print_tree_benchmark(bench: Any, console: Console) -> None:
                   f"{'met' if worst <= 0.01 else 'MISSED'}); wall {bench.seconds:.0f} s", highlight=False)
 
 
-def _steps_progress(label: str, total: int) -> tuple[Progress, Callable[[int], None]]:
-    progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
-                        TimeElapsedColumn(), transient=True)
-    task = progress.add_task(label, total=total)
-    return progress, lambda n: progress.advance(task, n)
-
-
 def _bench_tree(args: argparse.Namespace) -> int:
     from cadence.labs.pretrain.tree_bench import plot_tree_benchmark, run_tree_benchmark  # heavy: on use
 
-    budgets = [args.base * m for m in (1, 2, 4, 8)]
+    base = args.base if args.base is not None else _TREE_BASE[args.size]
+    budgets = [base * m for m in (1, 2, 4, 8)]
     total = plan_tree(budgets, decay=args.decay).total_compute + sum(budgets) + (max(budgets) if args.wsd_s else 0)
-    progress, tick = _steps_progress("bench tree", total)
-    with progress:
-        bench = run_tree_benchmark(base=args.base, decay=args.decay, peak=args.peak, warmup=args.warmup,
+    with Progress(transient=True) as progress:
+        tick = progress.counter("bench tree · steps", total)
+        bench = run_tree_benchmark(base=base, decay=args.decay, peak=args.peak, warmup=args.warmup,
                                    cosine_floor=args.cosine_floor, size=args.size, seed=args.seed, wsds=args.wsd_s,
                                    on_steps=tick)
     print_tree_benchmark(bench, Console())
@@ -105,24 +100,31 @@ def print_codesign(res: Any, console: Console) -> None:
 def _bench_codesign(args: argparse.Namespace) -> int:
     from cadence.labs.pretrain.tree_bench import run_codesign
 
-    progress, tick = _steps_progress("bench codesign", args.steps * args.seeds * 2 * 3)
-    with progress:
-        res = run_codesign(steps=args.steps, seeds=args.seeds, peak=args.peak, moderate_floor=args.moderate_floor,
+    steps = args.steps if args.steps is not None else _CODESIGN_STEPS[args.size]
+    with Progress(transient=True) as progress:
+        tick = progress.counter("bench codesign · steps", steps * args.seeds * 2 * 3)
+        res = run_codesign(steps=steps, seeds=args.seeds, peak=args.peak, moderate_floor=args.moderate_floor,
                            tail=args.tail, tail_span=args.tail_span, size=args.size,
                            val_min_quality=args.val_min_quality, on_steps=tick)
     print_codesign(res, Console())
     return 0
 
 
+_TREE_BASE = {"tiny": 20, "small": 200}
+_CODESIGN_STEPS = {"tiny": 50, "small": 500}
+_SIZE_HELP = "lab size: 'tiny' (a tiny model and {} by default; seconds, a smoke test) or 'small' (the benchmark)"
+
+
 def add_tree_parser(sub: Any, name: str) -> None:
     p = sub.add_parser(name, help="WSD tree vs dedicated cosine runs on the pre-training lab",
                        description=__doc__.split("\n\n")[1].strip())
-    p.add_argument("--base", type=int, default=200, help="B, the smallest budget in steps (budgets B, 2B, 4B, 8B)")
+    p.add_argument("--base", type=int, default=None,
+                   help="B, the smallest budget in steps (budgets B, 2B, 4B, 8B; default 200, or 20 with --size tiny)")
     p.add_argument("--decay", type=float, default=0.2, help="cooldown fraction d of each budget (default 0.2)")
     p.add_argument("--peak", type=float, default=3e-3, help="peak LR (default 3e-3)")
     p.add_argument("--warmup", type=int, default=None, help="warmup steps (default B/10)")
     p.add_argument("--cosine-floor", type=float, default=0.1, help="final LR factor of the cosine runs (default 0.1)")
-    p.add_argument("--size", default="small", choices=("tiny", "small"), help="lab model size")
+    p.add_argument("--size", default="small", choices=("tiny", "small"), help=_SIZE_HELP.format("--base 20"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--wsd-s", action="store_true", help="also run a WSD-S chain (B_max more steps)")
     p.add_argument("--lineage", help="write the tree's lineage JSON here")
@@ -132,7 +134,7 @@ def add_tree_parser(sub: Any, name: str) -> None:
 
 def add_codesign_parser(sub: Any, name: str) -> None:
     p = sub.add_parser(name, help="quality curriculum x LR decay/averaging study on the pre-training lab")
-    p.add_argument("--steps", type=int, default=500, help="steps per run (default 500)")
+    p.add_argument("--steps", type=int, default=None, help="steps per run (default 500, or 50 with --size tiny)")
     p.add_argument("--seeds", type=int, default=3, help="seeds (default 3)")
     p.add_argument("--peak", type=float, default=3e-3)
     p.add_argument("--moderate-floor", type=float, default=0.3, help="final LR factor of the moderate decay (0.3)")
@@ -141,7 +143,7 @@ def add_codesign_parser(sub: Any, name: str) -> None:
                    help="fraction of the run the averaged checkpoints are spread over (default 0.1)")
     p.add_argument("--val-min-quality", type=float, default=0.9,
                    help="validate on documents of at least this quality (default 0.9: clean text)")
-    p.add_argument("--size", default="small", choices=("tiny", "small"), help="lab model size")
+    p.add_argument("--size", default="small", choices=("tiny", "small"), help=_SIZE_HELP.format("--steps 50"))
     p.set_defaults(func=_bench_codesign)
 
 

@@ -2,7 +2,7 @@
 multi-power law (:mod:`cadence.forecast.multipower`, ``law="multi-power"``) — to one or more
 logged runs. Both use the same points and the same fitting loss (:mod:`cadence.forecast.objective`).
 
-For the annealing law, as in the reproductions collected in algorithms.md §2: a Huber loss (``delta`` ≈ 1e-3) between
+For the annealing law, as in public reproductions of arXiv 2408.11029: a Huber loss (``delta`` ≈ 1e-3) between
 predicted and measured *log* loss, L-BFGS-B with bounds (every constant ≥ 0, ``L0`` below the
 lowest measured loss), a multi-start grid of initial values, and parameter sets that predict a
 non-positive loss rejected. The momentum λ is chosen from a grid by the same objective (or fixed).

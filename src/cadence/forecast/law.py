@@ -1,4 +1,4 @@
-"""The annealing law of the loss curve (algorithms.md §2; Tissue et al., arXiv 2408.11029):
+"""The annealing law of the loss curve ("Scaling Law with Learning Rate Annealing", Tissue et al., arXiv 2408.11029):
 
     L(s) = L0 + A · S1(s)^(−α) − C · S2(s)
 
@@ -13,7 +13,7 @@ momentum keeps growing for about ``1/(1−λ)`` steps, so the law predicts a war
 loss long after it is over — an artefact, not a measurement; with the rise left out a warmup only
 acts through S1 (the steps did move the weights), which is the paper's reading of S1. Later rises
 (re-warming) still count, negatively, as the law intends. How the paper handles warmup is
-UNCONFIRMED (algorithms.md §2).
+UNCONFIRMED (arXiv 2408.11029).
 
 The law works in normalised areas, ``S1 / (η_ref·N_ref)`` and ``S2 / (η_ref·N_ref)`` with the peak
 LR and length of the fitted runs, which rescales ``A`` and ``C`` only and keeps the fit well

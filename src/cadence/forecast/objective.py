@@ -1,4 +1,4 @@
-"""What fitting shares across laws: a Huber loss on log-loss residuals (algorithms.md §2) and the
+"""What fitting shares across laws: a Huber loss on log-loss residuals (as in fits of arXiv 2408.11029) and the
 grid of starting points for the power term.
 
     >>> import numpy as np

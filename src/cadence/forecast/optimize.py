@@ -5,7 +5,7 @@ scale relative to a base peak. Works with either law (annealing or multi-power):
 the final loss of a scaled LR sequence in closed form (``law.final_losses``), so every scale comes
 from one LR array per (shape, fraction).
 
-**Caveat (algorithms.md §2).** Neither law has a term for instability: scaling the whole schedule
+**Caveat (reviews of arXiv 2408.11029).** Neither law has a term for instability: scaling the whole schedule
 up lowers the predicted loss, so the best scale is the upper end of its range. The default
 range therefore stops at the largest LR the law was fitted on (``scale_range=(0.25, 1.0)`` of
 that peak); :attr:`WSDChoice.at_bounds` names every parameter that ended on a bound.

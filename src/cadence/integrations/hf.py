@@ -85,6 +85,7 @@ class CadenceCallback(TrainerCallback, ExportableState):
         self._losses: list[np.ndarray] = []
         self._local = np.zeros(2)  # this process's samples and label tokens in the current step
         self._step = 0  # the Trainer's global step the state belongs to
+        self._used: dict[str, float] = {}  # scheduled optimizer fields the last optimizer step used
 
     # ------------------------------------------------------------------ loss (Trainer.compute_loss_func)
     def compute_loss(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
@@ -119,6 +120,11 @@ class CadenceCallback(TrainerCallback, ExportableState):
                                  f"but the checkpoint is at step {state.global_step}")
             self.link.load_state_dict(decode(saved)["link"])
 
+    def on_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # the optimizer has just stepped with these values; the scheduler moves them on right after
+        if self.link.scheduler is not None:
+            self._used = {self.link.prefix + k: v for k, v in self.link.scheduler.values().items()}
+
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._step = state.global_step
         if self.link.scheduler is None:
@@ -132,6 +138,7 @@ class CadenceCallback(TrainerCallback, ExportableState):
         if logs is None or not any(k in logs for k in ("loss", "train_loss")):
             return
         values = self.link.values()
+        values.update(self._used)  # cadence/lr/<g> = the LR the last step used, as the Trainer's learning_rate
         logs.update(values)
         if state.log_history and state.log_history[-1].get("step") == state.global_step:
             state.log_history[-1].update(values)

@@ -13,11 +13,13 @@ the layers, ordered input → output, and applies it. A frozen layer's parameter
 Plans:
 
 * :class:`LayerFreezing` — progressive freezing of the bottom layers (Composer ``LayerFreezing``,
-  algorithms.md §5.2), the frozen fraction being any cadence schedule.
+  no paper), the frozen fraction being any cadence schedule.
 * :class:`FreezeOut` — per-layer cosine LR reaching zero at each layer's freeze time, then freeze
-  (algorithms.md §5.3); the LRs are cadence schedules for :class:`~cadence.optim.ScheduledLR`.
+  ("FreezeOut: Accelerate Training by Progressively Freezing Layers", arXiv 1706.04983); the LRs are
+  cadence schedules for :class:`~cadence.optim.ScheduledLR`.
 * :class:`RandomizedProgressive` — Drop-Muon's randomized progressive training: each step a random
-  cutoff, only the layers from it upward train (algorithms.md §5.1).
+  cutoff, only the layers from it upward train ("Drop-Muon: Update Less, Converge Faster",
+  arXiv 2510.02239).
 
     >>> import torch
     >>> from cadence import Clock
@@ -138,7 +140,7 @@ def _decimal(x: float) -> float:
 
 
 class LayerFreezing(LayerPlan):
-    """Progressive freezing of the bottom layers (Composer ``LayerFreezing``, algorithms.md §5.2).
+    """Progressive freezing of the bottom layers (Composer ``LayerFreezing``; no paper).
 
     The frozen fraction ``frac`` is a schedule; the first ``⌊frac · (n_layers − 1)⌋`` layers are
     frozen, so the last layer always trains. By default ``frac`` is Composer's: 0 until ``start``,
@@ -191,7 +193,7 @@ FREEZE_SHAPES: dict[str, Callable[[float], float]] = {"linear": lambda x: x, "sq
 
 
 class FreezeOut(LayerPlan):
-    """FreezeOut (Brock et al., algorithms.md §5.3): layer ``i`` anneals its LR to zero by its
+    """FreezeOut (Brock et al., arXiv 1706.04983): layer ``i`` anneals its LR to zero by its
     freeze time ``t_i`` (a fraction of the budget), then stops training.
 
     ``t_i = f(t0 + (1 − t0)·i/L)`` with ``f`` linear, squared or cubic and ``L`` the last layer's
@@ -265,11 +267,11 @@ class FreezeOut(LayerPlan):
 
 class RandomizedProgressive(LayerPlan):
     """Randomized progressive training, the layer sampling of Drop-Muon (Gruntkowska et al., 2025;
-    algorithms.md §5.1): each step draws a cutoff ``s`` from a distribution over ``0..n_layers−1``
+    arXiv 2510.02239): each step draws a cutoff ``s`` from a distribution over ``0..n_layers−1``
     and trains only layers ``s, …, n_layers−1``; the layers below keep their parameters and
     optimizer state untouched, and backpropagation stops at layer ``s``.
 
-    UNCONFIRMED (algorithms.md §7 item 18): the distribution used in the paper's experiments and any
+    UNCONFIRMED: the distribution used in the paper's experiments and any
     per-layer LR scaling. Implemented: ``probabilities=None`` is uniform over cutoffs (as the
     reviewers assume), which trains about half the layers per step; any other distribution can be
     given. Per-layer LRs are left to the optimizer.

@@ -1,9 +1,9 @@
 """Size plans on the clock: how long the sequences, how big the batch.
 
-* :class:`SequenceLengthWarmup` — train on short sequences first (Li et al. 2022; Composer
-  ``SeqLengthWarmup``, algorithms.md §5.4). The length is any cadence schedule, rounded down to a
-  multiple of ``multiple_of``; :meth:`~SequenceLengthWarmup.apply` truncates a batch to it, or
-  reshapes it into more, shorter rows. It reports the tokens trained on to the clock.
+* :class:`SequenceLengthWarmup` — train on short sequences first ("The Stability-Efficiency
+  Dilemma: Investigating Sequence Length Warmup for Training GPT Models", Li et al., arXiv 2108.06084;
+  Composer ``SeqLengthWarmup``). The length is any cadence schedule, rounded down to a multiple of
+  ``multiple_of``; :meth:`~SequenceLengthWarmup.apply` truncates a batch to it, or reshapes it into more, shorter rows. It reports the tokens trained on to the clock.
 * :class:`BatchSizeSchedule` — a batch size that follows a schedule, with the LR coupled by linear
   or square-root scaling (:class:`BatchLRScaling`, a schedule, so the coupling is as pure and
   resumable as the LR itself). Its :meth:`~BatchSizeSchedule.batch_sampler` draws each batch with

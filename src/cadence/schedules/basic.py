@@ -1,8 +1,9 @@
 """Classic schedules: constant, ramps and decays over the span, and the step/cyclic families.
 
 Decays go from ``peak`` to ``floor * peak`` over the span they are given (the whole budget, or
-one piece of a join). Formulas: ``reference/algorithms.md`` §1.0; the torch and transformers
-peers they agree with are named on each class.
+one piece of a join). Formulas: the standard warmup/linear/cosine forms as in "Scaling Laws and
+Compute-Optimal Training Beyond Fixed Training Durations" (Hägele et al., arXiv 2405.18392); the torch
+and transformers peers they agree with are named on each class.
 
     >>> from cadence.clock import Axis
     >>> Linear(peak=2.0).value(250, Axis("steps", 1000))
@@ -127,9 +128,10 @@ class Polynomial(_Decay):
 
 
 class REX(_Decay):
-    """REX, the reflected exponential profile ``(1 − z) / (1 − β·z/2)`` (Chen et al., MLSys 2022).
+    """REX, the reflected exponential profile ``(1 − z) / (1 − β·z/2)`` ("REX: Revisiting Budgeted
+    Training with an Improved Schedule", Chen et al., arXiv 2107.04197).
 
-    ``beta=1`` is the paper's form; the authors' reference code uses 0.9 (algorithms.md §1.3).
+    ``beta=1`` is the paper's form; the authors' reference code uses 0.9.
     """
 
     name: ClassVar[str] = "rex"
@@ -140,10 +142,11 @@ class REX(_Decay):
 
 
 class UBA(_Decay):
-    """UBA, the unified budget-aware schedule (Tang et al., NeurIPS 2025), one parameter ``phi``.
+    """UBA, the unified budget-aware schedule ("Stepsize anything: A unified learning rate
+    schedule for budgeted-iteration training", Tang et al., arXiv 2505.24452), one parameter ``phi``.
 
     UNCONFIRMED: the form ``2c / (2φ + (2 − φ)c)`` with ``c = 1 + cos(πu)`` comes from a third-party
-    implementation, not the paper (algorithms.md §1.4); ``phi = 2`` is exactly cosine. The default
+    implementation, not the paper; ``phi = 2`` is exactly cosine. The default
     ``phi`` is likewise unconfirmed. The formula lives only in :meth:`factor`.
     """
 

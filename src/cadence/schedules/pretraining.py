@@ -1,7 +1,12 @@
 """Schedules from language-model pre-training: WSD and its MiniCPM variant, the Power scheduler,
 and continual pre-training segments (re-warm + re-decay, the infinite schedule).
 
-Formulas: ``reference/algorithms.md`` §1.1, §1.5, §1.6, §1.7, §1.10.
+Formulas from the papers: WSD, "Scaling Laws and Compute-Optimal Training Beyond Fixed Training
+Durations" (Hägele et al., arXiv 2405.18392); "MiniCPM: Unveiling the Potential of Small Language Models
+with Scalable Training Strategies" (arXiv 2404.06395); "Power Scheduler: A Batch Size and Token Number
+Agnostic Learning Rate Scheduler" (arXiv 2408.13359); "Simple and Scalable Strategies to Continually
+Pre-train Large Language Models" (arXiv 2403.08763); "Beyond Cosine Decay: On the effectiveness of
+Infinite Learning Rate Schedule for Continual Pre-training" (arXiv 2503.02844).
 
     >>> from cadence.clock import Axis
     >>> s = WSD(peak=3e-4, warmup="1%", decay="20%", shape="1-sqrt", floor=0.1)
@@ -125,7 +130,7 @@ class Power(Schedule):
 
     ``batch`` is the batch size in samples; when omitted it is read from the clock (samples per
     step), so a batch-size change is followed. ``a`` and ``b = −0.51`` follow IBM's code; the
-    fitted ``a ≈ 4.6`` and the paper's final decay are UNCONFIRMED (algorithms.md §1.5). For a final
+    fitted ``a ≈ 4.6`` and the paper's final decay are UNCONFIRMED (arXiv 2408.13359). For a final
     decay multiply by a WSD: ``product(power(...), wsd(peak=1, decay=10%))``.
     """
 
@@ -200,7 +205,7 @@ class Infinite(Schedule):
     hold it indefinitely, and anneal exponentially to ``floor·peak`` over the last ``anneal`` of the
     budget (held constant while the run is open-ended).
 
-    UNCONFIRMED (algorithms.md §1.6): the default ``constant`` level and the anneal normalisation;
+    UNCONFIRMED (arXiv 2503.02844): the default ``constant`` level and the anneal normalisation;
     here the anneal is ``c·(floor/c)^s`` with ``s`` the fraction of the anneal done.
     """
 

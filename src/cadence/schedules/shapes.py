@@ -2,7 +2,7 @@
 
 ``decay(shape, s, floor)`` returns the ratio to the peak (1 at ``s = 0``, ``floor`` at ``s = 1``);
 ``rise(shape, p, start)`` is the same shape run backwards, for warmups. Formulas follow
-``reference/algorithms.md`` §1.0, §1.1 and §1.9.
+"Scaling Laws and Compute-Optimal Training Beyond Fixed Training Durations" (Hägele et al., arXiv 2405.18392).
 
     >>> decay("1-sqrt", 0.25, 0.0)
     0.5

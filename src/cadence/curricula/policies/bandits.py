@@ -53,7 +53,8 @@ def _positions(n: int) -> np.ndarray:
 
 
 class DUMP(Policy):
-    """DUMP (Wang et al., arXiv 2504.09710; algorithms.md §3.1): UCB over a sliding window of
+    """DUMP ("DUMP: Automated Distribution-Level Curriculum Learning for RL-based LLM
+    Post-training", Wang et al., arXiv 2504.09710): UCB over a sliding window of
     per-response |advantage| per arm, turned into probabilities by a softmax with temperature::
 
         μ_j = mean of the last `window` |a| of arm j,   N = Σ n_j
@@ -157,7 +158,7 @@ class DUMP(Policy):
 
 
 class SEC(Policy):
-    """SEC (Chen et al., arXiv 2505.14970; algorithms.md §3.2): Boltzmann sampling over a
+    """SEC ("Self-Evolving Curriculum for LLM Reasoning", Chen et al., arXiv 2505.14970): Boltzmann sampling over a
     TD(0)/EMA value of the batch's mean |advantage| per arm::
 
         r(c) = mean |A| over arm c's responses in the batch
@@ -224,7 +225,7 @@ def _check_signal(signal: str, value_range: tuple[float, float]) -> None:
 
 
 class EXP3(Policy):
-    """EXP3 (Auer et al. 2002, the textbook form; not in algorithms.md), batched: with
+    """EXP3 (Auer et al. 2002, the textbook form), batched: with
     ``K`` arms that have items and mixing ``γ``::
 
         p_j = (1 − γ)·w_j / Σ w + γ/K
@@ -279,7 +280,7 @@ class EXP3(Policy):
 
 class LearningProgress(Policy):
     """Absolute learning progress (in the spirit of Portelas et al. 2019 and Kanitscheider et al.
-    2021; not in algorithms.md, defaults are cadence's): a fast and a slow EMA of each arm's mean
+    2021; defaults are cadence's): a fast and a slow EMA of each arm's mean
     signal; progress ``LP_j = |fast_j − slow_j|``; ``p = (1 − ε)·LP/ΣLP + ε/K`` (uniform while
     ΣLP = 0). Both EMAs start at an arm's first observed mean.
     """

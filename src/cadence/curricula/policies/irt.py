@@ -1,4 +1,5 @@
-"""PUDF (Meng et al., arXiv 2408.05326; algorithms.md §4.2): 1-parameter IRT difficulties and
+"""PUDF ("A Psychology-based Unified Dynamic Framework for Curriculum Learning",
+Meng et al., arXiv 2408.05326): 1-parameter IRT difficulties and
 training on the items whose difficulty does not exceed the model's estimated ability.
 
 * :func:`fit_rasch` fits item difficulties ``b`` (and model abilities ``θ``) to a response matrix of
@@ -70,7 +71,7 @@ def fit_rasch(responses: Any, *, prior_sd: float = 1.0, max_iter: int = 200, tol
 
 def estimate_ability(difficulty: Any, correct: Any, *, prior_sd: float = 1.0, tol: float = 1e-10) -> float:
     """MAP ability ``argmax_θ log N(θ; 0, prior_sd²) + Σ log(1 + (2σ(θ − b_i) − 1)·y_i)``, ``y = ±1``
-    (algorithms.md §4.2), by Newton's method (the objective is concave).
+    (arXiv 2408.05326), by Newton's method (the objective is concave).
 
         >>> round(estimate_ability([0.0, 0.0], [1, 0]), 6)
         0.0

@@ -1,8 +1,10 @@
 """Ordered curricula: pacing functions of training progress, and the :class:`Ordered` policy.
 
 A pacing function maps progress ``u ∈ [0, 1]`` (``clock.progress``) to the fraction of the
-difficulty-sorted data (easiest first) that may be sampled; formulas from algorithms.md §4.1 and
-§4.7, with ``a = full_at`` the progress at which all data is reached and ``b = start``:
+difficulty-sorted data (easiest first) that may be sampled; formulas from "Competence-based Curriculum
+Learning for Neural Machine Translation" (Platanios et al., arXiv 1903.09848) and "Cyclical Curriculum
+Learning" (Kesgin & Amasyali, arXiv 2202.05531), with ``a = full_at`` the progress at which all data is
+reached and ``b = start``:
 
 * :class:`LinearPacing` ``b + (1 − b)·min(1, u/a)``
 * :class:`RootPacing`   ``b + (1 − b)·min(1, u/a)^(1/p)``  (p = 2: root pacing)

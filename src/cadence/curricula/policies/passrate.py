@@ -1,4 +1,6 @@
-"""RL pass-rate band filter with batch refill (algorithms.md §3.3 balanced filtering, §3.4 DAPO).
+"""RL pass-rate band filter with batch refill (balanced filtering: "Online Difficulty Filtering for
+Reasoning Oriented Reinforcement Learning", Bae et al., arXiv 2504.03380; dynamic sampling: "DAPO: An
+Open-Source LLM Reinforcement Learning System at Scale", Yu et al., arXiv 2503.14476).
 
 Each prompt is rolled out ``G`` times; its group pass rate ``p̂ = #correct / G`` is kept if it lies
 in the band. ``closed`` says which ends belong to it: ``"neither"`` (default, ``low < p̂ < high``;

@@ -27,7 +27,8 @@ from cadence.schedules.basic import Constant
 
 
 class DoReMi(Policy):
-    """DoReMi excess-loss reweighting (Xie et al. 2023; algorithms.md §4.4, "doremiv1")::
+    """DoReMi excess-loss reweighting ("DoReMi: Optimizing Data Mixtures Speeds Up Language
+    Model Pretraining", Xie et al., arXiv 2305.10429; the "doremiv1" update)::
 
         λ_j = mean over arm j's items in the batch of max(loss − reference, 0)  (absent arms keep λ_j)
         log α' = log α + η·λ,  α' normalised;   α ← (1 − ε)·α' + ε/K;   ᾱ = running mean of α
@@ -119,7 +120,8 @@ class DoReMi(Policy):
 
 
 class SkillIt(Policy):
-    """Skill-it online mixture (Chen et al. 2023; algorithms.md §4.3)::
+    """Skill-it online mixture ("Skill-it! A Data-Driven Skills Framework for Understanding and
+    Training Language Models", Chen et al., arXiv 2307.14430)::
 
         p ∝ prior ⊙ exp(η · A · Σ_{last w rounds} L_τ),   initially p ∝ prior ⊙ exp(η · A · 1)
 
@@ -274,7 +276,8 @@ class SkillIt(Policy):
 
 def loss_weights(losses: np.ndarray, strategy: str = "linupper", temperature: float = 1.0,
                  delta: float = 1.0) -> np.ndarray:
-    """Per-sample weights from batch losses (algorithms.md §4.6); they sum to 1.
+    """Per-sample weights from batch losses ("Dynamic Loss-Based Sample Reweighting for Improved
+    Large Language Model Pretraining", Sow et al., arXiv 2502.06733); they sum to 1.
 
     ``ℓ̃ = 2δ(ℓ − ℓ_min)/max(ℓ_max − ℓ_min, 1e-6) − δ``; score ``linupper: min(ℓ̃ + δ, δ)``,
     ``quadratic: 1 − ℓ̃²/δ²``, ``extremes: |ℓ̃|``, ``uniform: 0``; ``w = softmax(score / r)``.
@@ -310,7 +313,7 @@ STRATEGIES = {
 
 
 class LossReweighting(Policy):
-    """Per-sample loss-based reweighting (ICLR 2025, algorithms.md §4.6). Sampling is uniform over
+    """Per-sample loss-based reweighting (Sow et al., ICLR 2025, arXiv 2502.06733). Sampling is uniform over
     items; the policy turns a batch's per-sample losses into weights for the loss.
 
     ``temperature`` (``r``) may be a cadence schedule read at ``clock`` (large early, smaller later:

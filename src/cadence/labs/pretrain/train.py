@@ -21,7 +21,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from cadence.labs.pretrain.corpus import VOCAB_SIZE, Corpus, load_corpus
 from cadence.labs.pretrain.stream import DocumentStream
 from cadence.labs.tinygpt import GPTConfig, TinyGPT
 from cadence.optim import ScheduledLR
+from cadence.progress import Progress
 from cadence.schedules.base import Schedule, as_schedule
 
 CHECKPOINT_KIND = "cadence.pretrain.checkpoint"
@@ -200,12 +201,12 @@ def train(cfg: PretrainConfig, schedule: Schedule | str | float | dict, *, steps
     return TrainResult(run_log, checkpoints, float(val_loss), model, str(schedule))
 
 
-def _progress(it: range, show: bool, label: str) -> Iterable[int]:
-    if not show:
-        return it
-    from tqdm.auto import tqdm
-
-    return tqdm(it, desc=label[:60], leave=False)
+def _progress(it: range, show: bool, label: str) -> Iterator[int]:
+    with Progress(enabled=show, transient=True) as progress:
+        task = progress.task(label[:60], total=len(it))
+        for k in it:
+            yield k
+            task.advance()
 
 
 def _checkpoint(cfg: PretrainConfig, schedule: Schedule, model: nn.Module, optimizer: torch.optim.Optimizer,

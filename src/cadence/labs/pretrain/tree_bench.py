@@ -5,7 +5,8 @@
   ``(1 − d)·B_max + d·ΣB_k`` and each model's final validation loss against its dedicated run.
 * :func:`run_codesign` — quality-ascending data order vs a random order of the same documents, each
   with (a) full LR decay, (b) moderate decay, (c) constant LR plus tail averaging of the last
-  checkpoints; validation losses over seeds (algorithms.md §4.5).
+  checkpoints; validation losses over seeds ("How Learning Rate Decay Wastes Your Best Data in
+  Curriculum-Based LLM Pretraining", Luo et al., arXiv 2511.18903).
 
 ``cadence bench tree`` and ``cadence bench codesign`` print them; sizes are arguments so tests run
 them tiny.

@@ -5,7 +5,7 @@
   A run that never reaches the target counts as its whole budget (a censored, optimistic value
   for that run; the "reached" column says how often it happened).
 * :func:`bench_length` — a response-length budget tightened over training ("Train Long, Think
-  Short", §3.6) vs the final budget held fixed: final accuracy and mean response length.
+  Short", arXiv 2508.08940) vs the final budget held fixed: final accuracy and mean response length.
 * :func:`bench_allocation` — rollouts spread by :class:`KnapsackAllocation` vs ``group`` per
   prompt under the same total: share of groups and of rollouts with non-zero advantage.
 

@@ -16,12 +16,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cadence.errors import CadenceError
 from cadence.labs.rl.experiment import SIZES, Comparison, LabConfig, compare
-from cadence.labs.rl.report import label, summary_rows, write_report
+from cadence.labs.rl.report import SMOKE_NOTE, label, summary_rows, target_is_meaningful, write_report
+from cadence.progress import Progress
 
 
 def lab_for(size: str, steps: int | None = None, target: float | None = None,
@@ -45,27 +45,31 @@ def lab_for(size: str, steps: int | None = None, target: float | None = None,
 def run_with_progress(lab: LabConfig, seed: int, console: Console, quiet: bool = False,
                       workers: int = 1) -> Comparison:
     """:func:`compare` behind a progress bar (warm start, then one bar over all GRPO steps)."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, disable=quiet, transient=False) as progress:
-        warm = progress.add_task("warm start", total=1)
-        total = lab.grpo.steps * len(lab.policies)
-        train = progress.add_task("GRPO", total=total)
+    with Progress(console=console, enabled=not quiet) as progress:
+        warm = progress.task("warm start", total=1)
+        train: list = []
+
+        def on_warm() -> None:
+            warm.finish()
+            train.append(progress.task("GRPO", total=lab.grpo.steps * len(lab.policies)))
 
         def on_step(policy: str) -> None:
-            progress.update(train, advance=1, description=f"GRPO · {label(policy)}")
+            train[0].what = f"GRPO · {label(policy)}"
+            train[0].advance()
 
-        return compare(lab, seed, on_step=on_step, on_warm=lambda: progress.update(warm, completed=1),
-                       workers=workers)
+        return compare(lab, seed, on_step=on_step, on_warm=on_warm, workers=workers)
 
 
 def summary_table(c: Comparison) -> Table:
-    table = Table(title=f"GRPO with curricula · seed {c.seed} · target pass@1 {c.target:.3f}")
+    meaningful = target_is_meaningful(c)
+    reach = (lambda x: "—" if x is None else str(x)) if meaningful else (lambda _: "n/a")
+    table = Table(title=f"GRPO with curricula · seed {c.seed} · target pass@1 {c.target:.3f}"
+                        + ("" if meaningful else " (not above the warm start: to-target columns n/a)"))
     for col in ("policy", "rollouts to target", "steps to target", "final pass@1", "final greedy",
                 "informative groups"):
         table.add_column(col, justify="left" if col == "policy" else "right")
     for r in summary_rows(c):
-        table.add_row(label(r["policy"]), "—" if r["rollouts_to_target"] is None else str(r["rollouts_to_target"]),
-                      "—" if r["steps_to_target"] is None else str(r["steps_to_target"]),
+        table.add_row(label(r["policy"]), reach(r["rollouts_to_target"]), reach(r["steps_to_target"]),
                       f"{r['final_accuracy']:.3f}", f"{r['final_greedy']:.3f}", f"{r['informative_share']:.0%}")
     return table
 
@@ -95,11 +99,16 @@ def run_demo(size: str, out: Path, *, seed: int = 0, steps: int | None = None, t
     if workers < 1:
         raise CadenceError(f"workers must be at least 1, got {workers}")
     start = time.perf_counter()
+    if size == "tiny" and not quiet:
+        console.print(f"[bold yellow]{SMOKE_NOTE}[/]")
     result = run_with_progress(lab, seed, console, quiet, workers)
     wall = time.perf_counter() - start
-    path = write_report(result, out, wall)
+    smoke = size == "tiny"
+    path = write_report(result, out, wall, smoke=smoke)
     if not quiet:
         console.print(arm_table(result))
         console.print(summary_table(result))
+        if smoke:
+            console.print(f"[bold yellow]{SMOKE_NOTE}[/]")
         console.print(f"report: {path}  ({wall:.0f} s)")
     return path

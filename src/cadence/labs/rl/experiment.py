@@ -38,8 +38,8 @@ from cadence.labs.rl.warmstart import WarmStartConfig, warm_start
 from cadence.labs.tinygpt import TinyGPT
 
 POLICIES = ("uniform", "dump", "sec", "pass_rate", "predictive", "predictive_dump", "dynamic")
-"""The policies the lab knows: uniform sampling; DUMP (paper defaults); SEC (α = 0.5, τ = 0.2 as in
-the released 2-D run scripts); balanced pass-rate filtering (band [0.25, 0.75] inclusive (UNCONFIRMED
+"""The policies the lab knows: uniform sampling; DUMP (arXiv 2504.09710, paper defaults); SEC (arXiv 2505.14970, α = 0.5,
+τ = 0.2 as in the released 2-D run scripts); balanced pass-rate filtering (arXiv 2504.03380, band [0.25, 0.75] inclusive (UNCONFIRMED
 band), refilling for the missing prompts at most 3 extra rounds); the predictive pre-rollout filter
 (GRESO defaults) over uniform sampling, and over DUMP, each with dynamic sampling (band (0, 1), at most
 3 extra rounds) as in its paper; and dynamic sampling alone (DAPO), the baseline GRESO improves on."""

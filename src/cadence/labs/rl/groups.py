@@ -2,7 +2,8 @@
 
 Rows are grouped consecutively: ``sizes[i]`` rows belong to prompt ``items[i]`` (sizes may differ
 when rollouts are allocated per prompt). The shared fact behind every advantage-based curriculum
-(algorithms.md §3): a group whose rewards are all equal has zero advantage and teaches nothing.
+(GRPO, "DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language Models",
+arXiv 2402.03300): a group whose rewards are all equal has zero advantage and teaches nothing.
 
     >>> group_advantages(np.array([1.0, 0.0, 1.0, 1.0]), np.array([2, 2])).round(3).tolist()
     [1.0, -1.0, 0.0, 0.0]

@@ -109,6 +109,7 @@ class History:
     step_length: list[float | None] = field(default_factory=list)
     step_probabilities: list[list[float]] = field(default_factory=list)
     step_grad_norm: list[float | None] = field(default_factory=list)  # ℓ2, mean over the step's updates
+    step_arm_groups: list[list[int]] = field(default_factory=list)  # groups trained on per arm (what a filter kept)
     eval_steps: list[int] = field(default_factory=list)
     eval_rollouts: list[int] = field(default_factory=list)
     eval_accuracy: list[list[float]] = field(default_factory=list)
@@ -220,6 +221,7 @@ class GRPOTrainer:
         h.step_reward.append(float(groups.rewards.mean()) if len(groups.rewards) else None)
         h.step_length.append(float(groups.lengths.mean()) if len(groups.lengths) else None)
         h.step_probabilities.append(self.source.policy.probabilities().tolist())
+        h.step_arm_groups.append(np.bincount(self.suite.arm_of[groups.items], minlength=len(self.suite.arm_names)).tolist())
 
     def record_eval(self) -> Evaluation:
         """Evaluate on the eval set (pass@1 at the sampling temperature, greedy accuracy, length)

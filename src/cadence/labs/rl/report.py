@@ -77,31 +77,76 @@ def plot_accuracy(c: Comparison, path: Path) -> None:
     plt.close(fig)
 
 
+def arm_colors(arms: list[str]) -> list:
+    """One hue per task family (the part of ``family/level`` before the slash), lighter shades for
+    easier levels, so arms of a family read as one band."""
+    families = list(dict.fromkeys(a.split("/")[0] for a in arms))
+    maps = ["Blues", "Oranges", "Greens", "Reds", "Purples", "Greys", "YlOrBr", "PuRd"]
+    out = []
+    for a in arms:
+        fam = a.split("/")[0]
+        members = [b for b in arms if b.split("/")[0] == fam]
+        shade = 0.4 + 0.5 * members.index(a) / max(len(members) - 1, 1)
+        out.append(plt.get_cmap(maps[families.index(fam) % len(maps)])(shade))
+    return out
+
+
+FILTERS = ("pass_rate", "predictive", "dynamic")
+"""Policies that draw uniformly and then filter: their panel shows what they kept, not what they drew."""
+
+
+def kept_share(groups_per_arm: list[list[int]], window: int = 10) -> np.ndarray:
+    """Share of each arm among the groups trained on, over the last ``window`` steps (steps × arms)."""
+    counts = np.cumsum(np.asarray(groups_per_arm, dtype=np.float64), axis=0)
+    lagged = np.vstack([np.zeros((window, counts.shape[1])), counts])[:len(counts)]
+    recent = counts - lagged
+    return recent / np.maximum(recent.sum(axis=1, keepdims=True), 1.0)
+
+
 def plot_probabilities(c: Comparison, path: Path) -> None:
-    """Arm probabilities over steps, stacked, one panel per policy."""
+    """Arm probabilities over steps, stacked, one panel per policy; for a filter, the share of each arm
+    among the groups it kept (a filter draws uniformly, so its draw probabilities say nothing)."""
     names = list(c.histories)
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4), sharey=True, squeeze=False)
-    colors = plt.get_cmap("tab20")(np.linspace(0, 1, len(c.arm_names)))
+    colors = arm_colors(c.arm_names)
     for ax, name in zip(axes[0], names):
-        probs = np.asarray(c.histories[name].step_probabilities)
+        h = c.histories[name]
+        kept = name in FILTERS and h.step_arm_groups
+        probs = kept_share(h.step_arm_groups) if kept else np.asarray(h.step_probabilities)
         steps = np.arange(1, len(probs) + 1)
         ax.stackplot(steps, probs.T, colors=colors, labels=c.arm_names)
-        ax.set_title(label(name))
+        ax.set_title(f"{label(name)}: share of kept groups (last 10 steps)" if kept else label(name), fontsize=9)
         ax.set_xlabel("GRPO step")
         ax.set_xlim(1, max(len(probs), 2))
         ax.set_ylim(0, 1)
-    axes[0][0].set_ylabel("probability of drawing each arm")
+    axes[0][0].set_ylabel("probability of drawing each arm\n(filter: share of the groups it kept)")
     axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def markdown(c: Comparison, wall_seconds: float | None = None) -> str:
-    """The report text (references the PNGs written next to it)."""
+def target_is_meaningful(c: Comparison) -> bool:
+    """Whether reaching the target says anything: it must lie above the warm start's accuracy."""
+    return c.target > float(c.warm_accuracy.mean()) + 1e-9
+
+
+SMOKE_NOTE = ("SMOKE TEST (--quick / --size tiny): the model and budget are too small to compare policies; "
+              "this run only checks that the demo works end to end.")
+COLUMNS_NOTE = ("Columns: *informative groups* is the share of prompt groups whose sampled answers did not all get "
+                "the same reward (a group with equal rewards has zero advantage and teaches GRPO nothing); "
+                "*process seconds* is each policy's own training time in its worker process: policies train "
+                "side by side in parallel workers, so these add up to more than the wall time.")
+
+
+def markdown(c: Comparison, wall_seconds: float | None = None, *, smoke: bool = False) -> str:
+    """The report text (references the PNGs written next to it). ``smoke``: a ``--quick`` run, said so."""
     lab = c.lab
+    meaningful = target_is_meaningful(c)
+    reach = _fmt if meaningful else (lambda _: "n/a")
     lines = [
         "# cadence demo: curricula for GRPO on a tiny model", "",
+        *([f"**{SMOKE_NOTE}**", ""] if smoke else []),
         f"Seed {c.seed}. {len(c.arm_names)} arms (task family × difficulty), "
         f"{lab.suite.items_per_arm} training prompts and {lab.suite.eval_per_arm} eval prompts per arm. "
         f"Every policy starts from the same warm-started weights and gets {lab.grpo.steps} GRPO steps of "
@@ -109,16 +154,18 @@ def markdown(c: Comparison, wall_seconds: float | None = None) -> str:
         f"more rollouts per step refilling their batch: compare them by rollouts, the compute a user pays). Accuracy is pass@1: the probability that one answer "
         f"sampled at temperature {lab.grpo.temperature:g} is right, averaged over the eval prompts and arms "
         f"(warm start {c.warm_accuracy.mean():.3f}; greedy accuracy is reported next to it). "
-        + _target_text(c), "",
+        + _target_text(c)
+        + ("" if meaningful else " The target does not exceed the warm start, so every policy 'reaches' it at "
+           "once: the to-target columns are not meaningful (n/a)."), "",
         "| policy | rollouts to target | steps to target | final pass@1 | final greedy | rollouts | "
-        "informative groups | seconds |",
+        "informative groups | process seconds |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in summary_rows(c):
-        lines.append(f"| {label(r['policy'])} | {_fmt(r['rollouts_to_target'])} | {_fmt(r['steps_to_target'])} | "
+        lines.append(f"| {label(r['policy'])} | {reach(r['rollouts_to_target'])} | {reach(r['steps_to_target'])} | "
                      f"{r['final_accuracy']:.3f} | {r['final_greedy']:.3f} | {r['rollouts']} | "
                      f"{r['informative_share']:.0%} | {r['seconds']:.0f} |")
-    lines += ["", "![accuracy](accuracy.png)", "", "![arm probabilities](arm_probabilities.png)", "",
+    lines += ["", COLUMNS_NOTE, "", "![accuracy](accuracy.png)", "", "![arm probabilities](arm_probabilities.png)", "",
               "## Final pass@1 per arm", "",
               "| arm | warm start | " + " | ".join(label(n) for n in c.histories) + " |",
               "|---|---|" + "---|" * len(c.histories)]
@@ -132,15 +179,16 @@ def markdown(c: Comparison, wall_seconds: float | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(c: Comparison, out: Path, wall_seconds: float | None = None) -> Path:
+def write_report(c: Comparison, out: Path, wall_seconds: float | None = None, *, smoke: bool = False) -> Path:
     """Write ``report.md``, ``accuracy.png``, ``arm_probabilities.png`` and ``results.json`` to ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plot_accuracy(c, out / "accuracy.png")
     plot_probabilities(c, out / "arm_probabilities.png")
-    data = {"seed": c.seed, "arms": c.arm_names, "target": c.target, "warm_accuracy": c.warm_accuracy.tolist(),
+    data = {"seed": c.seed, "smoke_test": smoke, "target_meaningful": target_is_meaningful(c),
+            "arms": c.arm_names, "target": c.target, "warm_accuracy": c.warm_accuracy.tolist(),
             "summary": summary_rows(c), "histories": {n: asdict(h) for n, h in c.histories.items()}}
     (out / "results.json").write_text(json.dumps(data, indent=1))
     path = out / "report.md"
-    path.write_text(markdown(c, wall_seconds))
+    path.write_text(markdown(c, wall_seconds, smoke=smoke))
     return path
