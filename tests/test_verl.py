@@ -11,7 +11,7 @@ returning TensorDicts built by verl's ``list_of_dict_to_tensordict`` as its roll
 
 from __future__ import annotations
 
-import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +45,8 @@ SCORES = {"easy": [1, 1, 1, 1], "hard": [0, 0, 0, 0], "mid": [1, 0, 1, 0]}   # e
 def doc_overrides() -> list[str]:
     """The override lines of the docs' config block (after ``<!-- verl-overrides -->``)."""
     block = DOC.read_text().split("<!-- verl-overrides -->", 1)[1].split("```", 2)[1]
-    lines = [line.strip().rstrip("\\").strip() for line in block.splitlines()[1:]]
-    return [line.replace("'", "") for line in lines if re.match(r"^\+?[\w.]+=", line)]
+    words = shlex.split(block.split("\n", 1)[1].replace("\\\n", " "))   # as the shell passes them
+    return words[words.index("verl.trainer.main_ppo") + 1:]
 
 
 def verl_config(tmp_path: Path, extra: list[str] = ()):
@@ -57,7 +57,7 @@ def verl_config(tmp_path: Path, extra: list[str] = ()):
     pd.DataFrame(rows[:3]).to_parquet(tmp_path / "val.parquet")
     overrides = doc_overrides() + [
         f"data.train_files={tmp_path / 'train.parquet'}", f"data.val_files={tmp_path / 'val.parquet'}",
-        f"data.train_batch_size={BATCH}", f"+trainer.v1.sampler.sampler_kwargs.train_batch_size={BATCH}",
+        f"data.train_batch_size={BATCH}", f"trainer.v1.sampler.sampler_kwargs.train_batch_size={BATCH}",
         "data.filter_overlong_prompts=False", f"actor_rollout_ref.rollout.n={N}",
         f"trainer.default_local_dir={tmp_path / 'ckpt'}", "trainer.total_training_steps=20",
         "+trainer.v1.sampler.sampler_kwargs.seed=3", *extra]
@@ -132,6 +132,7 @@ class Host:
     as verl wrote them, on a trainer without workers."""
 
     _build_replay_buffer = PPOTrainer._build_replay_buffer
+    _resolve_filter_groups_metric = PPOTrainer._resolve_filter_groups_metric
     _init_dataloader = PPOTrainer._init_dataloader
     _fetch_one_gen_batch = PPOTrainer._fetch_one_gen_batch
     _next_train_batch = PPOTrainer._next_train_batch
@@ -201,7 +202,7 @@ def test_band_keeps_mixed_groups_and_verl_refills(tmp_path, store):
     assert metrics["training/filter_groups/evicted_samples"] == regimen.counts["dropped"]
     policy = regimen.link.policy
     assert policy.observed.sum() == len(rolled) * N               # one row per response reached the policy
-    assert regimen.clock.pending()["samples"] == len(rolled) * N  # rollouts spent wait on the clock's next step
+    assert regimen.clock.pending["samples"] == len(rolled) * N  # rollouts spent wait on the clock's next step
 
 
 def test_predictive_filter_skips_zero_variance_prompts_before_rollout(tmp_path, store):
@@ -280,7 +281,7 @@ def test_checkpoint_resumes_exactly_through_verls_data_pt(tmp_path, store, monke
 
 def test_kl_coefficient_follows_its_knob(tmp_path, store):
     extra = ["algorithm.use_kl_in_reward=True", "algorithm.kl_ctrl.type=fixed",
-             "+trainer.v1.sampler.sampler_kwargs.knobs.kl_coef='linear(start=0.1, end=0)'"]
+             "+trainer.v1.sampler.sampler_kwargs.knobs.kl_coef='ramp(start=0.1, end=0)'"]
     host = Host(verl_config(tmp_path, extra), store)
     _, metrics, _ = host.step()
     assert host.kl_ctrl_in_reward.value == pytest.approx(0.1)

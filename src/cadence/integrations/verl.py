@@ -71,9 +71,9 @@ class VerlRegimen:
         seed: seed of the curriculum sampler and the filter.
         max_candidates: prompts the filter may look at per prompt drawn (``PromptSelector``).
 
-        >>> r = VerlRegimen(policy="uniform", arm_key="level", budget=10, knobs={"kl_coef": "linear(start=0.1, end=0)"})
-        >>> r.attach(["easy", "hard", "hard"]); r.begin_step(3); round(r.link.knob("kl_coef"), 3)
-        0.08
+        >>> r = VerlRegimen(policy="sec", arm_key="level", budget=10, knobs={"max_len": "ramp(start=64, end=256)"})
+        >>> r.attach(["easy", "hard", "hard"]); r.begin_step(3); round(r.link.knob("max_len"), 1)
+        102.4
     """
 
     def __init__(self, *, policy: str = "uniform", arm_key: str = "data_source", policy_kwargs: Mapping | None = None,
@@ -386,7 +386,7 @@ class ScheduledAdamW(torch.optim.AdamW):
     still steps afterwards; keep it ``constant`` with no warmup (each update sets the LR again).
 
         >>> p = torch.nn.Parameter(torch.zeros(1))
-        >>> opt = ScheduledAdamW([p], lr=1.0, lr_schedule="linear(start=1, end=0)", budget=4, updates_per_step=2)
+        >>> opt = ScheduledAdamW([p], lr=1.0, lr_schedule="ramp(start=1, end=0)", budget=4, updates_per_step=2)
         >>> lrs = []
         >>> for _ in range(4):
         ...     p.grad = torch.ones(1); opt.step(); lrs.append(opt.param_groups[0]["lr"])
