@@ -41,6 +41,7 @@ from verl.utils.dataset.rl_dataset import RLHFDataset
 from cadence.clock import Clock
 from cadence.curricula import Arms, CurriculumSampler, make_policy
 from cadence.errors import CadenceError, StateError
+from cadence.integrations.jsonstate import decode, encode
 from cadence.integrations.link import RegimenLink
 from cadence.rl import DynamicSampling, PredictiveFilter, PromptSelector
 from cadence.schedules.base import as_schedule
@@ -187,8 +188,10 @@ class VerlRegimen:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """The link (clock, curriculum sampler with its policy, filter, band) and the counters."""
-        return {"kind": KIND, "link": self.link.state_dict(), "counts": dict(self.counts), "step": dict(self._step)}
+        """The link (clock, curriculum sampler with its policy, filter, band) and the counters, as plain
+        data (arrays JSON-encoded) that ``torch.load(..., weights_only=True)`` reads."""
+        return {"kind": KIND, "link": encode(self.link.state_dict()), "counts": dict(self.counts),
+                "step": dict(self._step)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output; a state of another shape changes nothing."""
@@ -199,7 +202,7 @@ class VerlRegimen:
             step = {k: int(state["step"][k]) for k in self.counts}
         except (KeyError, TypeError, ValueError) as e:
             raise StateError(f"malformed {KIND} state_dict: {e!r}") from None
-        self.link.load_state_dict(copy.deepcopy(state["link"]))
+        self.link.load_state_dict(decode(copy.deepcopy(state["link"])))
         self.counts, self._step = counts, step
 
 

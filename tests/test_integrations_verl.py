@@ -261,7 +261,7 @@ def test_checkpoint_resumes_exactly_through_verls_data_pt(tmp_path, store, monke
     host._save_checkpoint()
     before = len(host.agent_loop_manager.prompts)
     assert (tmp_path / "ckpt" / "global_step_2" / "data.pt").exists()
-    saved = torch.load(tmp_path / "ckpt" / "global_step_2" / "data.pt", weights_only=False)
+    saved = torch.load(tmp_path / "ckpt" / "global_step_2" / "data.pt", weights_only=True)   # plain data
     assert "cadence.VerlRegimen" in repr(saved)
     host.step()
     host.step()
@@ -315,11 +315,16 @@ def test_lr_schedule_through_verls_optimizer_factory(tmp_path):
     assert again.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
 
 
-def test_misconfigurations_are_named(tmp_path, store):
+def test_misconfigurations_are_named(tmp_path, store, monkeypatch):
     with pytest.raises(CadenceError, match="trainer_mode=sync"):
         cv.CadenceReplayBuffer("colocate_async", {}, None, "drop", {})
     with pytest.raises(CadenceError, match="train_batch_size"):
         cv.CadenceReplayBuffer("sync", {}, None, "drop", {"band": {"low": 0, "high": 1}}, refill_fn=print)
+    host = Host(verl_config(tmp_path), store)
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: object())   # as inside a DataLoader worker
+    with pytest.raises(CadenceError, match="dataloader_num_workers=0"):
+        host.train_dataset[0]
+    monkeypatch.undo()
     cv._active.clear()
     config = verl_config(tmp_path)
     with open_dict(config):
