@@ -200,6 +200,8 @@ def test_band_keeps_mixed_groups_and_verl_refills(tmp_path, store):
     assert regimen.counts["kept"] >= BATCH and regimen.counts["dropped"] == sum(host.arms[i] != "mid" for i in rolled)
     assert len(rolled) > BATCH                                   # verl refilled the evicted groups
     assert metrics["training/filter_groups/evicted_samples"] == regimen.counts["dropped"]
+    assert 0 < metrics["cadence/selection/kept_fraction"] < 1 and "cadence/selection/predictive/skipped_share" in metrics
+    assert "cadence/curriculum/probabilities/mid" in metrics and metrics["cadence/progress"] == 0
     policy = regimen.link.policy
     assert policy.observed.sum() == len(rolled) * N               # one row per response reached the policy
     assert regimen.clock.pending["samples"] == len(rolled) * N  # rollouts spent wait on the clock's next step
