@@ -267,9 +267,11 @@ class CadencePrompts(RLHFDataset):
         as_list = lambda f: [str(x) for x in (f if isinstance(f, (list, tuple)) else [f])]  # noqa: E731
         if train is not None and as_list(_plain(self.original_data_files)) == as_list(train):
             regimen = active_regimen()
-            if not regimen.attached:
-                regimen.attach(_read_column(self.dataframe, regimen.arm_key))
-                self.regimen = regimen
+            if regimen.attached:
+                raise CadenceError("the cadence regimen already serves a train dataset; build one replay buffer "
+                                   "per train dataset")
+            regimen.attach(_read_column(self.dataframe, regimen.arm_key))
+            self.regimen = regimen
 
     def __getitem__(self, item: int) -> dict:
         if self.regimen is None:
