@@ -4,6 +4,8 @@
 * :mod:`cadence.integrations.trl` — TRL ``GRPOTrainer`` (prompt curricula in the repeat layout, reward feedback,
   length budgets for reward functions).
 * :mod:`cadence.integrations.lightning` — a Lightning ``Callback``.
+* :mod:`cadence.integrations.verl` — verl 0.9's v1 trainer (prompt dataset, replay buffer, optimizer loaded
+  from verl's config; needs the ``verl`` extra, in an environment of its own).
 * :mod:`cadence.integrations.link` — :class:`RegimenLink`, the framework-free part they share.
 * :mod:`cadence.integrations.jsonstate` — cadence state through JSON (for ``trainer_state.json``).
 

@@ -1,0 +1,424 @@
+"""cadence in verl 0.9's v1 trainer, through the plug-in points verl loads from its config.
+
+verl 0.9 builds its prompt stream with ``create_rl_sampler`` (random or sequential, not pluggable)
+and lets a user replace two classes by name, both loaded with verl's ``load_extern_object``:
+
+* the **replay buffer** (``trainer.v1.sampler.custom_sampler.{path,name}`` with ``sampler_kwargs``):
+  :class:`CadenceReplayBuffer` subclasses verl's sync ``ReplayBuffer`` and runs on the driver (the
+  single controller). Each prompt group that finishes rollout is read once from TransferQueue:
+  per response the score (``rm_scores`` summed), correctness (score ≥ ``correct_threshold``), the
+  GRPO advantage (verl's ``compute_grpo_outcome_advantage`` over the group) and the response length
+  (``response_mask`` summed) go to the curriculum policy and the predictive filter, and the rollouts
+  and response tokens to the clock. With a pass-rate ``band`` the buffer evicts out-of-band groups
+  through the hook verl's own DAPO filter uses, so verl's refill path generates replacements.
+* the **train dataset** (``data.custom_cls.{path,name}``): :class:`CadencePrompts` subclasses
+  verl's ``RLHFDataset``; the index verl's sampler asks for only counts draws, the prompt is the
+  curriculum's choice, admitted by the predictive filter (GRESO) before anything is generated. Its
+  ``state_dict`` is the whole regimen, so verl's ``StatefulDataLoader`` state in ``data.pt`` carries
+  it through ``_save_checkpoint`` / ``_load_checkpoint``.
+
+The LR runs in verl's workers: :class:`ScheduledAdamW`, loaded by verl's optimizer factory
+(``optim.optimizer_impl``/``optim.optimizer``), sets each update's LR from a cadence schedule of the
+global step. Other knobs are evaluated on the driver at verl's global step and logged with verl's
+metrics; ``kl_coef`` sets the in-reward KL coefficient (``algorithm.use_kl_in_reward``).
+
+Config lines and what is not covered: ``docs/integrations/verl.md``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from verl.trainer.ppo import core_algos
+from verl.trainer.ppo.v1 import replay_buffer as verl_replay_buffer
+from verl.utils.dataset.rl_dataset import RLHFDataset
+
+from cadence.clock import Clock
+from cadence.curricula import Arms, CurriculumSampler, make_policy
+from cadence.errors import CadenceError, StateError
+from cadence.integrations.jsonstate import decode, encode
+from cadence.integrations.link import RegimenLink
+from cadence.rl import DynamicSampling, PredictiveFilter, PromptSelector
+from cadence.schedules.base import as_schedule
+
+ITEM_KEY = "cadence_item"
+"""The batch key (one int64 per prompt) that carries a prompt's cadence item id through rollout."""
+
+KIND = "cadence.VerlRegimen"
+_active: list["VerlRegimen"] = []   # the regimen the last CadenceReplayBuffer built, for CadencePrompts
+
+
+class VerlRegimen:
+    """The driver-side regimen of one verl run: curriculum, filters, clock and knobs, one state.
+
+    Args:
+        policy: a ``cadence.curricula`` registry name (``"dump"``, ``"sec"``, ``"pass_rate"``, ...).
+        arm_key: the dataset column whose value is each prompt's arm (dots reach into dicts:
+            ``"extra_info.level"``).
+        policy_kwargs: keyword arguments of the policy.
+        band: ``{"low", "high", "closed"}`` of the pass-rate band (``cadence.rl.DynamicSampling``);
+            out-of-band groups are evicted and refilled. ``None``: keep every group.
+        predictive: keyword arguments of ``cadence.rl.PredictiveFilter`` (``{}`` for its defaults);
+            ``None``: no pre-rollout filter.
+        correct_threshold: a response is correct when its score is at least this.
+        norm_adv_by_std: GRPO advantage divided by the group's std (verl's default).
+        knobs: ``{name: spec}`` evaluated at the global step; ``kl_coef`` drives the in-reward KL.
+        budget: the clock's budget (e.g. verl's ``trainer.total_training_steps``).
+        seed: seed of the curriculum sampler and the filter.
+        max_candidates: prompts the filter may look at per prompt drawn (``PromptSelector``).
+
+        >>> r = VerlRegimen(policy="sec", arm_key="level", budget=10, knobs={"max_len": "ramp(start=64, end=256)"})
+        >>> r.attach(["easy", "hard", "hard"]); r.begin_step(3); round(r.link.knob("max_len"), 1)
+        102.4
+    """
+
+    def __init__(self, *, policy: str = "uniform", arm_key: str = "data_source", policy_kwargs: Mapping | None = None,
+                 band: Mapping | None = None, predictive: Mapping | None = None, correct_threshold: float = 0.5,
+                 norm_adv_by_std: bool = True, knobs: Mapping[str, Any] | None = None, budget: Any = None,
+                 seed: int = 0, max_candidates: int = 8) -> None:
+        self.policy_name, self.arm_key = str(policy), str(arm_key)
+        self.policy_kwargs = dict(policy_kwargs or {})
+        self.band = None if band is None else DynamicSampling(**dict(band), max_extra_rounds=0)
+        self.predictive_kwargs = None if predictive is None else dict(predictive)
+        self.correct_threshold, self.norm_adv_by_std = float(correct_threshold), bool(norm_adv_by_std)
+        self.seed, self.max_candidates = int(seed), int(max_candidates)
+        self.clock = Clock(budget=budget)
+        self.knob_specs = {name: as_schedule(s) for name, s in (knobs or {}).items()}
+        self.link = RegimenLink(clock=self.clock, knobs=self.knob_specs)
+        self.selector: PromptSelector | None = None
+        self.counts = dict.fromkeys(("rollouts", "tokens", "groups", "kept", "dropped"), 0)
+        self._step = dict(self.counts)
+
+    # ------------------------------------------------------------------ building
+    def attach(self, labels: Sequence[Any]) -> None:
+        """Build the curriculum over the train dataset's prompts, one arm label per prompt."""
+        arms = Arms(list(labels))
+        policy = make_policy(self.policy_name, arms, seed=self.seed, **self.policy_kwargs)
+        sampler = CurriculumSampler(policy, batch_size=1, num_replicas=1, seed=self.seed)
+        predictive = None
+        if self.predictive_kwargs is not None:
+            predictive = PredictiveFilter(arms.num_items, seed=self.seed, **self.predictive_kwargs)
+        self.selector = PromptSelector(sampler, predictive=predictive, dynamic=self.band,
+                                       max_candidates=self.max_candidates)
+        self.link = RegimenLink(clock=self.clock, knobs=self.knob_specs, policy=policy, sampler=self.selector)
+
+    @property
+    def attached(self) -> bool:
+        return self.selector is not None
+
+    def _selector(self) -> PromptSelector:
+        if self.selector is None:
+            raise CadenceError("the cadence regimen has no prompts: set data.custom_cls.path="
+                               "pkg://cadence.integrations.verl and data.custom_cls.name=CadencePrompts")
+        return self.selector
+
+    # ------------------------------------------------------------------ prompts
+    def next_item(self) -> int:
+        """The next prompt to generate for: the curriculum's draw, admitted by the predictive filter."""
+        return int(self._selector().draw(1)[0])
+
+    # ------------------------------------------------------------------ feedback
+    def observe(self, item_ids: np.ndarray, scores: np.ndarray, lengths: np.ndarray,
+                groups: np.ndarray) -> np.ndarray:
+        """Feed one row per response (``groups``: each response's group label) to the curriculum, the
+        filter and the clock; returns each distinct group's pass rate, in first-appearance order."""
+        selector = self._selector()
+        correct = (scores >= self.correct_threshold).astype(np.float64)
+        advantage = grpo_advantage(scores, groups, self.norm_adv_by_std)
+        signals = {"reward": scores, "correct": correct, "advantage": advantage, "length": lengths}
+        self.link.observe(item_ids, **signals)
+        if selector.predictive is not None:
+            selector.predictive.observe(item_ids, correct)
+        self.clock.report(samples=float(len(item_ids)), tokens=float(lengths.sum()))
+        _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+        rates = np.bincount(inverse, weights=correct) / np.bincount(inverse)
+        rates = rates[np.argsort(first, kind="stable")]
+        self._count(rollouts=len(item_ids), tokens=int(lengths.sum()), groups=len(rates))
+        return rates
+
+    def keep(self, pass_rates: np.ndarray) -> np.ndarray:
+        """Which groups to train on: inside the band (all of them without one)."""
+        keep = np.ones(len(pass_rates), dtype=bool) if self.band is None else self.band.band.contains(pass_rates)
+        self._count(kept=int(keep.sum()), dropped=int(len(keep) - keep.sum()))
+        return keep
+
+    def _count(self, **amounts: int) -> None:
+        for key, value in amounts.items():
+            self.counts[key] += value
+            self._step[key] += value
+
+    # ------------------------------------------------------------------ steps
+    def begin_step(self, global_step: int, trainer: Any = None) -> None:
+        """Put the clock at verl's ``global_step`` (``global_step - 1`` steps done; reported rollouts
+        and tokens are committed) and apply the knobs that reach the trainer."""
+        done = int(global_step) - 1
+        if done < self.clock.steps:
+            raise CadenceError(f"verl's global step {global_step} is behind the cadence clock "
+                               f"({int(self.clock.steps)} steps done): the regimen state does not match this run")
+        if done > self.clock.steps:
+            self.clock.advance(done - self.clock.steps)
+        if "kl_coef" in self.knob_specs:
+            controller = getattr(trainer, "kl_ctrl_in_reward", None)
+            if controller is None:
+                raise CadenceError("the kl_coef knob sets the in-reward KL coefficient: "
+                                   "set algorithm.use_kl_in_reward=True and algorithm.kl_ctrl.type=fixed")
+            controller.value = self.link.knob("kl_coef")
+
+    def end_step(self) -> dict[str, float]:
+        """Close the step's selection (the filter adapts, the band's counters record); returns the
+        values verl logs with the step's metrics."""
+        selector = self._selector()
+        step = self._step
+        if self.band is not None:
+            self.band.record({"rounds": 1, "rollouts": step["rollouts"], "kept": step["kept"],
+                              "dropped": step["dropped"]})
+        if selector.predictive is not None:
+            selector.predictive.adapt()
+        self._step = dict.fromkeys(self.counts, 0)
+        out = self.link.values()
+        out.update({f"cadence/selection/{k}": float(v) for k, v in selector.values().items()})
+        out.update({f"cadence/total/{k}": float(v) for k, v in self.counts.items()})
+        out["cadence/step/rollouts"] = float(step["rollouts"])
+        return out
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """The link (clock, curriculum sampler with its policy, filter, band) and the counters, as plain
+        data (arrays JSON-encoded) that ``torch.load(..., weights_only=True)`` reads."""
+        return {"kind": KIND, "link": encode(self.link.state_dict()), "counts": dict(self.counts),
+                "step": dict(self._step)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` output; a state of another shape changes nothing."""
+        if not isinstance(state, Mapping) or state.get("kind") != KIND:
+            raise StateError(f"not a {KIND} state_dict")
+        try:
+            counts = {k: int(state["counts"][k]) for k in self.counts}
+            step = {k: int(state["step"][k]) for k in self.counts}
+        except (KeyError, TypeError, ValueError) as e:
+            raise StateError(f"malformed {KIND} state_dict: {e!r}") from None
+        self.link.load_state_dict(decode(copy.deepcopy(state["link"])))
+        self.counts, self._step = counts, step
+
+
+def grpo_advantage(scores: np.ndarray, groups: np.ndarray, norm_by_std: bool = True) -> np.ndarray:
+    """One advantage per response, from verl's own ``compute_grpo_outcome_advantage`` over the groups.
+
+        >>> grpo_advantage(np.array([1.0, 0.0, 1.0, 1.0]), np.array(["a", "a", "b", "b"])).round(3).tolist()
+        [0.707, -0.707, 0.0, 0.0]
+    """
+    rewards = torch.as_tensor(np.asarray(scores, dtype=np.float32)).reshape(-1, 1)
+    advantages, _ = core_algos.compute_grpo_outcome_advantage(
+        token_level_rewards=rewards, response_mask=torch.ones_like(rewards),
+        index=np.asarray(groups, dtype=object), norm_adv_by_std_in_grpo=norm_by_std)
+    return advantages[:, 0].double().numpy()
+
+
+def activate(regimen: VerlRegimen) -> None:
+    """Make ``regimen`` the one :class:`CadencePrompts` attaches to in this process."""
+    _active[:] = [regimen]
+
+
+def active_regimen() -> VerlRegimen:
+    """The regimen the replay buffer built in this process (verl builds the buffer before the datasets)."""
+    if not _active:
+        raise CadenceError("CadencePrompts needs cadence's replay buffer: set trainer.v1.sampler.custom_sampler."
+                           "path=pkg://cadence.integrations.verl and ...custom_sampler.name=CadenceReplayBuffer")
+    return _active[0]
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+
+
+def _read_column(rows: Any, key: str) -> list[Any]:
+    head, *rest = key.split(".")
+    if head not in rows.column_names:
+        raise CadenceError(f"arm_key {key!r}: the dataset has no column {head!r} (columns: {rows.column_names})")
+    values = list(rows[head])
+    for part in rest:
+        try:
+            values = [v[part] for v in values]
+        except (KeyError, TypeError):
+            raise CadenceError(f"arm_key {key!r}: a row's {head!r} has no entry {part!r}") from None
+    return values
+
+
+# ---------------------------------------------------------------------- verl classes
+class CadencePrompts(RLHFDataset):
+    """verl's ``RLHFDataset`` whose train instance serves the curriculum's prompts.
+
+    verl builds the train and the validation dataset from the same class; the instance whose files
+    are ``data.train_files`` attaches to the regimen, the validation one behaves as ``RLHFDataset``.
+    Needs ``data.dataloader_num_workers=0``: prompts are drawn on the driver, where feedback arrives.
+    """
+
+    def __init__(self, data_files: Any, tokenizer: Any, config: Any, processor: Any = None,
+                 max_samples: int = -1) -> None:
+        super().__init__(data_files=data_files, tokenizer=tokenizer, config=config, processor=processor,
+                         max_samples=max_samples)
+        self.regimen: VerlRegimen | None = None
+        train = _plain(config.get("train_files")) if hasattr(config, "get") else None
+        as_list = lambda f: [str(x) for x in (f if isinstance(f, (list, tuple)) else [f])]  # noqa: E731
+        if train is not None and as_list(_plain(self.original_data_files)) == as_list(train):
+            regimen = active_regimen()
+            if regimen.attached:
+                raise CadenceError("the cadence regimen already serves a train dataset; build one replay buffer "
+                                   "per train dataset")
+            regimen.attach(_read_column(self.dataframe, regimen.arm_key))
+            self.regimen = regimen
+
+    def __getitem__(self, item: int) -> dict:
+        if self.regimen is None:
+            return super().__getitem__(item)
+        if torch.utils.data.get_worker_info() is not None:
+            raise CadenceError("CadencePrompts draws prompts on the driver: set data.dataloader_num_workers=0")
+        chosen = self.regimen.next_item()
+        row = super().__getitem__(chosen)
+        row[ITEM_KEY] = torch.tensor(chosen, dtype=torch.int64)
+        return row
+
+    def state_dict(self) -> dict[str, Any]:
+        """The regimen's state (torchdata's ``StatefulDataLoader`` saves it in verl's ``data.pt``)."""
+        return {} if self.regimen is None else self.regimen.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if self.regimen is not None:
+            self.regimen.load_state_dict(state)
+        elif state:
+            raise StateError("a cadence regimen state was given to a dataset with no regimen")
+
+
+BUFFER_KEYS = ("train_batch_size", "max_inflight_gen_batches")
+
+
+class CadenceReplayBuffer(verl_replay_buffer.ReplayBuffer):
+    """verl's sync replay buffer with cadence's feedback and pass-rate band (see the module docs).
+
+    ``sampler_kwargs`` holds :class:`VerlRegimen`'s arguments, plus, with a ``band``,
+    ``train_batch_size`` (= ``data.train_batch_size``) and optionally ``max_inflight_gen_batches``.
+    """
+
+    def __init__(self, trainer_mode: str, trainer_config: Any, max_off_policy_threshold: Any,
+                 max_off_policy_strategy: str, sampler_kwargs: Any, refill_fn: Any = None, **kwargs: Any) -> None:
+        if trainer_mode != "sync":
+            raise CadenceError(f"CadenceReplayBuffer supports trainer.v1.trainer_mode=sync, got {trainer_mode!r}")
+        options = dict(_plain(sampler_kwargs) or {})
+        buffer = {k: options.pop(k) for k in BUFFER_KEYS if k in options}
+        regimen = VerlRegimen(**options)
+        if regimen.band is not None:
+            if "train_batch_size" not in buffer:
+                raise CadenceError("a band needs sampler_kwargs.train_batch_size (= data.train_batch_size) "
+                                   "and data.gen_batch_size=1")
+            kwargs.update(filter_groups_metric="cadence_pass_rate", train_batch_size=int(buffer["train_batch_size"]),
+                          gen_batch_size=1, max_inflight_gen_batches=int(buffer.get("max_inflight_gen_batches", 1)))
+        super().__init__(trainer_mode=trainer_mode, trainer_config=trainer_config,
+                         max_off_policy_threshold=max_off_policy_threshold,
+                         max_off_policy_strategy=max_off_policy_strategy, sampler_kwargs=sampler_kwargs,
+                         refill_fn=refill_fn, **kwargs)
+        self.regimen = regimen
+        activate(regimen)
+
+    def sample(self, global_steps: int, partition_id: str, batch_size: int) -> tuple[Any, dict]:
+        if partition_id == "val":
+            return super().sample(global_steps=global_steps, partition_id=partition_id, batch_size=batch_size)
+        self.regimen.begin_step(global_steps, trainer=getattr(self.refill_fn, "__self__", None))
+        batch, metrics = super().sample(global_steps=global_steps, partition_id=partition_id, batch_size=batch_size)
+        metrics.update(self.regimen.end_step())
+        return batch, metrics
+
+    def _dapo_filtered_keys(self, partition_id: str) -> tuple[set[str], Counter]:
+        """Observe every newly finished group once; return the out-of-band ones (to evict and refill)
+        with a ``{pass rate: groups}`` count, as verl's DAPO filter does."""
+        if partition_id == "val":
+            return set(), Counter()
+        verdicts = self._dapo_classification_cache[partition_id]   # uid -> pass rate if evicted, else None
+        finished = self.finished_keys[partition_id]
+        for uid in verdicts.keys() - finished:
+            del verdicts[uid]
+        new = finished - verdicts.keys()
+        if new:
+            uids, rates = self._observe_groups(partition_id, new)
+            for uid, rate, keep in zip(uids, rates, self.regimen.keep(rates)):
+                verdicts[uid] = None if keep else float(rate)
+            for uid in new - set(uids):   # a finished group with no trajectory: nothing to learn from
+                verdicts[uid] = None
+        dropped = {uid: rate for uid, rate in verdicts.items() if rate is not None}
+        return set(dropped), Counter(dropped.values())
+
+    def _observe_groups(self, partition_id: str, uids: set[str]) -> tuple[list[str], np.ndarray]:
+        last: dict[tuple[str, str], tuple[int, str]] = {}   # (uid, session) -> its last turn's key
+        for key in self.partitions[partition_id]:
+            uid, session, turn = key.rsplit("_", 2)
+            if uid in uids and last.get((uid, session), (-1, ""))[0] < int(turn):
+                last[(uid, session)] = (int(turn), key)
+        keys = [key for _, key in last.values()]
+        if not keys:
+            return [], np.zeros(0)
+        data = verl_replay_buffer.tq.kv_batch_get(keys=keys, partition_id=partition_id,
+                                                  select_fields=["rm_scores", "response_mask", ITEM_KEY])
+        groups = np.array([key.split("_")[0] for key in keys], dtype=object)
+        rates = self.regimen.observe(*rollout_signals(data), groups=groups)
+        return list(dict.fromkeys(groups.tolist())), rates
+
+
+def rollout_signals(data: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(item ids, scores, response lengths)``, one row per trajectory, from the TensorDict
+    TransferQueue returns (``rm_scores`` and ``response_mask`` per token, jagged or padded)."""
+    if ITEM_KEY not in data.keys():
+        raise CadenceError(f"the rollouts carry no {ITEM_KEY!r}: the train dataset must be CadencePrompts")
+    ids = np.asarray(torch.as_tensor(data[ITEM_KEY]).reshape(-1), dtype=np.int64)
+    scores = np.array([float(row.sum()) for row in data["rm_scores"].unbind(0)])
+    lengths = np.array([float(row.sum()) for row in data["response_mask"].unbind(0)])
+    return ids, scores, lengths
+
+
+# ---------------------------------------------------------------------- LR in the workers
+class ScheduledAdamW(torch.optim.AdamW):
+    """``torch.optim.AdamW`` whose LR is a cadence schedule of verl's global step.
+
+    verl's optimizer factory passes ``optim.override_optimizer_config`` as keyword arguments:
+    ``lr_schedule`` (a spec), ``budget`` (global steps, e.g. ``trainer.total_training_steps``) and
+    ``updates_per_step`` (optimizer updates per global step: ``ppo_epochs × train_batch_size /
+    ppo_mini_batch_size``). Update ``u`` (from 0) trains at global step ``u // updates_per_step + 1``
+    with the schedule's value after ``u // updates_per_step`` steps. The count lives in the param
+    groups, so it is saved and restored with verl's optimizer checkpoint. verl's own LR scheduler
+    still steps afterwards; keep it ``constant`` with no warmup (each update sets the LR again).
+
+        >>> p = torch.nn.Parameter(torch.zeros(1))
+        >>> opt = ScheduledAdamW([p], lr=1.0, lr_schedule="ramp(start=1, end=0)", budget=4, updates_per_step=2)
+        >>> lrs = []
+        >>> for _ in range(4):
+        ...     p.grad = torch.ones(1); opt.step(); lrs.append(opt.param_groups[0]["lr"])
+        >>> lrs
+        [1.0, 1.0, 0.75, 0.75]
+    """
+
+    def __init__(self, params: Any, *, lr_schedule: Any, budget: Any, updates_per_step: int = 1, **kwargs: Any):
+        if not isinstance(updates_per_step, int) or updates_per_step < 1:
+            raise CadenceError(f"updates_per_step must be a positive integer, got {updates_per_step!r}")
+        self.lr_schedule, self.budget, self.updates_per_step = as_schedule(lr_schedule), budget, updates_per_step
+        Clock(budget=budget).check([self.lr_schedule])
+        super().__init__(params, **kwargs)
+        for group in self.param_groups:
+            group.setdefault("cadence_updates", 0)
+
+    def scheduled_lr(self, updates: int) -> float:
+        """The LR of update ``updates`` (counted from 0)."""
+        clock = Clock(budget=self.budget)
+        done = updates // self.updates_per_step
+        if done:
+            clock.advance(done)
+        return float(self.lr_schedule(clock))
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        for group in self.param_groups:
+            group["lr"] = self.scheduled_lr(int(group["cadence_updates"]))
+            group["cadence_updates"] = int(group["cadence_updates"]) + 1
+        return super().step(closure)

@@ -1,0 +1,335 @@
+"""cadence in verl 0.9's v1 trainer, driven through verl's own code on CPU.
+
+The config is verl's (Hydra, from verl's shipped ``ppo_trainer.yaml``) with the override lines of
+docs/integrations/verl.md; cadence's classes are loaded by verl's ``_build_replay_buffer`` and
+``create_rl_dataset``; prompts come from verl's ``_init_dataloader``/``_next_train_batch``; groups
+are chosen by verl's ``ReplayBuffer.sample`` with its eviction and refill; checkpoints go through
+verl's ``_save_checkpoint``/``_load_checkpoint``. What needs GPUs is replaced: rollouts are scripted
+(each prompt's responses score by its arm) and TransferQueue's key-value calls are served from memory,
+returning TensorDicts built by verl's ``list_of_dict_to_tensordict`` as its rollout workers do.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("verl")
+pytest.importorskip("transfer_queue")
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import open_dict  # noqa: E402
+from verl.trainer.ppo import core_algos  # noqa: E402
+from verl.trainer.ppo.checkpoint_callback import build_checkpoint_callback  # noqa: E402
+from verl.trainer.ppo.v1 import replay_buffer as verl_replay_buffer  # noqa: E402
+from verl.trainer.ppo.v1 import trainer_base  # noqa: E402
+from verl.trainer.ppo.v1.trainer_base import PPOTrainer  # noqa: E402
+from verl.utils.tensordict_utils import list_of_dict_to_tensordict  # noqa: E402
+from verl.workers.config import FSDPOptimizerConfig  # noqa: E402
+from verl.workers.config.optimizer import build_optimizer  # noqa: E402
+
+from cadence.errors import CadenceError  # noqa: E402
+from cadence.integrations import verl as cv  # noqa: E402
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "integrations" / "verl.md"
+N = 4            # rollouts per prompt
+BATCH = 4        # prompts per step
+SCORES = {"easy": [1, 1, 1, 1], "hard": [0, 0, 0, 0], "mid": [1, 0, 1, 0]}   # each arm's responses
+
+
+def doc_overrides() -> list[str]:
+    """The override lines of the docs' config block (after ``<!-- verl-overrides -->``)."""
+    block = DOC.read_text().split("<!-- verl-overrides -->", 1)[1].split("```", 2)[1]
+    words = shlex.split(block.split("\n", 1)[1].replace("\\\n", " "))   # as the shell passes them
+    return words[words.index("verl.trainer.main_ppo") + 1:]
+
+
+def verl_config(tmp_path: Path, extra: list[str] = ()):
+    rows = [{"prompt": [{"role": "user", "content": f"question {i}"}], "data_source": src,
+             "reward_model": {"ground_truth": "1", "style": "rule"}, "extra_info": {"index": i, "level": src}}
+            for i, src in enumerate(["easy", "hard", "mid"] * 4)]
+    pd.DataFrame(rows).to_parquet(tmp_path / "train.parquet")
+    pd.DataFrame(rows[:3]).to_parquet(tmp_path / "val.parquet")
+    overrides = doc_overrides() + [
+        f"data.train_files={tmp_path / 'train.parquet'}", f"data.val_files={tmp_path / 'val.parquet'}",
+        f"data.train_batch_size={BATCH}", f"trainer.v1.sampler.sampler_kwargs.train_batch_size={BATCH}",
+        "data.filter_overlong_prompts=False", f"actor_rollout_ref.rollout.n={N}",
+        f"trainer.default_local_dir={tmp_path / 'ckpt'}", "trainer.total_training_steps=20",
+        "+trainer.v1.sampler.sampler_kwargs.seed=3", *extra]
+    config_dir = str(Path(trainer_base.__file__).resolve().parents[2] / "config")
+    with initialize_config_dir(config_dir=config_dir, version_base=None):
+        return compose(config_name="ppo_trainer", overrides=overrides)
+
+
+class MemoryStore:
+    """TransferQueue's key-value calls (kv_list, kv_batch_put, kv_batch_get, kv_clear) in memory."""
+
+    def __init__(self):
+        self.tags: dict[str, dict[str, dict]] = {}
+        self.fields: dict[str, dict[str, dict]] = {}
+
+    def kv_list(self, partition_id=None):
+        parts = self.tags if partition_id is None else {partition_id: self.tags.get(partition_id, {})}
+        return {p: {k: dict(t) for k, t in items.items()} for p, items in parts.items()}
+
+    def kv_batch_put(self, keys, partition_id, tags=None, fields=None):
+        for i, key in enumerate(keys):
+            self.tags.setdefault(partition_id, {}).setdefault(key, {}).update(tags[i] if tags else {})
+            if fields is not None:
+                self.fields.setdefault(partition_id, {})[key] = fields[i]
+
+    def kv_batch_get(self, keys, partition_id, select_fields=None):
+        td = list_of_dict_to_tensordict([self.fields[partition_id][k] for k in keys])
+        return td.select(*select_fields) if select_fields else td
+
+    def kv_clear(self, keys, partition_id):
+        for key in [keys] if isinstance(keys, str) else keys:
+            self.tags.get(partition_id, {}).pop(key, None)
+            self.fields.get(partition_id, {}).pop(key, None)
+
+
+class ScriptedRollout:
+    """Finishes every prompt at once: N responses each, scored by the prompt's arm, as verl's rollout
+    workers store them (key ``uid_session_turn``, the prompt's fields with the trajectory's)."""
+
+    def __init__(self, store: MemoryStore, arms: list[str]):
+        self.store, self.arms, self.prompts = store, arms, []
+
+    def generate_sequences(self, batch):
+        for i in range(len(batch)):
+            uid, item = str(batch["uid"][i]), int(batch[cv.ITEM_KEY][i])
+            self.prompts.append(item)
+            keys, fields = [], []
+            for s, score in enumerate(SCORES[self.arms[item]]):
+                length = 3 + s
+                rm = torch.zeros(length)
+                rm[-1] = float(score)
+                keys.append(f"{uid}_{s}_0")
+                fields.append({"rm_scores": rm, "response_mask": torch.ones(length, dtype=torch.int64),
+                               "responses": torch.arange(length), cv.ITEM_KEY: torch.tensor(item)})
+            self.store.kv_batch_put(keys, "train", tags=[{"status": "success", "response_len": 3}] * N,
+                                    fields=fields)
+            self.store.kv_batch_put([uid], "train", tags=[{"status": "finished"}])
+
+
+class Workers:
+    """The actor worker group's checkpoint calls (nothing to save on CPU)."""
+
+    def save_checkpoint(self, *args, **kwargs):
+        pass
+
+    def load_checkpoint(self, *args, **kwargs):
+        pass
+
+
+class Host:
+    """The parts of verl's v1 ``PPOTrainer`` that choose prompts, sample groups and checkpoint, run
+    as verl wrote them, on a trainer without workers."""
+
+    _build_replay_buffer = PPOTrainer._build_replay_buffer
+    _resolve_filter_groups_metric = PPOTrainer._resolve_filter_groups_metric
+    _init_dataloader = PPOTrainer._init_dataloader
+    _fetch_one_gen_batch = PPOTrainer._fetch_one_gen_batch
+    _next_train_batch = PPOTrainer._next_train_batch
+    _submit_batch_to_rollout = PPOTrainer._submit_batch_to_rollout
+    _add_prompts_to_generate = PPOTrainer._add_prompts_to_generate
+    _add_batch_to_generate = PPOTrainer._add_batch_to_generate.__wrapped__
+    _save_checkpoint = PPOTrainer._save_checkpoint
+    _load_checkpoint = PPOTrainer._load_checkpoint
+
+    def __init__(self, config, store):
+        self.config, self.trainer_mode, self.parameter_sync_step = config, "sync", 1
+        self.tokenizer = self.processor = None
+        self.use_critic = False
+        self.checkpoint_callback = build_checkpoint_callback(config)
+        if config.algorithm.use_kl_in_reward:
+            self.kl_ctrl_in_reward = core_algos.get_kl_controller(config.algorithm.kl_ctrl)
+        self.replay_buffer = self._build_replay_buffer()
+        self._init_dataloader()
+        self.actor_rollout_wg = Workers()
+        arms = [row["data_source"] for row in self.train_dataset.dataframe]
+        self.agent_loop_manager = ScriptedRollout(store, arms)
+        self.store, self.arms = store, arms
+        self._load_checkpoint()
+
+    def step(self):
+        """One global step's prompt side, as ``PPOTrainer.fit``/``step`` run it; returns the batch,
+        the metrics and the arm of each trajectory in the batch."""
+        self.global_steps += 1
+        self._add_batch_to_generate()
+        batch, metrics = self.replay_buffer.sample(global_steps=self.global_steps, partition_id="train",
+                                                   batch_size=self.config.data.train_batch_size)
+        arms = [self.arms[int(self.store.fields["train"][k][cv.ITEM_KEY])] for k in batch.keys]
+        self.store.kv_clear(keys=batch.keys, partition_id=batch.partition_id)
+        return batch, metrics, arms
+
+
+@pytest.fixture
+def store(monkeypatch):
+    store = MemoryStore()
+    monkeypatch.setattr(verl_replay_buffer, "tq", store)
+    monkeypatch.setattr(trainer_base, "tq", store)
+    return store
+
+
+def test_docs_lines_load_cadence_classes_through_verls_loaders(tmp_path, store):
+    config = verl_config(tmp_path)
+    host = Host(config, store)
+    assert isinstance(host.replay_buffer, cv.CadenceReplayBuffer)
+    assert isinstance(host.train_dataset, cv.CadencePrompts) and host.train_dataset.regimen is host.replay_buffer.regimen
+    assert isinstance(host.val_dataset, cv.CadencePrompts) and host.val_dataset.regimen is None
+    assert type(host.replay_buffer.regimen.link.policy).__name__ == "DUMP"
+    assert host.replay_buffer.regimen.selector.predictive is not None
+    assert config.data.gen_batch_size == 1
+
+
+def test_band_keeps_mixed_groups_and_verl_refills(tmp_path, store):
+    host = Host(verl_config(tmp_path), store)
+    regimen = host.replay_buffer.regimen
+    batch, metrics, arms = host.step()
+    uids = {key.rsplit("_", 2)[0] for key in batch.keys}
+    assert len(uids) == BATCH and len(batch.keys) == BATCH * N and set(arms) == {"mid"}
+    # every prompt sent to rollout was observed; only "mid" prompts' groups are in the band
+    rolled = host.agent_loop_manager.prompts
+    assert regimen.counts["rollouts"] == len(rolled) * N == metrics["cadence/total/rollouts"]
+    assert regimen.counts["kept"] >= BATCH and regimen.counts["dropped"] == sum(host.arms[i] != "mid" for i in rolled)
+    assert len(rolled) > BATCH                                   # verl refilled the evicted groups
+    assert metrics["training/filter_groups/evicted_samples"] == regimen.counts["dropped"]
+    assert 0 < metrics["cadence/selection/kept_fraction"] < 1 and "cadence/selection/predictive/skipped_share" in metrics
+    assert "cadence/curriculum/probabilities/mid" in metrics and metrics["cadence/progress"] == 0
+    policy = regimen.link.policy
+    assert policy.observed.sum() == len(rolled) * N               # one row per response reached the policy
+    assert regimen.clock.pending["samples"] == len(rolled) * N  # rollouts spent wait on the clock's next step
+
+
+def test_predictive_filter_skips_zero_variance_prompts_before_rollout(tmp_path, store):
+    host = Host(verl_config(tmp_path), store)
+    regimen = host.replay_buffer.regimen
+    for _ in range(6):
+        host.step()
+    filt = regimen.selector.predictive
+    easy_or_hard = [i for i, a in enumerate(host.arms) if a != "mid"]
+    assert filt.skipped > 0 and filt.easy_streak[easy_or_hard].sum() + filt.hard_streak[easy_or_hard].sum() > 0
+    assert filt.easy_streak[[i for i, a in enumerate(host.arms) if a == "mid"]].sum() == 0
+    assert regimen.clock.steps == 5                               # the clock stands at verl's global step 6
+
+
+def test_curriculum_chooses_the_prompts(tmp_path, store):
+    extra = ["trainer.v1.sampler.sampler_kwargs.policy=fixed",
+             "+trainer.v1.sampler.sampler_kwargs.policy_kwargs.weights.easy=0",
+             "+trainer.v1.sampler.sampler_kwargs.policy_kwargs.weights.hard=0",
+             "+trainer.v1.sampler.sampler_kwargs.policy_kwargs.weights.mid=1"]
+    host = Host(verl_config(tmp_path, extra), store)
+    host.step()
+    host.step()
+    assert {host.arms[i] for i in host.agent_loop_manager.prompts} == {"mid"}
+    assert host.replay_buffer.regimen.counts["dropped"] == 0
+
+
+def test_signals_from_verl_rollouts(tmp_path, store):
+    host = Host(verl_config(tmp_path), store)
+    seen = {}
+    policy = host.replay_buffer.regimen.link.policy
+    original = policy.observe
+
+    def spy(ids, **signals):
+        seen.setdefault("ids", []).extend(np.asarray(ids).tolist())
+        for k, v in signals.items():
+            seen.setdefault(k, []).extend(np.asarray(v).tolist())
+        return original(ids, **signals)
+
+    policy.observe = spy
+    host.step()
+    arms = [host.arms[i] for i in seen["ids"]]
+    reward = np.array(seen["reward"])
+    assert set(seen) == {"ids", "reward", "correct", "advantage", "length"}
+    assert np.all(reward[np.array(arms) == "easy"] == 1) and np.all(reward[np.array(arms) == "hard"] == 0)
+    assert np.array_equal(np.array(seen["correct"]), (reward >= 0.5).astype(float))
+    adv = np.array(seen["advantage"])
+    assert np.allclose(adv[np.array(arms) != "mid"], 0) and np.all(np.abs(adv[np.array(arms) == "mid"]) > 0.5)
+    assert set(seen["length"]) == {3.0, 4.0, 5.0, 6.0}
+
+
+def test_checkpoint_resumes_exactly_through_verls_data_pt(tmp_path, store, monkeypatch):
+    config = verl_config(tmp_path, ["trainer.save_freq=1"])
+    host = Host(config, store)
+    host.step()
+    host.step()
+    host._save_checkpoint()
+    before = len(host.agent_loop_manager.prompts)
+    assert (tmp_path / "ckpt" / "global_step_2" / "data.pt").exists()
+    saved = torch.load(tmp_path / "ckpt" / "global_step_2" / "data.pt", weights_only=True)   # plain data
+    assert "cadence.VerlRegimen" in repr(saved)
+    host.step()
+    host.step()
+    expected = host.agent_loop_manager.prompts[before:]
+    state = host.replay_buffer.regimen.state_dict()
+
+    store2 = MemoryStore()
+    monkeypatch.setattr(verl_replay_buffer, "tq", store2)
+    monkeypatch.setattr(trainer_base, "tq", store2)
+    resumed = Host(config, store2)                                # resume_mode=auto finds global_step_2
+    assert resumed.global_steps == 2
+    resumed.step()
+    resumed.step()
+    assert resumed.agent_loop_manager.prompts == expected
+    assert resumed.replay_buffer.regimen.state_dict()["counts"] == state["counts"]
+
+
+def test_kl_coefficient_follows_its_knob(tmp_path, store):
+    extra = ["algorithm.use_kl_in_reward=True", "algorithm.kl_ctrl.type=fixed",
+             "+trainer.v1.sampler.sampler_kwargs.knobs.kl_coef='ramp(start=0.1, end=0)'"]
+    host = Host(verl_config(tmp_path, extra), store)
+    _, metrics, _ = host.step()
+    assert host.kl_ctrl_in_reward.value == pytest.approx(0.1)
+    host.step()
+    host.step()
+    assert host.kl_ctrl_in_reward.value == pytest.approx(0.1 * (1 - 2 / 200))
+    assert metrics["cadence/kl_coef"] == pytest.approx(0.1)
+
+
+def test_lr_schedule_through_verls_optimizer_factory(tmp_path):
+    config = verl_config(tmp_path)
+    optim = FSDPOptimizerConfig(**{k: v for k, v in dict(config.actor_rollout_ref.actor.optim).items()
+                                   if not k.startswith("_")})
+    p = torch.nn.Parameter(torch.zeros(2))
+    opt = build_optimizer([p], optim)
+    assert isinstance(opt, cv.ScheduledAdamW)
+    lrs = []
+    for _ in range(12):
+        p.grad = torch.ones(2)
+        opt.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[0] == lrs[3] and lrs[4] > lrs[0]                    # 4 updates per global step, warming up
+    again = cv.ScheduledAdamW([torch.nn.Parameter(torch.zeros(2))], lr=1.0, lr_schedule=opt.lr_schedule,
+                              budget=200, updates_per_step=4)
+    again.load_state_dict(opt.state_dict())
+    q = again.param_groups[0]["params"][0]
+    q.grad = torch.ones(2)
+    again.step()
+    p.grad = torch.ones(2)
+    opt.step()
+    assert again.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
+
+
+def test_misconfigurations_are_named(tmp_path, store, monkeypatch):
+    with pytest.raises(CadenceError, match="trainer_mode=sync"):
+        cv.CadenceReplayBuffer("colocate_async", {}, None, "drop", {})
+    with pytest.raises(CadenceError, match="train_batch_size"):
+        cv.CadenceReplayBuffer("sync", {}, None, "drop", {"band": {"low": 0, "high": 1}}, refill_fn=print)
+    host = Host(verl_config(tmp_path), store)
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: object())   # as inside a DataLoader worker
+    with pytest.raises(CadenceError, match="dataloader_num_workers=0"):
+        host.train_dataset[0]
+    monkeypatch.undo()
+    cv._active.clear()
+    config = verl_config(tmp_path)
+    with open_dict(config):
+        config.trainer.v1.sampler.custom_sampler.path = None
+    with pytest.raises(CadenceError, match="CadenceReplayBuffer"):
+        Host(config, store)
