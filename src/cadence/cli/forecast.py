@@ -348,7 +348,7 @@ def add_bench_forecast_parser(sub: Any, name: str = "forecast") -> None:
                        description="With --curves: the Multi-Power Law paper's protocol on a folder of step,lr,loss "
                                    "curves or a shipped set (fit on cosine_24000, constant_24000, wsdcon_9; predict "
                                    "the rest). Without: fit on a constant-LR and a cosine run of the lab, predict the "
-                                   "final loss of linear, WSD 10%% and 20%% 1-sqrt, REX and step schedules, run them, "
+                                   "final loss of linear, WSD 10% and 20% 1-sqrt, REX and step schedules, run them, "
                                    "compare.")
     p.add_argument("--curves", metavar="SET", help=f"a folder of curves or a shipped set ({', '.join(CURVE_SETS)})")
     p.add_argument("--choose", default=FIT_CHOICES[0], choices=FIT_CHOICES,
