@@ -75,8 +75,11 @@ def test_tokenizer_round_trip_padding_and_errors():
 
 # ---------------------------------------------------------------- bring your own task families
 
+import json  # noqa: E402
+import textwrap  # noqa: E402
 import zlib  # noqa: E402
 
+from cadence.cli import main  # noqa: E402
 from cadence.labs.rl import tasks  # noqa: E402
 from cadence.labs.rl.tasks import FAMILIES, TaskFamily, register_family  # noqa: E402
 
@@ -237,3 +240,36 @@ def test_a_registered_family_runs_the_tiny_lab_end_to_end(registry):
         assert h.rollouts == 3 * 4 * 4
     model = warm_start(suite, warm, seed=0)
     assert model.cfg.vocab_size == 23 and model.cfg.context == 18 + 16 + 1
+
+
+def test_cli_families_and_levels(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    (tmp_path / "my_byo_tasks.py").write_text(textwrap.dedent('''
+        from cadence.labs.rl.tasks import TaskFamily
+
+        def make_rev(rng, level):
+            digits = "".join(map(str, rng.integers(0, 10, size=level + 1)))
+            return f"r{digits}=", digits[::-1]
+
+        rev = TaskFamily("rev", make_rev, levels=(1, 2), chars="r")
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "out"
+    assert main(["demo", "--quick", "--steps", "1", "--families", "count, my_byo_tasks:rev", "--levels", "1",
+                 "-o", str(out)]) == 0
+    assert json.loads((out / "results.json").read_text())["arms"] == ["count/1", "rev/1"]
+    assert main(["bench", "rl", "--quick", "--seeds", "1", "--steps", "1", "--target", "0.01",
+                 "--families", "sort", "--levels", "2,1"]) == 0
+    assert "1 seeds" in capsys.readouterr().out
+    for args, match in ((["--families", "add,,sort"], "--families needs comma-separated family names"),
+                        (["--families", "add,parity"], "unknown task family 'parity'"),
+                        (["--levels", "1,x"], "--levels needs comma-separated positive integers, got '1,x'"),
+                        (["--levels", "0"], "--levels needs"),
+                        (["--levels", "4"], "task family 'add' has no level 4"),
+                        (["--levels", "1,1"], "suite levels must be distinct"),
+                        (["--families", "add,add"], "'add' appears twice")):
+        for command in (["demo", "--quick", "-o", str(tmp_path / "never")], ["bench", "rl", "--quick"]):
+            assert main(command + args) == 2
+            err = capsys.readouterr().err
+            assert match in err and err.startswith("cadence: error:") and err.count("\n") == 1
+    assert not (tmp_path / "never").exists()
