@@ -43,6 +43,7 @@ import re
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 from typing import Callable
 
@@ -152,6 +153,10 @@ class TaskFamily:
         """The characters the family's prompts and answers may use."""
         return ALPHABET + "".join(dict.fromkeys(c for c in self.chars if c not in ALPHABET))
 
+    @cached_property
+    def _allowed(self) -> frozenset[str]:
+        return frozenset(self.alphabet) - {PAD, EOS}
+
     def draw(self, rng: np.random.Generator, level: int) -> tuple[str, str]:
         """One checked ``(prompt, answer)`` at ``level``."""
         where = f"task family {self.name!r} level {level}"
@@ -159,6 +164,8 @@ class TaskFamily:
         if not (isinstance(item, tuple) and len(item) == 2 and all(isinstance(s, str) and s for s in item)):
             raise CadenceError(f"{where}: the maker must return two non-empty strings (prompt, answer), got {item!r}")
         prompt, answer = str(item[0]), str(item[1])
+        if set(prompt).union(answer) <= self._allowed and FILLER not in answer:
+            return prompt, answer
         known = self.alphabet
         for what, text in ((f"prompt {prompt!r}", prompt), (f"answer {answer!r} to prompt {prompt!r}", answer)):
             for c in text:
