@@ -9,7 +9,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
-PAGES = {"hf_trainer.py": "hf.md", "trl_grpo.py": "trl.md", "lightning_callback.py": "lightning.md", "ddp.py": "distributed.md"}
+PAGES = [("hf_trainer.py", "integrations/hf.md"), ("trl_grpo.py", "integrations/trl.md"), ("trl_grpo.py", "rl.md"),
+         ("lightning_callback.py", "integrations/lightning.md"), ("ddp.py", "integrations/distributed.md")]
 
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=[p.name for p in EXAMPLES])
@@ -18,8 +19,8 @@ def test_example_runs_as_written(script, tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
 
 
-@pytest.mark.parametrize("script, page", sorted(PAGES.items()))
+@pytest.mark.parametrize("script, page", PAGES)
 def test_integration_page_embeds_its_example(script, page):
     code = (ROOT / "examples" / script).read_text().strip()
-    blocks = re.findall(r"^```python[^\n]*\n(.*?)^```", (ROOT / "docs" / "integrations" / page).read_text(), re.S | re.M)
-    assert any(block.strip() == code for block in blocks), f"docs/integrations/{page} does not show examples/{script} as it is"
+    blocks = re.findall(r"^```python[^\n]*\n(.*?)^```", (ROOT / "docs" / page).read_text(), re.S | re.M)
+    assert any(block.strip() == code for block in blocks), f"docs/{page} does not show examples/{script} as it is"

@@ -13,7 +13,7 @@ from cadence.cli.forecast import print_benchmark
 from cadence.errors import CadenceError
 from cadence.forecast import AnnealingLaw, MultiPowerLaw, RunLog, law_from_dict, lr_per_step
 from cadence.labs.pretrain import PretrainConfig
-from cadence.labs.pretrain.bench import (ForecastRow, _cached_log, forecast_benchmark, ordering_checks,
+from cadence.labs.pretrain.bench import (ForecastRow, cached_log, forecast_benchmark, ordering_checks,
                                          plot_benchmark)
 
 TRUTH = AnnealingLaw(L0=1.1, A=0.5, alpha=0.5, C=0.4, lam=0.95, lr_ref=2e-3, steps_ref=400)
@@ -120,11 +120,11 @@ def test_benchmark_judges_both_laws_and_reuses_its_logged_runs(tmp_path, capsys,
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.csv")} == stamps
 
     record = json.loads((tmp_path / "wsd.json").read_text())
-    assert _cached_log(tmp_path, "wsd", record) is not None
+    assert cached_log(tmp_path, "wsd", record) is not None
     for changed in ({"seed": 1}, {"steps": 21}, {"schedule": "constant(1e-3)"}):
-        assert _cached_log(tmp_path, "wsd", {**record, **changed}) is None  # made another way: train again
+        assert cached_log(tmp_path, "wsd", {**record, **changed}) is None  # made another way: train again
     (tmp_path / "wsd.json").unlink()
-    assert _cached_log(tmp_path, "wsd", record) is None
+    assert cached_log(tmp_path, "wsd", record) is None
     with pytest.raises(CadenceError, match="laws"):
         forecast_benchmark(cfg, steps=20, log_dir=tmp_path, held_out=held_out, laws=("nope",))
 

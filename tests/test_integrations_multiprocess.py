@@ -2,7 +2,7 @@
 torch.distributed.run): Accelerate shards the curriculum stream batch by batch, every rank's regimen
 state stays identical, each step's shards are disjoint and together are the global batch the
 curriculum drew, learning rates agree, resume continues each rank exactly, and GRPO prompt groups
-follow the repeat layout across both processes. The same HF launch also trains with size plans and
+follow the repeat layout across both processes, and dynamic sampling's decisions agree. The same HF launch also trains with size plans and
 layer freezing: every rank's micro-batches have their step's size and length, the ranks split each
 step's global rows, the clock counts global samples and tokens, and the weights stay identical across ranks."""
 
@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 pytest.importorskip("transformers")
@@ -141,15 +142,16 @@ TRL_WORKER = textwrap.dedent("""
     sys.path.insert(0, {tests_dir!r})
     from cadence.curricula import DUMP, Arms, CurriculumSampler
     from cadence.integrations.trl import attach
+    from cadence.rl import DynamicSampling
     from test_integrations_hf import without_seconds
     from test_integrations_trl import SOURCES, grpo_trainer
 
     out = sys.argv[1]
-    seen = []
+    seen, outputs = [], []
 
     def reward(completions, cadence_id, max_response_length, **kwargs):  # called with this process's rows
         seen.append({{"ids": [int(i) for i in cadence_id], "budget": list(max_response_length)}})
-        return [float(len(c) % 3) + 0.1 * i for i, c in enumerate(completions)]
+        return [float(sum(map(ord, c)) % 2) for c in completions]  # right or wrong by the text: some groups all-same
 
     trainer = grpo_trainer(out, [reward], max_steps={steps})
     per_round = trainer.args.generation_batch_size // trainer.num_generations  # prompts of all processes
@@ -157,15 +159,20 @@ TRL_WORKER = textwrap.dedent("""
     sampler = CurriculumSampler(policy, batch_size=per_round, num_replicas=1, rank=0, seed=1)
     drawn, observed = [], []
     next_batch, observe = sampler.next_batch, policy.observe
-    sampler.next_batch = lambda: drawn.append(next_batch().tolist()) or np.array(drawn[-1])
+    sampler.next_batch = lambda *size: drawn.append(next_batch(*size).tolist()) or np.array(drawn[-1])
     policy.observe = lambda ids, **signals: (observed.append(np.asarray(ids).tolist()), observe(ids, **signals))[1]
-    callback = attach(trainer, sampler=sampler, knobs={{"max_response_length": "ramp(start=2, end=4)"}})
+    callback = attach(trainer, sampler=sampler, knobs={{"max_response_length": "ramp(start=2, end=4)"}},
+                      correct="reward", dynamic=DynamicSampling(max_extra_rounds=8))
+    generate = trainer._generate_and_score_completions
+    trainer._generate_and_score_completions = lambda inputs: (
+        lambda o: (outputs.append(o["advantages"].tolist()) if trainer.model.training else None) or o)(generate(inputs))
     trainer.train()
 
     with open(os.path.join(out, f"rank{{trainer.args.process_index}}.json"), "w") as f:
         json.dump({{"world": trainer.args.world_size, "per_round": per_round,
                     "num_generations": trainer.num_generations, "seen": seen, "drawn": drawn,
-                    "observed": observed, "state": without_seconds(callback.link.state_dict())}}, f)
+                    "observed": observed, "outputs": outputs,
+                    "state": without_seconds(callback.link.state_dict())}}, f)
     if torch.distributed.is_initialized():  # tear down gloo before exit: no threads left to abort
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
@@ -248,32 +255,38 @@ def trl_ranks(tmp_path_factory) -> list[dict]:
     return launch(TRL_WORKER.format(tests_dir=TESTS_DIR, steps=TRL_STEPS), tmp_path_factory.mktemp("trl_multiprocess"))
 
 
-def test_trl_prompt_groups_follow_the_repeat_layout_on_both_ranks(trl_ranks):
+def test_trl_rounds_follow_the_repeat_layout_and_decisions_agree_on_both_ranks(trl_ranks):
     g = trl_ranks[0]["num_generations"]
-    assert trl_ranks[0]["drawn"] == trl_ranks[1]["drawn"]  # one global prompt stream
-    for r in trl_ranks:
-        assert r["world"] == WORLD and len(r["seen"]) == len(r["observed"]) == TRL_STEPS
-    for step in range(TRL_STEPS):
-        local = [r["seen"][step]["ids"] for r in trl_ranks]
-        for ids in local:  # whole groups on each process: every prompt num_generations times in a row
-            assert len(ids) % g == 0
-            assert all(len(set(ids[i:i + g])) == 1 for i in range(0, len(ids), g))
-        prompts = [ids[i] for ids in local for i in range(0, len(ids), g)]
-        assert prompts == trl_ranks[0]["drawn"][step]  # together: the round the curriculum drew, in rank order
-        for r in trl_ranks:  # each policy observed every process's completions, in rank order
-            assert r["observed"][step] == local[0] + local[1]
-        budgets = [b for r in trl_ranks for b in r["seen"][step]["budget"]]
-        assert len(set(budgets)) == 1  # the knob has one value across processes
+    assert trl_ranks[0]["drawn"] == trl_ranks[1]["drawn"]  # one prompt stream, the same refills on every rank
+    assert trl_ranks[0]["observed"] == trl_ranks[1]["observed"]
+    seen0, seen1 = trl_ranks[0]["seen"], trl_ranks[1]["seen"]
+    assert len(seen0) == len(seen1) == len(trl_ranks[0]["observed"]) > TRL_STEPS  # dynamic sampling refilled
+    for k, (a, b) in enumerate(zip(seen0, seen1)):
+        rows = a["ids"] + b["ids"]  # the round in rank order: each prompt num_generations times in a row
+        assert all(len(set(rows[i:i + g])) == 1 for i in range(0, len(rows), g))
+        assert trl_ranks[0]["observed"][k] == rows  # every policy observed every process's completions
+        assert len(set(a["budget"] + b["budget"])) == 1  # the knob has one value across processes
+
+
+def test_trl_dynamic_sampling_trains_full_in_band_rounds_on_both_ranks(trl_ranks):
+    g, per_round = trl_ranks[0]["num_generations"], trl_ranks[0]["per_round"]
+    out0, out1 = trl_ranks[0]["outputs"], trl_ranks[1]["outputs"]
+    assert len(out0) == len(out1) == TRL_STEPS
+    for a, b in zip(out0, out1):  # each rank trains its share of the assembled round
+        groups = np.array(a + b).reshape(-1, g)  # reward = correctness: in band means non-zero advantages
+        assert len(groups) == per_round and np.all(np.abs(groups).sum(axis=1) > 0)
 
 
 def test_trl_regimen_state_is_identical_across_ranks(trl_ranks):
     state0, state1 = trl_ranks[0]["state"], trl_ranks[1]["state"]
-    policy = state0["sampler"]["sampler"]["policy"]  # RepeatLayout > CurriculumSampler > DUMP
-    assert "rng" in policy and "rng" in state0["sampler"]["sampler"] and "tracker" in state0
-    assert state0 == state1  # clock, layout position, sampler and policy incl. their RNGs, tracker
+    selector = state0["sampler"]  # PromptSelector > CurriculumSampler > DUMP
+    policy = selector["sampler"]["policy"]
+    assert "rng" in policy and "rng" in selector["sampler"] and selector["dynamic"] is not None
+    assert state0 == state1  # clock, selector, sampler and policy incl. their RNGs, dynamic sampling's counts
     assert state0["clock"]["counts"]["steps"] == TRL_STEPS
-    completions = TRL_STEPS * trl_ranks[0]["per_round"] * trl_ranks[0]["num_generations"]
-    assert sum(policy["observed"]["__ndarray__"]) == completions  # both processes' rewards reached each policy
+    generated = sum(len(r["ids"]) for rank in trl_ranks for r in rank["seen"])
+    assert state0["clock"]["counts"]["samples"] == generated == selector["dynamic"]["counts"]["rollouts"]
+    assert sum(policy["observed"]["__ndarray__"]) == generated  # both processes' rewards reached each policy
 
 
 def test_hf_resume_continues_each_rank_exactly(hf_ranks):

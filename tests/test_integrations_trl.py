@@ -14,7 +14,7 @@ from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 import cadence  # noqa: E402
 from cadence.curricula import DUMP, Arms, CurriculumSampler, Uniform  # noqa: E402
-from cadence.integrations.trl import RepeatLayout, attach  # noqa: E402
+from cadence.integrations.trl import attach  # noqa: E402
 
 from test_integrations_hf import char_tokenizer  # noqa: E402
 
@@ -72,21 +72,12 @@ def test_curriculum_chooses_prompts_and_learns_from_rewards_and_advantages(tmp_p
     assert callback.link.clock.steps == 2
 
 
-def test_repeat_layout_matches_trl_repeat_sampler_shape():
-    layout = RepeatLayout(CurriculumSampler(Uniform(Arms(SOURCES)), batch_size=3, num_replicas=1, seed=0),
-                          num_generations=2, repeat=3, num_samples=36)
-    ids = np.array(list(layout)).reshape(2, 3, 6)  # 2 blocks, each repeated 3 times, 3 prompts x 2 generations
-    assert np.all(ids[:, 1:] == ids[:, :1])
-    assert np.all(ids[..., ::2] == ids[..., 1::2])
-
-
 def test_attach_rejects_a_sampler_that_breaks_the_layout(tmp_path):
     trainer = grpo_trainer(tmp_path, [lambda completions, **kw: [0.0] * len(completions)])
     with pytest.raises(cadence.CadenceError, match="prompts per generation round"):
         attach(trainer, sampler=CurriculumSampler(Uniform(Arms(SOURCES)), batch_size=4, num_replicas=1))
     with pytest.raises(cadence.CadenceError, match="num_replicas=1"):
-        RepeatLayout(CurriculumSampler(Uniform(Arms(SOURCES)), batch_size=2, num_replicas=2, rank=0),
-                     num_generations=2, repeat=1, num_samples=4)
+        attach(trainer, sampler=CurriculumSampler(Uniform(Arms(SOURCES)), batch_size=2, num_replicas=2, rank=0))
 
 
 def test_resume_continues_with_the_prompts_of_the_uninterrupted_run(tmp_path):

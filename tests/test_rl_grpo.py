@@ -8,10 +8,10 @@ import torch
 
 from cadence.curricula import DUMP, SEC, PassRateFilter
 from cadence.errors import CadenceError, StateError
-from cadence.labs.rl.budgets import KnapsackAllocation
 from cadence.labs.rl.groups import group_advantages, informative
 from cadence.labs.rl.grpo import GRPOConfig, GRPOTrainer, suite_arms
-from cadence.labs.rl.sources import CurriculumSource, FilteredSource
+from cadence.labs.rl.sources import SelectorSource
+from cadence.rl import DynamicSampling, KnapsackAllocation, PromptSelector
 from cadence.labs.rl.tasks import TaskSuite
 from cadence.labs.rl.warmstart import WarmStartConfig, warm_start
 
@@ -29,11 +29,12 @@ def warm():
 def make_trainer(warm, source: str = "dump", config: GRPOConfig = CONFIG, knapsack: bool = False) -> GRPOTrainer:
     arms = suite_arms(SUITE)
     src = {
-        "dump": lambda: CurriculumSource(DUMP(arms, seed=1)),
-        "sec": lambda: CurriculumSource(SEC(arms, seed=1)),
-        "filter": lambda: FilteredSource(PassRateFilter(arms, max_extra_rollouts=32, seed=1)),
+        "dump": lambda: SelectorSource(PromptSelector(DUMP(arms, seed=1), seed=1)),
+        "sec": lambda: SelectorSource(PromptSelector(SEC(arms, seed=1), seed=1)),
+        "filter": lambda: SelectorSource(PromptSelector(PassRateFilter(arms, seed=1), seed=1,
+                                                        dynamic=DynamicSampling(max_extra_rounds=2))),
     }[source]()
-    alloc = KnapsackAllocation(SUITE.arm_of, len(SUITE.arm_names), config.group) if knapsack else None
+    alloc = KnapsackAllocation(SUITE.arm_of, config.group) if knapsack else None
     return GRPOTrainer(copy.deepcopy(warm), SUITE, src, config, max_new_tokens=WARM.max_new_tokens(SUITE),
                        allocator=alloc, seed=5)
 
@@ -143,6 +144,20 @@ def test_evaluation_logs_pass_at_1_greedy_and_length(warm):
     trainer = make_trainer(warm, "dump")
     history = trainer.run()
     assert len(history.eval_accuracy) == len(history.eval_greedy) == len(history.eval_length) == 3
+    assert len(history.step_grad_norm) == 4  # per-step gradient norms, for schedule refinement
+    assert all(g is None or g >= 0 for g in history.step_grad_norm) and any(g for g in history.step_grad_norm)
     for p, g in zip(history.eval_accuracy, history.eval_greedy):
         assert len(p) == len(g) == len(SUITE.arm_names)
         assert all(0.0 <= x <= 1.0 for x in p + g)
+
+
+def test_dynamic_sampling_trains_only_in_band_groups_and_the_clock_counts_every_rollout(warm):
+    arms = suite_arms(SUITE)
+    selector = PromptSelector(DUMP(arms, seed=1), dynamic=DynamicSampling(max_extra_rounds=50), seed=1)
+    trainer = GRPOTrainer(copy.deepcopy(warm), SUITE, SelectorSource(selector), CONFIG,
+                          max_new_tokens=WARM.max_new_tokens(SUITE), seed=5)
+    history = trainer.run()
+    assert history.step_informative == history.step_groups == [CONFIG.prompts_per_step] * CONFIG.steps
+    assert trainer.clock.samples == sum(history.step_rollouts) == selector.dynamic.counts["rollouts"]
+    assert sum(history.step_rollouts) > CONFIG.steps * CONFIG.prompts_per_step * CONFIG.group  # it refilled
+    assert selector.dynamic.counts["filled"] == 0

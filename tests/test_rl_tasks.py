@@ -210,8 +210,9 @@ def test_family_definitions_and_registration_are_checked(registry):
 def test_too_long_answers_and_short_responses_fail_with_a_clear_error():
     from cadence.labs.rl.grpo import GRPOConfig, GRPOTrainer, suite_arms
     from cadence.labs.rl.policy import answer_batch
-    from cadence.labs.rl.sources import CurriculumSource
+    from cadence.labs.rl.sources import SelectorSource
     from cadence.curricula import Uniform
+    from cadence.rl import PromptSelector
     from cadence.labs.tinygpt import GPTConfig, TinyGPT
 
     tok = CharTokenizer()
@@ -221,7 +222,8 @@ def test_too_long_answers_and_short_responses_fail_with_a_clear_error():
     suite = TaskSuite(families=("sort",), levels=(1,), items_per_arm=4, eval_per_arm=1)
     model = TinyGPT(GPTConfig(vocab_size=tok.vocab_size, context=24, n_layer=1, n_head=1, d_model=8))
     with pytest.raises(CadenceError, match=r"max_new_tokens must be an integer above the suite's longest answer \(7\)"):
-        GRPOTrainer(model, suite, CurriculumSource(Uniform(suite_arms(suite))), GRPOConfig(), max_new_tokens=5)
+        GRPOTrainer(model, suite, SelectorSource(PromptSelector(Uniform(suite_arms(suite)))), GRPOConfig(),
+                    max_new_tokens=5)
 
 
 def test_a_registered_family_runs_the_tiny_lab_end_to_end(registry):

@@ -1,14 +1,18 @@
 """``cadence forecast`` (fit a loss law on logged runs, predict schedules) and
-``cadence bench forecast`` (each law's accuracy on the pre-training lab).
+``cadence bench forecast`` (each law's accuracy on published curves or on the pre-training lab).
 
     cadence forecast --fit const.csv cosine.csv --schedule "wsd(peak=2e-3, decay=20%)" -o curves.png
     cadence forecast --fit const.csv cosine.csv --law multi-power --steps 4000 --optimize-wsd
+    cadence forecast --fit out/checkpoint-500/trainer_state.json --schedule "wsd(peak=3e-4, decay=20%)"
+    cadence forecast --refine run.csv --peak 3e-4 -o refined.png
     cadence bench forecast --steps 1500 -o bench.png --log-dir runs/
+    cadence bench forecast --curves multipower-25m -o published.png
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import textwrap
 from pathlib import Path
@@ -18,7 +22,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from cadence.errors import CadenceError
 from cadence.forecast import DEFAULT_LAW, LAWS, FitResult, FitTarget, RunLog, fit_law, lr_per_step, optimize_wsd
+from cadence.forecast.fit import DEFAULT_SKIP
 
 
 def plot_forecast(fit: FitResult, targets: Sequence[FitTarget], predictions: dict[str, np.ndarray],
@@ -33,14 +39,16 @@ def plot_forecast(fit: FitResult, targets: Sequence[FitTarget], predictions: dic
     for i, t in enumerate(targets):
         steps = np.arange(1, len(t.lr) + 1)
         ax.scatter(t.steps, t.loss, s=6, color=f"C{i}")
-        ax.plot(steps, fit.law.predict(t.lr), color=f"C{i}", label=f"{t.name} (fitted)")
+        at = _plotted_steps(len(t.lr))
+        ax.plot(at, fit.law.predict(t.lr, at), color=f"C{i}", label=f"{t.name} (fitted)")
         ax_lr.plot(steps, t.lr, color=f"C{i}")
     lowest = min(float(t.loss.min()) for t in targets)
     for j, (spec, lr) in enumerate(predictions.items(), start=len(targets)):
         steps = np.arange(1, len(lr) + 1)
-        curve = fit.law.predict(lr)
+        at = _plotted_steps(len(lr))
+        curve = fit.law.predict(lr, at)
         lowest = min(lowest, float(curve[-1]))
-        ax.plot(steps, curve, color=f"C{j % 10}", ls="--", label=f"{spec} (predicted)")
+        ax.plot(at, curve, color=f"C{j % 10}", ls="--", label=f"{spec} (predicted)")
         ax_lr.plot(steps, lr, color=f"C{j % 10}", ls="--")
     losses = np.concatenate([t.loss for t in targets])
     ax.set_ylim(lowest * 0.95, np.quantile(losses, 0.9) * 1.1)
@@ -55,9 +63,96 @@ def plot_forecast(fit: FitResult, targets: Sequence[FitTarget], predictions: dic
     return Path(path)
 
 
-def _forecast(args: argparse.Namespace) -> int:
+def _plotted_steps(n: int, points: int = 1000) -> np.ndarray:
+    """At most ``points`` evenly spaced steps of ``1..n``, the last included (a long multi-power
+    prediction costs per step asked for)."""
+    return np.unique(np.linspace(1, n, min(n, points)).round().astype(np.int64))
+
+
+def _read_logs(args: argparse.Namespace, paths: Sequence[str], console: Console) -> list[RunLog]:
+    """Read each log with the key flags and its ``--schedule-of`` spec; say what was read."""
+    specs = _schedules_of(args.schedule_of, paths)
+    logs = []
+    for path in paths:
+        spec, budget = specs.get(path, (None, None))
+        log = RunLog.read(path, step_key=args.step_key, lr_key=args.lr_key, loss_key=args.loss_key,
+                          schedule=spec, budget=budget)
+        console.print(f"read {path} ({len(log)} rows): {log.source}", highlight=False, markup=False, soft_wrap=True)
+        logs.append(log)
+    return logs
+
+
+def _schedules_of(items: Sequence[str], paths: Sequence[str]) -> dict[str, tuple[str, int | None]]:
+    """``RUN=SPEC[@STEPS]`` items by the path they name (``RUN``: a path as given, or its file name)."""
+    out: dict[str, tuple[str, int | None]] = {}
+    for item in items:
+        run, sep, spec = item.partition("=")
+        if not sep or not spec.strip():
+            raise CadenceError(f"--schedule-of needs RUN=SPEC (e.g. 'run.csv=cosine(peak=1e-3)'), got {item!r}")
+        budget = None
+        head, at, tail = spec.rpartition("@")
+        if at:
+            if not tail.strip().isdigit() or int(tail) < 1:
+                raise CadenceError(f"--schedule-of {item!r}: the budget after '@' must be a whole number of steps")
+            spec, budget = head, int(tail)
+        matches = [p for p in paths if p == run or Path(p).name == run]
+        if len(matches) != 1:
+            raise CadenceError(f"--schedule-of {item!r}: {run!r} names {'none' if not matches else 'several'} of "
+                               f"the --fit/--refine logs ({', '.join(paths)})")
+        out[matches[0]] = (spec, budget)
+    return out
+
+
+def _refine(args: argparse.Namespace) -> int:
+    from cadence.forecast.refine import log_grad_norms, refine_schedule, smooth_norms
+
     console = Console()
-    logs = [RunLog.read(p) for p in args.fit]
+    if args.peak is None:
+        raise CadenceError("--refine needs --peak, the peak LR of the refined schedule")
+    log = _read_logs(args, [args.refine], console)[0]
+    norms, norm = log_grad_norms(log, args.norm)
+    schedule = refine_schedule(norms, peak=args.peak, norm=norm, width=args.width, points=args.points)
+    if args.output:
+        console.print(f"wrote {plot_refined(norms, smooth_norms(norms, args.width), schedule, args.output)}")
+    console.print(f"refined from {len(norms)} steps of {'ℓ1' if norm == 'l1' else 'ℓ2'} gradient norms "
+                  f"(median filter over {args.width:.0%} of the run):", highlight=False)
+    print(schedule)  # the last line: the spec alone
+    return 0
+
+
+def plot_refined(norms: np.ndarray, smoothed: np.ndarray, schedule: Any, path: str | Path) -> Path:
+    """Gradient norms (raw and smoothed) above the refined schedule, both over the run's fraction."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    u = np.linspace(0, 1, len(norms))
+    ax.plot(u, norms, color="C0", alpha=0.4, lw=0.8, label="logged")
+    ax.plot(u, smoothed, color="C0", label="median-filtered")
+    ax.set_ylabel("gradient norm")
+    ax.legend(fontsize=8)
+    xs, ys = schedule.curve(1000)
+    ax_lr.plot(np.asarray(xs) / 1000, ys, color="C1")
+    ax_lr.set_xlabel("fraction of the run")
+    ax_lr.set_ylabel("refined LR")
+    ax_lr.set_title(textwrap.shorten(str(schedule), 110), fontsize=7)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=120)
+    except (OSError, ValueError) as e:
+        raise CadenceError(f"cannot write the plot to {path}: {e}") from None
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def _forecast(args: argparse.Namespace) -> int:
+    if args.refine is not None:
+        return _refine(args)
+    console = Console()
+    logs = _read_logs(args, args.fit, console)
     targets = [FitTarget.from_log(log, target=args.target, skip=args.skip) for log in logs]
     fit = fit_law(targets, law=args.law, lam=args.lam, delta=args.delta)
     steps = args.steps if args.steps is not None else int(max(len(t.lr) for t in targets))
@@ -70,9 +165,18 @@ def _forecast(args: argparse.Namespace) -> int:
         table = Table(title=f"predicted final loss after {steps} steps")
         table.add_column("schedule")
         table.add_column("predicted final loss", justify="right")
+        table.add_column("band", justify="right")
         for spec, lr in predictions.items():
-            table.add_row(spec, f"{fit.law.predict(lr)[-1]:.4f}")
+            low, high = fit.band(lr, [len(lr)])
+            table.add_row(spec, f"{fit.law.predict(lr, [len(lr)])[0]:.4f}",
+                          f"{low[0]:.4f}-{high[0]:.4f}" if fit.loo_laws else "-")
         console.print(table)
+        if fit.loo_laws:
+            console.print("  band: the range of the leave-one-out refits' predictions", highlight=False)
+        for spec, lr in predictions.items():
+            for finding in fit.regime.check(lr) if fit.regime is not None else ():
+                console.print(f"  warning: {spec}: outside the fitted regime: {finding}", highlight=False,
+                              markup=False)
     if args.optimize_wsd:
         choice = optimize_wsd(fit.law, steps, warmup=args.warmup)
         console.print(f"best WSD for {steps} steps: {choice.schedule}  predicted final loss "
@@ -88,21 +192,63 @@ def _forecast(args: argparse.Namespace) -> int:
 
 
 def _bench_forecast(args: argparse.Namespace) -> int:
+    console = Console()
+    if args.curves:
+        from cadence.forecast.published import plot_published, published_benchmark
+
+        bench = published_benchmark(args.curves, tuple(args.law), choose=args.choose)
+        print_published(bench, console)
+        if args.output:
+            console.print(f"wrote {plot_published(bench, args.output)}")
+        return 0
     import torch
 
-    from cadence.labs.pretrain import PretrainConfig
-    from cadence.labs.pretrain.bench import forecast_benchmark, plot_benchmark
+    from cadence.labs.pretrain.bench import LAB_SIZES, LAB_SKIP, forecast_benchmark, plot_benchmark
 
     torch.set_num_threads(args.threads)
-    console = Console()
-    cfg = PretrainConfig(val_min_quality=args.val_quality)
-    bench = forecast_benchmark(cfg, steps=args.steps, peak=args.peak, warmup=args.warmup, seed=args.seed,
-                               eval_every=args.eval_every, skip=args.skip, lam=args.lam, laws=args.law,
-                               log_dir=args.log_dir, progress=not args.no_progress)
+    size = LAB_SIZES[args.size]
+    cfg = dataclasses.replace(size.config, val_min_quality=args.val_quality)
+    bench = forecast_benchmark(cfg, steps=args.steps or size.steps, peak=args.peak, warmup=args.warmup,
+                               seed=args.seed, eval_every=args.eval_every or size.eval_every,
+                               skip=LAB_SKIP if args.skip is None else args.skip,
+                               lam=args.lam, laws=args.law, log_dir=args.log_dir, progress=not args.no_progress)
     print_benchmark(bench, console)
     if args.output:
         console.print(f"wrote {plot_benchmark(bench, args.output)}")
     return 0
+
+
+def print_published(bench: Any, console: Console) -> None:
+    """Per law: every curve's PredE, WorstE, final-loss error and band, fitted and held-out rows
+    apart, then the summaries next to the paper's figures."""
+    for law, scores in bench.scores.items():
+        fit = scores.fit
+        console.print(f"\n[{law} law] fitted in {scores.seconds:.1f} s on {', '.join(c.name for c in scores.curves if c.fitted)}"
+                      f": {fit.law}", highlight=False, markup=False)
+        if fit.loo_laws:
+            console.print(f"  chosen among {fit.candidates} good fit(s) by leave-one-out error {fit.loo_score:.3%}; "
+                          f"band = range of the {len(fit.loo_laws)} leave-one-out refits", highlight=False)
+        table = Table(title=f"{bench.name}, {law} law: |L - L_hat| / L at every logged step", caption=(
+            "PredE mean, WorstE max (at step); final: L_hat/L - 1 at the last point; band: width of the "
+            "leave-one-out band there"))
+        for col in ("curve", "", "PredE", "WorstE", "at step", "final", "band", "outside the fitted regime"):
+            table.add_column(col, justify="left" if col in ("curve", "", "outside the fitted regime") else "right")
+        for fitted in (True, False):
+            rows = [c for c in scores.curves if c.fitted == fitted]
+            for i, c in enumerate(rows):
+                table.add_row(c.name, "fit" if fitted else "held out", f"{c.pred_e:.3%}", f"{c.worst_e:.3%}",
+                              str(c.worst_step),
+                              f"{c.final_error:+.3%}", f"{c.band:.3%}", "; ".join(c.outside),
+                              end_section=fitted and i == len(rows) - 1)
+        console.print(table)
+        for label, held in (("all curves", False), ("held-out curves", True)):
+            pred_e, worst_e = scores.summary(held_out_only=held)
+            line = f"{law}: {label}: PredE {pred_e:.3%}, WorstE {worst_e:.3%}"
+            if bench.published is not None:
+                goal = pred_e <= bench.published[0] and worst_e <= bench.published[1]
+                line += (f" (published, all nine curves: PredE {bench.published[0]:.3%}, WorstE "
+                         f"{bench.published[1]:.3%}: {'at or below' if goal else 'ABOVE'})")
+            console.print(line, highlight=False)
 
 
 def print_benchmark(bench: Any, console: Console) -> None:
@@ -133,42 +279,77 @@ def print_benchmark(bench: Any, console: Console) -> None:
 def add_forecast_parser(sub: Any, name: str = "forecast") -> None:
     p = sub.add_parser(name, help="fit a loss law on logged runs and predict schedules",
                        description="Fit a loss law (annealing: L = L0 + A*S1^-alpha - C*S2; or multi-power) on run "
-                                   "logs (CSV/JSONL: step, lr, loss and/or val_loss) and predict the loss curve of "
-                                   "schedule specs.")
+                                   "logs (cadence CSV/JSONL, or the logs of a Hugging Face Trainer, Lightning, W&B or "
+                                   "TensorBoard) and predict the loss curve of schedule specs; or (--refine) turn a "
+                                   "run's gradient norms into a refined schedule.")
     p.add_argument("--law", default=DEFAULT_LAW, choices=sorted(LAWS),
                    help=f"which law to fit (default {DEFAULT_LAW}; see docs/forecast.md)")
-    p.add_argument("--fit", nargs="+", required=True, metavar="RUN", help="run logs to fit (.csv or .jsonl)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--fit", nargs="+", metavar="RUN",
+                      help="run logs to fit: cadence CSV/JSONL, HF trainer_state.json, Lightning metrics.csv, W&B CSV "
+                           "export or TensorBoard events (file or directory); told apart by content")
+    what.add_argument("--refine", metavar="RUN",
+                      help="print the schedule refined from this run's gradient norms (Defazio et al., "
+                           "arXiv 2310.07831) as a table spec; needs --peak")
+    p.add_argument("--step-key", help="the log's step key (default: detected, e.g. step, Step, _step)")
+    p.add_argument("--lr-key", help="the log's learning-rate key (default: detected, e.g. lr, learning_rate, lr-AdamW)")
+    p.add_argument("--loss-key", help="the log's training-loss key (default: detected, e.g. loss, train/loss)")
+    p.add_argument("--schedule-of", action="append", default=[], metavar="RUN=SPEC[@STEPS]",
+                   help="the LR schedule a logged run used, for the steps the log leaves out (budget: STEPS, else the "
+                        "log's max_steps, else its last step); repeat per run. Default: interpolate logged LRs")
+    p.add_argument("--peak", type=float, help="--refine: the peak LR of the refined schedule")
+    p.add_argument("--norm", default="auto", choices=("auto", "l1", "l2"),
+                   help="--refine: which gradient norms (auto: grad_norm_l1 when logged, the form for Adam-type "
+                        "methods; else grad_norm, the SGD form)")
+    p.add_argument("--width", type=float, default=0.1,
+                   help="--refine: median-filter width as a fraction of the run (0.1)")
+    p.add_argument("--points", type=int, default=51, help="--refine: points of the table schedule (51)")
     p.add_argument("--schedule", nargs="*", default=[], metavar="SPEC", help="schedule specs to predict")
     p.add_argument("--steps", type=int, help="budget of the predicted schedules (default: the longest fitted run)")
     p.add_argument("--target", default="auto", choices=("auto", "val_loss", "loss"),
                    help="which loss column to fit (auto: val_loss when logged)")
     p.add_argument("--lam", type=float, help="fix the annealing law's momentum (default: chosen from a grid)")
-    p.add_argument("--skip", type=float, default=0.05, help="leave out this first fraction of each run (0.05)")
+    p.add_argument("--skip", type=float, default=DEFAULT_SKIP,
+                   help=f"leave out this first fraction of each run ({DEFAULT_SKIP})")
     p.add_argument("--delta", type=float, default=1e-3, help="Huber threshold on log loss (1e-3)")
     p.add_argument("--optimize-wsd", action="store_true", help="also search the WSD decay fraction, shape and peak")
     p.add_argument("--warmup", default="0", help="warmup of the searched WSD schedules (e.g. '2%%', '50 steps')")
     p.add_argument("--save", metavar="FILE", help="write the fitted law as JSON")
-    p.add_argument("-o", "--output", metavar="PNG", help="plot fitted data and predicted curves here")
+    p.add_argument("-o", "--output", metavar="PNG",
+                   help="plot fitted data and predicted curves (--refine: the norms and the refined schedule) here")
     p.set_defaults(func=_forecast)
 
 
 def add_bench_forecast_parser(sub: Any, name: str = "forecast") -> None:
-    p = sub.add_parser(name, help="the loss laws' accuracy on the pre-training lab (7 lab runs, reusable)",
-                       description="Fit on a constant-LR and a cosine run of the lab, predict the final loss of "
-                                   "linear, WSD 10%% and 20%% 1-sqrt, REX and step schedules, run them, compare.")
-    p.add_argument("--steps", type=int, default=1500, help="steps per run (1500)")
-    p.add_argument("--peak", type=float, default=4e-3, help="peak LR of every schedule (4e-3)")
+    from cadence.forecast.fit import CHOICES
+    from cadence.forecast.published import SHIPPED
+
+    p = sub.add_parser(name, help="the loss laws' accuracy on published curves (--curves) or the pre-training lab",
+                       description="With --curves: the Multi-Power Law paper's protocol on a folder of step,lr,loss "
+                                   "curves or a shipped set (fit on cosine_24000, constant_24000, wsdcon_9; predict "
+                                   "the rest). Without: fit on a constant-LR and a cosine run of the lab, predict the "
+                                   "final loss of linear, WSD 10%% and 20%% 1-sqrt, REX and step schedules, run them, "
+                                   "compare.")
+    p.add_argument("--curves", metavar="SET", help=f"a folder of curves or a shipped set ({', '.join(SHIPPED)})")
+    p.add_argument("--choose", default=CHOICES[0], choices=CHOICES,
+                   help="how a fit is chosen among good starts (default: leave-one-out error)")
+    p.add_argument("--size", default="default", choices=("default", "tiny"),
+                   help="lab size (tiny: a 1-layer model, 120 steps, seconds; a smoke test, not a measurement)")
+    p.add_argument("--steps", type=int, help="steps per lab run (default 1500; tiny 120)")
+    p.add_argument("--peak", type=float, default=4e-3, help="peak LR of every lab schedule (4e-3)")
     p.add_argument("--warmup", type=int, help="warmup steps (default 2%% of --steps)")
     p.add_argument("--val-quality", type=float, default=0.0,
                    help="evaluate on held-out documents of at least this quality (0: the training distribution)")
-    p.add_argument("--skip", type=float, default=0.2, help="leave out this first fraction of the fitted runs (0.2)")
+    p.add_argument("--skip", type=float,
+                   help="leave out this first fraction of the fitted lab runs (default 0.2, the lab's long transient; "
+                        "see docs/forecast.md)")
     p.add_argument("--lam", type=float, help="fix the annealing law's momentum (default: chosen by the fit)")
     p.add_argument("--law", nargs="+", default=sorted(LAWS), choices=sorted(LAWS),
                    help="laws to fit and judge (default: all)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-every", type=int, default=25, help="validation interval in steps (25)")
+    p.add_argument("--eval-every", type=int, help="validation interval in steps (default 25; tiny 10)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1)")
-    p.add_argument("--log-dir", help="keep every run's log here (NAME.csv + NAME.json) and reuse matching ones")
+    p.add_argument("--log-dir", help="keep every lab run's log here (NAME.csv + NAME.json) and reuse matching ones")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("-o", "--output", metavar="PNG", help="plot measured and predicted curves here")
     p.set_defaults(func=_bench_forecast)

@@ -22,6 +22,9 @@ def _size_options(parser: argparse.ArgumentParser, default_size: str) -> None:
     parser.add_argument("--steps", type=int, default=None, help="GRPO steps per policy (default: the size's)")
     parser.add_argument("--target", type=float, default=None,
                         help="target mean pass@1 (default: the best uniform sampling reaches in the run)")
+    parser.add_argument("--policies", default=None,
+                        help="comma-separated policies to compare (default: uniform,dump,sec,pass_rate,predictive,"
+                             "predictive_dump; also: dynamic)")
     parser.add_argument("--families", default=None, metavar="NAMES",
                         help="comma-separated task families: registered names or module:attr of a TaskFamily "
                              "(e.g. add,sort,mytasks:rev; default: the size's)")
@@ -60,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     rl = bench_subcommands(subparsers).add_parser(
         "rl", help="curricula vs uniform over seeds (ratios with intervals), or the budget experiments",
-        description="curricula: steps and rollouts to the target accuracy relative to uniform, over seeds, "
+        description="curricula: rollouts and steps to the target accuracy relative to uniform, over seeds, "
                     "with 95%% t-intervals. length: a tightened response-length budget vs a fixed one. "
                     "allocation: knapsack rollout allocation vs the same number of answers per prompt.")
     rl.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1; default 3)")
@@ -75,7 +78,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
     families, levels = _task_options(args)
     run_demo(args.size, args.output, seed=args.seed, steps=args.steps, target=args.target, workers=args.workers,
-             families=families, levels=levels)
+             policies=args.policies, families=families, levels=levels)
     return 0
 
 
@@ -92,7 +95,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise CadenceError(f"--seeds must be at least 1, got {args.seeds}")
     console = Console()
-    lab = lab_for(args.size, args.steps, args.target, *_task_options(args))
+    lab = lab_for(args.size, args.steps, args.target, args.policies, *_task_options(args))
     runs = {"curricula": len(lab.policies), "length": 2, "allocation": 2}[args.experiment]
     with _progress(console) as progress:
         task = progress.add_task(f"bench rl · {args.experiment}", total=args.seeds * runs * lab.grpo.steps)
@@ -105,12 +108,12 @@ def run_bench_command(args: argparse.Namespace) -> int:
             result = bench.bench_allocation(lab, args.seeds, on_step=tick)
     if args.experiment == "curricula":
         table = Table(title=f"to reach the target vs uniform · {args.seeds} seeds · geometric mean [95% CI]")
-        for col in ("policy", "steps ratio", "rollouts ratio", "reached target", "final pass@1",
+        for col in ("policy", "rollouts ratio", "steps ratio", "reached target", "final pass@1",
                     "informative groups"):
             table.add_column(col, justify="left" if col == "policy" else "right")
         for r in rows:
             fmt = lambda t: f"{t[0]:.2f} [{t[1]:.2f}, {t[2]:.2f}]"  # noqa: E731
-            table.add_row(label(r.policy), fmt(r.steps_ratio), fmt(r.rollouts_ratio), f"{r.reached}/{r.seeds}",
+            table.add_row(label(r.policy), fmt(r.rollouts_ratio), fmt(r.steps_ratio), f"{r.reached}/{r.seeds}",
                           f"{r.final_accuracy:.3f}", f"{r.informative_share:.0%}")
     else:
         table = Table(title=f"bench rl · {args.experiment} · {args.seeds} seeds · mean (min–max)")

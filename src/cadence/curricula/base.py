@@ -31,8 +31,8 @@ from cadence.clock import Clock
 from cadence.curricula.arms import Arms
 from cadence.errors import CadenceError, StateError
 
-SIGNALS = ("loss", "reward", "advantage", "correct")
-"""The per-item signals :meth:`Policy.observe` accepts."""
+SIGNALS = ("loss", "reward", "advantage", "correct", "length")
+"""The per-item signals :meth:`Policy.observe` accepts (``length``: response tokens, from RL trainers)."""
 
 POLICIES: dict[str, type[Policy]] = {}
 """Registry name → policy class (see :func:`make_policy`)."""
@@ -207,13 +207,14 @@ class Policy(abc.ABC):
 
     # ------------------------------------------------------------------ feedback
     def observe(self, item_ids: Any, *, loss: Any = None, reward: Any = None, advantage: Any = None,
-                correct: Any = None) -> None:
-        """Feed back per-item signals (arrays aligned with ``item_ids``; any subset of the four).
+                correct: Any = None, length: Any = None) -> None:
+        """Feed back per-item signals (arrays aligned with ``item_ids``; any subset of :data:`SIGNALS`).
 
         Rows where a needed signal is NaN/inf are dropped and counted in ``self.dropped``. A
         policy with no needs only counts observations.
         """
-        checked = self.validate(item_ids, loss=loss, reward=reward, advantage=advantage, correct=correct)
+        checked = self.validate(item_ids, loss=loss, reward=reward, advantage=advantage, correct=correct,
+                                length=length)
         if checked is not None:
             ids, arm, columns = checked
             counts = np.bincount(arm, minlength=self.arms.num_arms)
@@ -308,12 +309,12 @@ class Policy(abc.ABC):
             rng.bit_generator.state = copy.deepcopy(state["rng"])
         except (TypeError, ValueError, KeyError) as e:
             raise StateError(f"{kind} state has an unusable RNG state: {e}") from None
-        if set(state["dropped"]) != set(SIGNALS):
+        if not set(SIGNALS) - {"length"} <= set(state["dropped"]) <= set(SIGNALS):   # states before 'length' load
             raise StateError(f"{kind} state field 'dropped' must count {SIGNALS}")
         self._check_state(staged)
         for key, value in staged.items():
             setattr(self, key, value)
-        self.dropped = {k: int(v) for k, v in state["dropped"].items()}
+        self.dropped = {k: int(state["dropped"].get(k, 0)) for k in SIGNALS}
         self.rng = rng
         self._after_load()
 

@@ -97,16 +97,20 @@ class CurriculumSampler(Sampler[int]):
         self._pos = 0                              # ids of this rank's shard already yielded
 
     # ------------------------------------------------------------------ drawing
-    def next_batch(self) -> np.ndarray:
-        """Draw the next **global** batch (all ranks get the same one) and record it as drawn.
+    def next_batch(self, size: int | None = None) -> np.ndarray:
+        """Draw the next **global** batch (all ranks get the same one) and record it as drawn;
+        ``size`` ids instead of ``batch_size`` when given (RL prompt selection draws refills).
 
         Raises :class:`SamplerExhausted` (without replacement, ``on_exhausted="stop"``) when the
         batch cannot be filled; the epoch is then over and the used mask is reset.
         """
+        size = self.batch_size if size is None else size
+        if not isinstance(size, (int, np.integer)) or size < 0:
+            raise CadenceError(f"a batch size must be a non-negative integer, got {size!r}")
         if self.replacement:
-            ids = self.policy.draw(self.batch_size, self.rng)
+            ids = self.policy.draw(size, self.rng)
         else:
-            ids = self._draw_unused(self.batch_size)
+            ids = self._draw_unused(size)
         self.policy.record_drawn(ids)
         self.batches += 1
         self.epoch_batches += 1

@@ -13,11 +13,13 @@ from cadence.forecast.law import AnnealingLaw, annealing_area, forward_area, lr_
 from cadence.forecast.laws import DEFAULT_LAW, LAWS, Law, law_from_dict
 from cadence.forecast.multipower import MultiPowerLaw, loss_drop
 from cadence.forecast.optimize import WSDChoice, optimize_wsd
+from cadence.forecast.regime import ForecastWarning, Regime
+from cadence.forecast.refine import refine_schedule
 from cadence.forecast.runlog import COLUMNS, RunLog, RunLogError
 
 __all__ = [
     "AnnealingLaw", "annealing_area", "forward_area", "lr_per_step", "warmup_end",
     "MultiPowerLaw", "loss_drop", "DEFAULT_LAW", "LAWS", "Law", "law_from_dict",
     "DEFAULT_LAMS", "FitResult", "FitTarget", "fit_law", "WSDChoice", "optimize_wsd",
-    "COLUMNS", "RunLog", "RunLogError",
+    "COLUMNS", "RunLog", "RunLogError", "refine_schedule", "ForecastWarning", "Regime",
 ]

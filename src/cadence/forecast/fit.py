@@ -23,7 +23,7 @@ Each run weighs the same whatever its number of points.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 from scipy.optimize import minimize
@@ -32,10 +32,14 @@ from threadpoolctl import threadpool_limits
 from cadence.errors import CadenceError
 from cadence.forecast.law import AnnealingLaw, annealing_area, forward_area
 from cadence.forecast.laws import DEFAULT_LAW, LAWS, Law
-from cadence.forecast.multipower_fit import search_multi_power
+from cadence.forecast.multipower_fit import POLISHED_STARTS, MultiPowerProblem, search_multi_power
 from cadence.forecast.objective import huber_log, power_starts
+from cadence.forecast.regime import Regime
 from cadence.forecast.runlog import RunLog
 
+DEFAULT_SKIP = 0.05
+"""The first fraction of each logged run left out of a fit (the laws describe the curve after the
+initial transient); ``fit_law``, ``FitTarget.from_log`` and ``cadence forecast --skip`` share it."""
 DEFAULT_LAMS = (0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 """λ grid searched when none is fixed (reproductions use 0.999 or a grid from 0.99 to 0.9995;
 shorter runs need a shorter memory, hence the smaller values)."""
@@ -65,7 +69,7 @@ class FitTarget:
         object.__setattr__(self, "lr", lr.astype(float))
 
     @classmethod
-    def from_log(cls, log: RunLog, *, target: str = "auto", skip: float = 0.05, max_points: int = 400) -> FitTarget:
+    def from_log(cls, log: RunLog, *, target: str = "auto", skip: float = DEFAULT_SKIP, max_points: int = 400) -> FitTarget:
         """Points to fit from a run log.
 
         ``target``: ``"val_loss"``, ``"loss"`` or ``"auto"`` (validation loss when the log has at
@@ -94,42 +98,167 @@ class FitTarget:
 
 @dataclass(frozen=True)
 class FitResult:
-    """The fitted law, its objective, and per-run fit quality (R² and RMS relative error)."""
+    """The fitted law, its objective (exact), per-run fit quality (R², RMS relative error), the
+    fitted :class:`~cadence.forecast.regime.Regime`, and the leave-one-out refits behind the
+    uncertainty band (empty when one run was fitted).
+
+    ``loo_score`` is the chosen fit's leave-one-out error: the mean over runs of the mean
+    ``|L − L̂|/L`` on a run when the law is refitted without it (NaN with one run).
+    """
 
     law: Law
     objective: float
     r2: dict[str, float] = field(default_factory=dict)
     rms_rel_error: dict[str, float] = field(default_factory=dict)
+    regime: Regime | None = None
+    loo_laws: tuple[Law, ...] = ()
+    loo_score: float = float("nan")
+    candidates: int = 1
+
+    def predict(self, lr: np.ndarray, at: np.ndarray | None = None, *, name: str = "schedule") -> np.ndarray:
+        """``law.predict``, warning (:class:`~cadence.forecast.regime.ForecastWarning`) for every way
+        ``lr`` leaves the fitted regime."""
+        if self.regime is not None:
+            self.regime.warn(lr, name)
+        return self.law.predict(lr, at)
+
+    def band(self, lr: np.ndarray, at: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(low, high)``: the lowest and highest prediction among the fitted law and its
+        leave-one-out refits — how far the forecast moves when any one fitted run is missing.
+        Both equal the law's prediction when one run was fitted."""
+        curves = np.array([law.predict(lr, at) for law in (self.law, *self.loo_laws)])
+        return curves.min(axis=0), curves.max(axis=0)
 
 
-def _objective(theta: np.ndarray, x: list[np.ndarray], y: list[np.ndarray], logl: list[np.ndarray],
-               delta: float) -> tuple[float, np.ndarray]:
-    """Mean over runs of the mean Huber loss of log-loss residuals, and its gradient."""
-    L0, A, alpha, C = theta
-    total, grad = 0.0, np.zeros(4)
-    for s1, s2, target in zip(x, y, logl):
-        p = np.power(s1, -alpha)
-        pred = L0 + A * p - C * s2
+def exact_objective(law: Law, targets: Sequence[FitTarget], delta: float = 1e-3) -> float:
+    """The fitting objective of ``law`` on ``targets``, computed exactly (no binned drops): the
+    mean over runs of the mean Huber loss of log-loss residuals, divided by ``delta``."""
+    total = 0.0
+    for t in targets:
+        pred = law.predict(t.lr, t.steps)
+        if np.any(pred <= 0):
+            return 1e6
+        total += huber_log(pred, np.log(t.loss), delta)[0]
+    return total / (delta * len(targets))
+
+
+class _AnnealingProblem:
+    """The annealing-law fit of some runs at one λ: all runs' points in one array, each run
+    weighing the same; L-BFGS-B from any start."""
+
+    def __init__(self, targets: Sequence[FitTarget], lam: float, lr_ref: float, steps_ref: float,
+                 delta: float) -> None:
+        norm = lr_ref * steps_ref
+        self.lam, self.lr_ref, self.steps_ref, self.delta = lam, lr_ref, steps_ref, delta
+        self.s1 = np.concatenate([forward_area(t.lr)[t.steps - 1] / norm for t in targets])
+        if np.any(self.s1 <= 0):
+            raise CadenceError("some fitted points lie before any LR was applied (S1 = 0); raise skip")
+        self.log_s1 = np.log(self.s1)
+        self.s2 = np.concatenate([annealing_area(t.lr, lam)[t.steps - 1] / norm for t in targets])
+        self.logl = np.concatenate([np.log(t.loss) for t in targets])
+        self.weight = np.concatenate([np.full(len(t.steps), 1.0 / (len(t.steps) * len(targets))) for t in targets])
+        self.lowest = min(float(t.loss.min()) for t in targets)
+        self.bounds = [(0.0, self.lowest), (0.0, None), (1e-3, 3.0), (0.0, None)]
+
+    def objective(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """Mean over runs of the mean Huber loss of log-loss residuals (over ``delta``), and its gradient."""
+        L0, A, alpha, C = theta
+        p = np.exp(-alpha * self.log_s1)
+        pred = L0 + A * p - C * self.s2
         if np.any(pred <= 0):
             return 1e6, np.zeros(4)
-        value, dh = huber_log(pred, target, delta)
-        total += value
-        grad += np.array([dh.sum(), (dh * p).sum(), -(dh * A * p * np.log(s1)).sum(), -(dh * s2).sum()])
-    scale = 1.0 / (delta * len(x))  # O(1) objective keeps L-BFGS-B's tolerances meaningful
-    return total * scale, grad * scale
+        r = np.log(pred) - self.logl
+        small = np.abs(r) <= self.delta
+        huber = np.where(small, 0.5 * r * r, self.delta * (np.abs(r) - 0.5 * self.delta))
+        dh = self.weight * np.where(small, r, self.delta * np.sign(r)) / pred
+        grad = np.array([dh.sum(), dh @ p, -(dh * A * p) @ self.log_s1, -(dh @ self.s2)])
+        return float(self.weight @ huber) / self.delta, grad / self.delta
+
+    def solve(self, theta0: np.ndarray, maxiter: int) -> tuple[float, np.ndarray]:
+        theta0 = np.clip(theta0, [b[0] for b in self.bounds], [np.inf if b[1] is None else b[1] for b in self.bounds])
+        res = minimize(self.objective, theta0, jac=True, method="L-BFGS-B", bounds=self.bounds,
+                       options={"maxiter": maxiter, "ftol": 1e-15, "gtol": 1e-10})
+        return (float(res.fun) if np.isfinite(res.fun) else 1e6), res.x
+
+    def law(self, theta: np.ndarray) -> AnnealingLaw:
+        return AnnealingLaw(*map(float, theta), self.lam, self.lr_ref, self.steps_ref)
+
+    @staticmethod
+    def theta(law: AnnealingLaw) -> np.ndarray:
+        return np.array([law.L0, law.A, law.alpha, law.C])
+
+
+ANNEALING_SCREEN = 20
+"""L-BFGS-B iterations every annealing start gets at each λ before the best one is run to convergence."""
+LOO_ITERATIONS = 300
+"""Most L-BFGS-B iterations of a leave-one-out refit (it starts from the full fit)."""
+GOOD_FIT = 1.1
+"""Candidates for the leave-one-out choice: fits whose objective is within this factor of the best."""
+CHOICES = ("leave-one-out", "objective")
+
+
+def _problem(law: str, targets: Sequence[FitTarget], lr_ref: float, steps_ref: float, delta: float,
+             lam: float | None) -> Any:
+    if law == "multi-power":
+        return MultiPowerProblem([t.lr for t in targets], [t.steps for t in targets], [t.loss for t in targets],
+                                 delta=delta, lr_ref=lr_ref, steps_ref=steps_ref)
+    return _AnnealingProblem(targets, lam, lr_ref, steps_ref, delta)
+
+
+def _candidates(law: str, targets: list[FitTarget], lam_grid: Sequence[float], lr_ref: float, steps_ref: float,
+                delta: float) -> list[tuple[float, Law]]:
+    """Distinct polished fits, best objective first: for the annealing law the best start at each
+    λ, for the multi-power law the best polished starts."""
+    if law == "multi-power":
+        return search_multi_power([t.lr for t in targets], [t.steps for t in targets], [t.loss for t in targets],
+                                  delta=delta, lr_ref=lr_ref, steps_ref=steps_ref, keep=POLISHED_STARTS)
+    lowest = min(float(t.loss.min()) for t in targets)
+    out = []
+    for lm in lam_grid:
+        problem = _AnnealingProblem(targets, lm, lr_ref, steps_ref, delta)
+        starts = [np.array([L0, A, alpha, C]) for L0, alpha, A in power_starts(problem.s1, np.exp(problem.logl), lowest)
+                  for C in (0.0, 1.0)]
+        screened = min((problem.solve(theta0, ANNEALING_SCREEN) for theta0 in starts), key=lambda fx: fx[0])
+        if screened[0] < 1e6:
+            f, theta = problem.solve(screened[1], 3000)
+            out.append((f, problem.law(theta)))
+    return sorted(out, key=lambda fl: fl[0])
+
+
+def _leave_one_out(law: str, fitted: Law, targets: list[FitTarget], lr_ref: float, steps_ref: float,
+                   delta: float) -> tuple[float, tuple[Law, ...]]:
+    """Refit ``fitted`` without each run in turn (starting from it); the mean held-out error and the refits."""
+    errors, laws = [], []
+    for i, held in enumerate(targets):
+        rest = targets[:i] + targets[i + 1:]
+        problem = _problem(law, rest, lr_ref, steps_ref, delta, getattr(fitted, "lam", None))
+        f, theta = problem.solve(problem.theta(fitted), LOO_ITERATIONS)
+        refit = problem.law(theta) if f < 1e6 else fitted
+        pred = refit.predict(held.lr, held.steps)
+        errors.append(float(np.mean(np.abs(pred - held.loss) / held.loss)))
+        laws.append(refit)
+    return float(np.mean(errors)), tuple(laws)
 
 
 def fit_law(runs: Iterable[FitTarget | RunLog], *, law: str = DEFAULT_LAW,
             lams: Sequence[float] | None = DEFAULT_LAMS, lam: float | None = None, delta: float = 1e-3,
-            target: str = "auto", skip: float = 0.05) -> FitResult:
+            target: str = "auto", skip: float = DEFAULT_SKIP, choose: str = "leave-one-out") -> FitResult:
     """Fit a law to the runs: ``"annealing"`` fits ``L0, A, α, C`` (and λ from ``lams`` unless
     ``lam`` is fixed); ``"multi-power"`` fits ``L0, A, α, B, C, β, γ`` (``lam``/``lams`` do not apply).
 
-    Raises :class:`CadenceError` for an unknown law, when no run has usable points or when no start
-    gives a valid fit.
+    ``choose``: with two or more runs, ``"leave-one-out"`` (default) refits every good candidate
+    (objective within :data:`GOOD_FIT` of the best: the annealing law's best fit at each λ, the
+    multi-power law's polished starts) without each run in turn and keeps the one that predicts
+    the left-out runs best; its refits give :meth:`FitResult.band`. ``"objective"`` keeps the
+    lowest objective and computes no refits.
+
+    Raises :class:`CadenceError` for an unknown law or choice, when no run has usable points or
+    when no start gives a valid fit.
     """
     if law not in LAWS:
         raise CadenceError(f"unknown law {law!r}; choose one of {sorted(LAWS)}")
+    if choose not in CHOICES:
+        raise CadenceError(f"choose must be one of {list(CHOICES)}, got {choose!r}")
     if law != "annealing" and lam is not None:
         raise CadenceError("lam (the annealing momentum) applies to the annealing law only")
     targets = [r if isinstance(r, FitTarget) else FitTarget.from_log(r, target=target, skip=skip) for r in runs]
@@ -139,50 +268,22 @@ def fit_law(runs: Iterable[FitTarget | RunLog], *, law: str = DEFAULT_LAW,
     steps_ref = float(max(len(t.lr) for t in targets))
     if lr_ref <= 0:
         raise CadenceError("every fitted run has a zero learning rate; nothing to fit")
+    lam_grid = (lam,) if lam is not None else tuple(lams or ())
+    if law == "annealing" and not lam_grid:
+        raise CadenceError("give lam or a non-empty lams grid")
     with threadpool_limits(limits=1, user_api="blas"):  # BLAS threads only slow L-BFGS-B's small problem
-        if law == "multi-power":
-            objective, fitted = search_multi_power([t.lr for t in targets], [t.steps for t in targets],
-                                                   [t.loss for t in targets], delta=delta, lr_ref=lr_ref,
-                                                   steps_ref=steps_ref)
-        else:
-            lam_grid = (lam,) if lam is not None else tuple(lams or ())
-            if not lam_grid:
-                raise CadenceError("give lam or a non-empty lams grid")
-            objective, fitted = _search(targets, lam_grid, lr_ref, steps_ref, delta)
+        candidates = _candidates(law, targets, lam_grid, lr_ref, steps_ref, delta)
+        if not candidates:
+            raise CadenceError("no start gave a law with positive predictions; check the runs' losses and LRs")
+        fitted, loo_score, loo_laws = candidates[0][1], float("nan"), ()
+        good = [c for f, c in candidates if f <= GOOD_FIT * candidates[0][0]]
+        if choose == "leave-one-out" and len(targets) > 1:
+            scored = [(*_leave_one_out(law, c, targets, lr_ref, steps_ref, delta), c) for c in good]
+            loo_score, loo_laws, fitted = min(scored, key=lambda s: s[0])
     r2, rms = {}, {}
     for t in targets:
-        pred = fitted.predict(t.lr)[t.steps - 1]
+        pred = fitted.predict(t.lr, t.steps)
         r2[t.name] = float(1 - np.sum((pred - t.loss) ** 2) / max(np.sum((t.loss - t.loss.mean()) ** 2), 1e-300))
         rms[t.name] = float(np.sqrt(np.mean(((pred - t.loss) / t.loss) ** 2)))
-    return FitResult(fitted, objective, r2, rms)
-
-
-def _search(targets: list[FitTarget], lam_grid: Sequence[float], lr_ref: float, steps_ref: float,
-            delta: float) -> tuple[float, AnnealingLaw]:
-    """Best ``(objective, law)`` over the λ grid and the multi-start grid."""
-    lowest = min(float(t.loss.min()) for t in targets)
-    logl = [np.log(t.loss) for t in targets]
-    norm = lr_ref * steps_ref
-    x = [forward_area(t.lr)[t.steps - 1] / norm for t in targets]
-    if any(np.any(s1 <= 0) for s1 in x):
-        raise CadenceError("some fitted points lie before any LR was applied (S1 = 0); raise skip")
-    starts = _starts(x, targets, lowest)
-    best: tuple[float, AnnealingLaw] | None = None
-    for lm in lam_grid:
-        y = [annealing_area(t.lr, lm)[t.steps - 1] / norm for t in targets]
-        for theta0 in starts:
-            res = minimize(_objective, theta0, args=(x, y, logl, delta), jac=True, method="L-BFGS-B",
-                           bounds=[(0.0, lowest), (0.0, None), (1e-3, 3.0), (0.0, None)],
-                           options={"maxiter": 3000, "ftol": 1e-15, "gtol": 1e-10})
-            if np.isfinite(res.fun) and res.fun < 1e6 and (best is None or res.fun < best[0]):
-                best = (float(res.fun), AnnealingLaw(*map(float, res.x), lm, lr_ref, steps_ref))
-    if best is None:
-        raise CadenceError("no start gave a law with positive predictions; check the runs' losses and LRs")
-    return best
-
-
-def _starts(x: list[np.ndarray], targets: list[FitTarget], lowest: float) -> list[np.ndarray]:
-    """Initial ``(L0, A, α, C)``: a grid over ``L0`` and ``α``, ``A`` matched to the data, ``C`` 0 or 1."""
-    s1 = np.concatenate(x)
-    loss = np.concatenate([t.loss for t in targets])
-    return [np.array([L0, A, alpha, C]) for L0, alpha, A in power_starts(s1, loss, lowest) for C in (0.0, 1.0)]
+    return FitResult(fitted, exact_objective(fitted, targets, delta), r2, rms, Regime.of([t.lr for t in targets]),
+                     loo_laws, loo_score, len(good))

@@ -103,8 +103,8 @@ class FittedLaw(abc.ABC):
             raise CadenceError(f"{type(self).__name__} needs lr_ref > 0 and steps_ref > 0")
 
     @abc.abstractmethod
-    def predict(self, lr: np.ndarray) -> np.ndarray:
-        """Predicted loss after each step of an LR sequence."""
+    def predict(self, lr: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
+        """Predicted loss after each step of an LR sequence (or after the 1-based steps ``at``)."""
 
     def _power(self, s1: np.ndarray) -> np.ndarray:
         """``S1^(−α)``, ``inf`` where ``S1 = 0`` (before any LR)."""
@@ -167,9 +167,11 @@ class AnnealingLaw(FittedLaw):
         norm = self.lr_ref * self.steps_ref
         return forward_area(lr) / norm, annealing_area(lr, self.lam) / norm
 
-    def predict(self, lr: np.ndarray) -> np.ndarray:
-        """Predicted loss after each step of an LR sequence."""
+    def predict(self, lr: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
+        """Predicted loss after each step of an LR sequence (or after the 1-based steps ``at``)."""
         s1, s2 = self.areas(lr)
+        if at is not None:
+            s1, s2 = s1[np.asarray(at) - 1], s2[np.asarray(at) - 1]
         return self.L0 + self.A * self._power(s1) - self.C * s2
 
     def final_losses(self, lr: np.ndarray, scales: np.ndarray) -> np.ndarray:

@@ -9,10 +9,15 @@ One row per logged optimizer step, columns:
 ``loss``      training loss of the step (optional if ``val_loss`` is given)
 ``val_loss``  validation loss after the step; empty (CSV) or ``null``/absent (JSONL) when
               not evaluated at that step
+``grad_norm`` the step's gradient ℓ2 norm before clipping (optional; for
+              :func:`~cadence.forecast.refine.refine_schedule`)
+``grad_norm_l1``  the same in the ℓ1 norm (optional; the refinement's form for Adam-type methods)
 ============  ==========================================================================
 
-Other columns are ignored, so logs from other tools work once they name these five. A log
-need not have every step: the forecaster interpolates the LR linearly between logged steps.
+Other columns are ignored. A log need not have every step: the forecaster interpolates the LR
+linearly between logged steps. :meth:`RunLog.read` also reads the logs other tools write
+(Hugging Face ``trainer_state.json``, Lightning ``metrics.csv``, W&B CSV exports, TensorBoard
+event files; see :mod:`cadence.forecast.readers`).
 
     >>> log = RunLog(step=[1, 2], lr=[1e-3, 1e-3], loss=[3.0, 2.9])
     >>> RunLog.parse_csv(log.to_csv()).loss.tolist()
@@ -32,7 +37,8 @@ import numpy as np
 
 from cadence.errors import CadenceError
 
-COLUMNS = ("step", "tokens", "lr", "loss", "val_loss")
+COLUMNS = ("step", "tokens", "lr", "loss", "val_loss", "grad_norm", "grad_norm_l1")
+OPTIONAL = COLUMNS[3:]
 
 
 class RunLogError(CadenceError):
@@ -44,20 +50,24 @@ class RunLog:
 
     Args:
         step, lr: required, one value per row.
-        tokens, loss, val_loss: optional; NaN (or ``None``) where unknown.
+        tokens, loss, val_loss, grad_norm, grad_norm_l1: optional; NaN (or ``None``) where unknown.
         name: a label for plots and tables (the file name when read from disk).
+        source: how the log was read (format and the keys taken for each column), for messages.
     """
 
     def __init__(self, step: Iterable[float], lr: Iterable[float], *, tokens: Iterable[float] | None = None,
                  loss: Iterable[float | None] | None = None, val_loss: Iterable[float | None] | None = None,
-                 name: str = "run") -> None:
+                 grad_norm: Iterable[float | None] | None = None, grad_norm_l1: Iterable[float | None] | None = None,
+                 name: str = "run", source: str = "") -> None:
         self.step = np.asarray(step, dtype=np.int64)
         n = len(self.step)
         self.lr = _column(lr, n, "lr")
         self.tokens = _column(tokens, n, "tokens")
         self.loss = _column(loss, n, "loss")
         self.val_loss = _column(val_loss, n, "val_loss")
-        self.name = name
+        self.grad_norm = _column(grad_norm, n, "grad_norm")
+        self.grad_norm_l1 = _column(grad_norm_l1, n, "grad_norm_l1")
+        self.name, self.source = name, source
         if n == 0:
             raise RunLogError(f"{name}: the run log has no rows")
         if np.any(np.diff(self.step) <= 0) or self.step[0] < 1:
@@ -68,6 +78,10 @@ class RunLog:
             v = getattr(self, col)
             if np.any(v[~np.isnan(v)] <= 0) or np.any(np.isinf(v)):
                 raise RunLogError(f"{name}: {col} must be positive and finite where given")
+        for col in ("grad_norm", "grad_norm_l1"):
+            v = getattr(self, col)
+            if np.any(v[~np.isnan(v)] < 0) or np.any(np.isinf(v)):
+                raise RunLogError(f"{name}: {col} must be non-negative and finite where given")
         if np.all(np.isnan(self.loss)) and np.all(np.isnan(self.val_loss)):
             raise RunLogError(f"{name}: the run log has neither loss nor val_loss values")
 
@@ -81,11 +95,13 @@ class RunLog:
 
     # ------------------------------------------------------------------ writing
     def to_csv(self) -> str:
+        """CSV with ``step``, ``lr`` and the optional columns that hold a value."""
+        columns = [c for c in COLUMNS if c in ("step", "lr") or not np.all(np.isnan(getattr(self, c)))]
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(COLUMNS)
+        w.writerow(columns)
         for row in self.rows():
-            w.writerow(["" if row[c] is None else row[c] for c in COLUMNS])
+            w.writerow(["" if row[c] is None else row[c] for c in columns])
         return buf.getvalue()
 
     def to_jsonl(self) -> str:
@@ -106,8 +122,7 @@ class RunLog:
                 raise RunLogError(f"{name}: the run log has no {need!r} column (columns: {', '.join(rows[0])})")
         try:
             get = lambda key: [_number(r.get(key)) for r in rows]  # noqa: E731
-            return cls(get("step"), get("lr"), tokens=get("tokens"), loss=get("loss"), val_loss=get("val_loss"),
-                       name=name)
+            return cls(get("step"), get("lr"), **{c: get(c) for c in OPTIONAL}, tokens=get("tokens"), name=name)
         except (TypeError, ValueError) as e:
             raise RunLogError(f"{name}: {e}") from e
 
@@ -124,14 +139,19 @@ class RunLog:
         return cls.from_rows(rows, name)
 
     @classmethod
-    def read(cls, path: str | Path) -> RunLog:
-        """Read a ``.csv`` or ``.jsonl`` run log."""
-        path = Path(path)
-        if not path.exists():
-            raise RunLogError(f"run log {path} not found")
-        text = path.read_text()
-        parse = cls.parse_jsonl if path.suffix == ".jsonl" else cls.parse_csv
-        return parse(text, path.name)
+    def read(cls, path: str | Path, *, step_key: str | None = None, lr_key: str | None = None,
+             loss_key: str | None = None, schedule: Any = None, budget: int | None = None) -> RunLog:
+        """Read a run log: cadence's CSV/JSONL, a Hugging Face ``trainer_state.json``, a Lightning
+        ``metrics.csv``, a W&B CSV export or TensorBoard event files (format told by content).
+
+        Column names are detected (the choice is in :attr:`source`) unless given by ``*_key``.
+        LRs missing between logged steps come from ``schedule`` (a spec, on a ``budget``-step run:
+        by default the ``max_steps`` the log records, else its last step), else by interpolation.
+        See :func:`cadence.forecast.readers.read_log`.
+        """
+        from cadence.forecast.readers import read_log
+
+        return read_log(path, step_key=step_key, lr_key=lr_key, loss_key=loss_key, schedule=schedule, budget=budget)
 
 
 def _column(values: Iterable[float | None] | None, n: int, name: str) -> np.ndarray:

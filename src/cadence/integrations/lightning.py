@@ -23,7 +23,9 @@
   the plans report are summed over processes at each optimizer step, so clocks (and sample or
   token budgets) agree on every rank.
 * learning rates, knobs, progress, arm probabilities and plan values are logged with
-  ``pl_module.log_dict`` at every optimizer step, so any Lightning logger receives them.
+  ``pl_module.log_dict`` at every optimizer step, so any Lightning logger receives them; so are the
+  step's gradient norms before clipping (``cadence/grad_norm``, ``cadence/grad_norm_l1``), from which
+  ``cadence forecast --refine metrics.csv`` refines a schedule.
 
 Example (complete script: ``docs/integrations/lightning.md``)::
 
@@ -43,6 +45,7 @@ import numpy as np
 
 from cadence.clock import Clock
 from cadence.errors import CadenceError
+from cadence.gradnorm import grad_norms
 from cadence.integrations.jsonstate import decode, encode
 from cadence.integrations.link import Plans, RegimenLink, plans_clock
 from cadence.integrations.tracking import TrackedSampler
@@ -184,6 +187,12 @@ class CadenceCallback(pl.Callback):
             link.observe(ids, loss=losses)
         if self.log:
             pl_module.log_dict(link.values(), on_step=True, on_epoch=False)  # identical on every rank
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
+        if self.log:  # after backward, before clipping: what schedule refinement reads (cadence.forecast.refine)
+            l2, l1 = grad_norms(pl_module.parameters())
+            p = self.link.prefix
+            pl_module.log_dict({p + "grad_norm": l2, p + "grad_norm_l1": l1}, on_step=True, on_epoch=False)
 
     def _count_global_step(self) -> None:
         """Report the step's samples and tokens summed over processes, so every rank's clock counts the

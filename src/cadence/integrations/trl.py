@@ -1,208 +1,394 @@
-"""cadence in TRL's ``GRPOTrainer``: a curriculum chooses the prompts, learns from each generation
-round's rewards and advantages, and schedules (a response-length budget, say) reach reward functions.
+"""cadence in TRL's ``GRPOTrainer``: a curriculum chooses each generation round's prompts and learns from
+every completion's signals, dynamic sampling and a predictive pre-rollout filter decide which prompt
+groups a batch trains on, and schedules (a response-length budget, say) reach reward functions.
 
 :func:`attach` adds to a built ``GRPOTrainer``:
 
 * ``sampler=CurriculumSampler(policy, batch_size=P, num_replicas=1)`` with ``P`` prompts per
-  generation round (``generation_batch_size // num_generations``): :class:`RepeatLayout` lays the
-  curriculum's choices out exactly as TRL's ``RepeatSampler`` does (each prompt ``num_generations``
-  times in a row, each round's block ``num_iterations × steps_per_generation`` times); every process
-  draws the same global stream, so prompt groups stay consistent across processes.
-* after every training generation round, the policy observes one value per completion: the
-  weighted total ``reward`` and the ``advantage`` TRL computed (prompt id repeated once per rollout),
-  gathered across processes.
-* ``knobs={"max_response_length": "ramp(start=64, end=512)"}``: each knob's value at the current
-  clock is added to every row, so reward functions receive it as a keyword argument.
-* ``lr=...`` schedules, logging and checkpointing work as in :func:`cadence.integrations.hf.attach`.
-* ``plans=[LayerFreezing(...)]`` or ``RandomizedProgressive(...)`` (layer plans on the run's clock)
-  choose the layers each step trains, updated before the step's generation round and forward
-  pass, logged and checkpointed. Size plans are refused: GRPO's batches are prompt rows, their
-  sequence length is the generation's (budget it with a knob the reward reads), and the rows per
-  step are fixed by the generation round and its groups, which the advantages are computed over.
+  generation round (``generation_batch_size // num_generations``). The prompts are drawn **when the
+  round is generated**, after the previous round's feedback arrived (the DataLoader only hands TRL
+  placeholder rows), so there is no feedback lag whatever ``steps_per_generation``,
+  ``num_iterations`` and gradient accumulation are. Every process draws the same prompts (one
+  policy, one RNG) and generates for its share, laid out as TRL's ``RepeatSampler`` does (each prompt
+  ``num_generations`` times in a row).
+* after every generation round the policy observes, per completion: the weighted total ``reward``,
+  the ``advantage`` TRL computed, ``correct`` (from ``correct=``: a reward function's name with
+  ``correct_threshold``, or a function) and ``length`` (completion tokens), gathered over processes.
+* ``dynamic=DynamicSampling()``: each round keeps only prompt groups whose pass rate lies in the band
+  and generates again for the missing prompts, up to ``max_extra_rounds``; then the best groups fill
+  the batch. ``predictive=PredictiveFilter(n)`` skips prompts before generation (GRESO). Both run in
+  the library's :class:`cadence.rl.PromptSelector`.
+* every completion generated (kept or dropped) is counted on the clock as a sample, its tokens as
+  tokens; logged per round under ``cadence/rl/...`` (kept fraction, extra rounds, rollouts, groups
+  filled out of band, the filter's probabilities and skipped share).
+* ``knobs={"max_response_length": "ramp(start=64, end=512)"}`` and ``length_budget=LengthBudget(...)``:
+  each knob's value at the current clock is added to every row, so reward functions receive it as a
+  keyword argument; a length budget can also be stated in the prompt.
+* ``lr=...`` schedules, logging and checkpointing work as in :func:`cadence.integrations.hf.attach`;
+  layer plans run (size plans are refused: generation fixes a step's rows).
 
-Three TRL methods are wrapped on the instance (``_prepare_inputs``, ``_generate_and_score_completions``
-and ``_calculate_rewards``); the tests pin their behaviour for TRL 1.16 (the ``trl`` extra's minimum).
-Checkpoints hold the curriculum, the position in the repeat layout and the prefetched rows, so
-``resume_from_checkpoint`` continues with the prompts the uninterrupted run would have used.
+Five TRL methods are wrapped on the instance (``_generate_and_score_completions``,
+``_calculate_rewards``, ``_get_train_sampler``, ``_save_checkpoint``, ``_load_optimizer_and_scheduler``);
+the tests pin their behaviour for TRL 1.16 (the ``trl`` extra's minimum). Checkpoints hold the regimen
+state, and, when a checkpoint falls inside a generation round, the round's buffered completions, so
+``resume_from_checkpoint`` continues exactly as the uninterrupted run.
 
-Example (complete script: ``docs/integrations/trl.md``)::
+Example (complete script: ``docs/rl.md``)::
 
-    def brevity(completions, max_response_length, **kwargs):
-        return [1.0 if len(c) <= b else 0.0 for c, b in zip(completions, max_response_length)]
-
-    trainer = GRPOTrainer(model=model, reward_funcs=[brevity], args=config, train_dataset=prompts)
+    trainer = GRPOTrainer(model=model, reward_funcs=[accuracy], args=config, train_dataset=prompts)
     attach(trainer, sampler=CurriculumSampler(DUMP(Arms(sources)), batch_size=2, num_replicas=1),
-           knobs={"max_response_length": "ramp(start=4, end=16)"})
+           correct="accuracy", dynamic=DynamicSampling())
     trainer.train()
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from cadence.errors import CadenceError, StateError
+from cadence.curricula.sampler import CurriculumSampler
+from cadence.errors import CadenceError
 from cadence.integrations.hf import CadenceCallback
 from cadence.integrations.hf import attach as attach_hf
-from cadence.integrations.tracking import TrackedSampler
 from cadence.progressive.sizes import BatchSizeSchedule, SequenceLengthWarmup
+from cadence.rl import DynamicSampling, LengthBudget, PredictiveFilter, PromptSelector
 
 ID_COLUMN = "cadence_id"
-"""The dataset column through which each row carries its item id to the feedback."""
+"""The key through which each row carries its item id to reward functions."""
+
+BUFFER_FILE = "cadence_trl_buffer_rank{rank}.pt"
+"""A checkpoint's file for the generation round TRL has buffered (one per process)."""
+
+LOSS_REFUSAL = ("GRPO's per-completion objective is not a language-model loss (its sign follows the advantage), "
+                "so loss-driven policies (DoReMi, Skill-It, loss reweighting) would learn from noise; choose one "
+                "driven by reward, advantage or correctness (DUMP, SEC, EXP3, learning progress, PUDF, pass-rate "
+                "filter), or build EXP3/LearningProgress with signal='reward'")
+
+# row tensors TRL's generation returns, with the side their padding goes
+LEFT_PADDED = {"prompt_ids", "prompt_mask"}
+RIGHT_PADDED = {"completion_ids", "completion_mask", "old_per_token_logps", "ref_per_token_logps",
+                "sampling_per_token_logps", "importance_sampling_ratio", "tool_mask"}
 
 
-class RepeatLayout(Sampler[int]):
-    """TRL's ``RepeatSampler`` layout over a curriculum's choices.
+class PlaceholderSampler(Sampler[int]):
+    """Row 0, ``num_samples`` times: TRL's DataLoader fetches a generation batch per micro-step, and the
+    prompts are chosen when a round is generated, so what it fetches is never used."""
 
-    Each block of ``prompts_per_block`` ids is one global batch of ``sampler``; every id appears
-    ``num_generations`` times in a row, and the block is yielded ``repeat`` times. ``num_samples``
-    ids are yielded over the whole run. The position inside the current block is part of
-    :meth:`state_dict` (with the curriculum sampler's state), so a resumed run continues mid-block.
-
-        >>> from cadence.curricula import Arms, CurriculumSampler, Uniform
-        >>> layout = RepeatLayout(CurriculumSampler(Uniform(Arms(list("abcd"))), batch_size=2, num_replicas=1),
-        ...                       num_generations=2, repeat=2, num_samples=8)
-        >>> ids = list(layout); ids[:4] == ids[4:], ids[0] == ids[1], ids[2] == ids[3]
-        (True, True, True)
-    """
-
-    def __init__(self, sampler: Any, *, num_generations: int, repeat: int, num_samples: int) -> None:
-        if getattr(sampler, "num_replicas", 1) != 1:
-            raise CadenceError("build the CurriculumSampler with num_replicas=1: every process must draw the same "
-                               "global prompt stream, and the trainer shards it")
-        self.sampler, self.num_generations, self.repeat = sampler, num_generations, repeat
+    def __init__(self, num_samples: int) -> None:
         self.num_samples = num_samples
-        self.policy = sampler.policy
-        self._stream: Iterator[int] | None = None
-        self._block: np.ndarray = np.zeros(0, dtype=np.int64)  # the current block, laid out
-        self._pos = 0                                           # ids of the laid-out block yielded
-        self._emitted = 0                                       # ids yielded over the run
 
     def __len__(self) -> int:
         return self.num_samples
 
-    def _draw_block(self) -> np.ndarray:
-        out = []
-        for _ in range(self.sampler.batch_size):
-            if self._stream is None:
-                self._stream = iter(self.sampler)
-            try:
-                out.append(int(next(self._stream)))
-            except StopIteration:
-                self._stream = iter(self.sampler)
-                out.append(int(next(self._stream)))
-        return np.tile(np.repeat(out, self.num_generations), self.repeat)
-
     def __iter__(self) -> Iterator[int]:
-        while self._emitted < self.num_samples:
-            if self._pos >= len(self._block):
-                self._block, self._pos = self._draw_block(), 0
-            item = int(self._block[self._pos])
-            self._pos += 1
-            self._emitted += 1
-            yield item
-
-    def state_dict(self) -> dict[str, Any]:
-        """The curriculum sampler's state and the position in the current block."""
-        return {"kind": "cadence.RepeatLayout", "sampler": self.sampler.state_dict(), "block": self._block.copy(),
-                "pos": self._pos, "emitted": self._emitted}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`; the curriculum sampler validates its own part first."""
-        if not isinstance(state, Mapping) or state.get("kind") != "cadence.RepeatLayout":
-            raise StateError("not a RepeatLayout state_dict (missing kind='cadence.RepeatLayout')")
-        self.sampler.load_state_dict(state["sampler"])
-        self._block = np.asarray(state["block"], dtype=np.int64).copy()
-        self._pos, self._emitted, self._stream = int(state["pos"]), int(state["emitted"]), None
+        return iter([0] * self.num_samples)
 
 
-def attach(trainer: Any, *, sampler: Any = None, knobs: Mapping[str, Any] | None = None, lr: Any = None,
-           **kwargs: Any) -> CadenceCallback:
+def attach(trainer: Any, *, sampler: CurriculumSampler | None = None, knobs: Mapping[str, Any] | None = None,
+           lr: Any = None, correct: str | Callable[..., Any] | None = None, correct_threshold: float = 1.0,
+           dynamic: DynamicSampling | None = None, predictive: PredictiveFilter | None = None,
+           length_budget: LengthBudget | None = None, **kwargs: Any) -> CadenceCallback:
     """Add cadence to a built ``trl.GRPOTrainer``; returns the callback (``callback.link`` holds the regimen).
 
     Args:
-        trainer: a ``GRPOTrainer`` whose ``train_dataset`` is a ``datasets.Dataset`` of prompts.
+        trainer: a ``GRPOTrainer`` whose ``train_dataset`` is a map-style dataset of prompts.
         sampler: a curriculum sampler over the dataset's rows with ``batch_size`` = prompts per
-            generation round and ``num_replicas=1``; its policy observes ``reward`` and ``advantage``.
+            generation round and ``num_replicas=1``.
+        correct: how a completion counts as correct: the name of one of the trainer's reward
+            functions (correct when its reward ≥ ``correct_threshold``) or a function called like a
+            TRL reward function, returning 0/1 (or bools) per completion. Needed by policies that learn
+            from correctness (pass-rate filter, PUDF), by ``dynamic`` and by ``predictive``.
+        dynamic: keep only in-band prompt groups, refilling (needs ``sampler`` and ``correct``).
+        predictive: skip prompts predicted to give zero-variance groups (needs ``sampler`` and ``correct``).
+        length_budget: a :class:`~cadence.rl.LengthBudget`: a knob under its name (for its
+            ``reward_function``), stated in the prompt when built with ``in_prompt=True``.
         knobs: named schedules passed to reward functions as per-row keyword arguments.
         lr, **kwargs: as for :func:`cadence.integrations.hf.attach` (``budget``, ``clock``, ``plans``
             (layer plans only), fields).
 
     Raises:
-        CadenceError: for a sampler whose batch is not one round's prompts, a policy needing a
-            signal GRPO does not produce, a dataset without ``add_column``, or a size plan.
+        CadenceError: for a second ``attach``, a sampler whose batch is not one round's prompts, a
+            policy needing a signal GRPO cannot give (per-completion LM loss), ``dynamic``/``predictive``/a
+            correctness policy without ``correct``, an unknown reward function name, a dataset that is
+            not map-style or whose length differs from the arms' items, or a size plan.
     """
     args = trainer.args
-    plans = kwargs.get("plans") or ()
-    sized = [type(p).__name__ for p in (plans.values() if isinstance(plans, Mapping) else plans)
+    if getattr(trainer, "_cadence_attached", False):
+        raise CadenceError("cadence is already attached to this trainer; attach once, with every part")
+    _refuse_size_plans(kwargs.get("plans"))
+    knobs = dict(knobs or {})
+    if length_budget is not None:
+        if length_budget.name in knobs:
+            raise CadenceError(f"the knob {length_budget.name!r} is given twice (knobs and length_budget)")
+        knobs[length_budget.name] = length_budget.schedule
+    correct_of = _correctness(trainer, correct, correct_threshold)
+    selector = None
+    if sampler is None and (dynamic is not None or predictive is not None):
+        raise CadenceError("dynamic sampling and the predictive filter choose among a curriculum's prompts: pass "
+                           "sampler=CurriculumSampler(Uniform(arms), batch_size=..., num_replicas=1) too")
+    if sampler is not None:
+        selector = _selector(trainer, sampler, dynamic, predictive, correct_of is not None)
+    callback = attach_hf(trainer, lr=lr, knobs=knobs, **kwargs)
+    link = callback.link
+    if selector is not None:
+        link.policy, link.sampler = selector.policy, selector
+        total = args.max_steps * args.gradient_accumulation_steps * args.generation_batch_size
+        placeholders = PlaceholderSampler(total)
+        trainer._get_train_sampler = lambda *_, **__: placeholders
+    _wrap_generation(trainer, link, selector, correct_of, length_budget)
+    _wrap_checkpoints(trainer)
+    trainer._cadence_attached = True
+    return callback
+
+
+def _refuse_size_plans(plans: Any) -> None:
+    sized = [type(p).__name__ for p in ((plans.values() if isinstance(plans, Mapping) else plans) or ())
              if isinstance(p, (SequenceLengthWarmup, BatchSizeSchedule))]
     if sized:
         raise CadenceError(f"{', '.join(sized)} cannot shape GRPO's batches: they are prompt rows whose sequences are "
                            f"generated, and each step's rows are fixed by the generation round's groups. Budget "
                            f"completion lengths with a knob the reward function reads; layer plans are supported")
-    callback = attach_hf(trainer, lr=lr, knobs=knobs, **kwargs)
-    link = callback.link
-    if sampler is not None:
-        policy = getattr(sampler, "policy", None)
-        if policy is None:
-            raise CadenceError(f"{type(sampler).__name__} has no .policy; pass a cadence CurriculumSampler")
-        unavailable = set(policy.requires) - {"reward", "advantage"}
-        if unavailable:
-            raise CadenceError(f"{type(policy).__name__} needs {sorted(unavailable)}, but GRPO feedback gives "
-                               f"reward and advantage")
-        per_round = args.generation_batch_size // trainer.num_generations
-        if sampler.batch_size != per_round:
-            raise CadenceError(f"the curriculum sampler's batch_size must be the prompts per generation round, "
-                               f"generation_batch_size // num_generations = {per_round}; got {sampler.batch_size}")
-        if args.max_steps <= 0:
-            raise CadenceError("a curriculum chooses prompts for a number of steps: set GRPOConfig(max_steps=...)")
-        if not hasattr(trainer.train_dataset, "add_column"):
-            raise CadenceError("the train_dataset must be a datasets.Dataset (rows carry their id in a column)")
-        trainer.train_dataset = trainer.train_dataset.add_column(ID_COLUMN, list(range(len(trainer.train_dataset))))
-        total = args.max_steps * args.gradient_accumulation_steps * args.generation_batch_size
-        layout = RepeatLayout(sampler, num_generations=trainer.num_generations,
-                              repeat=trainer.num_iterations * args.steps_per_generation, num_samples=total)
-        tracked = TrackedSampler(layout, total, world=args.world_size, rank=args.process_index,
-                                 host_skips=not args.ignore_data_skip)
-        trainer._get_train_sampler = lambda *_, **__: tracked
-        link.policy, link.sampler, link.tracker = policy, layout, tracked
-    _wrap_generation(trainer, link)
-    return callback
 
 
-def _wrap_generation(trainer: Any, link: Any) -> None:
-    """Add knob columns to each round's rows and send the round's rewards and advantages to the policy."""
-    generate, calculate, prepare = (trainer._generate_and_score_completions, trainer._calculate_rewards,
-                                    trainer._prepare_inputs)
+@dataclass(frozen=True)
+class Correctness:
+    """Which completions are correct: one reward function's output at or above a threshold (``column``),
+    or the user's function of TRL's reward-function arguments (``fn``, called on each process's rows)."""
+
+    column: int | None = None
+    threshold: float = 1.0
+    fn: Callable[..., Any] | None = None
+
+    def local(self, prompts: list, completions: list, completion_ids: list, inputs: list[dict]) -> list[float] | None:
+        """The user's function on this process's rows (None for a reward threshold)."""
+        if self.fn is None:
+            return None
+        columns = {k: [row[k] for row in inputs] for k in inputs[0] if k not in ("prompt", "completion",
+                                                                                 "completion_ids")}
+        got = self.fn(prompts=prompts, completions=completions, completion_ids=completion_ids, **columns)
+        if len(got) != len(completions):
+            raise CadenceError(f"the correct= function returned {len(got)} values for {len(completions)} completions")
+        return [float("nan") if c is None else float(c) for c in got]
+
+    def of(self, per_func: torch.Tensor) -> torch.Tensor:
+        """From the global rewards: 1 where the named reward reaches the threshold (NaN stays NaN)."""
+        reward = per_func[:, self.column]
+        return (reward >= self.threshold).float().masked_fill(torch.isnan(reward), float("nan"))
+
+
+def _correctness(trainer: Any, correct: Any, threshold: float) -> Correctness | None:
+    if correct is None:
+        return None
+    if isinstance(correct, str):
+        names = list(trainer.reward_func_names)
+        if correct not in names:
+            raise CadenceError(f"correct={correct!r} names no reward function of this trainer; its reward functions "
+                               f"are {names}")
+        return Correctness(column=names.index(correct), threshold=float(threshold))
+    if callable(correct):
+        return Correctness(fn=correct)
+    raise CadenceError(f"correct must be a reward function's name or a function, got {type(correct).__name__}")
+
+
+def _selector(trainer: Any, sampler: Any, dynamic: Any, predictive: Any, has_correct: bool) -> PromptSelector:
+    """The prompt selector for ``sampler``, after checking it fits the trainer and its dataset."""
+    args = trainer.args
+    policy = getattr(sampler, "policy", None)
+    if policy is None:
+        raise CadenceError(f"{type(sampler).__name__} has no .policy; pass a cadence CurriculumSampler")
+    if "loss" in policy.requires:
+        raise CadenceError(f"{type(policy).__name__} needs per-item 'loss': {LOSS_REFUSAL}")
+    if not has_correct and ("correct" in policy.requires or dynamic is not None or predictive is not None):
+        needs = type(policy).__name__ if "correct" in policy.requires else (
+            "dynamic sampling" if dynamic is not None else "the predictive filter")
+        raise CadenceError(f"{needs} needs to know which completions are correct: pass correct='<reward function "
+                           f"name>' (with correct_threshold=) or correct=<function returning 0/1 per completion>")
+    per_round = args.generation_batch_size // trainer.num_generations
+    if sampler.batch_size != per_round:
+        raise CadenceError(f"the curriculum sampler's batch_size must be the prompts per generation round, "
+                           f"generation_batch_size // num_generations = {per_round}; got {sampler.batch_size}")
+    if args.max_steps <= 0:
+        raise CadenceError("a curriculum chooses prompts for a number of steps: set GRPOConfig(max_steps=...)")
+    dataset = trainer.train_dataset
+    if isinstance(dataset, torch.utils.data.IterableDataset) or not (hasattr(dataset, "__getitem__")
+                                                                      and hasattr(dataset, "__len__")):
+        raise CadenceError(f"a curriculum picks prompts by id: the train_dataset must be map-style (a datasets.Dataset "
+                           f"or a torch Dataset with __len__ and __getitem__), not a streaming "
+                           f"{type(dataset).__name__}")
+    if len(dataset) != policy.arms.num_items:
+        raise CadenceError(f"the curriculum's arms hold {policy.arms.num_items} items but the train_dataset has "
+                           f"{len(dataset)} rows; build Arms with one key per dataset row")
+    if not getattr(trainer, "shuffle_dataset", True):
+        warnings.warn("shuffle_dataset=False has no effect with a cadence curriculum: the curriculum orders the "
+                      "prompts (use cadence.curricula.Ordered for a fixed order)", stacklevel=3)
+    world, group = args.world_size, trainer.num_generations
+    return PromptSelector(sampler, predictive=predictive, dynamic=dynamic,
+                          round_multiple=world // math.gcd(group, world))
+
+
+def _wrap_generation(trainer: Any, link: Any, selector: PromptSelector | None, correct_of: Correctness | None,
+                     length_budget: LengthBudget | None) -> None:
+    """Choose each training round's prompts, observe its signals, apply dynamic sampling, count rollouts."""
+    generate, calculate = trainer._generate_and_score_completions, trainer._calculate_rewards
+    accelerator = trainer.accelerator
+    rows = _rows(trainer) if selector is not None else None
     last: dict[str, torch.Tensor] = {}
-
-    def prepare_inputs(generation_batch):  # one fetched batch per micro-step, used or (repeats) not
-        if link.tracker is not None and trainer.model.training:
-            link.tracker.consume(len(generation_batch))
-        return prepare(generation_batch)
 
     def calculate_rewards(inputs, prompts, completions, completion_ids_list):
         per_func = calculate(inputs, prompts, completions, completion_ids_list)  # all processes' rows
         last["rewards"] = per_func
+        local = None if correct_of is None else correct_of.local(prompts, completions, completion_ids_list, inputs)
+        if local is not None:
+            last["correct"] = accelerator.gather(torch.tensor(local, device=per_func.device))
         return per_func
 
-    def generate_and_score(inputs):
+    def with_knobs(inputs: list[dict]) -> list[dict]:
         values = {name: link.knob(name) for name in link.knobs}
-        inputs = [{**row, **values} for row in inputs]
-        out = generate(inputs)
-        if link.policy is not None and trainer.model.training:
-            per_func = last.pop("rewards")
-            weights = trainer.reward_weights.to(per_func.device)
-            total = (per_func * weights).nansum(dim=1)
-            total[torch.isnan(per_func).all(dim=1)] = torch.nan
-            rank, n = trainer.accelerator.process_index, len(inputs)
-            link.observe([row[ID_COLUMN] for row in inputs], reward=total[rank * n:(rank + 1) * n],
-                         advantage=out["advantages"])
+        out = [{**row, **values} for row in inputs]
+        if length_budget is not None and length_budget.in_prompt:
+            out = [{**row, "prompt": _state_budget(row["prompt"], length_budget, values[length_budget.name])}
+                   for row in out]
         return out
+
+    def scored(out: dict) -> dict[str, torch.Tensor]:
+        """The round's global per-completion signals (every process holds all of them)."""
+        per_func = last.pop("rewards")
+        weights = trainer.reward_weights.to(per_func.device)
+        reward = (per_func * weights).nansum(dim=1)
+        reward[torch.isnan(per_func).all(dim=1)] = torch.nan
+        mask = out["completion_mask"] if "tool_mask" not in out else out["completion_mask"] * out["tool_mask"]
+        signals = {"reward": reward, "advantage": accelerator.gather(out["advantages"]),
+                   "length": accelerator.gather(mask.sum(dim=1).float())}
+        if correct_of is not None:
+            signals["correct"] = last.pop("correct") if correct_of.fn is not None else correct_of.of(per_func)
+        return {k: v.detach().float().cpu() for k, v in signals.items()}
+
+    def generate_and_score(inputs):
+        if not trainer.model.training:
+            return generate(with_knobs(inputs))
+        if selector is None:
+            out = generate(with_knobs(inputs))
+            signals = scored(out)
+            link.clock.report(samples=len(signals["length"]), tokens=float(signals["length"].sum()))
+            return out
+        rounds: list[dict] = []
+        group, world, rank = trainer.num_generations, accelerator.num_processes, accelerator.process_index
+
+        def rollout(ids: np.ndarray) -> dict[str, np.ndarray]:
+            layout = np.repeat(ids, group)               # TRL's layout: each prompt num_generations times
+            share = len(layout) // world
+            local = [{**rows[int(i)], ID_COLUMN: int(i)} for i in layout[rank * share:(rank + 1) * share]]
+            out = generate(with_knobs(local))
+            rounds.append(out)
+            return {k: v.numpy() for k, v in scored(out).items()}
+
+        per_round = trainer.args.generation_batch_size // group
+        picks = selector.select(per_round, rollout)
+        link.clock.report(samples=picks.rollouts, tokens=float(sum(_tokens(trainer, r) for r in rounds)))
+        for key, value in {"rollouts": picks.rollouts, **selector.values()}.items():
+            trainer._metrics["train"][f"cadence/rl/{key}"].append(float(value))
+        if len(rounds) == 1 and [i for _, i in picks.chosen] == list(range(per_round)):
+            return rounds[0]
+        return _assemble(trainer, rounds, picks.chosen, group)
 
     trainer._calculate_rewards = calculate_rewards
     trainer._generate_and_score_completions = generate_and_score
-    trainer._prepare_inputs = prepare_inputs
+
+
+def _state_budget(prompt: Any, budget: LengthBudget, value: float) -> Any:
+    """The prompt (text or chat messages) with the budget statement appended."""
+    if isinstance(prompt, str):
+        return budget.prompt(prompt, value)
+    messages = list(prompt)
+    last = dict(messages[-1])
+    last["content"] = budget.prompt(last["content"], value)
+    return messages[:-1] + [last]
+
+
+def _rows(trainer: Any) -> Any:
+    """The dataset the prompts are read from, with the columns TRL would keep."""
+    dataset = trainer.train_dataset
+    if hasattr(dataset, "column_names"):
+        dataset = trainer._remove_unused_columns(dataset, description="training")
+    return dataset
+
+
+def _tokens(trainer: Any, out: dict) -> float:
+    mask = out["completion_mask"] if "tool_mask" not in out else out["completion_mask"] * out["tool_mask"]
+    return float(trainer.accelerator.gather(mask.sum()).sum())
+
+
+def _assemble(trainer: Any, rounds: list[dict], chosen: list[tuple[int, int]], group: int) -> dict:
+    """This process's share of the chosen groups of every round, as one generation output."""
+    accelerator = trainer.accelerator
+    unknown = set().union(*rounds) - LEFT_PADDED - RIGHT_PADDED - {"advantages", "num_items_in_batch"}
+    if unknown:
+        raise CadenceError(f"dynamic sampling in TRL assembles text batches; this round also has {sorted(unknown)} "
+                           f"(multimodal inputs are not supported)")
+    pad_id = trainer._tokenizer.pad_token_id
+    out: dict[str, Any] = {}
+    for key in rounds[0]:
+        if key == "num_items_in_batch":
+            continue
+        left = key in LEFT_PADDED
+        pad = pad_id if key in ("prompt_ids", "completion_ids") else (1 if key == "tool_mask" else 0)
+        parts = []
+        for r in rounds:
+            t = r[key]
+            if t.dim() > 1 and accelerator.num_processes > 1:
+                t = accelerator.pad_across_processes(t, dim=1, pad_index=pad, pad_first=left)
+            parts.append(accelerator.gather(t))
+        width = max((p.shape[1] for p in parts), default=0) if parts[0].dim() > 1 else None
+        rows = []
+        for r, i in chosen:
+            t = parts[r][i * group:(i + 1) * group]
+            if width is not None and t.shape[1] < width:
+                extra = t.new_full((t.shape[0], width - t.shape[1], *t.shape[2:]), pad)
+                t = torch.cat([extra, t] if left else [t, extra], dim=1)
+            rows.append(t)
+        merged = torch.cat(rows)
+        share = len(merged) // accelerator.num_processes
+        out[key] = merged[accelerator.process_index * share:(accelerator.process_index + 1) * share]
+    mask = out["completion_mask"] if "tool_mask" not in out else out["completion_mask"] * out["tool_mask"]
+    out["num_items_in_batch"] = accelerator.gather(mask.sum()).sum()
+    return out
+
+
+def _wrap_checkpoints(trainer: Any) -> None:
+    """Save the generation round TRL has buffered with each checkpoint that falls inside it, and put it
+    back (with TRL's micro-step counter) on resume, so the resumed run trains on the same completions."""
+    save, load = trainer._save_checkpoint, trainer._load_optimizer_and_scheduler
+
+    def save_checkpoint(model, trial):
+        save(model, trial)
+        folder = os.path.join(trainer._get_output_dir(trial=trial), f"checkpoint-{trainer.state.global_step}")
+        generate_every = trainer.args.steps_per_generation * trainer.num_iterations
+        if trainer._buffered_inputs is not None and trainer._step % generate_every:
+            os.makedirs(folder, exist_ok=True)
+            torch.save({"step": trainer._step, "buffer": trainer._buffered_inputs},
+                       os.path.join(folder, BUFFER_FILE.format(rank=trainer.accelerator.process_index)))
+
+    def load_optimizer_and_scheduler(checkpoint):
+        load(checkpoint)
+        if checkpoint is None:
+            return
+        trainer._step = trainer.state.global_step * trainer.args.gradient_accumulation_steps
+        path = os.path.join(checkpoint, BUFFER_FILE.format(rank=trainer.accelerator.process_index))
+        generate_every = trainer.args.steps_per_generation * trainer.num_iterations
+        if os.path.exists(path):
+            saved = torch.load(path, map_location=trainer.accelerator.device, weights_only=True)
+            trainer._step, trainer._buffered_inputs = int(saved["step"]), saved["buffer"]
+        elif trainer._step % generate_every:
+            warnings.warn(f"{checkpoint} falls inside a generation round but holds no buffered round "
+                          f"({BUFFER_FILE.format(rank=trainer.accelerator.process_index)}): the resumed run generates "
+                          f"that round anew and differs from an uninterrupted one", stacklevel=2)
+
+    trainer._save_checkpoint = save_checkpoint
+    trainer._load_optimizer_and_scheduler = load_optimizer_and_scheduler

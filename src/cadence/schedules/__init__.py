@@ -14,10 +14,11 @@ from cadence.schedules.basic import (
 from cadence.schedules.combinators import Clip, Floor, Join, Max, Min, Product, Restarts, Scale, Warmup
 from cadence.schedules.pretraining import WSD, Infinite, MiniCPM, Power, Rewarm
 from cadence.schedules.scaling import BatchLRScaling
+from cadence.schedules.table import Table
 
 __all__ = [
     "REGISTRY", "Schedule", "as_schedule",
     "Constant", "Ramp", "Linear", "Cosine", "Polynomial", "Exponential", "InverseSqrt", "Step", "MultiStep",
     "Cyclic", "REX", "UBA", "WSD", "MiniCPM", "Power", "Rewarm", "Infinite",
-    "Warmup", "Join", "Product", "Scale", "Min", "Max", "Clip", "Floor", "Restarts", "BatchLRScaling",
+    "Warmup", "Join", "Product", "Scale", "Min", "Max", "Clip", "Floor", "Restarts", "BatchLRScaling", "Table",
 ]

@@ -143,6 +143,8 @@ def _coerce_value(kind: str, meta: Any, where: str, v: Any) -> Any:
         return Duration.parse(v)
     if kind.startswith("tuple[Duration"):
         return tuple(Duration.parse(x) for x in _as_tuple(v, where))
+    if kind.startswith("tuple[float"):
+        return tuple(_coerce_value("float", meta, f"{where} item {i}", x) for i, x in enumerate(_as_tuple(v, where)))
     if kind == "str":
         if not isinstance(v, str) or (meta.get("choices") and v not in meta["choices"]):
             raise SpecError(f"{where} must be one of {', '.join(meta['choices'])}; got {v!r}")

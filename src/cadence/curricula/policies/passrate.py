@@ -17,6 +17,7 @@ Every result updates a per-prompt history (attempts, successes, last pass rate).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
@@ -64,7 +65,9 @@ class Selection:
 class Fill:
     """Result of :meth:`PassRateFilter.fill`: ``kept`` prompt ids (at most ``batch_size``), their
     ``correct`` rollouts (kept × G), ``rounds`` of generation, ``rollouts`` spent, ``extra_rollouts``
-    (beyond the first round) and ``full`` (whether ``batch_size`` prompts were kept)."""
+    (beyond the first round), ``full`` (whether ``batch_size`` prompts were kept) and ``repeated``
+    (prompts rolled out again although already kept in this batch, because no other prompt could be
+    drawn: 0 unless the pool is exhausted)."""
 
     kept: np.ndarray
     correct: np.ndarray
@@ -72,6 +75,43 @@ class Fill:
     rollouts: int
     extra_rollouts: int
     full: bool
+    repeated: int = 0
+
+
+@dataclass(frozen=True)
+class PassBand:
+    """A band of group pass rates: ``[low, high]`` with the ends ``closed`` says belong to it
+    (``"neither"``, ``"both"``, ``"low"`` or ``"high"``). The default (0, 1) with open ends holds the
+    groups that are neither all correct nor all wrong.
+
+        >>> band = PassBand(0.25, 0.75, closed="both")
+        >>> band.contains([0.0, 0.25, 0.5, 1.0]).tolist(), band.distance([0.0, 0.5, 1.0]).tolist()
+        ([False, True, True, False], [0.25, 0.0, 0.25])
+    """
+
+    low: float = 0.0
+    high: float = 1.0
+    closed: Literal["neither", "both", "low", "high"] = "neither"
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.low <= self.high <= 1):
+            raise CadenceError(f"need 0 <= low <= high <= 1, got low={self.low!r}, high={self.high!r}")
+        if self.closed not in ("neither", "both", "low", "high"):
+            raise CadenceError(f"closed must be 'neither', 'both', 'low' or 'high', got {self.closed!r}")
+        if self.closed != "both" and self.low == self.high:
+            raise CadenceError(f"the band ({self.low}, {self.high}) with closed={self.closed!r} keeps nothing")
+
+    def contains(self, pass_rate: Any) -> np.ndarray:
+        """Whether each pass rate lies in the band."""
+        p = np.asarray(pass_rate, dtype=np.float64)
+        above = p >= self.low if self.closed in ("both", "low") else p > self.low
+        below = p <= self.high if self.closed in ("both", "high") else p < self.high
+        return above & below
+
+    def distance(self, pass_rate: Any) -> np.ndarray:
+        """How far each pass rate lies outside ``[low, high]`` (0 inside or on an end)."""
+        p = np.asarray(pass_rate, dtype=np.float64)
+        return np.maximum(np.maximum(self.low - p, p - self.high), 0.0)
 
 
 class PassRateFilter(Policy):
@@ -95,12 +135,7 @@ class PassRateFilter(Policy):
     def __init__(self, arms: Arms, low: float = 0.0, high: float = 1.0, *,
                  closed: Literal["neither", "both", "low", "high"] = "neither", max_extra_rollouts: int | None = None,
                  seed: int = 0, clock: Clock | None = None) -> None:
-        if not (0 <= low <= high <= 1):
-            raise CadenceError(f"need 0 <= low <= high <= 1, got low={low!r}, high={high!r}")
-        if closed not in ("neither", "both", "low", "high"):
-            raise CadenceError(f"closed must be 'neither', 'both', 'low' or 'high', got {closed!r}")
-        if closed != "both" and low == high:
-            raise CadenceError(f"the band ({low}, {high}) with closed={closed!r} keeps nothing")
+        self.band = PassBand(float(low), float(high), closed)
         if max_extra_rollouts is not None and max_extra_rollouts < 0:
             raise CadenceError(f"max_extra_rollouts must be >= 0 or None, got {max_extra_rollouts!r}")
         super().__init__(arms, seed=seed, clock=clock)
@@ -114,11 +149,8 @@ class PassRateFilter(Policy):
         self.rollouts = 0
 
     def in_band(self, pass_rate: Any) -> np.ndarray:
-        """Whether each pass rate lies in the band."""
-        p = np.asarray(pass_rate, dtype=np.float64)
-        above = p >= self.low if self.closed in ("both", "low") else p > self.low
-        below = p <= self.high if self.closed in ("both", "high") else p < self.high
-        return above & below
+        """Whether each pass rate lies in the band (:meth:`PassBand.contains`)."""
+        return self.band.contains(pass_rate)
 
     def _update(self, ids: np.ndarray, arm: np.ndarray, signals: dict[str, np.ndarray], counts: np.ndarray) -> None:
         self._record(ids, signals["correct"])
@@ -159,16 +191,19 @@ class PassRateFilter(Policy):
     def fill(self, batch_size: int, rollout: Callable[[np.ndarray], Any], *, chunk: int | None = None) -> Fill:
         """Draw ``chunk`` prompts (default ``batch_size``) per round, call ``rollout(prompt_ids)``
         → 0/1 array ``(len(prompt_ids), G)``, keep in-band groups, and repeat until ``batch_size``
-        prompts are kept or another round would exceed ``max_extra_rollouts``."""
+        prompts are kept or another round would exceed ``max_extra_rollouts``.
+
+        A prompt already kept is not drawn again for the same batch; only when the pool has no other
+        prompt (after ``8 × chunk`` draws) is one repeated, counted in ``Fill.repeated`` and warned about."""
         if batch_size < 1:
             raise CadenceError(f"batch_size must be positive, got {batch_size}")
         chunk = batch_size if chunk is None else chunk
         kept: list[np.ndarray] = []
         results: list[np.ndarray] = []
-        n_kept = rounds = spent = first_round = 0
+        n_kept = rounds = spent = first_round = repeated = 0
         while n_kept < batch_size:
-            drawn = self.sample(chunk)
-            prompts = drawn[np.sort(np.unique(drawn, return_index=True)[1])]   # distinct, in draw order
+            prompts, again = self._fresh(chunk, np.concatenate(kept) if kept else np.zeros(0, np.int64))
+            repeated += again
             correct = np.asarray(rollout(prompts), dtype=np.float64)
             if correct.ndim != 2 or correct.shape[0] != len(prompts):
                 raise CadenceError(f"rollout must return a (prompts, G) array, got shape {correct.shape}")
@@ -188,8 +223,27 @@ class PassRateFilter(Policy):
             if self.max_extra_rollouts is not None and spent - first_round + chunk * group > self.max_extra_rollouts:
                 break
         ids = np.concatenate(kept)[:batch_size]
+        if repeated:
+            warnings.warn(f"PassRateFilter.fill: the pool ran out of prompts not yet kept in this batch; "
+                          f"{repeated} prompt(s) were rolled out again", stacklevel=2)
         return Fill(ids, np.concatenate(results)[:batch_size], rounds, spent, spent - first_round,
-                    len(ids) >= batch_size)
+                    len(ids) >= batch_size, repeated)
+
+    def _fresh(self, chunk: int, kept: np.ndarray) -> tuple[np.ndarray, int]:
+        """Up to ``chunk`` distinct prompts (draw order) not in ``kept``, drawing again up to 8 times;
+        if none is found, the draw with its repeats, and how many of them were already kept."""
+        taken = np.zeros(0, dtype=np.int64)
+        for _ in range(8):
+            drawn = self.sample(chunk - len(taken))
+            taken = np.concatenate([taken, drawn])
+            taken = taken[np.sort(np.unique(taken, return_index=True)[1])]      # distinct, in draw order
+            taken = taken[~np.isin(taken, kept)]
+            if len(taken) >= chunk:
+                return taken[:chunk], 0
+        if len(taken):
+            return taken, 0
+        drawn = np.unique(self.sample(chunk))
+        return drawn, int(np.isin(drawn, kept).sum())
 
     def pass_rate(self, item_ids: Any) -> np.ndarray:
         """Cumulative pass rate of each prompt over its history (NaN if never tried)."""

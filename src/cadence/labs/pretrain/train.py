@@ -31,6 +31,7 @@ from torch import nn
 from cadence.clock import Clock
 from cadence.errors import CadenceError, StateError
 from cadence.forecast.runlog import RunLog
+from cadence.gradnorm import grad_norms
 from cadence.labs.pretrain.corpus import VOCAB_SIZE, Corpus, load_corpus
 from cadence.labs.pretrain.stream import DocumentStream
 from cadence.labs.tinygpt import GPTConfig, TinyGPT
@@ -167,7 +168,7 @@ def train(cfg: PretrainConfig, schedule: Schedule | str | float | dict, *, steps
 
     start = int(clock.steps)
     n = steps - start
-    log = {c: np.full(n, np.nan) for c in ("step", "tokens", "lr", "loss", "val_loss")}
+    log = {c: np.full(n, np.nan) for c in ("step", "tokens", "lr", "loss", "val_loss", "grad_norm", "grad_norm_l1")}
     checkpoints: dict[int, dict[str, Any]] = {}
     val_loss = math.nan
     model.train()
@@ -178,6 +179,7 @@ def train(cfg: PretrainConfig, schedule: Schedule | str | float | dict, *, steps
             raise CadenceError(f"training diverged at step {start + k + 1} (loss {loss.item()}); lower the LR")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        log["grad_norm"][k], log["grad_norm_l1"][k] = grad_norms(model.parameters())
         if cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         lr = optimizer.param_groups[0]["lr"]
@@ -192,8 +194,7 @@ def train(cfg: PretrainConfig, schedule: Schedule | str | float | dict, *, steps
         if step in wanted:
             checkpoints[step] = _checkpoint(cfg, schedule, model, optimizer, clock, stream)
 
-    run_log = RunLog(log["step"], log["lr"], tokens=log["tokens"], loss=log["loss"], val_loss=log["val_loss"],
-                     name=str(schedule))
+    run_log = RunLog(log.pop("step"), log.pop("lr"), **log, name=str(schedule))
     if log_path is not None:
         run_log.write(log_path)
     return TrainResult(run_log, checkpoints, float(val_loss), model, str(schedule))

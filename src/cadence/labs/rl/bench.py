@@ -23,8 +23,9 @@ import torch
 from scipy import stats
 
 from cadence.errors import CadenceError
-from cadence.labs.rl.budgets import FixedAllocation, KnapsackAllocation, LengthReward
+from cadence.rl import FixedAllocation, KnapsackAllocation, LengthBudget
 from cadence.labs.rl.experiment import Comparison, LabConfig, compare, train_policy
+from cadence.labs.rl.grpo import length_reward
 from cadence.labs.rl.warmstart import warm_start
 
 
@@ -113,7 +114,7 @@ def bench_length(lab: LabConfig, seeds: int, on_step: Callable[[], None] | None 
         seeded = lab.with_seed(seed)
         weights = warm_start(seeded.suite, seeded.warm, seed=seed)
         for name, spec in LENGTH_SCHEDULES.items():
-            h = train_policy("uniform", weights, seeded, seed, on_step, reward=LengthReward(spec))
+            h = train_policy("uniform", weights, seeded, seed, on_step, reward=length_reward(LengthBudget(spec)))
             out[name]["accuracy"].append(float(np.mean(h.eval_greedy[-1])))
             out[name]["length"].append(h.eval_length[-1])
             out[name]["start_length"].append(h.eval_length[0])
@@ -130,8 +131,7 @@ def bench_allocation(lab: LabConfig, seeds: int, on_step: Callable[[], None] | N
         weights = warm_start(seeded.suite, seeded.warm, seed=seed)
         allocators = {
             "uniform allocation": FixedAllocation(lab.grpo.group),
-            "knapsack allocation": KnapsackAllocation(seeded.suite.arm_of, len(seeded.suite.arm_names),
-                                                      lab.grpo.group),
+            "knapsack allocation": KnapsackAllocation(seeded.suite.arm_of, lab.grpo.group),
         }
         for name, allocator in allocators.items():
             h = train_policy("uniform", weights, seeded, seed, on_step, allocator=allocator)

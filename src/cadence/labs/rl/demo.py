@@ -26,12 +26,16 @@ from cadence.labs.rl.report import label, summary_rows, write_report
 
 
 def lab_for(size: str, steps: int | None = None, target: float | None = None,
-            families: Sequence[str] | None = None, levels: Sequence[int] | None = None) -> LabConfig:
+            policies: str | None = None, families: Sequence[str] | None = None,
+            levels: Sequence[int] | None = None) -> LabConfig:
     """The size preset, optionally with another step budget, an absolute target pass@1, other
-    task families (names or ``module:attr``) or levels (each family must have them)."""
+    policies (comma-separated names), other task families (names or ``module:attr``) or levels
+    (each family must have them)."""
     if size not in SIZES:
         raise CadenceError(f"unknown size {size!r}; choose from {sorted(SIZES)}")
     lab = SIZES[size]
+    if policies is not None:
+        lab = replace(lab, policies=tuple(p.strip() for p in policies.split(",") if p.strip()))
     if families is not None or levels is not None:
         suite = lab.suite
         lab = replace(lab, suite=replace(suite, families=suite.families if families is None else tuple(families),
@@ -63,14 +67,13 @@ def run_with_progress(lab: LabConfig, seed: int, console: Console, quiet: bool =
 
 def summary_table(c: Comparison) -> Table:
     table = Table(title=f"GRPO with curricula · seed {c.seed} · target pass@1 {c.target:.3f}")
-    for col in ("policy", "final pass@1", "final greedy", "steps to target", "rollouts to target",
+    for col in ("policy", "rollouts to target", "steps to target", "final pass@1", "final greedy",
                 "informative groups"):
         table.add_column(col, justify="left" if col == "policy" else "right")
     for r in summary_rows(c):
-        table.add_row(label(r["policy"]), f"{r['final_accuracy']:.3f}", f"{r['final_greedy']:.3f}",
+        table.add_row(label(r["policy"]), "—" if r["rollouts_to_target"] is None else str(r["rollouts_to_target"]),
                       "—" if r["steps_to_target"] is None else str(r["steps_to_target"]),
-                      "—" if r["rollouts_to_target"] is None else str(r["rollouts_to_target"]),
-                      f"{r['informative_share']:.0%}")
+                      f"{r['final_accuracy']:.3f}", f"{r['final_greedy']:.3f}", f"{r['informative_share']:.0%}")
     return table
 
 
@@ -87,13 +90,14 @@ def arm_table(c: Comparison) -> Table:
 
 def run_demo(size: str, out: Path, *, seed: int = 0, steps: int | None = None, target: float | None = None,
              workers: int | None = None, quiet: bool = False, console: Console | None = None,
-             families: Sequence[str] | None = None, levels: Sequence[int] | None = None) -> Path:
+             policies: str | None = None, families: Sequence[str] | None = None,
+             levels: Sequence[int] | None = None) -> Path:
     """Run the comparison, print its tables and write the report; returns the report's path.
 
     ``workers``: processes training policies side by side (default: 2 for the default size, 1 for
     tiny, where starting processes costs more than it saves)."""
     console = console or Console()
-    lab = lab_for(size, steps, target, families, levels)
+    lab = lab_for(size, steps, target, policies, families, levels)
     if workers is None:
         workers = 1 if size == "tiny" else min(2, os.cpu_count() or 1)
     if workers < 1:

@@ -10,7 +10,7 @@ yardstick of the papers' claims ("beats plain GRPO's best within 60% of the trai
 
     >>> lab = SIZES["tiny"]
     >>> [p for p in lab.policies]
-    ['uniform', 'dump', 'sec', 'pass_rate']
+    ['uniform', 'dump', 'sec', 'pass_rate', 'predictive', 'predictive_dump']
 """
 
 from __future__ import annotations
@@ -27,18 +27,26 @@ import numpy as np
 import torch
 
 from cadence.curricula import DUMP, SEC, PassRateFilter, Uniform
+from cadence.rl import DynamicSampling, PredictiveFilter, PromptSelector
 from cadence.errors import CadenceError
 from cadence.labs.rl.grpo import GRPOConfig, GRPOTrainer, History, Reward, correctness_reward, suite_arms
 from cadence.labs.rl.policy import Evaluation, evaluate
-from cadence.labs.rl.sources import CurriculumSource, FilteredSource, PromptSource
+from cadence.labs.rl.sources import PromptSource, SelectorSource
 from cadence.labs.rl.tasks import TaskSuite
 from cadence.labs.rl.warmstart import WarmStartConfig, warm_start
 from cadence.labs.tinygpt import TinyGPT
 
-POLICIES = ("uniform", "dump", "sec", "pass_rate")
-"""The policies compared: uniform sampling, DUMP (§3.1, paper defaults), SEC (§3.2, α = 0.5,
-τ = 0.2 as in the released 2-D run scripts) and balanced pass-rate filtering (§3.3, band
-[0.25, 0.75] inclusive (UNCONFIRMED band), refilling with at most 3 extra rounds of rollouts)."""
+POLICIES = ("uniform", "dump", "sec", "pass_rate", "predictive", "predictive_dump", "dynamic")
+"""The policies the lab knows: uniform sampling; DUMP (paper defaults); SEC (α = 0.5, τ = 0.2 as in
+the released 2-D run scripts); balanced pass-rate filtering (band [0.25, 0.75] inclusive (UNCONFIRMED
+band), refilling for the missing prompts at most 3 extra rounds); the predictive pre-rollout filter
+(GRESO defaults) over uniform sampling, and over DUMP, each with dynamic sampling (band (0, 1), at most
+3 extra rounds) as in its paper; and dynamic sampling alone (DAPO), the baseline GRESO improves on."""
+
+DEFAULT_POLICIES = POLICIES[:6]
+"""What ``cadence demo`` and ``cadence bench rl`` compare unless told otherwise (``dynamic`` on request)."""
+
+MAX_EXTRA_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -48,7 +56,7 @@ class LabConfig:
     suite: TaskSuite = field(default_factory=TaskSuite)
     warm: WarmStartConfig = WarmStartConfig()
     grpo: GRPOConfig = GRPOConfig()
-    policies: tuple[str, ...] = POLICIES
+    policies: tuple[str, ...] = DEFAULT_POLICIES
     target: float | None = None
     """An absolute target accuracy; ``None``: uniform's best accuracy in the run."""
 
@@ -79,16 +87,24 @@ SIZES: dict[str, LabConfig] = {
 def make_source(name: str, suite: TaskSuite, grpo: GRPOConfig, seed: int) -> PromptSource:
     """The prompt source for one of :data:`POLICIES`."""
     arms = suite_arms(suite)
-    if name == "uniform":
-        return CurriculumSource(Uniform(arms, seed=seed))
-    if name == "dump":
-        return CurriculumSource(DUMP(arms, seed=seed))
-    if name == "sec":
-        return CurriculumSource(SEC(arms, alpha=0.5, temperature=0.2, seed=seed))
-    if name == "pass_rate":
-        extra = 3 * grpo.prompts_per_step * grpo.group
-        return FilteredSource(PassRateFilter(arms, 0.25, 0.75, closed="both", max_extra_rollouts=extra, seed=seed))
-    raise CadenceError(f"unknown policy {name!r}; choose from {POLICIES}")
+    dynamic = DynamicSampling(max_extra_rounds=MAX_EXTRA_ROUNDS)
+    predictive = PredictiveFilter(arms.num_items, seed=seed)
+    choices = {
+        "uniform": lambda: PromptSelector(Uniform(arms, seed=seed), seed=seed),
+        "dump": lambda: PromptSelector(DUMP(arms, seed=seed), seed=seed),
+        "sec": lambda: PromptSelector(SEC(arms, alpha=0.5, temperature=0.2, seed=seed), seed=seed),
+        "pass_rate": lambda: PromptSelector(
+            PassRateFilter(arms, 0.25, 0.75, closed="both", seed=seed), seed=seed,
+            dynamic=DynamicSampling(0.25, 0.75, closed="both", max_extra_rounds=MAX_EXTRA_ROUNDS)),
+        "predictive": lambda: PromptSelector(Uniform(arms, seed=seed), predictive=predictive, dynamic=dynamic,
+                                             seed=seed),
+        "predictive_dump": lambda: PromptSelector(DUMP(arms, seed=seed), predictive=predictive, dynamic=dynamic,
+                                                  seed=seed),
+        "dynamic": lambda: PromptSelector(Uniform(arms, seed=seed), dynamic=dynamic, seed=seed),
+    }
+    if name not in choices:
+        raise CadenceError(f"unknown policy {name!r}; choose from {POLICIES}")
+    return SelectorSource(choices[name]())
 
 
 def first_reach(history: History, target: float) -> tuple[int | None, int | None]:

@@ -3,10 +3,10 @@ clipped policy-gradient step, optional KL to the warm-start model, every knob on
 
 One :meth:`GRPOTrainer.step`:
 
-1. the prompt source (a curriculum, optionally with a pass-rate filter) picks prompt ids and the
+1. the prompt source (a curriculum, optionally with a predictive filter and dynamic sampling) picks prompt ids and the
    rollout allocator decides how many answers each gets (``group`` each by default);
 2. answers are sampled, scored (correct or not) and turned into rewards (correctness, or a
-   length-aware reward from :mod:`cadence.labs.rl.budgets`);
+   length-aware reward from a :class:`cadence.rl.LengthBudget`);
 3. advantages are normalised within each prompt's group, ``A = (r − mean) / (std + ε)``;
 4. the loss ``−min(ρA, clip(ρ, 1−ε_c, 1+ε_c)A) + β·KL`` (token mean, k3 estimator of the KL
    to the warm-start model) takes one AdamW step; LR and β are cadence schedules on the clock;
@@ -21,8 +21,9 @@ history, so a run stopped and resumed ends bit-identical to an uninterrupted one
     >>> suite = TaskSuite(families=("add",), levels=(1, 2), items_per_arm=8, eval_per_arm=2)
     >>> warm = WarmStartConfig(steps=2, batch=4, d_model=16, n_layer=1, n_head=2)
     >>> model = warm_start(suite, warm, seed=0)
-    >>> from cadence.labs.rl.sources import CurriculumSource
-    >>> source = CurriculumSource(make_policy("uniform", suite_arms(suite), seed=0))
+    >>> from cadence.labs.rl.sources import SelectorSource
+    >>> from cadence.rl import PromptSelector
+    >>> source = SelectorSource(PromptSelector(make_policy("uniform", suite_arms(suite), seed=0)))
     >>> trainer = GRPOTrainer(model, suite, source, GRPOConfig(steps=2, prompts_per_step=2, group=2,
     ...                       eval_every=1), max_new_tokens=warm.max_new_tokens(suite))
     >>> history = trainer.run()
@@ -42,13 +43,14 @@ import torch
 from cadence.clock import Clock
 from cadence.curricula import Arms
 from cadence.errors import CadenceError, StateError
-from cadence.labs.rl.budgets import FixedAllocation
+from cadence.gradnorm import grad_norms
 from cadence.labs.rl.groups import Groups, group_advantages
 from cadence.labs.rl.policy import Evaluation, evaluate, response_texts, sample, token_logprobs
 from cadence.labs.rl.sources import PromptSource
 from cadence.labs.rl.tasks import TaskSuite
 from cadence.labs.tinygpt import TinyGPT
 from cadence.optim import ScheduledLR
+from cadence.rl import FixedAllocation, LengthBudget
 from cadence.schedules import as_schedule
 
 def suite_arms(suite: TaskSuite) -> Arms:
@@ -62,6 +64,11 @@ Reward = Callable[[np.ndarray, np.ndarray, Clock], np.ndarray]
 def correctness_reward(correct: np.ndarray, lengths: np.ndarray, clock: Clock) -> np.ndarray:
     """The plain verifiable reward: 1 for a correct answer, 0 otherwise."""
     return correct.astype(np.float64)
+
+
+def length_reward(budget: LengthBudget) -> Reward:
+    """The length-aware reward of ``budget`` at the trainer's clock (``λ_c·correct + λ_ℓ·R_len``)."""
+    return lambda correct, lengths, clock: budget.reward(correct, lengths, budget(clock))
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,7 @@ class History:
     step_reward: list[float | None] = field(default_factory=list)  # None: no group was trained on
     step_length: list[float | None] = field(default_factory=list)
     step_probabilities: list[list[float]] = field(default_factory=list)
+    step_grad_norm: list[float | None] = field(default_factory=list)  # ℓ2, mean over the step's updates
     eval_steps: list[int] = field(default_factory=list)
     eval_rollouts: list[int] = field(default_factory=list)
     eval_accuracy: list[list[float]] = field(default_factory=list)
@@ -160,7 +168,7 @@ class GRPOTrainer:
         if not np.all(np.isfinite(rewards)):
             raise CadenceError("the reward function returned NaN or inf")
         groups = Groups(items, sizes, rollouts, correct, rewards, group_advantages(rewards, sizes), lengths)
-        self.allocator.observe(groups)
+        self.allocator.observe(groups.row_items, groups.correct)
         return groups
 
     # ------------------------------------------------------------------ training
@@ -187,14 +195,16 @@ class GRPOTrainer:
             self.record_eval()
         self.model.train()
         groups, spent = self.source.next_batch(self.rollout, self.config.prompts_per_step)
-        old = None
+        old, norms = None, []
         for _ in range(self.config.epochs if len(groups.items) else 1):
             self.optimizer.zero_grad(set_to_none=True)
             if len(groups.items):  # an empty batch (nothing passed a filter) steps with no gradient
                 loss, logp = self.loss(groups, old)
                 old = logp if old is None else old
                 loss.backward()
+                norms.append(grad_norms(self.model.parameters())[0])
             self.optimizer.step()
+        self.history.step_grad_norm.append(sum(norms) / len(norms) if norms else None)
         self.clock.report(samples=spent, tokens=float(groups.lengths.sum()))
         self.scheduler.step()
         self._log(groups, spent)

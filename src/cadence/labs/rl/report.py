@@ -20,7 +20,9 @@ import numpy as np  # noqa: E402
 
 from cadence.labs.rl.experiment import Comparison  # noqa: E402
 
-LABELS = {"uniform": "uniform", "dump": "DUMP", "sec": "SEC", "pass_rate": "pass-rate filter"}
+LABELS = {"uniform": "uniform", "dump": "DUMP", "sec": "SEC", "pass_rate": "pass-rate filter",
+          "predictive": "predictive filter", "predictive_dump": "predictive filter + DUMP",
+          "dynamic": "dynamic sampling"}
 
 
 def label(policy: str) -> str:
@@ -103,20 +105,19 @@ def markdown(c: Comparison, wall_seconds: float | None = None) -> str:
         f"Seed {c.seed}. {len(c.arm_names)} arms (task family × difficulty), "
         f"{lab.suite.items_per_arm} training prompts and {lab.suite.eval_per_arm} eval prompts per arm. "
         f"Every policy starts from the same warm-started weights and gets {lab.grpo.steps} GRPO steps of "
-        f"{lab.grpo.prompts_per_step} prompts × {lab.grpo.group} answers (the pass-rate filter may spend more "
-        f"rollouts per step refilling its batch). Accuracy is pass@1: the probability that one answer "
+        f"{lab.grpo.prompts_per_step} prompts × {lab.grpo.group} answers (the filters and dynamic sampling spend "
+        f"more rollouts per step refilling their batch: compare them by rollouts, the compute a user pays). Accuracy is pass@1: the probability that one answer "
         f"sampled at temperature {lab.grpo.temperature:g} is right, averaged over the eval prompts and arms "
         f"(warm start {c.warm_accuracy.mean():.3f}; greedy accuracy is reported next to it). "
         + _target_text(c), "",
-        "| policy | final pass@1 | final greedy | steps to target | rollouts to target | rollouts | "
+        "| policy | rollouts to target | steps to target | final pass@1 | final greedy | rollouts | "
         "informative groups | seconds |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in summary_rows(c):
-        lines.append(f"| {label(r['policy'])} | {r['final_accuracy']:.3f} | {r['final_greedy']:.3f} | "
-                     f"{_fmt(r['steps_to_target'])} | "
-                     f"{_fmt(r['rollouts_to_target'])} | {r['rollouts']} | {r['informative_share']:.0%} | "
-                     f"{r['seconds']:.0f} |")
+        lines.append(f"| {label(r['policy'])} | {_fmt(r['rollouts_to_target'])} | {_fmt(r['steps_to_target'])} | "
+                     f"{r['final_accuracy']:.3f} | {r['final_greedy']:.3f} | {r['rollouts']} | "
+                     f"{r['informative_share']:.0%} | {r['seconds']:.0f} |")
     lines += ["", "![accuracy](accuracy.png)", "", "![arm probabilities](arm_probabilities.png)", "",
               "## Final pass@1 per arm", "",
               "| arm | warm start | " + " | ".join(label(n) for n in c.histories) + " |",

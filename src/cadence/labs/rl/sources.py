@@ -1,14 +1,14 @@
-"""Prompt sources: how a GRPO step picks its prompts and feeds the outcome back to a curriculum.
+"""Prompt sources: how a GRPO step of the lab picks its prompts and feeds the outcome back.
 
-* :class:`CurriculumSource` — any :mod:`cadence.curricula` policy (Uniform, DUMP, SEC, …) draws
-  the prompt ids; every answer's reward, advantage (signed, GRPO-normalised) and correctness go
-  back through ``policy.observe`` with its prompt id, one entry per answer.
-* :class:`FilteredSource` — a :class:`cadence.curricula.PassRateFilter` draws prompts, rolls
-  them out and keeps only groups whose pass rate lies in its band, refilling (within its bound
-  on extra rollouts) until the batch is full; every rollout spent is counted.
+:class:`SelectorSource` runs a library :class:`cadence.rl.PromptSelector` — a curriculum policy
+(uniform, DUMP, SEC, a pass-rate filter, …), optionally a predictive pre-rollout filter and dynamic
+sampling — with the lab's rollout function, and assembles the chosen groups of every round into the
+step's batch. Every answer's reward, advantage (signed, GRPO-normalised), correctness and length go
+back to the curriculum, kept or not; every rollout generated is counted.
 
-    >>> from cadence.curricula import Arms, make_policy
-    >>> CurriculumSource(make_policy("uniform", Arms(["a", "b"]), seed=0)).policy.name
+    >>> from cadence.curricula import Arms, Uniform
+    >>> from cadence.rl import PromptSelector
+    >>> SelectorSource(PromptSelector(Uniform(Arms(["a", "b"])))).policy.name
     'uniform'
 """
 
@@ -18,9 +18,9 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from cadence.curricula import PassRateFilter
-from cadence.errors import CadenceError, StateError
+from cadence.errors import StateError
 from cadence.labs.rl.groups import Groups
+from cadence.rl import PromptSelector
 
 RolloutFn = Callable[[np.ndarray], Groups]
 """Sample, score and reward answers for prompt ids."""
@@ -39,57 +39,36 @@ class PromptSource(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-class CurriculumSource:
-    """Prompts drawn by a curriculum policy, which sees every answer's signals."""
+class SelectorSource:
+    """The prompts a :class:`~cadence.rl.PromptSelector` chooses, as the lab's GRPO groups."""
 
-    kind = "cadence.rl.CurriculumSource"
+    kind = "cadence.rl.SelectorSource"
 
-    def __init__(self, policy: Any) -> None:
-        self.policy = policy
-
-    def next_batch(self, rollout: RolloutFn, n_prompts: int) -> tuple[Groups, int]:
-        groups = rollout(self.policy.sample(n_prompts))
-        self.policy.observe(groups.row_items, reward=groups.rewards, advantage=groups.advantages,
-                            correct=groups.correct)
-        return groups, int(groups.sizes.sum())
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "policy": self.policy.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if not isinstance(state, dict) or state.get("kind") != self.kind:
-            raise StateError(f"not a {self.kind} state_dict")
-        self.policy.load_state_dict(state["policy"])
-
-
-class FilteredSource(CurriculumSource):
-    """Pass-rate band filtering with batch refill (balanced filtering §3.3, DAPO §3.4).
-
-    The filter decides; this class only turns its rollout callback into GRPO groups and returns
-    the kept ones. Groups must all have the same size (fixed allocation).
-    """
-
-    kind = "cadence.rl.FilteredSource"
-
-    def __init__(self, policy: PassRateFilter) -> None:
-        if not isinstance(policy, PassRateFilter):
-            raise CadenceError(f"FilteredSource needs a PassRateFilter, got {type(policy).__name__}")
-        super().__init__(policy)
+    def __init__(self, selector: PromptSelector) -> None:
+        self.selector = selector
+        self.policy = selector.policy
 
     def next_batch(self, rollout: RolloutFn, n_prompts: int) -> tuple[Groups, int]:
         rounds: list[Groups] = []
 
-        def correctness(prompt_ids: np.ndarray) -> np.ndarray:
-            groups = rollout(prompt_ids)
-            if len(np.unique(groups.sizes)) > 1:
-                raise CadenceError("pass-rate filtering needs the same number of answers per prompt")
+        def signals(ids: np.ndarray) -> dict[str, np.ndarray]:
+            groups = rollout(ids)   # a prompt the allocator gave no answers is left out of its groups
             rounds.append(groups)
-            return groups.correct.reshape(len(groups.items), -1)
+            sizes = np.zeros(len(ids), dtype=np.int64)
+            order = np.argsort(ids)
+            sizes[order[np.searchsorted(ids, groups.items, sorter=order)]] = groups.sizes
+            return {"sizes": sizes, "reward": groups.rewards, "advantage": groups.advantages,
+                    "correct": groups.correct, "length": groups.lengths}
 
-        fill = self.policy.fill(n_prompts, correctness)
-        kept = [g.select(self.policy.in_band(g.correct.reshape(len(g.items), -1).mean(1))) for g in rounds]
-        batch = Groups.concat(kept)
-        batch = batch.select(np.arange(len(batch.items)) < len(fill.kept))
-        if not np.array_equal(batch.items, fill.kept):
-            raise CadenceError("internal: kept groups disagree with the pass-rate filter's choice")
-        return batch, int(fill.rollouts)
+        picks = self.selector.select(n_prompts, signals)
+        parts = [groups.select(np.isin(groups.items, [picks.rounds[r][i] for rr, i in picks.chosen if rr == r]))
+                 for r, groups in enumerate(rounds)]
+        return Groups.concat(parts), picks.rollouts
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "selector": self.selector.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not isinstance(state, dict) or state.get("kind") != self.kind:
+            raise StateError(f"not a {self.kind} state_dict")
+        self.selector.load_state_dict(state["selector"])

@@ -1,0 +1,27 @@
+"""RL post-training regimen pieces, framework-free: which prompts a step generates for and trains on,
+how many rollouts each gets, and how long responses may be.
+
+* :class:`PromptSelector` — a curriculum draws prompts, a :class:`PredictiveFilter` (GRESO) skips
+  those predicted to give zero-variance groups, :class:`DynamicSampling` keeps in-band groups and
+  refills; one loop for the RL lab, TRL and verl.
+* :class:`FixedAllocation`, :class:`KnapsackAllocation` — rollouts per prompt (Knapsack RL).
+* :class:`LengthBudget` — a response-length budget on the clock, its triangular reward, and the
+  budget stated in the prompt ("Train Long, Think Short").
+
+See docs/rl.md.
+
+    >>> from cadence.rl import PredictiveFilter
+    >>> PredictiveFilter(4).keep_probability([0, 1]).tolist()
+    [1.0, 1.0]
+"""
+
+from cadence.rl.allocation import (FixedAllocation, KnapsackAllocation, knapsack_value, nonzero_gradient_chance,
+                                   sizes_for_rates)
+from cadence.rl.dynamic import DynamicSampling
+from cadence.rl.length import LengthBudget, triangular
+from cadence.rl.predictive import PredictiveFilter, group_pass_rates
+from cadence.rl.selector import Picks, PromptSelector
+
+__all__ = ["PromptSelector", "Picks", "PredictiveFilter", "group_pass_rates", "DynamicSampling", "FixedAllocation",
+           "KnapsackAllocation", "knapsack_value", "nonzero_gradient_chance", "sizes_for_rates", "LengthBudget",
+           "triangular"]

@@ -1,0 +1,265 @@
+"""How an RL step chooses the prompt groups it trains on — one framework-free loop that the RL lab,
+the TRL adapter and the verl adapter share.
+
+:class:`PromptSelector` draws prompts from a curriculum (any :mod:`cadence.curricula` policy, through
+its :class:`~cadence.curricula.CurriculumSampler`); an optional :class:`~cadence.rl.PredictiveFilter`
+skips prompts predicted to give zero-variance groups before anything is generated; the host rolls the
+prompts out (a callback); every rollout's signals go back to the curriculum and the filter; optional
+:class:`~cadence.rl.DynamicSampling` keeps only in-band groups and asks for more prompts until the
+batch is full or its bound on extra rounds is hit. :meth:`PromptSelector.select` returns which
+groups of which round form the batch; the host assembles its own tensors from them.
+
+The rollout callback takes prompt ids and returns a mapping of per-rollout arrays (rollouts grouped
+by prompt, in the order of the ids): any of ``correct``, ``reward``, ``advantage``, ``length``,
+``loss``, and optionally ``sizes`` (rollouts per prompt; default: equal groups). ``correct`` is
+required with a filter or dynamic sampling.
+
+    >>> from cadence.curricula import Arms, Uniform
+    >>> selector = PromptSelector(Uniform(Arms(["a"] * 8), seed=0), dynamic=DynamicSampling(), seed=0)
+    >>> def rollout(ids):                      # prompt 0..3 always right, 4..7 right half of the time
+    ...     return {"correct": np.array([[1, 1] if i < 4 else [1, 0] for i in ids]).reshape(-1)}
+    >>> picks = selector.select(4, rollout)
+    >>> bool(np.all(picks.ids >= 4)), picks.rollouts >= 8
+    (True, True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from cadence.curricula.base import SIGNALS, Policy
+from cadence.curricula.sampler import CurriculumSampler, SamplerExhausted
+from cadence.errors import CadenceError, StateError
+from cadence.rl.dynamic import DynamicSampling
+from cadence.rl.predictive import PredictiveFilter
+
+Rollout = Callable[[np.ndarray], Mapping[str, Any]]
+"""Generate and score for prompt ids; returns per-rollout signal arrays (see the module docs)."""
+
+
+@dataclass(frozen=True)
+class Picks:
+    """The outcome of :meth:`PromptSelector.select`.
+
+    ``rounds``: the prompt ids generated for in each round; ``chosen``: ``(round, position)`` of each
+    group of the batch, in batch order; ``ids``: their prompt ids; ``pass_rates``: their pass rates
+    (NaN without ``correct``); ``rollouts``: rollouts generated in all rounds (kept or not);
+    ``filled``: groups taken out of band because the bound on extra rounds was hit."""
+
+    rounds: list[np.ndarray]
+    chosen: list[tuple[int, int]]
+    ids: np.ndarray
+    pass_rates: np.ndarray
+    rollouts: int
+    filled: int
+
+
+class PromptSelector:
+    """A curriculum, an optional predictive filter and optional dynamic sampling, as one step's prompt choice.
+
+    Args:
+        source: a :class:`~cadence.curricula.CurriculumSampler` (its RNG, replacement rule and policy)
+            or a policy (then drawn with replacement by a sampler seeded with ``seed``).
+        predictive: skip prompts before rollout (GRESO).
+        dynamic: keep in-band groups only and refill.
+        round_multiple: every refill round asks for a multiple of this many prompts (a host whose
+            processes must generate equal shares sets it; surplus groups are dropped).
+        max_candidates: the predictive filter may look at up to this many candidates per prompt
+            wanted; past that, skipped prompts are generated anyway (counted in ``forced``).
+        seed: seed of the sampler built for a bare policy.
+    """
+
+    kind = "cadence.PromptSelector"
+
+    def __init__(self, source: CurriculumSampler | Policy, *, predictive: PredictiveFilter | None = None,
+                 dynamic: DynamicSampling | None = None, round_multiple: int = 1, max_candidates: int = 8,
+                 seed: int = 0) -> None:
+        if isinstance(source, Policy):
+            source = CurriculumSampler(source, batch_size=1, num_replicas=1, seed=seed)
+        if not isinstance(source, CurriculumSampler):
+            raise CadenceError(f"PromptSelector needs a curriculum policy or CurriculumSampler, got {type(source).__name__}")
+        if source.num_replicas != 1:
+            raise CadenceError("build the CurriculumSampler with num_replicas=1: every process draws the same prompts")
+        if predictive is not None and predictive.num_items != source.policy.arms.num_items:
+            raise CadenceError(f"the predictive filter covers {predictive.num_items} prompts, the curriculum "
+                               f"{source.policy.arms.num_items}")
+        if round_multiple < 1 or max_candidates < 1:
+            raise CadenceError(f"round_multiple and max_candidates must be >= 1, got {round_multiple}, {max_candidates}")
+        self.sampler, self.policy = source, source.policy
+        self.predictive, self.dynamic = predictive, dynamic
+        self.round_multiple, self.max_candidates = int(round_multiple), int(max_candidates)
+        self.forced = 0       # prompts generated although the filter skipped them (candidates ran out)
+        self.repeated = 0     # prompts put twice in one batch because no other could be drawn
+
+    @property
+    def needs_correct(self) -> bool:
+        """Whether the rollouts must report ``correct`` (a filter, dynamic sampling or the policy needs it)."""
+        return self.predictive is not None or self.dynamic is not None or "correct" in self.policy.requires
+
+    # ------------------------------------------------------------------ drawing
+    def draw(self, n: int, exclude: np.ndarray | None = None) -> np.ndarray:
+        """``n`` distinct prompt ids, none in ``exclude``, admitted by the predictive filter (if any).
+        When the pool cannot supply that, repeats (counted in ``repeated``) or skipped prompts
+        (counted in ``forced``) complete the draw."""
+        taken: list[int] = []
+        banned = set() if exclude is None else {int(i) for i in exclude}
+        skipped: list[int] = []
+        looked = 0
+        while len(taken) < n and looked < self.max_candidates * max(n, 1):
+            want = n - len(taken)
+            try:
+                ids = self.sampler.next_batch(want)
+            except SamplerExhausted:            # without replacement: the epoch ended, the next one starts
+                ids = self.sampler.next_batch(want)
+            looked += len(ids)
+            fresh = [int(i) for i in ids if int(i) not in banned]
+            fresh = list(dict.fromkeys(fresh))                      # distinct, in draw order
+            if self.predictive is not None and fresh:
+                admit = self.predictive.admit(np.asarray(fresh, dtype=np.int64))
+                skipped += [i for i, a in zip(fresh, admit) if not a]
+                fresh = [i for i, a in zip(fresh, admit) if a]
+            taken += fresh[:want]
+            banned.update(fresh[:want])
+        short = n - len(taken)
+        if short:
+            spare = [i for i in dict.fromkeys(skipped) if i not in banned][:short]
+            self.forced += len(spare)
+            taken += spare
+            short = n - len(taken)
+        if short:  # the pool is exhausted: complete with repeats
+            self.repeated += short
+            taken += [int(i) for i in self.sampler.next_batch(short)]
+        return np.asarray(taken, dtype=np.int64)
+
+    # ------------------------------------------------------------------ one step
+    def select(self, n: int, rollout: Rollout) -> Picks:
+        """Choose ``n`` prompt groups for one step: draw, roll out, observe, and (with dynamic
+        sampling) keep in-band groups and refill. Every rollout's signals reach the curriculum."""
+        if n < 1:
+            raise CadenceError(f"a batch needs at least one prompt, got {n}")
+        rounds: list[np.ndarray] = []
+        rates: list[np.ndarray] = []
+        generated: list[np.ndarray] = []   # per round, whether each prompt got rollouts
+        kept: list[tuple[int, int]] = []
+        spare: list[tuple[int, int]] = []
+        rollouts = 0
+        want = n
+        while True:
+            ids = self.draw(want, exclude=np.array([rounds[r][i] for r, i in kept], dtype=np.int64))
+            sizes, signals = self._rollout(ids, rollout)
+            rollouts += int(sizes.sum())
+            rate = self._observe(ids, sizes, signals)
+            r = len(rounds)
+            rounds.append(ids)
+            rates.append(rate)
+            generated.append(sizes > 0)
+            if self.dynamic is None:
+                kept = [(r, i) for i in range(len(ids))]
+                break
+            inside = self.dynamic.band.contains(rate) & (sizes > 0)
+            for i in range(len(ids)):
+                (kept if inside[i] and len(kept) < n else spare).append((r, i))
+            if len(kept) >= n or r >= self.dynamic.max_extra_rounds:
+                break
+            want = -(-(n - len(kept)) // self.round_multiple) * self.round_multiple
+        filled = 0
+        if self.dynamic is not None:
+            if len(kept) < n:
+                spare_rates = np.array([rates[r][i] for r, i in spare])
+                spare = [spare[j] for j in self.dynamic.fill_order(spare_rates)]
+                usable = [(r, i) for r, i in spare if generated[r][i]]
+                filled = min(n - len(kept), len(usable))
+                kept += usable[:filled]
+            in_band = len(kept) - filled
+            self.dynamic.record({"rounds": len(rounds), "extra_rounds": len(rounds) - 1, "rollouts": rollouts,
+                                 "kept": in_band, "dropped": sum(len(x) for x in rounds) - in_band - filled,
+                                 "filled": filled, "bound_hit": int(filled > 0)})
+        if self.predictive is not None:
+            self.predictive.adapt()
+        ids = np.array([rounds[r][i] for r, i in kept], dtype=np.int64)
+        pass_rates = np.array([rates[r][i] for r, i in kept], dtype=np.float64)
+        return Picks(rounds, kept, ids, pass_rates, rollouts, filled)
+
+    def _rollout(self, ids: np.ndarray, rollout: Rollout) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        out = rollout(ids)
+        if not isinstance(out, Mapping):
+            raise CadenceError(f"the rollout callback must return a mapping of per-rollout arrays, got {type(out).__name__}")
+        unknown = set(out) - set(SIGNALS) - {"sizes"}
+        if unknown:
+            raise CadenceError(f"the rollout callback returned unknown keys {sorted(unknown)}; use {SIGNALS} and 'sizes'")
+        signals = {k: np.asarray(v.detach().cpu() if hasattr(v, "detach") else v).reshape(-1)
+                   for k, v in out.items() if k != "sizes" and v is not None}
+        if not signals:
+            raise CadenceError("the rollout callback returned no signals")
+        rows = len(next(iter(signals.values())))
+        if "sizes" in out and out["sizes"] is not None:
+            sizes = np.asarray(out["sizes"], dtype=np.int64).reshape(-1)
+        elif len(ids) and rows % len(ids) == 0:
+            sizes = np.full(len(ids), rows // len(ids), dtype=np.int64)
+        else:
+            raise CadenceError(f"{rows} rollouts for {len(ids)} prompts: return 'sizes' for unequal groups")
+        if sizes.shape != ids.shape or sizes.sum() != rows or np.any(sizes < 0):
+            raise CadenceError(f"'sizes' must give each of the {len(ids)} prompts its number of rollouts, summing "
+                               f"to {rows}")
+        bad = [k for k, v in signals.items() if len(v) != rows]
+        if bad:
+            raise CadenceError(f"signals {bad} do not have one value per rollout ({rows})")
+        if self.needs_correct and "correct" not in signals:
+            raise CadenceError("the rollout callback must return 'correct' (0/1 per rollout): the predictive filter, "
+                               "dynamic sampling or the curriculum needs it")
+        return sizes, signals
+
+    def _observe(self, ids: np.ndarray, sizes: np.ndarray, signals: dict[str, np.ndarray]) -> np.ndarray:
+        """Feed the curriculum and the filter; returns each prompt's pass rate (NaN without rollouts or
+        without ``correct``)."""
+        rows = np.repeat(ids, sizes)
+        if len(rows):
+            self.policy.observe(rows, **signals)
+        if "correct" not in signals:
+            return np.full(len(ids), np.nan)
+        correct = signals["correct"].astype(np.float64)
+        if len(rows) and self.predictive is not None:
+            self.predictive.observe(rows, correct)
+        group = np.repeat(np.arange(len(ids)), sizes)
+        wins = np.bincount(group, weights=correct, minlength=len(ids))
+        return np.divide(wins, sizes, out=np.full(len(ids), np.nan), where=sizes > 0)
+
+    # ------------------------------------------------------------------ logs and state
+    def values(self) -> dict[str, float]:
+        """Logged values: dynamic sampling's last batch, the filter's probabilities and skip share."""
+        out: dict[str, float] = {}
+        if self.dynamic is not None:
+            out.update(self.dynamic.values())
+        if self.predictive is not None:
+            out.update({f"predictive/{k}": v for k, v in self.predictive.values().items()})
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """The sampler (with its policy), the filter and dynamic sampling's counters."""
+        return {"kind": self.kind, "sampler": self.sampler.state_dict(),
+                "predictive": None if self.predictive is None else self.predictive.state_dict(),
+                "dynamic": None if self.dynamic is None else self.dynamic.state_dict(),
+                "forced": self.forced, "repeated": self.repeated}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` output; all parts load or none does."""
+        if not isinstance(state, Mapping) or state.get("kind") != self.kind:
+            raise StateError(f"not a {self.kind} state_dict")
+        for name in ("predictive", "dynamic"):
+            if (state.get(name) is None) != (getattr(self, name) is None):
+                raise StateError(f"the state {'has' if state.get(name) is not None else 'lacks'} a {name} part; "
+                                 f"this selector {'lacks' if getattr(self, name) is None else 'has'} one")
+        parts = [(self.sampler, state["sampler"])] + [(getattr(self, k), state[k]) for k in ("predictive", "dynamic")
+                                                       if getattr(self, k) is not None]
+        backup = [part.state_dict() for part, _ in parts]
+        try:
+            for part, saved in parts:
+                part.load_state_dict(saved)
+            self.forced, self.repeated = int(state["forced"]), int(state["repeated"])
+        except Exception:
+            for (part, _), saved in zip(parts, backup):
+                part.load_state_dict(saved)
+            raise
