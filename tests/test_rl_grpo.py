@@ -35,7 +35,7 @@ def make_trainer(warm, source: str = "dump", config: GRPOConfig = CONFIG, knapsa
                                                         dynamic=DynamicSampling(max_extra_rounds=2))),
     }[source]()
     alloc = KnapsackAllocation(SUITE.arm_of, config.group) if knapsack else None
-    return GRPOTrainer(copy.deepcopy(warm), SUITE, src, config, max_new_tokens=WARM.max_new_tokens,
+    return GRPOTrainer(copy.deepcopy(warm), SUITE, src, config, max_new_tokens=WARM.max_new_tokens(SUITE),
                        allocator=alloc, seed=5)
 
 
@@ -124,19 +124,17 @@ def test_bad_config_and_rewards_are_rejected(warm):
 
 def test_answer_probability_matches_the_frequency_of_sampling_the_exact_answer():
     from cadence.labs.rl.policy import answer_probability, response_texts, sample
-    from cadence.labs.rl.tasks import PROMPT_WIDTH
-    from cadence.labs.rl.tokenizer import CharTokenizer
 
-    tok = CharTokenizer()
     suite = TaskSuite(families=("count",), levels=(1,), items_per_arm=32, eval_per_arm=16, seed=0)
+    tok, width, new = suite.tokenizer, suite.prompt_len, WARM.max_new_tokens(suite)
     model = warm_start(suite, WarmStartConfig(steps=80, batch=16, n_layer=1, n_head=2, d_model=32), seed=0)
-    every = answer_probability(model, suite.eval_prompts, suite.eval_answers, tok, WARM.max_new_tokens)
+    every = answer_probability(model, suite.eval_prompts, suite.eval_answers, tok, new, width=width)
     pick = np.argsort(every)[[-1, -2, len(every) // 2]]          # two likely answers and a middling one
     prompts, answers, exact = suite.eval_prompts[pick], suite.eval_answers[pick], every[pick]
     assert exact.max() > 0.3
     n = 3000
-    rollouts = sample(model, torch.from_numpy(tok.prompts(prompts, PROMPT_WIDTH)), group=n,
-                      max_new_tokens=WARM.max_new_tokens, eos_id=tok.eos_id, generator=torch.Generator().manual_seed(0))
+    rollouts = sample(model, torch.from_numpy(tok.prompts(prompts, width)), group=n,
+                      max_new_tokens=new, eos_id=tok.eos_id, generator=torch.Generator().manual_seed(0))
     hits = (response_texts(rollouts, tok.response_text) == np.repeat(answers, n)).reshape(3, n).mean(1)
     # binomial standard error at n = 3000 is at most 0.009; four of them is a test that can fail
     np.testing.assert_allclose(exact, hits, atol=0.04)
@@ -157,7 +155,7 @@ def test_dynamic_sampling_trains_only_in_band_groups_and_the_clock_counts_every_
     arms = suite_arms(SUITE)
     selector = PromptSelector(DUMP(arms, seed=1), dynamic=DynamicSampling(max_extra_rounds=50), seed=1)
     trainer = GRPOTrainer(copy.deepcopy(warm), SUITE, SelectorSource(selector), CONFIG,
-                          max_new_tokens=WARM.max_new_tokens, seed=5)
+                          max_new_tokens=WARM.max_new_tokens(SUITE), seed=5)
     history = trainer.run()
     assert history.step_informative == history.step_groups == [CONFIG.prompts_per_step] * CONFIG.steps
     assert trainer.clock.samples == sum(history.step_rollouts) == selector.dynamic.counts["rollouts"]

@@ -19,6 +19,26 @@ def _size_options(parser: argparse.ArgumentParser, default_size: str) -> None:
     parser.add_argument("--policies", default=None,
                         help="comma-separated policies to compare (default: uniform,dump,sec,pass_rate,predictive,"
                              "predictive_dump; also: dynamic)")
+    parser.add_argument("--families", default=None, metavar="NAMES",
+                        help="comma-separated task families: registered names or module:attr of a TaskFamily "
+                             "(e.g. add,sort,mytasks:rev; default: the size's)")
+    parser.add_argument("--levels", default=None, metavar="LEVELS",
+                        help="comma-separated levels every family must have (e.g. 1,2; default: the size's)")
+
+
+def _task_options(args: argparse.Namespace) -> tuple[list[str] | None, list[int] | None]:
+    """``--families`` and ``--levels`` as lists (``None`` when not given); bad lists are refused."""
+    families = levels = None
+    if args.families is not None:
+        families = [f.strip() for f in args.families.split(",")]
+        if not all(families):
+            raise CadenceError(f"--families needs comma-separated family names, got {args.families!r}")
+    if args.levels is not None:
+        parts = [p.strip() for p in args.levels.split(",")]
+        if not all(p.isascii() and p.isdigit() and int(p) >= 1 for p in parts):
+            raise CadenceError(f"--levels needs comma-separated positive integers, got {args.levels!r}")
+        levels = [int(p) for p in parts]
+    return families, levels
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,8 +70,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_demo_command(args: argparse.Namespace) -> int:
     from cadence.labs.rl.demo import run_demo
 
+    families, levels = _task_options(args)
     run_demo(args.size, args.output, seed=args.seed, steps=args.steps, target=args.target, workers=args.workers,
-             policies=args.policies)
+             policies=args.policies, families=families, levels=levels)
     return 0
 
 
@@ -68,7 +89,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise CadenceError(f"--seeds must be at least 1, got {args.seeds}")
     console = Console()
-    lab = lab_for(args.size, args.steps, args.target, args.policies)
+    lab = lab_for(args.size, args.steps, args.target, args.policies, *_task_options(args))
     runs = {"curricula": len(lab.policies), "length": 2, "allocation": 2}[args.experiment]
     with Progress(console=console) as progress:
         task = progress.task(f"bench rl · {args.experiment}", total=args.seeds * runs * lab.grpo.steps)

@@ -15,8 +15,8 @@ filtering), :mod:`~cadence.labs.rl.budgets` (rollout allocation, length reward),
 
 from cadence.labs.rl.experiment import POLICIES, SIZES, Comparison, LabConfig, compare
 from cadence.labs.rl.grpo import GRPOConfig, GRPOTrainer
-from cadence.labs.rl.tasks import TaskSuite
+from cadence.labs.rl.tasks import TaskFamily, TaskSuite, register_family
 from cadence.labs.rl.warmstart import WarmStartConfig, warm_start
 
-__all__ = ["POLICIES", "SIZES", "Comparison", "LabConfig", "compare", "GRPOConfig", "GRPOTrainer", "TaskSuite",
-           "WarmStartConfig", "warm_start"]
+__all__ = ["POLICIES", "SIZES", "Comparison", "LabConfig", "compare", "GRPOConfig", "GRPOTrainer", "TaskFamily",
+           "TaskSuite", "register_family", "WarmStartConfig", "warm_start"]

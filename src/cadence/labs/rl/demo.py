@@ -14,6 +14,7 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Sequence
 
 from rich.console import Console
 from rich.table import Table
@@ -25,14 +26,20 @@ from cadence.progress import Progress
 
 
 def lab_for(size: str, steps: int | None = None, target: float | None = None,
-            policies: str | None = None) -> LabConfig:
-    """The size preset, optionally with another step budget, an absolute target pass@1 or other
-    policies (comma-separated names)."""
+            policies: str | None = None, families: Sequence[str] | None = None,
+            levels: Sequence[int] | None = None) -> LabConfig:
+    """The size preset, optionally with another step budget, an absolute target pass@1, other
+    policies (comma-separated names), other task families (names or ``module:attr``) or levels
+    (each family must have them)."""
     if size not in SIZES:
         raise CadenceError(f"unknown size {size!r}; choose from {sorted(SIZES)}")
     lab = SIZES[size]
     if policies is not None:
         lab = replace(lab, policies=tuple(p.strip() for p in policies.split(",") if p.strip()))
+    if families is not None or levels is not None:
+        suite = lab.suite
+        lab = replace(lab, suite=replace(suite, families=suite.families if families is None else tuple(families),
+                                         levels=suite.levels if levels is None else tuple(levels)))
     if steps is not None:
         lab = replace(lab, grpo=replace(lab.grpo, steps=steps))
     if target is not None:
@@ -87,13 +94,14 @@ def arm_table(c: Comparison) -> Table:
 
 def run_demo(size: str, out: Path, *, seed: int = 0, steps: int | None = None, target: float | None = None,
              workers: int | None = None, quiet: bool = False, console: Console | None = None,
-             policies: str | None = None) -> Path:
+             policies: str | None = None, families: Sequence[str] | None = None,
+             levels: Sequence[int] | None = None) -> Path:
     """Run the comparison, print its tables and write the report; returns the report's path.
 
     ``workers``: processes training policies side by side (default: 2 for the default size, 1 for
     tiny, where starting processes costs more than it saves)."""
     console = console or Console()
-    lab = lab_for(size, steps, target, policies)
+    lab = lab_for(size, steps, target, policies, families, levels)
     if workers is None:
         workers = 1 if size == "tiny" else min(2, os.cpu_count() or 1)
     if workers < 1:

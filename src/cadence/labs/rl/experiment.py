@@ -33,7 +33,6 @@ from cadence.labs.rl.grpo import GRPOConfig, GRPOTrainer, History, Reward, corre
 from cadence.labs.rl.policy import Evaluation, evaluate
 from cadence.labs.rl.sources import PromptSource, SelectorSource
 from cadence.labs.rl.tasks import TaskSuite
-from cadence.labs.rl.tokenizer import CharTokenizer
 from cadence.labs.rl.warmstart import WarmStartConfig, warm_start
 from cadence.labs.tinygpt import TinyGPT
 
@@ -155,14 +154,14 @@ def train_policy(name: str, weights: TinyGPT, lab: LabConfig, seed: int,
     allocator as in :class:`GRPOTrainer`)."""
     source = make_source(name, lab.suite, lab.grpo, seed)
     trainer = GRPOTrainer(copy.deepcopy(weights), lab.suite, source, lab.grpo,
-                          max_new_tokens=lab.warm.max_new_tokens, reward=reward, allocator=allocator, seed=seed)
+                          max_new_tokens=lab.warm.max_new_tokens(lab.suite), reward=reward, allocator=allocator, seed=seed)
     return trainer.run(on_step=on_step)
 
 
 def _train_in_worker(name: str, state: dict, lab: LabConfig, seed: int, queue) -> tuple[History, float]:
     """Worker-process entry: rebuild the warm-started model and train one policy."""
     torch.set_num_threads(1)
-    model = TinyGPT(lab.warm.model_config(CharTokenizer()))
+    model = TinyGPT(lab.warm.model_config(lab.suite))
     model.load_state_dict(state)
     start = time.perf_counter()
     history = train_policy(name, model, lab, seed, lambda: queue.put(name))
@@ -200,7 +199,7 @@ def compare(lab: LabConfig, seed: int = 0, on_step: Callable[[str], None] | None
     weights = warm_start(lab.suite, lab.warm, seed=seed)
     if on_warm is not None:
         on_warm()
-    warm = evaluate(weights, lab.suite, CharTokenizer(), lab.warm.max_new_tokens, lab.grpo.temperature)
+    warm = evaluate(weights, lab.suite, lab.suite.tokenizer, lab.warm.max_new_tokens(lab.suite), lab.grpo.temperature)
     if workers > 1:
         histories, seconds = _train_parallel(weights, lab, seed, workers, on_step)
     else:

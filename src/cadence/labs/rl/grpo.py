@@ -25,7 +25,7 @@ history, so a run stopped and resumed ends bit-identical to an uninterrupted one
     >>> from cadence.rl import PromptSelector
     >>> source = SelectorSource(PromptSelector(make_policy("uniform", suite_arms(suite), seed=0)))
     >>> trainer = GRPOTrainer(model, suite, source, GRPOConfig(steps=2, prompts_per_step=2, group=2,
-    ...                       eval_every=1), max_new_tokens=warm.max_new_tokens)
+    ...                       eval_every=1), max_new_tokens=warm.max_new_tokens(suite))
     >>> history = trainer.run()
     >>> trainer.clock.steps, history.eval_steps
     (2.0, [0, 1, 2])
@@ -47,8 +47,7 @@ from cadence.gradnorm import grad_norms
 from cadence.labs.rl.groups import Groups, group_advantages
 from cadence.labs.rl.policy import Evaluation, evaluate, response_texts, sample, token_logprobs
 from cadence.labs.rl.sources import PromptSource
-from cadence.labs.rl.tasks import PROMPT_WIDTH, TaskSuite
-from cadence.labs.rl.tokenizer import CharTokenizer
+from cadence.labs.rl.tasks import TaskSuite
 from cadence.labs.tinygpt import TinyGPT
 from cadence.optim import ScheduledLR
 from cadence.rl import FixedAllocation, LengthBudget
@@ -127,7 +126,7 @@ class GRPOTrainer:
     Args:
         model: the warm-started policy (trained in place; pass a copy to keep the original).
         suite, source, config: the tasks, the prompt chooser, the loop's knobs.
-        max_new_tokens: longest response to sample.
+        max_new_tokens: longest response to sample (at least the suite's longest answer + 1).
         reward: ``(correct, lengths, clock) -> rewards``; default: correctness.
         allocator: answers per prompt; default ``FixedAllocation(config.group)``.
         seed: seed of the private sampling generator.
@@ -137,7 +136,10 @@ class GRPOTrainer:
                  max_new_tokens: int, reward: Reward = correctness_reward, allocator: Any = None,
                  seed: int = 0) -> None:
         self.model, self.suite, self.source, self.config = model, suite, source, config
-        self.tokenizer = CharTokenizer()
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens <= suite.answer_len:
+            raise CadenceError(f"max_new_tokens must be an integer above the suite's longest answer ({suite.answer_len}), "
+                               f"got {max_new_tokens!r}")
+        self.tokenizer = suite.tokenizer
         self.max_new_tokens = max_new_tokens
         self.reward = reward
         self.allocator = allocator if allocator is not None else FixedAllocation(config.group)
@@ -149,7 +151,7 @@ class GRPOTrainer:
         self.clock.check([self.kl])
         self.generator = torch.Generator().manual_seed(seed)
         self.history = History()
-        self._prompts = torch.from_numpy(self.tokenizer.prompts(suite.prompts, PROMPT_WIDTH))
+        self._prompts = torch.from_numpy(self.tokenizer.prompts(suite.prompts, suite.prompt_len))
 
     # ------------------------------------------------------------------ rollouts
     def rollout(self, items: np.ndarray) -> Groups:

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cadence.labs.rl.tasks import FILLER, PROMPT_WIDTH, TaskSuite
-from cadence.labs.rl.tokenizer import CharTokenizer
+from cadence.errors import CadenceError
+from cadence.labs.rl.tasks import TaskSuite
+from cadence.labs.rl.tokenizer import FILLER, CharTokenizer
 from cadence.labs.tinygpt import TinyGPT
 
 
@@ -89,29 +90,34 @@ def arm_accuracy(correct: np.ndarray, arm_of: np.ndarray, n_arms: int) -> np.nda
 
 
 def answer_batch(prompts: np.ndarray, answers: np.ndarray, tokenizer: CharTokenizer, filler: np.ndarray,
-                 length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(tokens, target_mask)`` for teacher forcing: each left-padded prompt, then ``filler[i]``
-    filler characters, the answer and the end token, right-padded to ``length`` response tokens;
-    the mask is 1.0 on the response tokens."""
+                 length: int, *, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(tokens, target_mask)`` for teacher forcing: each prompt left-padded to ``width``, then
+    ``filler[i]`` filler characters, the answer and the end token, right-padded to ``length``
+    response tokens; the mask is 1.0 on the response tokens."""
     rows = len(prompts)
-    tokens = np.full((rows, PROMPT_WIDTH + length), tokenizer.pad_id, dtype=np.int64)
-    mask = np.zeros((rows, PROMPT_WIDTH + length), dtype=np.float32)
-    tokens[:, :PROMPT_WIDTH] = tokenizer.prompts(prompts, PROMPT_WIDTH)
+    tokens = np.full((rows, width + length), tokenizer.pad_id, dtype=np.int64)
+    mask = np.zeros((rows, width + length), dtype=np.float32)
+    tokens[:, :width] = tokenizer.prompts(prompts, width)
     for r, (answer, k) in enumerate(zip(answers, filler)):
         response = tokenizer.encode(FILLER * int(k) + str(answer)).tolist() + [tokenizer.eos_id]
-        tokens[r, PROMPT_WIDTH:PROMPT_WIDTH + len(response)] = response
-        mask[r, PROMPT_WIDTH:PROMPT_WIDTH + len(response)] = 1.0
+        if len(response) > length:
+            raise CadenceError(f"answer {str(answer)!r} to prompt {str(prompts[r])!r} with {int(k)} filler characters "
+                               f"needs {len(response)} response tokens, more than the {length} available")
+        tokens[r, width:width + len(response)] = response
+        mask[r, width:width + len(response)] = 1.0
     return torch.from_numpy(tokens), torch.from_numpy(mask)
 
 
 @torch.no_grad()
 def answer_probability(model: TinyGPT, prompts: np.ndarray, answers: np.ndarray, tokenizer: CharTokenizer,
-                       max_new_tokens: int, temperature: float = 1.0) -> np.ndarray:
+                       max_new_tokens: int, temperature: float = 1.0, *, width: int) -> np.ndarray:
     """Per prompt, the probability that one answer sampled at ``temperature`` is exactly the answer
     followed by the end token: one teacher-forced forward pass, no sampling noise. It is pass@1
     without the answers that contain filler characters (also scored correct), so a lower bound,
-    tight when the model emits no filler (the default warm start never shows it any)."""
-    tokens, mask = answer_batch(prompts, answers, tokenizer, np.zeros(len(prompts), dtype=np.int64), max_new_tokens)
+    tight when the model emits no filler (the default warm start never shows it any). Prompts are
+    left-padded to ``width`` (a suite's :attr:`~cadence.labs.rl.tasks.TaskSuite.prompt_len`)."""
+    tokens, mask = answer_batch(prompts, answers, tokenizer, np.zeros(len(prompts), dtype=np.int64), max_new_tokens,
+                                width=width)
     logits = model(tokens[:, :-1]) / temperature
     logp = -F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none")
     return torch.exp((logp * mask[:, 1:]).sum(1)).double().numpy()
@@ -134,8 +140,9 @@ def evaluate(model: TinyGPT, suite: TaskSuite, tokenizer: CharTokenizer, max_new
     was_training = model.training
     model.eval()
     n_arms = len(suite.arm_names)
-    p = answer_probability(model, suite.eval_prompts, suite.eval_answers, tokenizer, max_new_tokens, temperature)
-    prompts = torch.from_numpy(tokenizer.prompts(suite.eval_prompts, PROMPT_WIDTH))
+    p = answer_probability(model, suite.eval_prompts, suite.eval_answers, tokenizer, max_new_tokens, temperature,
+                           width=suite.prompt_len)
+    prompts = torch.from_numpy(tokenizer.prompts(suite.eval_prompts, suite.prompt_len))
     rollouts = sample(model, prompts, group=1, max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_id,
                       generator=torch.Generator(), temperature=0.0)
     correct = suite.score(response_texts(rollouts, tokenizer.response_text), suite.eval_answers)

@@ -1,7 +1,9 @@
 """A tiny character-level tokenizer for the RL lab's task suite.
 
 Token 0 pads prompts on the left (so every prompt in a batch has the same width and the model
-sees positions consistently); token 1 ends a response.
+sees positions consistently); token 1 ends a response. A suite's tokenizer
+(:attr:`~cadence.labs.rl.tasks.TaskSuite.tokenizer`) is :data:`ALPHABET` followed by the extra
+characters its task families declare.
 
     >>> tok = CharTokenizer()
     >>> ids = tok.encode("12+3=")
@@ -20,8 +22,11 @@ import numpy as np
 from cadence.errors import CadenceError
 
 PAD, EOS = "_", "$"
+FILLER = "."
+"""A filler character a response may contain anywhere; it is ignored when scoring."""
 ALPHABET = PAD + EOS + "0123456789+*%=:.absc"
-"""Every character the task suite uses. ``_`` pads, ``$`` ends a response, ``.`` is filler."""
+"""The standard characters (every one the built-in families use). ``_`` pads, ``$`` ends a
+response, ``.`` is filler."""
 
 
 class CharTokenizer:
@@ -30,6 +35,9 @@ class CharTokenizer:
     def __init__(self, alphabet: str = ALPHABET) -> None:
         if len(set(alphabet)) != len(alphabet):
             raise CadenceError("the tokenizer alphabet has repeated characters")
+        missing = [c for c in (PAD, EOS, FILLER) if c not in alphabet]
+        if missing:
+            raise CadenceError(f"the tokenizer alphabet {alphabet!r} lacks {missing[0]!r} (padding, end, filler)")
         self.alphabet = alphabet
         self._index = {c: i for i, c in enumerate(alphabet)}
         self.pad_id, self.eos_id = self._index[PAD], self._index[EOS]

@@ -7,8 +7,8 @@ private RNG, LR from a cadence schedule on a :class:`~cadence.Clock`. Determinis
     >>> from cadence.labs.rl.tasks import TaskSuite
     >>> suite = TaskSuite(families=("add",), levels=(1,), items_per_arm=8, eval_per_arm=2)
     >>> model = warm_start(suite, WarmStartConfig(steps=2, batch=4), seed=0)
-    >>> model.cfg.vocab_size
-    22
+    >>> model.cfg.vocab_size, model.cfg.context      # the suite's alphabet; prompt + response tokens
+    (22, 22)
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import torch.nn.functional as F
 
 from cadence.clock import Clock
 from cadence.labs.rl.policy import answer_batch
-from cadence.labs.rl.tasks import MAX_ANSWER, PROMPT_WIDTH, TaskSuite
-from cadence.labs.rl.tokenizer import CharTokenizer
+from cadence.labs.rl.tasks import TaskSuite
 from cadence.labs.tinygpt import GPTConfig, TinyGPT
 from cadence.optim import ScheduledLR
 
@@ -30,7 +29,8 @@ from cadence.optim import ScheduledLR
 @dataclass(frozen=True)
 class WarmStartConfig:
     """Model size and the supervised warm start. ``filler_max > 0`` puts 0..filler_max filler
-    characters before each answer (so responses have a length a budget can shrink)."""
+    characters before each answer (so responses have a length a budget can shrink). The prompt
+    width, answer length and alphabet come from the suite the model is for."""
 
     steps: int = 400
     batch: int = 64
@@ -40,22 +40,22 @@ class WarmStartConfig:
     n_head: int = 4
     d_model: int = 64
 
-    @property
-    def max_new_tokens(self) -> int:
-        """Longest response: filler, the longest answer, the end token."""
-        return self.filler_max + MAX_ANSWER + 1
+    def max_new_tokens(self, suite: TaskSuite) -> int:
+        """Longest response on ``suite``: filler, its longest answer, the end token."""
+        return self.filler_max + suite.answer_len + 1
 
-    def model_config(self, tokenizer: CharTokenizer) -> GPTConfig:
-        return GPTConfig(vocab_size=tokenizer.vocab_size, context=PROMPT_WIDTH + self.max_new_tokens,
+    def model_config(self, suite: TaskSuite) -> GPTConfig:
+        """The model for ``suite``: its tokenizer's vocabulary, context = prompt + longest response."""
+        return GPTConfig(vocab_size=suite.tokenizer.vocab_size, context=suite.prompt_len + self.max_new_tokens(suite),
                          n_layer=self.n_layer, n_head=self.n_head, d_model=self.d_model)
 
 
 def warm_start(suite: TaskSuite, config: WarmStartConfig = WarmStartConfig(), *, seed: int = 0) -> TinyGPT:
     """A fresh :class:`TinyGPT` trained ``config.steps`` supervised steps on ``suite``; pure in ``seed``."""
-    tokenizer = CharTokenizer()
+    tokenizer = suite.tokenizer
     with torch.random.fork_rng(devices=[]):  # seeds parameter init without touching global RNG state
         torch.manual_seed(seed)
-        model = TinyGPT(config.model_config(tokenizer))
+        model = TinyGPT(config.model_config(suite))
     rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.0, weight_decay=0.0)
     scheduler = ScheduledLR(optimizer, lr=config.lr, clock=Clock(budget=config.steps))
@@ -64,7 +64,7 @@ def warm_start(suite: TaskSuite, config: WarmStartConfig = WarmStartConfig(), *,
         items = rng.integers(0, len(suite.prompts), size=config.batch)
         filler = rng.integers(0, config.filler_max + 1, size=config.batch)
         tokens, mask = answer_batch(suite.prompts[items], suite.answers[items], tokenizer, filler,
-                                    config.max_new_tokens)
+                                    config.max_new_tokens(suite), width=suite.prompt_len)
         logits = model(tokens[:, :-1])
         losses = F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none")
         loss = (losses * mask[:, 1:]).sum() / mask[:, 1:].sum()
