@@ -311,7 +311,6 @@ def _grpo():
     from cadence.curricula import DUMP
     from cadence.labs.rl.grpo import GRPOConfig, GRPOTrainer, suite_arms
     from cadence.labs.rl.tasks import TaskSuite
-    from cadence.labs.rl.tokenizer import CharTokenizer
     from cadence.labs.rl.warmstart import WarmStartConfig
     from cadence.labs.tinygpt import TinyGPT
 
@@ -319,10 +318,10 @@ def _grpo():
     suite = TaskSuite(families=("add",), levels=(1,), items_per_arm=8, eval_per_arm=2, seed=0)
     warm = WarmStartConfig(n_layer=1, n_head=1, d_model=8)
     torch.manual_seed(0)
-    model = TinyGPT(warm.model_config(CharTokenizer()))
+    model = TinyGPT(warm.model_config(suite))
     config = GRPOConfig(steps=6, prompts_per_step=2, group=2, eval_every=100, lr="constant(1e-3)")
     trainer = GRPOTrainer(model, suite, SelectorSource(PromptSelector(DUMP(suite_arms(suite), seed=1), seed=1)),
-                          config, max_new_tokens=warm.max_new_tokens,
+                          config, max_new_tokens=warm.max_new_tokens(suite),
                           allocator=KnapsackAllocation(suite.arm_of, 2), seed=5)
 
     def step():
