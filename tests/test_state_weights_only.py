@@ -14,7 +14,7 @@ import torch
 
 from cadence import Clock
 from cadence.averaging import EMA, CheckpointAverage
-from cadence.curricula import POLICIES, Arms, CurriculumSampler, CyclicalPacing, PassRateFilter, make_policy
+from cadence.curricula import POLICIES, Arms, CurriculumSampler, CyclicalPacing, make_policy
 from cadence.integrations import RegimenLink
 from cadence.integrations.tracking import TrackedSampler
 from cadence.labs.rl.sources import SelectorSource

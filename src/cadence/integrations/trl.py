@@ -279,6 +279,7 @@ def _wrap_generation(trainer: Any, link: Any, selector: PromptSelector | None, c
             link.clock.report(samples=len(signals["length"]), tokens=float(signals["length"].sum()))
             return out
         rounds: list[dict] = []
+        tokens = [0.0]                                   # completion tokens of every round, all processes
         group, world, rank = trainer.num_generations, accelerator.num_processes, accelerator.process_index
 
         def rollout(ids: np.ndarray) -> dict[str, np.ndarray]:
@@ -287,11 +288,13 @@ def _wrap_generation(trainer: Any, link: Any, selector: PromptSelector | None, c
             local = [{**rows[int(i)], ID_COLUMN: int(i)} for i in layout[rank * share:(rank + 1) * share]]
             out = generate(with_knobs(local))
             rounds.append(out)
-            return {k: v.numpy() for k, v in scored(out).items()}
+            signals = {k: v.numpy() for k, v in scored(out).items()}
+            tokens[0] += float(signals["length"].sum())
+            return signals
 
         per_round = trainer.args.generation_batch_size // group
         picks = selector.select(per_round, rollout)
-        link.clock.report(samples=picks.rollouts, tokens=float(sum(_tokens(trainer, r) for r in rounds)))
+        link.clock.report(samples=picks.rollouts, tokens=tokens[0])
         for key, value in {"rollouts": picks.rollouts, **selector.values()}.items():
             trainer._metrics["train"][f"cadence/rl/{key}"].append(float(value))
         if len(rounds) == 1 and [i for _, i in picks.chosen] == list(range(per_round)):
@@ -318,11 +321,6 @@ def _rows(trainer: Any) -> Any:
     if hasattr(dataset, "column_names"):
         dataset = trainer._remove_unused_columns(dataset, description="training")
     return dataset
-
-
-def _tokens(trainer: Any, out: dict) -> float:
-    mask = out["completion_mask"] if "tool_mask" not in out else out["completion_mask"] * out["tool_mask"]
-    return float(trainer.accelerator.gather(mask.sum()).sum())
 
 
 def _assemble(trainer: Any, rounds: list[dict], chosen: list[tuple[int, int]], group: int) -> dict:
