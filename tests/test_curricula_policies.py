@@ -368,3 +368,33 @@ def test_doremi_with_the_paper_defaults_does_not_collapse_given_a_real_reference
     assert flat["hard"] > 0.95  # a flat reference counts the noisy source's irreducible loss as excess
     noise = _docs_doremi_run({"easy": 0.01, "mid": 0.25, "hard": 1.0})  # the docs' reference
     assert max(noise.values()) < 0.7 and min(noise.values()) > 0.05
+
+
+def test_doremi_per_item_clipping_favours_a_noisy_source_even_with_a_per_row_reference():
+    """The documented caveat: max(loss − reference, 0) per item turns the proxy's zero-mean wobble on
+    noisy rows into positive excess, so weight drifts to the noisy half (docs/curricula.md)."""
+    torch = pytest.importorskip("torch")
+    from cadence.curricula import DoReMi
+
+    finals = []
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(200, 4, generator=g)
+        noisy = torch.arange(200) >= 100
+        y = x.sum(1) + noisy * torch.randn(200, generator=g) * 2.0
+        design = torch.cat([x, torch.ones(200, 1)], 1)       # the reference: least squares, scored per row
+        reference = (design @ torch.linalg.lstsq(design, y.unsqueeze(1)).solution).squeeze(1).sub(y).pow(2)
+        doremi = DoReMi(Arms(["noisy" if n else "clean" for n in noisy.tolist()]), reference.numpy(), eta=0.1, seed=seed)
+        torch.manual_seed(seed)
+        model = torch.nn.Linear(4, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        for _ in range(100):
+            ids = torch.as_tensor(doremi.sample(16))
+            per_sample = (model(x[ids]).squeeze(1) - y[ids]) ** 2
+            opt.zero_grad()
+            per_sample.mean().backward()
+            opt.step()
+            doremi.observe(ids, loss=per_sample.detach())
+        finals.append(dict(zip(doremi.arms.names, doremi.probabilities()))["noisy"])
+    print("p(noisy) at the end:", np.round(finals, 2).tolist())
+    assert min(finals) > 0.6, finals

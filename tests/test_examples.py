@@ -1,5 +1,6 @@
 """The example scripts run as written, and the integration pages show them verbatim."""
 
+import ast
 import re
 import subprocess
 import sys
@@ -21,6 +22,11 @@ def test_example_runs_as_written(script, tmp_path):
         lines = [line for line in done.stdout.splitlines() if "rank" in line]
         assert [line.split(":")[0] for line in lines] == ["rank 0", "rank 1"], done.stdout
         assert all(re.fullmatch(r"rank \d: lr=\S+ p\(hard\)=\S+ steps=\d+", line) for line in lines), done.stdout
+    if script.name == "lightning_callback.py":  # DoReMi moves weight to the source with more to learn, without collapsing
+        mixtures = [ast.literal_eval(line.split(":", 1)[1].split("#")[0].strip())
+                    for line in done.stdout.splitlines() if "mixture:" in line]
+        assert len(mixtures) == 2 and mixtures[0] == mixtures[1], done.stdout     # the resumed run ends the same
+        assert 0.5 < mixtures[0]["broad"] < 0.95, mixtures
 
 
 @pytest.mark.parametrize("script, page", PAGES)
