@@ -11,6 +11,7 @@ returning TensorDicts built by verl's ``list_of_dict_to_tensordict`` as its roll
 
 from __future__ import annotations
 
+import asyncio
 import shlex
 from pathlib import Path
 
@@ -22,8 +23,12 @@ pytest.importorskip("transfer_queue")
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+import hydra  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import open_dict  # noqa: E402
+from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
+from transformers import PreTrainedTokenizerFast  # noqa: E402
+from verl.experimental.agent_loop.agent_loop import DictConfigWrap, _agent_loop_registry  # noqa: E402
 from verl.trainer.ppo import core_algos  # noqa: E402
 from verl.trainer.ppo.checkpoint_callback import build_checkpoint_callback  # noqa: E402
 from verl.trainer.ppo.v1 import replay_buffer as verl_replay_buffer  # noqa: E402
@@ -32,6 +37,8 @@ from verl.trainer.ppo.v1.trainer_base import PPOTrainer  # noqa: E402
 from verl.utils.tensordict_utils import list_of_dict_to_tensordict  # noqa: E402
 from verl.workers.config import FSDPOptimizerConfig  # noqa: E402
 from verl.workers.config.optimizer import build_optimizer  # noqa: E402
+from verl.workers.rollout.replica import TokenOutput  # noqa: E402
+from verl.workers.utils.losses import ppo_loss  # noqa: E402
 
 from cadence.errors import CadenceError  # noqa: E402
 from cadence.integrations import verl as cv  # noqa: E402
@@ -42,10 +49,15 @@ BATCH = 4        # prompts per step
 SCORES = {"easy": [1, 1, 1, 1], "hard": [0, 0, 0, 0], "mid": [1, 0, 1, 0]}   # each arm's responses
 
 
+def doc_block(marker: str) -> list[str]:
+    """The words of the docs' shell block after ``<!-- marker -->``, as the shell passes them."""
+    block = DOC.read_text().split(f"<!-- {marker} -->", 1)[1].split("```", 2)[1]
+    return shlex.split(block.split("\n", 1)[1].replace("\\\n", " "))
+
+
 def doc_overrides() -> list[str]:
-    """The override lines of the docs' config block (after ``<!-- verl-overrides -->``)."""
-    block = DOC.read_text().split("<!-- verl-overrides -->", 1)[1].split("```", 2)[1]
-    words = shlex.split(block.split("\n", 1)[1].replace("\\\n", " "))   # as the shell passes them
+    """The override lines of the docs' config block."""
+    words = doc_block("verl-overrides")
     return words[words.index("verl.trainer.main_ppo") + 1:]
 
 
@@ -98,9 +110,10 @@ class ScriptedRollout:
     workers store them (key ``uid_session_turn``, the prompt's fields with the trajectory's)."""
 
     def __init__(self, store: MemoryStore, arms: list[str]):
-        self.store, self.arms, self.prompts = store, arms, []
+        self.store, self.arms, self.prompts, self.batches = store, arms, [], []
 
     def generate_sequences(self, batch):
+        self.batches.append(batch)
         for i in range(len(batch)):
             uid, item = str(batch["uid"][i]), int(batch[cv.ITEM_KEY][i])
             self.prompts.append(item)
@@ -118,7 +131,13 @@ class ScriptedRollout:
 
 
 class Workers:
-    """The actor worker group's checkpoint calls (nothing to save on CPU)."""
+    """The actor worker group's checkpoint calls (nothing to save on CPU) and its ``set_loss_fn``."""
+
+    def __init__(self):
+        self.loss_fns = []
+
+    def set_loss_fn(self, loss_fn):
+        self.loss_fns.append(loss_fn)
 
     def save_checkpoint(self, *args, **kwargs):
         pass
@@ -204,7 +223,7 @@ def test_band_keeps_mixed_groups_and_verl_refills(tmp_path, store):
     assert "cadence/curriculum/probabilities/mid" in metrics and metrics["cadence/progress"] == 0
     policy = regimen.link.policy
     assert policy.observed.sum() == len(rolled) * N               # one row per response reached the policy
-    assert regimen.clock.pending["samples"] == len(rolled) * N  # rollouts spent wait on the clock's next step
+    assert regimen.clock.samples == len(rolled) * N and regimen.clock.steps == 1   # the step closed on the clock
 
 
 def test_predictive_filter_skips_zero_variance_prompts_before_rollout(tmp_path, store):
@@ -216,7 +235,7 @@ def test_predictive_filter_skips_zero_variance_prompts_before_rollout(tmp_path, 
     easy_or_hard = [i for i, a in enumerate(host.arms) if a != "mid"]
     assert filt.skipped > 0 and filt.easy_streak[easy_or_hard].sum() + filt.hard_streak[easy_or_hard].sum() > 0
     assert filt.easy_streak[[i for i, a in enumerate(host.arms) if a == "mid"]].sum() == 0
-    assert regimen.clock.steps == 5                               # the clock stands at verl's global step 6
+    assert regimen.clock.steps == 6                               # verl's global step 6 is done
 
 
 def test_curriculum_chooses_the_prompts(tmp_path, store):
@@ -293,6 +312,98 @@ def test_kl_coefficient_follows_its_knob(tmp_path, store):
     assert metrics["cadence/kl_coef"] == pytest.approx(0.1)
 
 
+def test_in_loss_kl_coefficient_reaches_the_actor_workers(tmp_path, store):
+    extra = ["actor_rollout_ref.actor.use_kl_loss=True", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+             "+trainer.v1.sampler.sampler_kwargs.knobs.kl_loss_coef='ramp(start=0.1, end=0)'"]
+    host = Host(verl_config(tmp_path, extra), store)
+    for _ in range(3):
+        _, metrics, _ = host.step()
+    sent = host.actor_rollout_wg.loss_fns
+    assert [fn.func for fn in sent] == [ppo_loss] * 3                 # verl's own loss, bound to a new config
+    assert [fn.keywords["config"].kl_loss_coef for fn in sent] == pytest.approx([0.1, 0.0995, 0.099])
+    assert metrics["cadence/kl_loss_coef"] == pytest.approx(0.099)
+    first = sent[0].keywords["config"]
+    assert first.use_kl_loss and first.kl_loss_type == host.config.actor_rollout_ref.actor.kl_loss_type
+    constant = extra[:2] + ["+trainer.v1.sampler.sampler_kwargs.knobs.kl_loss_coef=0.05"]
+    cv._active.clear()
+    host = Host(verl_config(tmp_path, constant), store)
+    host.step()
+    host.step()
+    assert [fn.keywords["config"].kl_loss_coef for fn in host.actor_rollout_wg.loss_fns] == [0.05]   # sent once
+
+
+LENGTH = ["actor_rollout_ref.rollout.agent.default_agent_loop=cadence_single_turn",
+          "+trainer.v1.sampler.sampler_kwargs.knobs.response_length='ramp(start=400, end=0)'",
+          "+trainer.v1.sampler.sampler_kwargs.length_budget.schedule='step(peak=256, every=1 steps, gamma=0.5)'",
+          "+trainer.v1.sampler.sampler_kwargs.length_budget.in_prompt=true"]
+
+
+def test_knobs_reach_each_prompt_at_its_step(tmp_path, store):
+    host = Host(verl_config(tmp_path, LENGTH), store)
+    host.step()
+    step_one = len(host.agent_loop_manager.batches)             # its batch and verl's refills
+    host.step()
+    batches = host.agent_loop_manager.batches
+    assert step_one > 1 and len(batches) > step_one
+    for n, batch in enumerate(batches):
+        cap, budget = (400, 256) if n < step_one else (398, 128)  # step 2's prompts see step 1 done
+        for i in range(len(batch)):
+            assert int(batch[cv.MAX_TOKENS_KEY][i]) == cap
+            info = batch["extra_info"][i]
+            assert info["response_length"] == pytest.approx(cap) and info["length_budget"] == budget
+            assert info["index"] == int(batch[cv.ITEM_KEY][i])          # the dataset's own entries stay
+            assert batch["raw_prompt"][i][-1]["content"].endswith(f"Use at most {budget} tokens.")
+
+
+def test_docs_knob_lines_drive_verl(tmp_path, store):
+    lines = doc_block("verl-knobs") + ["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2"]
+    host = Host(verl_config(tmp_path, lines), store)
+    _, metrics, _ = host.step()
+    assert host.kl_ctrl_in_reward.value == pytest.approx(0.05) == metrics["cadence/kl_coef"]
+    assert host.actor_rollout_wg.loss_fns[0].keywords["config"].kl_loss_coef == pytest.approx(0.01)
+    batch = host.agent_loop_manager.batches[0]
+    assert int(batch[cv.MAX_TOKENS_KEY][0]) == 1024 and batch["extra_info"][0]["length_budget"] == 256
+    assert batch["raw_prompt"][0][-1]["content"].endswith("Use at most 256 tokens.")
+
+
+def tiny_tokenizer():
+    words = ["<pad>", "<unk>", "<|user|>", "<|assistant|>", "<|end|>", "question", "0", "1", "2", "a", "b"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="<|end|>")
+    tokenizer.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <|end|> {% endfor %}"
+                               "{% if add_generation_prompt %}<|assistant|> {% endif %}")
+    return tokenizer
+
+
+def test_response_length_caps_generation_in_verls_agent_loop(tmp_path):
+    """The agent loop verl instantiates from its registry sends each prompt's cap as ``max_tokens``."""
+    config = verl_config(tmp_path, LENGTH + ["actor_rollout_ref.rollout.response_length=64"])
+    requests = []
+
+    class Server:                                                 # the LLM server the loop calls
+        async def generate(self, request_id, prompt_ids, sampling_params, **kwargs):
+            requests.append(dict(sampling_params))
+            return TokenOutput(token_ids=[9, 10, 4])
+
+    async def run_prompts():
+        loop = hydra.utils.instantiate(
+            config=_agent_loop_registry[config.actor_rollout_ref.rollout.agent.default_agent_loop],
+            trainer_config=DictConfigWrap(config=config), server_manager=Server(), tokenizer=tiny_tokenizer(),
+            processor=None, hf_model_type=None, dataset_cls=cv.CadencePrompts, data_config=DictConfigWrap(config.data),
+            tools=None)
+        assert isinstance(loop, cv.CadenceAgentLoop)
+        prompt = {"raw_prompt": [{"role": "user", "content": "question 1"}], "index": 0}
+        outputs = [await loop.run({"temperature": 1.0}, **prompt, **{cv.MAX_TOKENS_KEY: torch.tensor(cap)})
+                   for cap in (7, 500)]
+        outputs.append(await loop.run({"temperature": 1.0}, **prompt))
+        return outputs
+
+    outputs = asyncio.run(run_prompts())
+    assert [r.get("max_tokens") for r in requests] == [7, 64, None]      # capped at rollout.response_length
+    assert all(out.response_ids == [9, 10, 4] for out in outputs)
+
+
 def test_lr_schedule_through_verls_optimizer_factory(tmp_path):
     config = verl_config(tmp_path)
     optim = FSDPOptimizerConfig(**{k: v for k, v in dict(config.actor_rollout_ref.actor.optim).items()
@@ -327,6 +438,15 @@ def test_misconfigurations_are_named(tmp_path, store, monkeypatch):
     with pytest.raises(CadenceError, match="dataloader_num_workers=0"):
         host.train_dataset[0]
     monkeypatch.undo()
+    for lines, message in [(LENGTH[1:], "default_agent_loop=cadence_single_turn"),
+                           (["+trainer.v1.sampler.sampler_kwargs.knobs.kl_loss_coef=0.1"], "use_kl_loss=True")]:
+        cv._active.clear()
+        with pytest.raises(CadenceError, match=message):
+            Host(verl_config(tmp_path, lines), store)
+    cv._active.clear()
+    host = Host(verl_config(tmp_path, ["+trainer.v1.sampler.sampler_kwargs.knobs.index=1"]), store)
+    with pytest.raises(CadenceError, match=r"extra_info already has \['index'\]"):
+        host.train_dataset[0]
     cv._active.clear()
     config = verl_config(tmp_path)
     with open_dict(config):

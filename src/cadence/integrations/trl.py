@@ -253,8 +253,7 @@ def _wrap_generation(trainer: Any, link: Any, selector: PromptSelector | None, c
         values = {name: link.knob(name) for name in link.knobs}
         out = [{**row, **values} for row in inputs]
         if length_budget is not None and length_budget.in_prompt:
-            out = [{**row, "prompt": _state_budget(row["prompt"], length_budget, values[length_budget.name])}
-                   for row in out]
+            out = [{**row, "prompt": length_budget.prompt(row["prompt"], values[length_budget.name])} for row in out]
         return out
 
     def scored(out: dict) -> dict[str, torch.Tensor]:
@@ -303,16 +302,6 @@ def _wrap_generation(trainer: Any, link: Any, selector: PromptSelector | None, c
 
     trainer._calculate_rewards = calculate_rewards
     trainer._generate_and_score_completions = generate_and_score
-
-
-def _state_budget(prompt: Any, budget: LengthBudget, value: float) -> Any:
-    """The prompt (text or chat messages) with the budget statement appended."""
-    if isinstance(prompt, str):
-        return budget.prompt(prompt, value)
-    messages = list(prompt)
-    last = dict(messages[-1])
-    last["content"] = budget.prompt(last["content"], value)
-    return messages[:-1] + [last]
 
 
 def _rows(trainer: Any) -> Any:

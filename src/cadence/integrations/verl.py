@@ -19,8 +19,17 @@ and lets a user replace two classes by name, both loaded with verl's ``load_exte
 
 The LR runs in verl's workers: :class:`ScheduledAdamW`, loaded by verl's optimizer factory
 (``optim.optimizer_impl``/``optim.optimizer``), sets each update's LR from a cadence schedule of the
-global step. Other knobs are evaluated on the driver at verl's global step and logged with verl's
-metrics; ``kl_coef`` sets the in-reward KL coefficient (``algorithm.use_kl_in_reward``).
+global step. Other knobs are evaluated on the driver at verl's global step, logged with verl's
+metrics and handed to reward functions in each prompt's ``extra_info``; three of them reach verl:
+
+* ``kl_coef``: the in-reward KL coefficient (``algorithm.use_kl_in_reward``);
+* ``kl_loss_coef``: the actor's in-loss KL coefficient (``actor.use_kl_loss``), sent to the workers
+  as verl's own ``ppo_loss`` with that coefficient through the worker group's ``set_loss_fn``;
+* ``response_length``: each prompt's generation cap (``max_tokens``), applied by the agent loop
+  :class:`CadenceAgentLoop` (``rollout.agent.default_agent_loop=cadence_single_turn``).
+
+A ``length_budget`` (:class:`cadence.rl.LengthBudget`) is a knob under its name, stated in the
+prompt when ``in_prompt``.
 
 Config lines and what is not covered: ``docs/integrations/verl.md``.
 """
@@ -28,26 +37,38 @@ Config lines and what is not covered: ``docs/integrations/verl.md``.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 from collections import Counter
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from verl.experimental.agent_loop.agent_loop import register as register_agent_loop
+from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
+from verl.trainer.distillation import is_distillation_enabled
 from verl.trainer.ppo import core_algos
 from verl.trainer.ppo.v1 import replay_buffer as verl_replay_buffer
+from verl.utils.config import omega_conf_to_dataclass
 from verl.utils.dataset.rl_dataset import RLHFDataset
+from verl.workers.utils.losses import ppo_loss
 
 from cadence.clock import Clock
 from cadence.curricula import Arms, CurriculumSampler, make_policy
 from cadence.errors import CadenceError, StateError
 from cadence.integrations.jsonstate import decode, encode
 from cadence.integrations.link import RegimenLink
-from cadence.rl import DynamicSampling, PredictiveFilter, PromptSelector
+from cadence.rl import DynamicSampling, LengthBudget, PredictiveFilter, PromptSelector
 from cadence.schedules.base import as_schedule
 
 ITEM_KEY = "cadence_item"
 """The batch key (one int64 per prompt) that carries a prompt's cadence item id through rollout."""
+MAX_TOKENS_KEY = "cadence_max_tokens"
+"""The batch key that carries a prompt's generation cap (the ``response_length`` knob) to the agent loop."""
+AGENT_LOOP = "cadence_single_turn"
+"""The name :class:`CadenceAgentLoop` is registered under in verl's agent-loop registry."""
+KL_IN_REWARD, KL_IN_LOSS, RESPONSE_LENGTH = "kl_coef", "kl_loss_coef", "response_length"
 
 KIND = "cadence.VerlRegimen"
 _active: list["VerlRegimen"] = []   # the regimen the last CadenceReplayBuffer built, for CadencePrompts
@@ -67,7 +88,10 @@ class VerlRegimen:
             ``None``: no pre-rollout filter.
         correct_threshold: a response is correct when its score is at least this.
         norm_adv_by_std: GRPO advantage divided by the group's std (verl's default).
-        knobs: ``{name: spec}`` evaluated at the global step; ``kl_coef`` drives the in-reward KL.
+        knobs: ``{name: spec}`` evaluated at the global step and put in every prompt's ``extra_info``;
+            ``kl_coef``, ``kl_loss_coef`` and ``response_length`` also reach verl (module docs).
+        length_budget: keyword arguments of :class:`cadence.rl.LengthBudget` (``schedule``, ``name``,
+            ``in_prompt``, ...): a knob under its name, stated in the prompt with ``in_prompt``.
         budget: the clock's budget (e.g. verl's ``trainer.total_training_steps``).
         seed: seed of the curriculum sampler and the filter.
         max_candidates: prompts the filter may look at per prompt drawn (``PromptSelector``).
@@ -79,8 +103,9 @@ class VerlRegimen:
 
     def __init__(self, *, policy: str = "uniform", arm_key: str = "data_source", policy_kwargs: Mapping | None = None,
                  band: Mapping | None = None, predictive: Mapping | None = None, correct_threshold: float = 0.5,
-                 norm_adv_by_std: bool = True, knobs: Mapping[str, Any] | None = None, budget: Any = None,
-                 seed: int = 0, max_candidates: int = 8) -> None:
+                 norm_adv_by_std: bool = True, knobs: Mapping[str, Any] | None = None,
+                 length_budget: Mapping | None = None, budget: Any = None, seed: int = 0,
+                 max_candidates: int = 8) -> None:
         self.policy_name, self.arm_key = str(policy), str(arm_key)
         self.policy_kwargs = dict(policy_kwargs or {})
         self.band = None if band is None else DynamicSampling(**dict(band), max_extra_rounds=0)
@@ -89,7 +114,14 @@ class VerlRegimen:
         self.seed, self.max_candidates = int(seed), int(max_candidates)
         self.clock = Clock(budget=budget)
         self.knob_specs = {name: as_schedule(s) for name, s in (knobs or {}).items()}
+        self.length_budget = None if length_budget is None else LengthBudget(**dict(length_budget))
+        if self.length_budget is not None:
+            if self.length_budget.name in self.knob_specs:
+                raise CadenceError(f"the knob {self.length_budget.name!r} is given twice (knobs and length_budget)")
+            self.knob_specs[self.length_budget.name] = self.length_budget.schedule
         self.link = RegimenLink(clock=self.clock, knobs=self.knob_specs)
+        self._actor_config: Any = None     # verl's actor config, for the in-loss KL coefficient
+        self._sent_kl_loss: float | None = None
         self.selector: PromptSelector | None = None
         self.counts = dict.fromkeys(("rollouts", "tokens", "groups", "kept", "dropped"), 0)
         self._step = dict(self.counts)
@@ -117,10 +149,49 @@ class VerlRegimen:
                                "pkg://cadence.integrations.verl and data.custom_cls.name=CadencePrompts")
         return self.selector
 
+    def check_config(self, config: Any) -> None:
+        """Check that verl's whole config lets the knobs that reach verl work; keep what they need."""
+        rollout, actor = config.actor_rollout_ref.rollout, config.actor_rollout_ref.actor
+        if RESPONSE_LENGTH in self.knob_specs and rollout.agent.default_agent_loop != AGENT_LOOP:
+            raise CadenceError(f"the {RESPONSE_LENGTH} knob caps generation in cadence's agent loop: set "
+                               f"actor_rollout_ref.rollout.agent.default_agent_loop={AGENT_LOOP}")
+        if KL_IN_LOSS in self.knob_specs:
+            if not actor.use_kl_loss:
+                raise CadenceError(f"the {KL_IN_LOSS} knob sets the actor's in-loss KL coefficient: "
+                                   "set actor_rollout_ref.actor.use_kl_loss=True")
+            if is_distillation_enabled(config.get("distillation")):
+                raise CadenceError(f"the {KL_IN_LOSS} knob replaces verl's ppo_loss, which distillation replaces too")
+            self._actor_config = omega_conf_to_dataclass(actor)
+
     # ------------------------------------------------------------------ prompts
     def next_item(self) -> int:
         """The next prompt to generate for: the curriculum's draw, admitted by the predictive filter."""
         return int(self._selector().draw(1)[0])
+
+    def prompt_fields(self, row: dict) -> dict:
+        """``row`` with the knobs at the clock: every value in ``extra_info`` (for reward functions),
+        the generation cap under :data:`MAX_TOKENS_KEY`, the length budget stated in the prompt."""
+        if not self.knob_specs:
+            return row
+        values = {name: self.link.knob(name) for name in self.knob_specs}
+        extra = dict(row.get("extra_info") or {})
+        clash = sorted(set(values) & set(extra))
+        if clash:
+            raise CadenceError(f"the dataset's extra_info already has {clash}: rename the knob(s), cadence puts "
+                               "each knob's value there")
+        row["extra_info"] = {**extra, **values}
+        if RESPONSE_LENGTH in values:
+            cap = values[RESPONSE_LENGTH]
+            if not cap >= 1:
+                raise CadenceError(f"the {RESPONSE_LENGTH} knob is {cap} tokens at step {self.clock.steps:g}; "
+                                   "it must be >= 1")
+            row[MAX_TOKENS_KEY] = torch.tensor(int(round(cap)), dtype=torch.int64)
+        budget = self.length_budget
+        if budget is not None:
+            budget(self.clock)                    # a budget below 1 token is an error naming the step
+            if budget.in_prompt:
+                row["raw_prompt"] = budget.prompt(row["raw_prompt"], values[budget.name])
+        return row
 
     # ------------------------------------------------------------------ feedback
     def observe(self, item_ids: np.ndarray, scores: np.ndarray, lengths: np.ndarray,
@@ -155,7 +226,7 @@ class VerlRegimen:
     # ------------------------------------------------------------------ steps
     def begin_step(self, global_step: int, trainer: Any = None) -> None:
         """Put the clock at verl's ``global_step`` (``global_step - 1`` steps done; reported rollouts
-        and tokens are committed) and apply the knobs that reach the trainer."""
+        and tokens are committed) and apply the knobs that reach the trainer's KL coefficients."""
         done = int(global_step) - 1
         if done < self.clock.steps:
             raise CadenceError(f"verl's global step {global_step} is behind the cadence clock "
@@ -168,10 +239,24 @@ class VerlRegimen:
                 raise CadenceError("the kl_coef knob sets the in-reward KL coefficient: "
                                    "set algorithm.use_kl_in_reward=True and algorithm.kl_ctrl.type=fixed")
             controller.value = self.link.knob("kl_coef")
+        if KL_IN_LOSS in self.knob_specs:
+            self._send_kl_loss_coef(trainer)
+
+    def _send_kl_loss_coef(self, trainer: Any) -> None:
+        """Hand the actor workers verl's ``ppo_loss`` bound to the knob's coefficient (when it changed)."""
+        if self._actor_config is None:
+            raise CadenceError(f"the {KL_IN_LOSS} knob needs verl's config: build the regimen through "
+                               "CadenceReplayBuffer (trainer.v1.sampler.custom_sampler)")
+        value = float(self.link.knob(KL_IN_LOSS))
+        if value != self._sent_kl_loss:
+            config = dataclasses.replace(self._actor_config, kl_loss_coef=value)
+            trainer.actor_rollout_wg.set_loss_fn(functools.partial(ppo_loss, config=config))
+            self._sent_kl_loss = value
 
     def end_step(self) -> dict[str, float]:
-        """Close the step's selection (the filter adapts, the band's counters record); returns the
-        values verl logs with the step's metrics."""
+        """Close the step's selection (the filter adapts, the band's counters record) and the step on
+        the clock, so the next step's prompts see its knobs; returns the values verl logs with the
+        step's metrics (knobs as this step used them)."""
         selector = self._selector()
         step = self._step
         if self.band is not None:
@@ -184,6 +269,7 @@ class VerlRegimen:
         out.update({f"cadence/selection/{k}": float(v) for k, v in selector.values().items()})
         out.update({f"cadence/total/{k}": float(v) for k, v in self.counts.items()})
         out["cadence/step/rollouts"] = float(step["rollouts"])
+        self.clock.advance(1)
         return out
 
     # ------------------------------------------------------------------ state
@@ -281,7 +367,7 @@ class CadencePrompts(RLHFDataset):
         chosen = self.regimen.next_item()
         row = super().__getitem__(chosen)
         row[ITEM_KEY] = torch.tensor(chosen, dtype=torch.int64)
-        return row
+        return self.regimen.prompt_fields(row)
 
     def state_dict(self) -> dict[str, Any]:
         """The regimen's state (torchdata's ``StatefulDataLoader`` saves it in verl's ``data.pt``)."""
@@ -311,6 +397,9 @@ class CadenceReplayBuffer(verl_replay_buffer.ReplayBuffer):
         options = dict(_plain(sampler_kwargs) or {})
         buffer = {k: options.pop(k) for k in BUFFER_KEYS if k in options}
         regimen = VerlRegimen(**options)
+        config = getattr(getattr(refill_fn, "__self__", None), "config", None)   # verl's trainer's, via its bound method
+        if isinstance(config, DictConfig):
+            regimen.check_config(config)
         if regimen.band is not None:
             if "train_batch_size" not in buffer:
                 raise CadenceError("a band needs sampler_kwargs.train_batch_size (= data.train_batch_size) "
@@ -376,6 +465,22 @@ def rollout_signals(data: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     scores = np.array([float(row.sum()) for row in data["rm_scores"].unbind(0)])
     lengths = np.array([float(row.sum()) for row in data["response_mask"].unbind(0)])
     return ids, scores, lengths
+
+
+# ---------------------------------------------------------------------- generation cap in the rollout
+@register_agent_loop(AGENT_LOOP)
+class CadenceAgentLoop(SingleTurnAgentLoop):
+    """verl's single-turn agent loop with a per-prompt generation cap: the ``response_length`` knob's
+    value, carried by the prompt under :data:`MAX_TOKENS_KEY`, becomes the request's ``max_tokens``
+    (vLLM and SGLang both read it), at most ``rollout.response_length``. verl registers it in every
+    agent-loop worker that loads ``CadencePrompts`` (the worker imports the dataset class)."""
+
+    async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> Any:
+        cap = kwargs.pop(MAX_TOKENS_KEY, None)
+        if cap is not None:
+            cap = max(1, min(int(cap), int(self.response_length)))
+            sampling_params = {**sampling_params, "max_tokens": cap}
+        return await super().run(sampling_params, **kwargs)
 
 
 # ---------------------------------------------------------------------- LR in the workers

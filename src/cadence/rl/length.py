@@ -23,7 +23,7 @@ so :meth:`LengthBudget.reward_function` stays a pure function of its arguments.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -74,9 +74,21 @@ class LengthBudget:
         """``λ_c·correct + λ_ℓ·triangular(ℓ, budget)`` per response."""
         return self.correct_weight * as_signal("correct", correct) + self.length_weight * triangular(lengths, budget)
 
-    def prompt(self, text: str, budget: float) -> str:
-        """``text`` followed by the budget statement."""
-        return f"{text} {self.template.format(budget=int(round(budget)))}"
+    def prompt(self, prompt: Any, budget: float) -> Any:
+        """The prompt with the budget statement appended: to a text, or to the last message's text of
+        a chat (a list of ``{"role", "content"}`` messages, returned as a new list).
+
+            >>> LengthBudget(64).prompt([{"role": "user", "content": "2+2?"}], 64.0)
+            [{'role': 'user', 'content': '2+2? Use at most 64 tokens.'}]
+        """
+        statement = self.template.format(budget=int(round(budget)))
+        if isinstance(prompt, str):
+            return f"{prompt} {statement}"
+        messages = list(prompt)
+        if not messages or not isinstance(messages[-1], Mapping) or not isinstance(messages[-1].get("content"), str):
+            raise CadenceError("a length budget is stated in a text prompt or after a chat's last message text; "
+                               f"got a prompt of type {type(prompt).__name__} whose last message has no text content")
+        return messages[:-1] + [{**messages[-1], "content": f"{messages[-1]['content']} {statement}"}]
 
     def reward_function(self, correct: Callable[..., Sequence[Any]] | None = None) -> Callable[..., list[float]]:
         """A reward function in TRL's calling convention (keyword arguments per completion): reads the
