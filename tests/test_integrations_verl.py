@@ -117,16 +117,19 @@ class ScriptedRollout:
         for i in range(len(batch)):
             uid, item = str(batch["uid"][i]), int(batch[cv.ITEM_KEY][i])
             self.prompts.append(item)
+            n = int(batch[cv.ROLLOUTS_KEY][i]) if cv.ROLLOUTS_KEY in batch.keys() else N   # as verl's agent loop
             keys, fields = [], []
-            for s, score in enumerate(SCORES[self.arms[item]]):
+            for s in range(n):
+                score = SCORES[self.arms[item]][s % N]
                 length = 3 + s
                 rm = torch.zeros(length)
                 rm[-1] = float(score)
                 keys.append(f"{uid}_{s}_0")
                 fields.append({"rm_scores": rm, "response_mask": torch.ones(length, dtype=torch.int64),
                                "responses": torch.arange(length), cv.ITEM_KEY: torch.tensor(item)})
-            self.store.kv_batch_put(keys, "train", tags=[{"status": "success", "response_len": 3}] * N,
-                                    fields=fields)
+            if keys:
+                self.store.kv_batch_put(keys, "train", tags=[{"status": "success", "response_len": 3}] * n,
+                                        fields=fields)
             self.store.kv_batch_put([uid], "train", tags=[{"status": "finished"}])
 
 
@@ -364,6 +367,51 @@ def test_docs_knob_lines_drive_verl(tmp_path, store):
     batch = host.agent_loop_manager.batches[0]
     assert int(batch[cv.MAX_TOKENS_KEY][0]) == 1024 and batch["extra_info"][0]["length_budget"] == 256
     assert batch["raw_prompt"][0][-1]["content"].endswith("Use at most 256 tokens.")
+
+
+ALLOCATION = ["~trainer.v1.sampler.sampler_kwargs.band", "data.gen_batch_size=null", *doc_block("verl-allocation"),
+              "+trainer.v1.sampler.sampler_kwargs.allocation.decay=1.0"]
+UNIFORM = ["trainer.v1.sampler.sampler_kwargs.policy=uniform", "~trainer.v1.sampler.sampler_kwargs.predictive"]
+
+
+def test_knapsack_allocation_spreads_rollouts_through_verls_rollout_n(tmp_path, store):
+    host = Host(verl_config(tmp_path, ALLOCATION + UNIFORM), store)
+    regimen = host.replay_buffer.regimen
+    assert isinstance(regimen.allocation, cv.KnapsackAllocation) and regimen.allocation.group == N
+    assert regimen.allocation.max_group == 16                          # the docs' line
+    sizes = []
+    for _ in range(8):
+        batch, metrics, arms = host.step()
+        fetched = host.agent_loop_manager.batches[-1]
+        sizes.append([(int(fetched[cv.ITEM_KEY][i]), int(fetched[cv.ROLLOUTS_KEY][i])) for i in range(len(fetched))])
+        assert sum(n for _, n in sizes[-1]) == N * BATCH              # the fetch's budget, spread
+        assert len(batch.keys) == N * BATCH                            # verl trained every rollout spent
+    seen, settled, open_ = set(), [], []    # rollouts of prompts seen before: all right/wrong, or mixed
+    for step in sizes:
+        for i, n in step:
+            if i in seen:
+                (open_ if host.arms[i] == "mid" else settled).append(n)
+        seen |= {i for i, n in step if n > 0}
+    print(f"rollouts per prompt seen before: settled {np.mean(settled):.2f}, open {np.mean(open_):.2f} (N = {N})")
+    assert settled and open_ and np.mean(settled) < N < np.mean(open_), (settled, open_)
+    assert regimen.counts["unallocated"] == metrics["cadence/total/unallocated"] > 0
+    assert regimen.counts["rollouts"] == N * BATCH * 8 == regimen.clock.samples
+    state = torch.load(_saved(regimen.state_dict(), tmp_path), weights_only=True)
+    cv._active.clear()
+    again = Host(verl_config(tmp_path, ALLOCATION + UNIFORM), store).replay_buffer.regimen
+    again.load_state_dict(state)
+    items = np.arange(len(host.arms))
+    assert np.array_equal(again.allocation.sizes(items), regimen.allocation.sizes(items))
+    with pytest.raises(CadenceError, match="use one of them"):
+        cv.VerlRegimen(band={"low": 0, "high": 1}, allocation={})
+    cv._active.clear()
+    with pytest.raises(CadenceError, match="gen_batch_size"):
+        Host(verl_config(tmp_path, ALLOCATION[:1] + ALLOCATION[2:]), store)     # gen_batch_size=1 kept
+
+
+def _saved(state, tmp_path):
+    torch.save(state, tmp_path / "regimen.pt")
+    return tmp_path / "regimen.pt"
 
 
 def tiny_tokenizer():

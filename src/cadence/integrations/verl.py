@@ -29,7 +29,9 @@ metrics and handed to reward functions in each prompt's ``extra_info``; three of
   :class:`CadenceAgentLoop` (``rollout.agent.default_agent_loop=cadence_single_turn``).
 
 A ``length_budget`` (:class:`cadence.rl.LengthBudget`) is a knob under its name, stated in the
-prompt when ``in_prompt``.
+prompt when ``in_prompt``. An ``allocation`` spreads each fetch's rollouts over its prompts with
+:class:`cadence.rl.KnapsackAllocation` (Knapsack RL), through the per-prompt ``__rollout_n__`` that
+verl's agent loop reads.
 
 Config lines and what is not covered: ``docs/integrations/verl.md``.
 """
@@ -59,11 +61,13 @@ from cadence.curricula import Arms, CurriculumSampler, make_policy
 from cadence.errors import CadenceError, StateError
 from cadence.integrations.jsonstate import decode, encode
 from cadence.integrations.link import RegimenLink
-from cadence.rl import DynamicSampling, LengthBudget, PredictiveFilter, PromptSelector
+from cadence.rl import DynamicSampling, KnapsackAllocation, LengthBudget, PredictiveFilter, PromptSelector
 from cadence.schedules.base import as_schedule
 
 ITEM_KEY = "cadence_item"
 """The batch key (one int64 per prompt) that carries a prompt's cadence item id through rollout."""
+ROLLOUTS_KEY = "__rollout_n__"
+"""The batch key verl 0.9's agent loop reads for a prompt's number of rollouts (``rollout.n`` without it)."""
 MAX_TOKENS_KEY = "cadence_max_tokens"
 """The batch key that carries a prompt's generation cap (the ``response_length`` knob) to the agent loop."""
 AGENT_LOOP = "cadence_single_turn"
@@ -92,6 +96,9 @@ class VerlRegimen:
             ``kl_coef``, ``kl_loss_coef`` and ``response_length`` also reach verl (module docs).
         length_budget: keyword arguments of :class:`cadence.rl.LengthBudget` (``schedule``, ``name``,
             ``in_prompt``, ...): a knob under its name, stated in the prompt with ``in_prompt``.
+        allocation: keyword arguments of :class:`cadence.rl.KnapsackAllocation` (``group`` defaults
+            to verl's ``rollout.n``; ``{}`` for its defaults): each dataloader fetch's
+            ``group × prompts`` rollouts are spread over its prompts (some get 0). Not with a ``band``.
         budget: the clock's budget (e.g. verl's ``trainer.total_training_steps``).
         seed: seed of the curriculum sampler and the filter.
         max_candidates: prompts the filter may look at per prompt drawn (``PromptSelector``).
@@ -104,8 +111,8 @@ class VerlRegimen:
     def __init__(self, *, policy: str = "uniform", arm_key: str = "data_source", policy_kwargs: Mapping | None = None,
                  band: Mapping | None = None, predictive: Mapping | None = None, correct_threshold: float = 0.5,
                  norm_adv_by_std: bool = True, knobs: Mapping[str, Any] | None = None,
-                 length_budget: Mapping | None = None, budget: Any = None, seed: int = 0,
-                 max_candidates: int = 8) -> None:
+                 length_budget: Mapping | None = None, allocation: Mapping | None = None, budget: Any = None,
+                 seed: int = 0, max_candidates: int = 8) -> None:
         self.policy_name, self.arm_key = str(policy), str(arm_key)
         self.policy_kwargs = dict(policy_kwargs or {})
         self.band = None if band is None else DynamicSampling(**dict(band), max_extra_rounds=0)
@@ -119,11 +126,17 @@ class VerlRegimen:
             if self.length_budget.name in self.knob_specs:
                 raise CadenceError(f"the knob {self.length_budget.name!r} is given twice (knobs and length_budget)")
             self.knob_specs[self.length_budget.name] = self.length_budget.schedule
+        if allocation is not None and self.band is not None:
+            raise CadenceError("an allocation spreads a whole fetch's rollouts, a band refills one prompt at a time "
+                               "(data.gen_batch_size=1): use one of them")
+        self.allocation_kwargs = None if allocation is None else dict(allocation)
+        self.allocation: KnapsackAllocation | None = None
         self.link = RegimenLink(clock=self.clock, knobs=self.knob_specs)
         self._actor_config: Any = None     # verl's actor config, for the in-loss KL coefficient
         self._sent_kl_loss: float | None = None
+        self._rollout_n: int | None = None  # verl's rollout.n, the allocation's default group
         self.selector: PromptSelector | None = None
-        self.counts = dict.fromkeys(("rollouts", "tokens", "groups", "kept", "dropped"), 0)
+        self.counts = dict.fromkeys(("rollouts", "tokens", "groups", "kept", "dropped", "unallocated"), 0)
         self._step = dict(self.counts)
 
     # ------------------------------------------------------------------ building
@@ -137,6 +150,13 @@ class VerlRegimen:
             predictive = PredictiveFilter(arms.num_items, seed=self.seed, **self.predictive_kwargs)
         self.selector = PromptSelector(sampler, predictive=predictive, dynamic=self.band,
                                        max_candidates=self.max_candidates)
+        if self.allocation_kwargs is not None:
+            options = dict(self.allocation_kwargs)
+            group = options.pop("group", self._rollout_n)
+            if group is None:
+                raise CadenceError("the allocation needs its group (rollouts per prompt on average): give "
+                                   "allocation.group, or build the regimen through CadenceReplayBuffer (verl's rollout.n)")
+            self.allocation = KnapsackAllocation(arms.item_arm, int(group), **options)
         self.link = RegimenLink(clock=self.clock, knobs=self.knob_specs, policy=policy, sampler=self.selector)
 
     @property
@@ -152,6 +172,11 @@ class VerlRegimen:
     def check_config(self, config: Any) -> None:
         """Check that verl's whole config lets the knobs that reach verl work; keep what they need."""
         rollout, actor = config.actor_rollout_ref.rollout, config.actor_rollout_ref.actor
+        self._rollout_n = int(rollout.n)
+        if self.allocation_kwargs is not None and config.data.get("gen_batch_size") not in (
+                None, config.data.train_batch_size):
+            raise CadenceError("an allocation spreads each fetch's rollouts over a step's prompts: leave "
+                               "data.gen_batch_size unset (= data.train_batch_size)")
         if RESPONSE_LENGTH in self.knob_specs and rollout.agent.default_agent_loop != AGENT_LOOP:
             raise CadenceError(f"the {RESPONSE_LENGTH} knob caps generation in cadence's agent loop: set "
                                f"actor_rollout_ref.rollout.agent.default_agent_loop={AGENT_LOOP}")
@@ -193,6 +218,17 @@ class VerlRegimen:
                 row["raw_prompt"] = budget.prompt(row["raw_prompt"], values[budget.name])
         return row
 
+    def allocate(self, rows: list[dict]) -> list[dict]:
+        """One fetch's rows, each with its rollouts under :data:`ROLLOUTS_KEY` when an allocation
+        spreads them (a prompt given 0 finishes at once with no rollout)."""
+        if self.allocation is None:
+            return rows
+        sizes = self.allocation.sizes([int(row[ITEM_KEY]) for row in rows])
+        for row, size in zip(rows, sizes):
+            row[ROLLOUTS_KEY] = torch.tensor(int(size), dtype=torch.int64)
+        self._count(unallocated=int((sizes == 0).sum()))
+        return rows
+
     # ------------------------------------------------------------------ feedback
     def observe(self, item_ids: np.ndarray, scores: np.ndarray, lengths: np.ndarray,
                 groups: np.ndarray) -> np.ndarray:
@@ -205,6 +241,8 @@ class VerlRegimen:
         self.link.observe(item_ids, **signals)
         if selector.predictive is not None:
             selector.predictive.observe(item_ids, correct)
+        if self.allocation is not None:
+            self.allocation.observe(item_ids, correct)
         self.clock.report(samples=float(len(item_ids)), tokens=float(lengths.sum()))
         _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
         rates = np.bincount(inverse, weights=correct) / np.bincount(inverse)
@@ -274,22 +312,31 @@ class VerlRegimen:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """The link (clock, curriculum sampler with its policy, filter, band) and the counters, as plain
-        data (arrays JSON-encoded) that ``torch.load(..., weights_only=True)`` reads."""
+        """The link (clock, curriculum sampler with its policy, filter, band), the allocation and the
+        counters, as plain data (arrays JSON-encoded) that ``torch.load(..., weights_only=True)`` reads."""
         return {"kind": KIND, "link": encode(self.link.state_dict()), "counts": dict(self.counts),
-                "step": dict(self._step)}
+                "step": dict(self._step),
+                "allocation": None if self.allocation is None else self.allocation.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output; a state of another shape changes nothing."""
         if not isinstance(state, Mapping) or state.get("kind") != KIND:
             raise StateError(f"not a {KIND} state_dict")
-        try:
-            counts = {k: int(state["counts"][k]) for k in self.counts}
-            step = {k: int(state["step"][k]) for k in self.counts}
-        except (KeyError, TypeError, ValueError) as e:
+        allocation = state.get("allocation")
+        if (allocation is None) != (self.allocation is None):
+            raise StateError(f"the {KIND} state {'has' if allocation is not None else 'lacks'} a rollout "
+                             f"allocation and this regimen {'has' if self.allocation is not None else 'has none'}")
+        try:      # counters added later (unallocated) start at 0 in older states
+            counts = {k: int(state["counts"].get(k, 0)) for k in self.counts}
+            step = {k: int(state["step"].get(k, 0)) for k in self.counts}
+        except (AttributeError, TypeError, ValueError) as e:
             raise StateError(f"malformed {KIND} state_dict: {e!r}") from None
+        restored = None
+        if self.allocation is not None:            # loaded into a copy first: nothing half-applied
+            restored = copy.deepcopy(self.allocation)
+            restored.load_state_dict(allocation)
         self.link.load_state_dict(decode(copy.deepcopy(state["link"])))
-        self.counts, self._step = counts, step
+        self.allocation, self.counts, self._step = restored, counts, step
 
 
 def grpo_advantage(scores: np.ndarray, groups: np.ndarray, norm_by_std: bool = True) -> np.ndarray:
@@ -358,6 +405,11 @@ class CadencePrompts(RLHFDataset):
                                    "per train dataset")
             regimen.attach(_read_column(self.dataframe, regimen.arm_key))
             self.regimen = regimen
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict]:
+        """One dataloader fetch (PyTorch's batched fetch): the rows, spread by the allocation if any."""
+        rows = [self[i] for i in indices]
+        return rows if self.regimen is None else self.regimen.allocate(rows)
 
     def __getitem__(self, item: int) -> dict:
         if self.regimen is None:

@@ -4,8 +4,8 @@ cadence curricula choosing the prompts. ``cadence demo`` and ``cadence bench rl`
 Modules: :mod:`~cadence.labs.rl.tasks` (task families × levels), :mod:`~cadence.labs.rl.tokenizer`,
 :mod:`~cadence.labs.rl.policy` (sampling, log-probs, eval), :mod:`~cadence.labs.rl.warmstart`,
 :mod:`~cadence.labs.rl.groups` (advantages), :mod:`~cadence.labs.rl.sources` (curricula and
-filtering), :mod:`~cadence.labs.rl.budgets` (rollout allocation, length reward),
-:mod:`~cadence.labs.rl.grpo` (the loop), :mod:`~cadence.labs.rl.experiment`,
+filtering through :class:`cadence.rl.PromptSelector`), :mod:`~cadence.labs.rl.grpo` (the loop, with
+:mod:`cadence.rl`'s rollout allocation and length budget), :mod:`~cadence.labs.rl.experiment`,
 :mod:`~cadence.labs.rl.demo`, :mod:`~cadence.labs.rl.bench`, :mod:`~cadence.labs.rl.report`.
 
     >>> from cadence.labs.rl import SIZES, compare
