@@ -487,7 +487,8 @@ def test_misconfigurations_are_named(tmp_path, store, monkeypatch):
         host.train_dataset[0]
     monkeypatch.undo()
     for lines, message in [(LENGTH[1:], "default_agent_loop=cadence_single_turn"),
-                           (["+trainer.v1.sampler.sampler_kwargs.knobs.kl_loss_coef=0.1"], "use_kl_loss=True")]:
+                           (["+trainer.v1.sampler.sampler_kwargs.knobs.kl_loss_coef=0.1"], "use_kl_loss=True"),
+                           (["+trainer.v1.sampler.sampler_kwargs.knobs.kl_coef=0.1"], "use_kl_in_reward=True")]:
         cv._active.clear()
         with pytest.raises(CadenceError, match=message):
             Host(verl_config(tmp_path, lines), store)

@@ -180,6 +180,9 @@ class VerlRegimen:
         if RESPONSE_LENGTH in self.knob_specs and rollout.agent.default_agent_loop != AGENT_LOOP:
             raise CadenceError(f"the {RESPONSE_LENGTH} knob caps generation in cadence's agent loop: set "
                                f"actor_rollout_ref.rollout.agent.default_agent_loop={AGENT_LOOP}")
+        if KL_IN_REWARD in self.knob_specs and not config.algorithm.use_kl_in_reward:
+            raise CadenceError(f"the {KL_IN_REWARD} knob sets the in-reward KL coefficient: "
+                               "set algorithm.use_kl_in_reward=True and algorithm.kl_ctrl.type=fixed")
         if KL_IN_LOSS in self.knob_specs:
             if not actor.use_kl_loss:
                 raise CadenceError(f"the {KL_IN_LOSS} knob sets the actor's in-loss KL coefficient: "
@@ -271,12 +274,12 @@ class VerlRegimen:
                                f"({int(self.clock.steps)} steps done): the regimen state does not match this run")
         if done > self.clock.steps:
             self.clock.advance(done - self.clock.steps)
-        if "kl_coef" in self.knob_specs:
+        if KL_IN_REWARD in self.knob_specs:
             controller = getattr(trainer, "kl_ctrl_in_reward", None)
             if controller is None:
-                raise CadenceError("the kl_coef knob sets the in-reward KL coefficient: "
+                raise CadenceError(f"the {KL_IN_REWARD} knob sets the in-reward KL coefficient: "
                                    "set algorithm.use_kl_in_reward=True and algorithm.kl_ctrl.type=fixed")
-            controller.value = self.link.knob("kl_coef")
+            controller.value = self.link.knob(KL_IN_REWARD)
         if KL_IN_LOSS in self.knob_specs:
             self._send_kl_loss_coef(trainer)
 
