@@ -1,4 +1,4 @@
-"""Plots of schedules: several on one axis, and the gallery of every shape.
+"""Plots of schedules: several on one axis, the gallery of every shape, and loss panels over their LRs.
 
     >>> from cadence import parse
     >>> fig = plot_schedules([parse("cosine(peak=1)"), parse("wsd(peak=1, warmup=5%)")], total=1000)
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterable, Sequence
 
 import matplotlib
 
@@ -87,3 +87,23 @@ def gallery(total: float = 10_000, path: str | Path | None = None) -> Figure:
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig
+
+
+def loss_panels_over_lrs(panels: int, *, width: float, panel_height: float) -> tuple[Figure, list[Any]]:
+    """A figure of ``panels`` stacked loss axes over one short LR axis (the last), sharing the steps."""
+    fig, axes = plt.subplots(panels + 1, 1, figsize=(width, panel_height * panels + 2), sharex=True,
+                             gridspec_kw={"height_ratios": [3] * panels + [1]})
+    return fig, list(axes)
+
+
+def save_with_lrs(fig: Figure, lr_axis: Any, runs: Iterable[tuple[Any, Any]], path: str | Path, *, dpi: int) -> Path:
+    """Draw each run's ``(steps, lr)`` on ``lr_axis`` in the loss panels' colours (C0, C1, ...), then
+    save the figure to ``path`` and close it."""
+    for i, (steps, lr) in enumerate(runs):
+        lr_axis.plot(steps, lr, color=f"C{i % 10}", lw=1)
+    lr_axis.set_ylabel("LR")
+    lr_axis.set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return Path(path)

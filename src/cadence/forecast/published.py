@@ -207,14 +207,9 @@ def published_benchmark(curves: str | Path = "multipower-25m", laws: tuple[str, 
 def plot_published(bench: PublishedBenchmark, path: str | Path) -> Path:
     """Measured curves (points) and each law's predictions (lines; fitted solid, held-out dashed,
     with the leave-one-out band shaded), one panel per law, LRs below."""
-    import matplotlib
+    from cadence.plotting import loss_panels_over_lrs, save_with_lrs
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(bench.scores)
-    fig, axes = plt.subplots(n + 1, 1, figsize=(9, 4.5 * n + 2), sharex=True,
-                             gridspec_kw={"height_ratios": [3] * n + [1]})
+    fig, axes = loss_panels_over_lrs(len(bench.scores), width=9, panel_height=4.5)
     lowest = min(float(c.target.loss.min()) for c in bench.curves)
     for ax, (law, scores) in zip(axes, bench.scores.items()):
         for i, c in enumerate(bench.curves):
@@ -230,11 +225,5 @@ def plot_published(bench: PublishedBenchmark, path: str | Path) -> Path:
         ax.set_ylabel("loss")
         ax.set_title(f"{bench.name}, {law} law: PredE {pred_e:.3%}, WorstE {worst_e:.3%} over all curves", fontsize=9)
         ax.legend(fontsize=6, ncol=2)
-    for i, c in enumerate(bench.curves):
-        axes[-1].plot(np.arange(1, len(c.target.lr) + 1), c.target.lr, color=f"C{i % 10}", lw=1)
-    axes[-1].set_ylabel("LR")
-    axes[-1].set_xlabel("step")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    lrs = [(np.arange(1, len(c.target.lr) + 1), c.target.lr) for c in bench.curves]
+    return save_with_lrs(fig, axes[-1], lrs, path, dpi=110)

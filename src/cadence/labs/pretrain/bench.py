@@ -228,14 +228,9 @@ def ordering_checks(rows: list[ForecastRow], threshold: float = 0.01) -> tuple[P
 
 def plot_benchmark(bench: ForecastBenchmark, path: str | Path) -> Path:
     """Measured validation losses (points) and each law's curves (lines), one panel per law, LRs below."""
-    import matplotlib
+    from cadence.plotting import loss_panels_over_lrs, save_with_lrs
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(bench.forecasts)
-    fig, axes = plt.subplots(n + 1, 1, figsize=(8, 4 * n + 2), sharex=True,
-                             gridspec_kw={"height_ratios": [3] * n + [1]})
+    fig, axes = loss_panels_over_lrs(len(bench.forecasts), width=8, panel_height=4)
     runs = {**bench.fit_logs, **bench.logs}
     finals = [float(log.val_loss[-1]) for log in runs.values()]
     for ax, (law, forecast) in zip(axes, bench.forecasts.items()):
@@ -251,11 +246,4 @@ def plot_benchmark(bench: ForecastBenchmark, path: str | Path) -> Path:
         ax.set_title(f"{law} law: fitted on constant + cosine, predicting the rest "
                      f"(max error {forecast.max_abs_error:.1%})")
         ax.legend(fontsize=7)
-    for i, log in enumerate(runs.values()):
-        axes[-1].plot(log.step, log.lr, color=f"C{i}")
-    axes[-1].set_ylabel("LR")
-    axes[-1].set_xlabel("step")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_with_lrs(fig, axes[-1], [(log.step, log.lr) for log in runs.values()], path, dpi=120)
