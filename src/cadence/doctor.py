@@ -10,7 +10,8 @@ A regimen is a small YAML or JSON file (the format is in ``docs/doctor.md``)::
     schedules: {weight_decay: "cosine(peak=0.1)"}   # optional: other scheduled knobs
     curriculum: {kind: quality-ascending}            # random, quality-ascending, ...
     averaging: {kind: tail}                          # optional: tail | ema
-    continual: {rewarm: true, replay: 0.0}           # optional: continual pre-training
+    continual: {rewarm: true, replay: 0.0}           # optional: continual pre-training; replay is a
+                                                     # fraction or a Replay spec {kind: replay, fraction: 0.05}
 
 Checks (each :class:`Finding` carries the reason, its source, and a fix):
 
@@ -118,7 +119,7 @@ class Regimen:
         return cls(lr=lr, budget=budget, elapsed=elapsed, rates=rates, schedules=schedules,
                    curriculum=str(curriculum.get("kind", "random")), averaging=averaging.get("kind"),
                    continual=bool(d.get("continual")), rewarm=rewarm,
-                   replay=_number(continual.get("replay", 0.0), "continual.replay", lo=0.0, hi=1.0))
+                   replay=_replay_fraction(continual.get("replay", 0.0)))
 
     def axis(self) -> Axis:
         """The frame the schedules are evaluated in: the budget's unit and total, and the given rates."""
@@ -134,6 +135,18 @@ def _number(v: Any, name: str, *, lo: float | None = None, hi: float | None = No
     if (lo is not None and (v < lo or (open_lo and v == lo))) or (hi is not None and v > hi):
         raise RegimenError(f"{name} must lie in {'(' if open_lo else '['}{lo}, {hi if hi is not None else 'inf'}], got {v!r}")
     return float(v)
+
+
+def _replay_fraction(v: Any) -> float:
+    """``continual.replay``: a fraction, or a :class:`~cadence.curricula.Replay` piece's spec (``{fraction: 0.05}``)."""
+    if isinstance(v, Mapping):
+        from cadence.curricula.replay import Replay   # the curricula package imports torch: only when used
+
+        try:
+            return Replay.from_dict(v).fraction
+        except CadenceError as e:
+            raise RegimenError(f"continual.replay: {e}") from None
+    return _number(v, "continual.replay", lo=0.0, hi=1.0)
 
 
 def _section(d: Mapping[str, Any], name: str) -> dict[str, Any]:

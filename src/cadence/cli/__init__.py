@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "cadence.cli.curricula",
     "cadence.cli.forecast",
     "cadence.cli.tree",
+    "cadence.cli.continual",
     "cadence.cli.pbt",
     "cadence.cli.doctor",
 )

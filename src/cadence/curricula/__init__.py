@@ -12,6 +12,7 @@
 Policies: :class:`Uniform`, :class:`FixedMixture`, :class:`ScheduledMixture`, :class:`Ordered`
 (with pacing functions), :class:`DUMP`, :class:`SEC`, :class:`EXP3`, :class:`LearningProgress`,
 :class:`DoReMi`, :class:`SkillIt`, :class:`PUDF`, :class:`LossReweighting`, :class:`PassRateFilter`.
+Continual pre-training: :class:`Replay` (a fixed share of every batch from the old data).
 See docs/curricula.md.
 """
 
@@ -20,8 +21,9 @@ from cadence.curricula.base import POLICIES, SIGNALS, MissingSignalError, Policy
 from cadence.curricula.log import CurriculumLog, read_log
 from cadence.curricula.policies import *  # noqa: F403
 from cadence.curricula.policies import __all__ as _policies
+from cadence.curricula.replay import Replay
 from cadence.curricula.sampler import CurriculumDataset, CurriculumSampler, SamplerExhausted
 
 __all__ = ["Arms", "EmptyArmWarning", "UnknownItemError", "Policy", "MissingSignalError", "POLICIES", "SIGNALS",
-           "make_policy", "CurriculumSampler", "CurriculumDataset", "SamplerExhausted", "CurriculumLog", "read_log",
+           "make_policy", "Replay", "CurriculumSampler", "CurriculumDataset", "SamplerExhausted", "CurriculumLog", "read_log",
            *_policies]

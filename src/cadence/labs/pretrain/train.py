@@ -125,7 +125,7 @@ def train(cfg: PretrainConfig, schedule: Schedule | str | float | dict, *, steps
           order: Iterable[int] | np.ndarray | torch.utils.data.Sampler | None = None,
           start_from: dict[str, Any] | None = None, checkpoint_at: Iterable[int] = (),
           log_path: str | Path | None = None, eval_every: int = 100, progress: bool = True,
-          corpus: Corpus | None = None) -> TrainResult:
+          corpus: Corpus | None = None, stream: Any = None) -> TrainResult:
     """Train for ``steps`` optimizer steps in total, the LR following ``schedule`` over that budget.
 
     Args:
@@ -144,7 +144,10 @@ def train(cfg: PretrainConfig, schedule: Schedule | str | float | dict, *, steps
         log_path: write the run log there (``.csv`` or ``.jsonl``).
         eval_every: validation loss every this many steps (and always after the last step).
         progress: show a progress bar.
-        corpus: the corpus; the shipped one by default.
+        corpus: the corpus (its validation text is the logged ``val_loss``); the shipped one by default.
+        stream: a batch source replacing the document stream (``next_batch()`` of ``batch_size`` rows,
+            ``state_dict``), e.g. a :class:`~cadence.labs.pretrain.continual.ReplayStream`; with
+            ``start_from`` it starts a new data phase.
 
     Raises:
         CadenceError: bad sizes, a budget the checkpoint has already passed, unknown document ids.
@@ -161,9 +164,15 @@ def train(cfg: PretrainConfig, schedule: Schedule | str | float | dict, *, steps
     model = make_model(cfg, seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.0, betas=cfg.betas, weight_decay=cfg.weight_decay)
     clock = Clock(budget=steps, tokens_per_step=cfg.tokens_per_step, samples_per_step=cfg.batch_size)
-    stream = DocumentStream(corpus, batch_size=cfg.batch_size, context=cfg.context, seed=seed, order=order)
+    own_stream = stream is None
+    if not own_stream and (getattr(stream, "batch_size", None), getattr(stream, "context", None)) != \
+            (cfg.batch_size, cfg.context):
+        raise CadenceError(f"the stream gives batches of batch_size={getattr(stream, 'batch_size', None)}, "
+                           f"context={getattr(stream, 'context', None)}; the config has {cfg.batch_size}, {cfg.context}")
+    if own_stream:
+        stream = DocumentStream(corpus, batch_size=cfg.batch_size, context=cfg.context, seed=seed, order=order)
     if start_from is not None:
-        _restore(start_from, cfg, model, optimizer, clock, stream, steps, keep_order=order is None)
+        _restore(start_from, cfg, model, optimizer, clock, stream, steps, keep_order=order is None and own_stream)
     scheduler = ScheduledLR(optimizer, lr=schedule, clock=clock)
     val_batch = validation_batch(corpus, cfg)
 
@@ -210,7 +219,7 @@ def _progress(it: range, show: bool, label: str) -> Iterator[int]:
 
 
 def _checkpoint(cfg: PretrainConfig, schedule: Schedule, model: nn.Module, optimizer: torch.optim.Optimizer,
-                clock: Clock, stream: DocumentStream) -> dict[str, Any]:
+                clock: Clock, stream: Any) -> dict[str, Any]:
     return {
         "kind": CHECKPOINT_KIND,
         "config": dataclasses.asdict(cfg),
@@ -224,7 +233,7 @@ def _checkpoint(cfg: PretrainConfig, schedule: Schedule, model: nn.Module, optim
 
 
 def _restore(ckpt: dict[str, Any], cfg: PretrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-             clock: Clock, stream: DocumentStream, steps: int, *, keep_order: bool) -> None:
+             clock: Clock, stream: Any, steps: int, *, keep_order: bool) -> None:
     """Load a checkpoint into fresh objects; checks everything before changing anything."""
     if not isinstance(ckpt, dict) or ckpt.get("kind") != CHECKPOINT_KIND:
         raise StateError(f"start_from is not a pre-training lab checkpoint (missing kind={CHECKPOINT_KIND!r})")
