@@ -61,7 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "with 95% t-intervals. length: a tightened response-length budget vs a fixed one. "
                     "allocation: knapsack rollout allocation vs the same number of answers per prompt.")
     rl.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1; default 3)")
-    rl.add_argument("--experiment", choices=("curricula", "length", "allocation"), default="curricula")
+    rl.add_argument("--experiment", choices=("curricula", "length", "allocation", "hpt"), default="curricula",
+                    help="hpt: HPT's per-prompt SFT/RL gate vs GRPO vs SFT-then-GRPO (equal rollouts and SFT tokens)")
     rl.add_argument("--workers", type=int, default=1, help="processes training policies side by side (curricula)")
     _size_options(rl, "default")
     rl.set_defaults(func=run_bench_command)
@@ -90,6 +91,10 @@ def run_bench_command(args: argparse.Namespace) -> int:
         raise CadenceError(f"--seeds must be at least 1, got {args.seeds}")
     console = Console()
     lab = lab_for(args.size, args.steps, args.target, args.policies, *_task_options(args))
+    if args.experiment == "hpt":
+        from cadence.labs.rl.hpt_bench import run_hpt_command
+
+        return run_hpt_command(lab, args.seeds, console)
     runs = {"curricula": len(lab.policies), "length": 2, "allocation": 2}[args.experiment]
     with Progress(console=console) as progress:
         task = progress.task(f"bench rl · {args.experiment}", total=args.seeds * runs * lab.grpo.steps)

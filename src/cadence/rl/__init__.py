@@ -7,6 +7,8 @@ how many rollouts each gets, and how long responses may be.
 * :class:`FixedAllocation`, :class:`KnapsackAllocation` — rollouts per prompt (Knapsack RL).
 * :class:`LengthBudget` — a response-length budget on the clock, its triangular reward, and the
   budget stated in the prompt ("Train Long, Think Short").
+* :class:`HybridGate` — HPT's per-prompt switch between the RL loss and SFT on the prompt's
+  demonstration, from its group's pass rate.
 
 See docs/rl.md.
 
@@ -18,10 +20,11 @@ See docs/rl.md.
 from cadence.rl.allocation import (FixedAllocation, KnapsackAllocation, knapsack_value, nonzero_gradient_chance,
                                    sizes_for_rates)
 from cadence.rl.dynamic import DynamicSampling
+from cadence.rl.hpt import HybridGate
 from cadence.rl.length import LengthBudget, triangular
 from cadence.rl.predictive import PredictiveFilter, group_pass_rates
 from cadence.rl.selector import Picks, PromptSelector
 
 __all__ = ["PromptSelector", "Picks", "PredictiveFilter", "group_pass_rates", "DynamicSampling", "FixedAllocation",
            "KnapsackAllocation", "knapsack_value", "nonzero_gradient_chance", "sizes_for_rates", "LengthBudget",
-           "triangular"]
+           "triangular", "HybridGate"]

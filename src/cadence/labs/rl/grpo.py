@@ -9,7 +9,9 @@ One :meth:`GRPOTrainer.step`:
    length-aware reward from a :class:`cadence.rl.LengthBudget`);
 3. advantages are normalised within each prompt's group, ``A = (r − mean) / (std + ε)``;
 4. the loss ``−min(ρA, clip(ρ, 1−ε_c, 1+ε_c)A) + β·KL`` (token mean, k3 estimator of the KL
-   to the warm-start model) takes one AdamW step; LR and β are cadence schedules on the clock;
+   to the warm-start model) takes one AdamW step; LR and β are cadence schedules on the clock; with
+   an HPT gate (:class:`cadence.rl.HybridGate`) the groups it routes to SFT leave the RL loss and
+   their prompts' demonstrations (the suite's answers) add ``sft_coef × token NLL``;
 5. rewards, advantages and correctness flow back to the source's curriculum.
 
 ``state_dict()`` holds model, optimizer, LR binding + clock, source, allocator, sampling RNG and
@@ -45,12 +47,13 @@ from cadence.curricula import Arms
 from cadence.errors import CadenceError, StateError
 from cadence.gradnorm import grad_norms
 from cadence.labs.rl.groups import Groups, group_advantages
-from cadence.labs.rl.policy import Evaluation, evaluate, response_texts, sample, token_logprobs
+from cadence.labs.rl.policy import Evaluation, answer_batch, evaluate, response_texts, sample, token_logprobs
 from cadence.labs.rl.sources import PromptSource
 from cadence.labs.rl.tasks import TaskSuite
 from cadence.labs.tinygpt import TinyGPT
 from cadence.optim import ScheduledLR
-from cadence.rl import FixedAllocation, LengthBudget
+from cadence.rl import FixedAllocation, HybridGate, LengthBudget
+from cadence.rl.hpt import RL, SFT
 from cadence.schedules import as_schedule
 from cadence.state import plain
 
@@ -109,6 +112,7 @@ class History:
     step_probabilities: list[list[float]] = field(default_factory=list)
     step_grad_norm: list[float | None] = field(default_factory=list)  # ℓ2, mean over the step's updates
     step_arm_groups: list[list[int]] = field(default_factory=list)  # groups trained on per arm (what a filter kept)
+    step_sft_tokens: list[int] = field(default_factory=list)  # demonstration tokens trained with SFT (HPT gate)
     eval_steps: list[int] = field(default_factory=list)
     eval_rollouts: list[int] = field(default_factory=list)
     eval_accuracy: list[list[float]] = field(default_factory=list)
@@ -130,11 +134,17 @@ class GRPOTrainer:
         reward: ``(correct, lengths, clock) -> rewards``; default: correctness.
         allocator: answers per prompt; default ``FixedAllocation(config.group)``.
         seed: seed of the private sampling generator.
+        gate: HPT's per-prompt gate; its SFT route trains the suite's answer as the demonstration
+            (its off-policy route is not run here: ``off_policy_gate`` must equal ``sft_gate``).
     """
 
     def __init__(self, model: TinyGPT, suite: TaskSuite, source: PromptSource, config: GRPOConfig, *,
                  max_new_tokens: int, reward: Reward = correctness_reward, allocator: Any = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, gate: HybridGate | None = None) -> None:
+        if gate is not None and gate.off_policy_gate != gate.sft_gate:
+            raise CadenceError("the RL lab runs HPT's SFT and RL routes only: give off_policy_gate equal to sft_gate, "
+                               f"got {gate.sft_gate} and {gate.off_policy_gate}")
+        self.gate = gate
         self.model, self.suite, self.source, self.config = model, suite, source, config
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens <= suite.answer_len:
             raise CadenceError(f"max_new_tokens must be an integer above the suite's longest answer ({suite.answer_len}), "
@@ -191,23 +201,46 @@ class GRPOTrainer:
             per_token = per_token + beta * (torch.exp(d) - d - 1)
         return (per_token * r.mask).sum() / r.mask.sum().clamp_min(1.0), logp.detach()
 
+    def sft_loss(self, items: np.ndarray) -> tuple[torch.Tensor, int]:
+        """``(token-mean NLL of the demonstrations of items, their token count)``: the suite's answers."""
+        tokens, mask = answer_batch(self.suite.prompts[items], self.suite.answers[items], self.tokenizer,
+                                    np.zeros(len(items), dtype=np.int64), self.max_new_tokens,
+                                    width=self.suite.prompt_len)
+        logits = self.model(tokens[:, :-1])
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none")
+        return (nll * mask[:, 1:]).sum() / mask[:, 1:].sum(), int(mask.sum())
+
+    def _gated(self, groups: Groups) -> tuple[Groups, np.ndarray]:
+        """``(groups for the RL loss, prompt ids for SFT)``: all groups and none without a gate."""
+        if self.gate is None or not len(groups.items):
+            return groups, np.zeros(0, dtype=np.int64)
+        routes = self.gate.route(groups.correct, groups.sizes)
+        return groups.select(routes == RL), groups.items[routes == SFT]
+
     def step(self) -> None:
         """One GRPO step: choose prompts, roll out, update, log; evaluates every ``eval_every``."""
         if not self.history.eval_steps:
             self.record_eval()
         self.model.train()
         groups, spent = self.source.next_batch(self.rollout, self.config.prompts_per_step)
-        old, norms = None, []
-        for _ in range(self.config.epochs if len(groups.items) else 1):
+        groups, demos = self._gated(groups)
+        old, norms, sft_tokens = None, [], 0
+        for _ in range(self.config.epochs if len(groups.items) or len(demos) else 1):
             self.optimizer.zero_grad(set_to_none=True)
-            if len(groups.items):  # an empty batch (nothing passed a filter) steps with no gradient
-                loss, logp = self.loss(groups, old)
-                old = logp if old is None else old
+            if len(groups.items) or len(demos):  # an empty batch (nothing passed a filter) steps with no gradient
+                loss = torch.zeros(())
+                if len(groups.items):
+                    loss, logp = self.loss(groups, old)
+                    old = logp if old is None else old
+                if len(demos):
+                    sft, sft_tokens = self.sft_loss(demos)
+                    loss = loss + self.gate.sft_coef * sft
                 loss.backward()
                 norms.append(grad_norms(self.model.parameters())[0])
             self.optimizer.step()
         self.history.step_grad_norm.append(sum(norms) / len(norms) if norms else None)
-        self.clock.report(samples=spent, tokens=float(groups.lengths.sum()))
+        self.history.step_sft_tokens.append(sft_tokens)
+        self.clock.report(samples=spent, tokens=float(groups.lengths.sum()) + sft_tokens)
         self.scheduler.step()
         self._log(groups, spent)
         step = int(self.clock.steps)
@@ -260,6 +293,7 @@ class GRPOTrainer:
             "allocator": self.allocator.state_dict(),
             "generator": self.generator.get_state(),
             "history": plain(asdict(self.history)),
+            "gate": None if self.gate is None else self.gate.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -277,6 +311,8 @@ class GRPOTrainer:
             self.allocator.load_state_dict(state["allocator"])
             self.generator.set_state(torch.as_tensor(np.asarray(state["generator"], dtype=np.uint8)))
             self.history = History(**copy.deepcopy(state["history"]))
+            if self.gate is not None:
+                self.gate.load_state_dict(state.get("gate"))
         except Exception:
             self._restore(backup)
             raise
@@ -289,3 +325,5 @@ class GRPOTrainer:
         self.allocator.load_state_dict(backup["allocator"])
         self.generator.set_state(backup["generator"])
         self.history = History(**backup["history"])
+        if self.gate is not None:
+            self.gate.load_state_dict(backup["gate"])
