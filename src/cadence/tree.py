@@ -17,6 +17,13 @@ Every model is described by a schedule spec over its own whole budget, so the li
 how it was made: the branch spec ``wsd(peak, warmup, decay=D steps)`` over ``B_k`` equals the trunk
 schedule on ``[0, c_k]`` step for step.
 
+A branch may carry its own data ("OctoThinker: Mid-training Incentivizes Reinforcement Learning
+Scaling", arXiv 2506.20512, decays one stable trunk on several data mixtures, each branch its own
+model): ``data`` is a plain-data mixture or curriculum spec (a JSON-ready mapping, e.g.
+``{"kind": "fixed", "weights": {"clean": 1}}``) that the tree does not read; it passes it to the
+trainer as ``data=`` and records it in the lineage. Without ``data`` a branch trains on the
+trainer's own data (the trunk's), and the trainer is called without the keyword.
+
 The tree does not know any training code. It drives a *trainer*: any callable
 ``trainer(schedule, *, steps, start_from, checkpoint_at)`` that trains with ``schedule`` evaluated at
 the absolute step on a clock whose budget is ``steps``, resuming from ``start_from`` (a checkpoint it
@@ -28,6 +35,8 @@ returned earlier, or ``None`` for a fresh model), and returns an object with ``c
     (9400, 9400.0)
     >>> plan.models[0].schedule
     'wsd(peak=0.003, warmup=100 steps, decay=200 steps)'
+    >>> plan_tree([1000], data={1000: {"kind": "fixed", "weights": {"clean": 1}}}).models[0].data
+    {'kind': 'fixed', 'weights': {'clean': 1}}
 """
 
 from __future__ import annotations
@@ -76,7 +85,8 @@ class PlannedModel:
 
     ``schedule`` is the spec of the model's whole run (evaluated on a clock of budget ``budget``);
     ``parent`` is the budget of the model it continues (WSD-S) or ``None`` (the trunk, or a fresh
-    model when ``source_step`` is 0).
+    model when ``source_step`` is 0). ``data``: the branch's own mixture or curriculum spec (plain
+    data), or ``None`` for the trainer's own data.
     """
 
     budget: int
@@ -84,6 +94,7 @@ class PlannedModel:
     decay_steps: int
     schedule: str
     parent: int | None = None
+    data: dict[str, Any] | None = None
 
     @property
     def compute(self) -> int:
@@ -200,9 +211,27 @@ def trunk_schedule(peak: float, warmup: int = 0, floor: float = 0.0) -> str:
                             "duration": f"{warmup} steps", "start": floor}))
 
 
+def branch_data(data: Any, what: str = "branch data") -> dict[str, Any] | None:
+    """``data`` checked as a plain-data spec (a mapping that JSON round-trips unchanged), as a new dict.
+
+        >>> branch_data({"kind": "fixed", "weights": {"clean": 0.7, "noisy": 0.3}})["weights"]
+        {'clean': 0.7, 'noisy': 0.3}
+    """
+    if data is None:
+        return None
+    try:
+        copy = json.loads(json.dumps(data, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise SpecError(f"{what} must be plain data (strings, numbers, lists, mappings), got {data!r}: {e}") from None
+    if not isinstance(data, Mapping) or copy != data:
+        raise SpecError(f"{what} must be a mapping of plain data with string keys, such as "
+                        f"{{'kind': 'fixed', 'weights': {{'clean': 1}}}}; got {data!r}")
+    return copy
+
+
 def plan_tree(budgets: Sequence[int | str], *, decay: float | str = 0.2, peak: float = 1.0,
               warmup: int | str = 0, mode: TreeMode = "branch", shape: str | None = None,
-              floor: float | None = None) -> TreePlan:
+              floor: float | None = None, data: Mapping[int, Mapping[str, Any]] | None = None) -> TreePlan:
     """Lay out a trunk and its branches (``mode="branch"``) or a WSD-S chain (``mode="wsd-s"``).
 
     Args:
@@ -211,6 +240,8 @@ def plan_tree(budgets: Sequence[int | str], *, decay: float | str = 0.2, peak: f
         peak: the trunk's LR; warmup: steps of linear warmup at the start of the trunk.
         shape, floor: cooldown shape and final LR factor. Defaults: ``1-sqrt`` to 0 for branches
             (Hägele et al.), ``inverse-linear`` to 0.1 for WSD-S (UNCONFIRMED, see module doc).
+        data: ``{budget: mixture or curriculum spec}`` for branches that train on their own data
+            (branch mode only; see :func:`branch_data`).
 
     Branch mode: model ``k`` branches from trunk step ``c_k = B_k − ⌊d·B_k⌋``; with the decay
     rounded down the total never exceeds ``(1 − d)·B_max + d·ΣB_k``.
@@ -237,6 +268,14 @@ def plan_tree(budgets: Sequence[int | str], *, decay: float | str = 0.2, peak: f
     if not math.isfinite(peak) or peak <= 0:
         raise SpecError(f"peak must be a positive number, got {peak!r}")
     models = _branches(bs, d, peak, w, shape, floor) if mode == "branch" else _wsds_chain(bs, d, peak, w, shape, floor)
+    if data:
+        if mode != "branch":
+            raise TreeError("only branches carry their own data; a WSD-S chain trains on the trainer's data")
+        specs = {_steps(b, "a data budget"): branch_data(v, f"data for budget {b}") for b, v in data.items()}
+        unknown = sorted(set(specs) - set(bs))
+        if unknown:
+            raise TreeError(f"data given for budget(s) {unknown} that the plan does not have ({bs})")
+        models = tuple(dataclasses.replace(m, data=specs.get(m.budget)) for m in models)
     if mode == "branch":
         trunk, trunk_end = trunk_schedule(peak, w, floor), max(m.source_step for m in models)
     else:
@@ -293,6 +332,8 @@ class LineageNode:
     budget: int
     checkpoints: tuple[int, ...] = ()
     final_val_loss: float | None = None
+    data: dict[str, Any] | None = None
+    """The mixture or curriculum spec the segment trained on; ``None``: the trainer's own data."""
 
     @property
     def compute(self) -> int:
@@ -387,7 +428,7 @@ class WSDTree:
         self.plan = plan
         self.lineage = Lineage()
         self.trunk: dict[int, Any] = {}  # trunk checkpoints by step
-        self.models: dict[int, FinishedModel] = {}
+        self.models: dict[int | str, FinishedModel] = {}  # by budget, or by branch name
 
     # -- trunk
     @property
@@ -414,12 +455,20 @@ class WSDTree:
                                             self.plan.trunk_schedule, to_step, tuple(sorted(wanted)),
                                             float(result.final_val_loss)))
 
-    def branch(self, budget: int | str, *, from_step: int | None = None) -> FinishedModel:
+    def branch(self, budget: int | str, *, from_step: int | None = None, data: Mapping[str, Any] | None = None,
+               name: str | None = None) -> FinishedModel:
         """Finish a model for ``budget`` by a cooldown from trunk checkpoint ``from_step``
-        (default ``budget − ⌊d·budget⌋``); the cooldown spans ``budget − from_step`` steps."""
+        (default ``budget − ⌊d·budget⌋``); the cooldown spans ``budget − from_step`` steps.
+
+        ``data``: the branch's own mixture or curriculum spec (plain data, passed to the trainer as
+        ``data=``). ``name`` keys the model in :attr:`models` instead of its budget, so several
+        branches may finish the same budget on different data."""
         if self.plan.mode != "branch":
             raise TreeError("a WSD-S plan does not branch; its models come from run()")
         budget = _steps(budget, "budget")
+        data = branch_data(data)
+        if name is not None and (not isinstance(name, str) or not name or name.isdigit()):
+            raise TreeError(f"a branch name must be a non-empty string that is not a number, got {name!r}")
         if from_step is None:
             from_step = budget - math.floor(self.plan.decay * budget)
         from_step = _steps(from_step, "from_step")
@@ -432,14 +481,15 @@ class WSDTree:
         p = self.plan
         spec = _wsd_spec(p.peak, p.warmup, budget - from_step, p.shape, p.floor)
         parent = next((n.id for n in self.lineage.nodes if n.kind == "trunk" and from_step in n.checkpoints), None)
-        return self._finish(budget, spec, from_step, self.trunk.get(from_step), parent, "branch")
+        return self._finish(budget, spec, from_step, self.trunk.get(from_step), parent, "branch", data, name)
 
     def run(self) -> list[FinishedModel]:
         """Train the whole plan: the trunk and every branch, or the WSD-S chain."""
         if self.plan.mode == "branch":
             if self.trunk_end < self.plan.trunk_end:
                 self.grow_trunk()
-            return [self.models.get(m.budget) or self.branch(m.budget, from_step=m.source_step) for m in self.plan.models]
+            return [self.models.get(m.budget) or self.branch(m.budget, from_step=m.source_step, data=m.data)
+                    for m in self.plan.models]
         for m in self.plan.models:
             if m.budget not in self.models:
                 prev = self.models.get(m.parent) if m.parent is not None else None
@@ -453,8 +503,8 @@ class WSDTree:
         objects, kept as they are: save with ``torch.save``)."""
         return {"kind": "cadence.WSDTree", "plan": self.plan.to_dict(), "lineage": self.lineage.to_dict(),
                 "trunk": dict(self.trunk),
-                "models": {b: {"final_val_loss": m.final_val_loss, "checkpoint": m.checkpoint, "node": m.node}
-                           for b, m in self.models.items()}}
+                "models": {b: {"budget": m.budget, "final_val_loss": m.final_val_loss, "checkpoint": m.checkpoint,
+                               "node": m.node} for b, m in self.models.items()}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume a tree saved by :meth:`state_dict`; refuses another kind or another plan."""
@@ -465,15 +515,18 @@ class WSDTree:
         lineage = Lineage.from_dict(state["lineage"])
         try:
             trunk = {int(s): c for s, c in state["trunk"].items()}
-            models = {int(b): FinishedModel(int(b), float(m["final_val_loss"]), m["checkpoint"], str(m["node"]))
-                      for b, m in state["models"].items()}
+            models = {_model_key(b): FinishedModel(int(m.get("budget", b)), float(m["final_val_loss"]), m["checkpoint"],
+                                                   str(m["node"])) for b, m in state["models"].items()}
         except (KeyError, TypeError, ValueError) as e:
             raise StateError(f"malformed WSDTree state_dict: {e!r}") from e
         self.lineage, self.trunk, self.models = lineage, trunk, models
 
     # -- internals
-    def _train(self, spec: str, steps: int, start_from: Any, checkpoint_at: list[int]) -> TrainResult:
-        result = self.trainer(as_schedule(spec), steps=steps, start_from=start_from, checkpoint_at=tuple(checkpoint_at))
+    def _train(self, spec: str, steps: int, start_from: Any, checkpoint_at: list[int],
+               data: dict[str, Any] | None = None) -> TrainResult:
+        extra = {} if data is None else {"data": data}
+        result = self.trainer(as_schedule(spec), steps=steps, start_from=start_from, checkpoint_at=tuple(checkpoint_at),
+                              **extra)
         missing = [s for s in checkpoint_at if s not in result.checkpoints]
         if missing:
             raise TreeError(f"the trainer returned no checkpoint at step(s) {missing} of a run to {steps} steps")
@@ -483,12 +536,21 @@ class WSDTree:
         return result
 
     def _finish(self, budget: int, spec: str, start: int, start_from: Any, parent: str | None,
-                kind: Literal["branch", "wsd-s"]) -> FinishedModel:
-        if budget in self.models:
-            raise TreeError(f"a model for budget {budget} exists already ({self.models[budget].node})")
-        result = self._train(spec, budget, start_from, [budget])
-        node = self.lineage.add(LineageNode(f"{kind}@{start}-{budget}", kind, parent, start, budget, spec, budget,
-                                            (budget,), float(result.final_val_loss)))
+                kind: Literal["branch", "wsd-s"], data: dict[str, Any] | None = None,
+                name: str | None = None) -> FinishedModel:
+        key = budget if name is None else name
+        if key in self.models:
+            raise TreeError(f"a model {'for budget' if name is None else 'named'} {key!r} exists already "
+                            f"({self.models[key].node})")
+        result = self._train(spec, budget, start_from, [budget], data)
+        node_id = f"{kind}@{start}-{budget}" + ("" if name is None else f":{name}")
+        node = self.lineage.add(LineageNode(node_id, kind, parent, start, budget, spec, budget,
+                                            (budget,), float(result.final_val_loss), data))
         model = FinishedModel(budget, float(result.final_val_loss), result.checkpoints[budget], node.id)
-        self.models[budget] = model
+        self.models[key] = model
         return model
+
+
+def _model_key(key: Any) -> int | str:
+    """A :attr:`WSDTree.models` key from saved state: a budget, or a branch name."""
+    return key if isinstance(key, str) and not key.isdigit() else int(key)

@@ -56,6 +56,42 @@ def print_tree_benchmark(bench: Any, console: Console) -> None:
                   f"{'met' if worst <= 0.01 else 'MISSED'}); wall {bench.seconds:.0f} s", highlight=False)
 
 
+def print_branch_data(res: Any, console: Console) -> None:
+    fmt = lambda t: f"{t[0]:.4f} [{t[1]:.4f}, {t[2]:.4f}]"  # noqa: E731
+    table = Table(title=f"one trunk to step {res.trunk_steps}, decayed to {res.budget} steps on different data · "
+                        f"{len(next(iter(res.per_seed.values())))} seeds · val loss mean [95% CI]")
+    from cadence.labs.pretrain.continual import mean_interval
+
+    first = next(iter(res.per_seed))
+    for col in ("branch data", "spec", "final val loss", f"minus {first}, same seed"):
+        table.add_column(col, justify="left" if col in ("branch data", "spec") else "right")
+    specs = {n["id"].split(":", 1)[1]: n["data"] for n in res.lineage["nodes"] if ":" in n["id"]}
+    for name, loss in res.losses.items():
+        diff = [a - b for a, b in zip(res.per_seed[name], res.per_seed[first])]
+        table.add_row(name, json.dumps(specs.get(name)) if specs.get(name) else "(the trunk's)", fmt(loss),
+                      "—" if name == first else fmt(mean_interval(diff)))
+    console.print(table)
+    console.print(f"wall {res.seconds:.0f} s", highlight=False)
+
+
+def _bench_branch_data(args: argparse.Namespace) -> int:
+    from cadence.errors import CadenceError
+    from cadence.labs.pretrain.tree_bench import run_branch_data  # heavy: on use
+
+    if args.seeds < 1:
+        raise CadenceError(f"--seeds must be at least 1, got {args.seeds}")
+    budget = args.base if args.base is not None else _BRANCH_BUDGET[args.size]
+    plan_tree([budget], decay=args.decay, peak=args.peak)   # bad sizes fail before any work
+    with Progress(transient=True) as progress:
+        tick = progress.counter("bench tree · branch data · steps", args.seeds * (budget + 2 * args.decay * budget))
+        res = run_branch_data(budget=budget, decay=args.decay, peak=args.peak, seeds=args.seeds, size=args.size,
+                              on_steps=tick)
+    print_branch_data(res, Console())
+    if args.lineage:
+        Path(args.lineage).write_text(json.dumps(res.lineage, indent=2))
+    return 0
+
+
 def _bench_tree(args: argparse.Namespace) -> int:
     from cadence.labs.pretrain.tree_bench import plot_tree_benchmark, run_tree_benchmark  # heavy: on use
 
@@ -111,6 +147,7 @@ def _bench_codesign(args: argparse.Namespace) -> int:
 
 
 _TREE_BASE = {"tiny": 20, "small": 200}
+_BRANCH_BUDGET = {"tiny": 40, "small": 600}
 _CODESIGN_STEPS = {"tiny": 50, "small": 500}
 _SIZE_HELP = "lab size: 'tiny' (a tiny model and {} by default; seconds, a smoke test) or 'small' (the benchmark)"
 
@@ -129,7 +166,11 @@ def add_tree_parser(sub: Any, name: str) -> None:
     p.add_argument("--wsd-s", action="store_true", help="also run a WSD-S chain (B_max more steps)")
     p.add_argument("--lineage", help="write the tree's lineage JSON here")
     p.add_argument("-o", "--plot", help="write a plot of the runs' LR and loss here (.png)")
-    p.set_defaults(func=_bench_tree)
+    p.add_argument("--branch-data", action="store_true",
+                   help="instead: one trunk decayed on its own data and on two quality mixtures (budget --base, "
+                        "default 600; 40 with --size tiny), over --seeds")
+    p.add_argument("--seeds", type=int, default=3, help="seeds of --branch-data (default 3)")
+    p.set_defaults(func=lambda args: _bench_branch_data(args) if args.branch_data else _bench_tree(args))
 
 
 def add_codesign_parser(sub: Any, name: str) -> None:

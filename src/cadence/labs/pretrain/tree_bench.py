@@ -84,8 +84,8 @@ class _Recorder:
     on_steps: Callable[[int], None] | None = None
     logs: list[Any] = field(default_factory=list)
 
-    def __call__(self, schedule: Any, *, steps: int, start_from: Any, checkpoint_at: Sequence[int]) -> Any:
-        result = self.trainer(schedule, steps=steps, start_from=start_from, checkpoint_at=checkpoint_at)
+    def __call__(self, schedule: Any, *, steps: int, start_from: Any, checkpoint_at: Sequence[int], **data: Any) -> Any:
+        result = self.trainer(schedule, steps=steps, start_from=start_from, checkpoint_at=checkpoint_at, **data)
         self.logs.append(result.log)
         if self.on_steps is not None:
             self.on_steps(len(result.log))
@@ -232,3 +232,84 @@ def run_codesign(*, steps: int = 500, seeds: int = 3, peak: float = 3e-3, modera
     out = {o: {v: np.asarray(x) for v, x in d.items()} for o, d in losses.items()}
     return CodesignResult(out, steps, moderate_floor, len(tail_steps), tuple(tail_steps), val_min_quality,
                           time.perf_counter() - t0)
+
+
+QUALITY_ARMS = ("noisy", "clean")
+"""Arms of the lab corpus for branch mixtures: documents of quality below 0.5, and the rest."""
+
+BRANCH_MIXTURES: dict[str, dict[str, Any] | None] = {
+    "trunk data": None,
+    "clean-heavy": {"kind": "fixed", "weights": {"clean": 0.9, "noisy": 0.1}},
+    "noisy-heavy": {"kind": "fixed", "weights": {"clean": 0.1, "noisy": 0.9}},
+}
+"""Decay-branch data compared by :func:`run_branch_data`: the trunk's own (random documents), and
+two fixed mixtures over :data:`QUALITY_ARMS` (OctoThinker, arXiv 2506.20512, decays one trunk on
+several mixtures; these mixtures are the lab's, not the paper's)."""
+
+
+def mixture_order(corpus: Any, data: dict[str, Any], documents: int, seed: int) -> np.ndarray:
+    """``documents`` document ids drawn by the curriculum policy that ``data`` names (``kind`` and its
+    arguments, e.g. ``{"kind": "fixed", "weights": {"clean": 1}}``) over :data:`QUALITY_ARMS`."""
+    from cadence.curricula import Arms, make_policy
+
+    spec = dict(data)
+    kind = spec.pop("kind", None)
+    if not isinstance(kind, str):
+        raise CadenceError(f"branch data needs a policy kind, e.g. {{'kind': 'fixed', 'weights': ...}}; got {data!r}")
+    arms = Arms(np.where(corpus.quality >= 0.5, QUALITY_ARMS[1], QUALITY_ARMS[0]).tolist())
+    return make_policy(kind, arms, seed=seed, **spec).sample(documents)
+
+
+def data_trainer(cfg: Any, seed: int, corpus: Any):
+    """The lab's ``train`` as a tree trainer that reads a branch's ``data`` spec (:func:`mixture_order`);
+    without one it trains on the run's own random order (the trunk's data)."""
+    base = _trainer(cfg, seed)
+
+    def trainer(schedule: Any, *, steps: int, start_from: Any, checkpoint_at: Sequence[int],
+                data: dict[str, Any] | None = None) -> Any:
+        order = None
+        if data is not None:
+            begin = 0 if start_from is None else int(start_from["step"])
+            tokens = (steps - begin) * cfg.batch_size * (cfg.context + 1)
+            documents = int(tokens / (corpus.lengths.mean() + 1)) + 2
+            order = mixture_order(corpus, data, documents, seed)
+        return base(schedule, steps=steps, start_from=start_from, checkpoint_at=checkpoint_at, order=order,
+                    corpus=corpus)
+    return trainer
+
+
+@dataclass(frozen=True)
+class BranchDataResult:
+    """Final validation loss (clean held-out text) per branch mixture over seeds: (mean, low, high)."""
+
+    budget: int
+    trunk_steps: int
+    losses: dict[str, tuple[float, float, float]]
+    per_seed: dict[str, list[float]]
+    lineage: dict[str, Any]
+    seconds: float
+
+
+def run_branch_data(*, budget: int = 600, decay: float = 0.2, peak: float = 3e-3, seeds: int = 3,
+                    size: str = "small", mixtures: dict[str, dict[str, Any] | None] | None = None,
+                    on_steps: Callable[[int], None] | None = None) -> BranchDataResult:
+    """Per seed, one WSD trunk to ``budget − ⌊decay·budget⌋`` steps, decayed into one model per
+    mixture (``None``: the trunk's data) from the same checkpoint; validation loss of each."""
+    from cadence.labs.pretrain.continual import mean_interval
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    mixtures = dict(BRANCH_MIXTURES if mixtures is None else mixtures)
+    cfg = lab_config(size)
+    corpus = load_corpus()
+    plan = plan_tree([budget], decay=decay, peak=peak, warmup=max(1, budget // 20))
+    losses: dict[str, list[float]] = {name: [] for name in mixtures}
+    lineage: dict[str, Any] = {}
+    for seed in range(seeds):
+        tree = WSDTree(_Recorder(data_trainer(cfg, seed, corpus), on_steps), plan)
+        tree.grow_trunk()
+        for name, data in mixtures.items():
+            losses[name].append(tree.branch(budget, data=data, name=name).final_val_loss)
+        lineage = tree.lineage.to_dict()
+    return BranchDataResult(budget, plan.trunk_end, {n: mean_interval(v) for n, v in losses.items()}, losses, lineage,
+                            time.perf_counter() - t0)
