@@ -72,7 +72,7 @@ def register(subparsers: Any) -> None:
     from cadence.cli import bench_subcommands
 
     p = bench_subcommands(subparsers).add_parser(
-        "continual", help="continual pre-training: re-warm on a shifted corpus with replay ρ = 0, 5%, 25%",
+        "continual", help="continual pre-training: re-warm on a shifted corpus with replay ρ = 0, 0.05, 0.25",
         description="Train on the lab corpus, continue on a shifted copy with a re-warmed LR, replaying a fraction "
                     "of the old corpus in every batch; validation loss on both corpora over seeds.")
     p.add_argument("--size", choices=tuple(SIZES), default="default",
