@@ -14,13 +14,14 @@ import torch
 
 from cadence import Clock
 from cadence.averaging import EMA, CheckpointAverage
-from cadence.curricula import POLICIES, Arms, CurriculumSampler, CyclicalPacing, make_policy
+from cadence.curricula import POLICIES, Arms, CurriculumSampler, CyclicalPacing, Replay, make_policy
 from cadence.integrations import RegimenLink
 from cadence.integrations.tracking import TrackedSampler
 from cadence.labs.rl.sources import SelectorSource
 from cadence.optim import ScheduledLR
 from cadence.progressive import BatchSizeSchedule, FreezeOut, LayerFreezing, RandomizedProgressive, SequenceLengthWarmup
-from cadence.rl import DynamicSampling, FixedAllocation, KnapsackAllocation, PredictiveFilter, PromptSelector
+from cadence.rl import (DynamicSampling, FixedAllocation, HybridGate, KnapsackAllocation, PredictiveFilter,
+                        PromptSelector)
 
 N = 30
 KEYS = [("add", i % 3) for i in range(N)]
@@ -180,6 +181,26 @@ def _link():
         link.observe(ids, loss=np.array([1.0, 2.0]))
         return list(ids), link.values()["cadence/budget"]
     return Wrapped(), step
+
+
+@case("replay")
+def _replay():
+    replay = Replay(0.05)
+
+    def step():
+        return replay.split(16, tokens_per_row=33)
+    return replay, step
+
+
+@case("hybrid_gate")
+def _hybrid_gate():
+    gate = HybridGate(sft_gate=1, off_policy_gate=2, group=4)
+
+    def step():   # the gate holds no RNG: the inputs follow from its state
+        rng = np.random.default_rng(int(gate.counts.sum()))
+        gate.route((rng.random(12) < 0.4).astype(float), np.full(3, 4))
+        return gate.stats()
+    return gate, step
 
 
 def _layers(n: int = 4) -> list[torch.nn.Module]:
