@@ -32,7 +32,8 @@ def test_replay_share_exact_over_many_batches(fraction):
     for k in range(1, 2001):
         old, new = replay.split(rows, tokens_per_row=per_row)
         assert old + new == rows and 0 <= old <= rows           # the total batch never changes
-        assert abs(replay.old_tokens - fraction * k * rows * per_row) <= per_row / 2 + 1e-9   # within half a row, always
+        # within half a row, always
+        assert abs(replay.old_tokens - fraction * k * rows * per_row) <= per_row / 2 + 1e-9
     assert replay.tokens == 2000 * rows * per_row
     assert math.isclose(replay.realized, fraction, abs_tol=per_row / replay.tokens)
 

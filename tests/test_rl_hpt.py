@@ -99,7 +99,8 @@ def test_an_all_sft_gate_is_an_sft_step(warm):
     # by hand: AdamW at lr 1e-3 on the token-mean NLL of the suite's answers to those prompts
     opt = torch.optim.AdamW(before.parameters(), lr=1e-3, weight_decay=0.0)
     tokens, mask = answer_batch(SUITE.prompts[items], SUITE.answers[items], SUITE.tokenizer,
-                                np.zeros(len(items), dtype=np.int64), WARM.max_new_tokens(SUITE), width=SUITE.prompt_len)
+                                np.zeros(len(items), dtype=np.int64), WARM.max_new_tokens(SUITE),
+                                width=SUITE.prompt_len)
     nll = F.cross_entropy(before(tokens[:, :-1]).transpose(1, 2), tokens[:, 1:], reduction="none")
     ((nll * mask[:, 1:]).sum() / mask[:, 1:].sum()).backward()
     opt.step()

@@ -25,5 +25,6 @@ from cadence.curricula.replay import Replay
 from cadence.curricula.sampler import CurriculumDataset, CurriculumSampler, SamplerExhausted
 
 __all__ = ["Arms", "EmptyArmWarning", "UnknownItemError", "Policy", "MissingSignalError", "POLICIES", "SIGNALS",
-           "make_policy", "Replay", "CurriculumSampler", "CurriculumDataset", "SamplerExhausted", "CurriculumLog", "read_log",
+           "make_policy", "Replay", "CurriculumSampler", "CurriculumDataset", "SamplerExhausted", "CurriculumLog",
+           "read_log",
            *_policies]

@@ -41,7 +41,8 @@ ROUTES = ("sft", "off_policy", "rl")
 
 def _count(v: Any, name: str) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-        raise SpecError(f"HybridGate {name} must be a non-negative integer (correct answers out of the group), got {v!r}")
+        raise SpecError(f"HybridGate {name} must be a non-negative integer (correct answers out of the group), "
+                        f"got {v!r}")
     return int(v)
 
 

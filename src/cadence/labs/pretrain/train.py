@@ -168,7 +168,8 @@ def train(cfg: PretrainConfig, schedule: Schedule | str | float | dict, *, steps
     if not own_stream and (getattr(stream, "batch_size", None), getattr(stream, "context", None)) != \
             (cfg.batch_size, cfg.context):
         raise CadenceError(f"the stream gives batches of batch_size={getattr(stream, 'batch_size', None)}, "
-                           f"context={getattr(stream, 'context', None)}; the config has {cfg.batch_size}, {cfg.context}")
+                           f"context={getattr(stream, 'context', None)}; "
+                           f"the config has {cfg.batch_size}, {cfg.context}")
     if own_stream:
         stream = DocumentStream(corpus, batch_size=cfg.batch_size, context=cfg.context, seed=seed, order=order)
     if start_from is not None:
