@@ -30,7 +30,8 @@ groups a batch trains on, and schedules (a response-length budget, say) reach re
   layer plans run (size plans are refused: generation fixes a step's rows).
 
 Five TRL methods are wrapped on the instance (``_generate_and_score_completions``,
-``_calculate_rewards``, ``_get_train_sampler``, ``_save_checkpoint``, ``_load_optimizer_and_scheduler``);
+``_calculate_rewards``, ``_get_train_sampler``, ``_save_checkpoint``, ``_load_optimizer_and_scheduler``;
+with ``downsample`` also ``_compute_loss`` and ``get_high_entropy_mask``);
 the tests pin their behaviour for TRL 1.16 (the ``trl`` extra's minimum). Checkpoints hold the regimen
 state, and, when a checkpoint falls inside a generation round, the round's buffered completions, so
 ``resume_from_checkpoint`` continues exactly as the uninterrupted run.
