@@ -119,10 +119,12 @@ def response_tokens(history) -> float:
     return float(sum(length * n for length, n in zip(history.step_length, history.step_rollouts) if length))
 
 
-def bench_length(lab: LabConfig, seeds: int, on_step: Callable[[], None] | None = None) -> dict[str, dict]:
+def bench_length(lab: LabConfig, seeds: int, on_step: Callable[[], None] | None = None, *,
+                 first_seed: int = 0) -> dict[str, dict]:
     """Final greedy accuracy, mean greedy response length (eval) and response tokens sampled in
     training under each length budget, and under HBPO (:func:`hbpo_budgets` of one token less than
-    the longest response: HBPO's budget index takes that position after the prompt).
+    the longest response: HBPO's budget index takes that position after the prompt). Seeds
+    ``first_seed .. first_seed + seeds − 1`` (one seed per process spreads a bench over processes).
 
     The warm start puts 0..8 filler characters before each answer, so responses start long (and
     pass@1, which counts only filler-free answers, would understate accuracy: greedy is used)."""
@@ -130,7 +132,7 @@ def bench_length(lab: LabConfig, seeds: int, on_step: Callable[[], None] | None 
     lab = replace(lab, warm=replace(lab.warm, filler_max=8))
     out: dict[str, dict] = {name: {"accuracy": [], "length": [], "start_length": [], "train_tokens": []}
                             for name in (*LENGTH_SCHEDULES, "hbpo")}
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         seeded = lab.with_seed(seed)
         weights = warm_start(seeded.suite, seeded.warm, seed=seed)
         runs = {name: train_policy("uniform", weights, seeded, seed, on_step, reward=length_reward(LengthBudget(spec)))
@@ -172,14 +174,15 @@ LIMR_EPOCHS = 8
 
 
 def bench_limr(lab: LabConfig, seeds: int, on_step: Callable[[], None] | None = None,
-               threshold: float = PAPER_THRESHOLD) -> dict[str, dict]:
+               threshold: float = PAPER_THRESHOLD, *, first_seed: int = 0) -> dict[str, dict]:
     """LIMR vs the whole pool at the same steps and rollouts: the pilot (uniform GRPO through a pool
     of about :data:`LIMR_EPOCHS` epochs' prompts, one shuffle per epoch) is the whole-pool run; the
-    LIMR run trains from the same warm start on the prompts it selects (θ = ``threshold``)."""
+    LIMR run trains from the same warm start on the prompts it selects (θ = ``threshold``). Seeds as
+    in :func:`bench_length`."""
     torch.set_num_threads(1)
     out: dict[str, dict] = {name: {"final_pass@1": [], "best_pass@1": [], "prompts": []}
                             for name in ("whole pool", "LIMR subset")}
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         seeded = lab.with_seed(seed)
         arms = len(seeded.suite.arm_names)
         per_arm = max(2, seeded.grpo.steps * seeded.grpo.prompts_per_step // (LIMR_EPOCHS * arms))
