@@ -253,3 +253,15 @@ def test_pool_source_state_round_trips_weights_only_and_resumes_exactly():
     assert other.state_dict() == before
     with pytest.raises(CadenceError, match="distinct"):
         PoolSource([1, 1], Uniform(arms))
+
+
+@pytest.mark.parametrize("argv, rows", [
+    (["--policies", "uniform,d3s", "--target", "0.01"], ["uniform", "D³S"]),
+    (["--experiment", "length"], ["tightened", "fixed", "hbpo"]),
+    (["--experiment", "limr"], ["whole pool", "LIMR subset"]),
+])
+def test_bench_rl_runs_d3s_hbpo_and_limr_at_the_tiny_size(capsys, monkeypatch, argv, rows):
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["bench", "rl", "--size", "tiny", "--seeds", "1", "--steps", "2", *argv]) == 0
+    printed = capsys.readouterr().out
+    assert all(row in printed for row in rows)
