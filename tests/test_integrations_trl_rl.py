@@ -283,3 +283,33 @@ def test_unused_columns_removed_still_carry_the_item_id(tmp_path):
     attach(trainer, sampler=CurriculumSampler(Uniform(Arms(SOURCES)), batch_size=2, num_replicas=1))
     trainer.train()
     assert len(seen) == 4 and all(0 <= i < 16 for i in seen)
+
+
+def test_d3s_token_mask_keeps_the_top_tokens_by_advantage_times_entropy(tmp_path):
+    from cadence.rl import DualDownsampling
+
+    trainer = grpo(tmp_path, max_steps=2)
+    attach(trainer, sampler=CurriculumSampler(Uniform(Arms(SOURCES)), batch_size=2, num_replicas=1),
+           downsample=DualDownsampling(token_ratio="constant(0.5)"))
+    hook, seen = trainer.get_high_entropy_mask, []
+
+    def spy(entropies, mask, threshold):
+        kept = hook(entropies, mask, threshold)
+        seen.append((entropies.detach().clone(), mask.clone(), kept.clone()))
+        return kept
+
+    trainer.get_high_entropy_mask = spy
+    advantages = []
+    compute = trainer._compute_loss
+    trainer._compute_loss = lambda model, inputs: (advantages.append(inputs["advantages"].clone()),
+                                                   compute(model, inputs))[1]
+    trainer.train()
+    assert len(seen) == len(advantages) >= 2
+    for (entropy, mask, kept), adv in zip(seen, advantages):
+        score = adv.reshape(-1, 1).abs() * entropy
+        valid = mask.bool()
+        assert int(kept.sum()) == int(np.ceil(0.5 * int(valid.sum()))) and not bool((kept & ~valid).any())
+        if bool((valid & ~kept).any()) and bool(kept.any()):
+            assert score[kept].min() >= score[valid & ~kept].max()
+    with pytest.raises(cadence.CadenceError, match="top_entropy_quantile"):
+        attach(grpo(tmp_path, top_entropy_quantile=0.5), downsample=DualDownsampling())

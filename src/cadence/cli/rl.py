@@ -18,7 +18,7 @@ def _size_options(parser: argparse.ArgumentParser, default_size: str) -> None:
                         help="target mean pass@1 (default: the best uniform sampling reaches in the run)")
     parser.add_argument("--policies", default=None,
                         help="comma-separated policies to compare (default: uniform,dump,sec,pass_rate,predictive,"
-                             "predictive_dump; also: dynamic)")
+                             "predictive_dump; also: dynamic, d3s)")
     parser.add_argument("--families", default=None, metavar="NAMES",
                         help="comma-separated task families: registered names or module:attr of a TaskFamily "
                              "(e.g. add,sort,mytasks:rev; default: the size's)")
@@ -59,13 +59,60 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "rl", help="curricula vs uniform over seeds (ratios with intervals), or the budget experiments",
         description="curricula: rollouts and steps to the target accuracy relative to uniform, over seeds, "
                     "with 95% t-intervals. length: a tightened response-length budget vs a fixed one. "
-                    "allocation: knapsack rollout allocation vs the same number of answers per prompt.")
+                    "allocation: knapsack rollout allocation vs the same number of answers per prompt. "
+                    "hpt: HPT's per-prompt SFT/RL gate vs GRPO vs SFT-then-GRPO (equal rollouts and SFT tokens). "
+                    "limr: a LIMR subset chosen from a pilot run vs the whole prompt pool.")
     rl.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1; default 3)")
-    rl.add_argument("--experiment", choices=("curricula", "length", "allocation", "hpt"), default="curricula",
-                    help="hpt: HPT's per-prompt SFT/RL gate vs GRPO vs SFT-then-GRPO (equal rollouts and SFT tokens)")
+    rl.add_argument("--experiment", choices=("curricula", "length", "allocation", "hpt", "limr"), default="curricula",
+                    help="which experiment (default: curricula)")
     rl.add_argument("--workers", type=int, default=1, help="processes training policies side by side (curricula)")
     _size_options(rl, "default")
     rl.set_defaults(func=run_bench_command)
+
+    limr = rl_subcommands(subparsers).add_parser(
+        "limr", help="LIMR: the samples of a pilot run whose reward curve tracks the run's average",
+        description="Read a pilot run's log (JSON lines: step, id, reward), score each sample by LIMR's learning "
+                    "impact (arXiv 2502.11886) and write the ids scoring at least the threshold.")
+    limr.add_argument("log", type=Path, help="the run log (JSON lines with step, id, reward)")
+    limr.add_argument("-o", "--output", type=Path, required=True, help="JSON file for the selected ids")
+    limr.add_argument("--threshold", type=float, default=0.6, help="keep scores >= this (paper: 0.6; default 0.6)")
+    limr.add_argument("--steps-per-epoch", type=int, default=1,
+                      help="steps per epoch of the pilot run (epoch = step // this; default 1)")
+    limr.set_defaults(func=run_limr_command)
+
+
+def rl_subcommands(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """The subcommand group of ``cadence rl`` (created on first use)."""
+    group = subparsers.choices.get("rl")
+    if group is None:
+        group = subparsers.add_parser("rl", help="RL post-training tools (e.g. LIMR data selection)",
+                                      description="RL post-training tools.")
+        return group.add_subparsers(dest="rl", required=True, metavar="TOOL")
+    for action in group._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    raise CadenceError("the 'rl' command exists but has no subcommand group")
+
+
+def run_limr_command(args: argparse.Namespace) -> int:
+    import json
+    import math
+
+    from cadence.rl.limr import limr, read_run_log
+
+    if not args.log.is_file():
+        raise CadenceError(f"cannot read the run log {str(args.log)!r}: no such file")
+    if not args.output.parent.is_dir():
+        raise CadenceError(f"cannot write {str(args.output)!r}: the folder {str(args.output.parent)!r} does not exist")
+    if not math.isfinite(args.threshold):
+        raise CadenceError(f"--threshold must be a finite number, got {args.threshold}")
+    if args.steps_per_epoch < 1:
+        raise CadenceError(f"--steps-per-epoch must be at least 1, got {args.steps_per_epoch}")
+    kept, scores = limr(read_run_log(args.log), steps_per_epoch=args.steps_per_epoch, threshold=args.threshold)
+    args.output.write_text(json.dumps({"ids": kept, "threshold": args.threshold, "steps_per_epoch": args.steps_per_epoch,
+                                       "scores": [[i, s] for i, s in scores.items()]}, indent=1), encoding="utf-8")
+    print(f"kept {len(kept)} of {len(scores)} scored samples (score >= {args.threshold:g}) -> {args.output}")
+    return 0
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
@@ -95,7 +142,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         from cadence.labs.rl.hpt_bench import run_hpt_command
 
         return run_hpt_command(lab, args.seeds, console)
-    runs = {"curricula": len(lab.policies), "length": 2, "allocation": 2}[args.experiment]
+    runs = {"curricula": len(lab.policies), "length": 3, "allocation": 2, "limr": 2}[args.experiment]
     with Progress(console=console) as progress:
         task = progress.task(f"bench rl · {args.experiment}", total=args.seeds * runs * lab.grpo.steps)
         tick = lambda *_: task.advance()  # noqa: E731
@@ -103,6 +150,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
             rows, _ = bench.bench_curricula(lab, args.seeds, on_step=tick, workers=args.workers)
         elif args.experiment == "length":
             result = bench.bench_length(lab, args.seeds, on_step=tick)
+        elif args.experiment == "limr":
+            result = bench.bench_limr(lab, args.seeds, on_step=tick)
         else:
             result = bench.bench_allocation(lab, args.seeds, on_step=tick)
     if args.experiment == "curricula":

@@ -24,11 +24,14 @@ groups a batch trains on, and schedules (a response-length budget, say) reach re
 * ``knobs={"max_response_length": "ramp(start=64, end=512)"}`` and ``length_budget=LengthBudget(...)``:
   each knob's value at the current clock is added to every row, so reward functions receive it as a
   keyword argument; a length budget can also be stated in the prompt.
+* ``downsample=DualDownsampling()`` (D³S, token level): the loss keeps the top completion tokens by
+  ``|A|·H``, a share on the clock, through TRL's entropy-mask hook.
 * ``lr=...`` schedules, logging and checkpointing work as in :func:`cadence.integrations.hf.attach`;
   layer plans run (size plans are refused: generation fixes a step's rows).
 
 Five TRL methods are wrapped on the instance (``_generate_and_score_completions``,
-``_calculate_rewards``, ``_get_train_sampler``, ``_save_checkpoint``, ``_load_optimizer_and_scheduler``);
+``_calculate_rewards``, ``_get_train_sampler``, ``_save_checkpoint``, ``_load_optimizer_and_scheduler``;
+with ``downsample`` also ``_compute_loss`` and ``get_high_entropy_mask``);
 the tests pin their behaviour for TRL 1.16 (the ``trl`` extra's minimum). Checkpoints hold the regimen
 state, and, when a checkpoint falls inside a generation round, the round's buffered completions, so
 ``resume_from_checkpoint`` continues exactly as the uninterrupted run.
@@ -58,7 +61,7 @@ from cadence.errors import CadenceError
 from cadence.integrations.hf import CadenceCallback
 from cadence.integrations.hf import attach as attach_hf
 from cadence.progressive.sizes import BatchSizeSchedule, SequenceLengthWarmup
-from cadence.rl import DynamicSampling, LengthBudget, PredictiveFilter, PromptSelector
+from cadence.rl import DualDownsampling, DynamicSampling, LengthBudget, PredictiveFilter, PromptSelector
 
 ID_COLUMN = "cadence_id"
 """The key through which each row carries its item id to reward functions."""
@@ -94,7 +97,8 @@ class PlaceholderSampler(Sampler[int]):
 def attach(trainer: Any, *, sampler: CurriculumSampler | None = None, knobs: Mapping[str, Any] | None = None,
            lr: Any = None, correct: str | Callable[..., Any] | None = None, correct_threshold: float = 1.0,
            dynamic: DynamicSampling | None = None, predictive: PredictiveFilter | None = None,
-           length_budget: LengthBudget | None = None, **kwargs: Any) -> CadenceCallback:
+           length_budget: LengthBudget | None = None, downsample: DualDownsampling | None = None,
+           **kwargs: Any) -> CadenceCallback:
     """Add cadence to a built ``trl.GRPOTrainer``; returns the callback (``callback.link`` holds the regimen).
 
     Args:
@@ -110,6 +114,11 @@ def attach(trainer: Any, *, sampler: CurriculumSampler | None = None, knobs: Map
         length_budget: a :class:`~cadence.rl.LengthBudget`: a knob under its name (for its
             ``reward_function``), stated in the prompt when built with ``in_prompt=True``.
         knobs: named schedules passed to reward functions as per-row keyword arguments.
+        downsample: D³S's token level (:class:`~cadence.rl.DualDownsampling`): each loss micro-batch
+            trains on the share ``token_ratio(clock)`` of its completion tokens with the largest
+            ``|A|·H``, through TRL's entropy-mask hook (``get_high_entropy_mask``; TRL's own
+            ``top_entropy_quantile`` must stay 1). Its rollout level is lab-only (a group's rows may
+            be split over micro-batches and processes).
         lr, **kwargs: as for :func:`cadence.integrations.hf.attach` (``budget``, ``clock``, ``plans``
             (layer plans only), fields).
 
@@ -142,10 +151,34 @@ def attach(trainer: Any, *, sampler: CurriculumSampler | None = None, knobs: Map
         total = args.max_steps * args.gradient_accumulation_steps * args.generation_batch_size
         placeholders = PlaceholderSampler(total)
         trainer._get_train_sampler = lambda *_, **__: placeholders
+    if downsample is not None:
+        if args.top_entropy_quantile < 1.0:
+            raise CadenceError("D3S sets the token mask itself: leave GRPOConfig.top_entropy_quantile at 1.0")
+        _wrap_token_mask(trainer, link, downsample)
     _wrap_generation(trainer, link, selector, correct_of, length_budget)
     _wrap_checkpoints(trainer)
     trainer._cadence_attached = True
     return callback
+
+
+def _wrap_token_mask(trainer: Any, link: Any, downsample: DualDownsampling) -> None:
+    """D³S's token mask in TRL's loss: ``_compute_loss`` keeps the micro-batch's advantages at hand and
+    switches TRL's entropy mask on (share below 1); the mask hook returns the top tokens by ``|A|·H``."""
+    compute_loss, current = trainer._compute_loss, {}
+
+    def masked_compute_loss(model, inputs):
+        current["advantages"] = inputs["advantages"]
+        trainer.top_entropy_quantile = downsample.ratios(link.clock)[1]
+        try:
+            return compute_loss(model, inputs)
+        finally:
+            current.clear()
+
+    def top_score_mask(entropies, mask, threshold):
+        return downsample.keep_tokens(current["advantages"], entropies.detach(), mask, link.clock)
+
+    trainer._compute_loss = masked_compute_loss
+    trainer.get_high_entropy_mask = top_score_mask
 
 
 def _refuse_size_plans(plans: Any) -> None:

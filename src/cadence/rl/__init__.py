@@ -9,6 +9,10 @@ how many rollouts each gets, and how long responses may be.
   budget stated in the prompt ("Train Long, Think Short").
 * :class:`HybridGate` — HPT's per-prompt switch between the RL loss and SFT on the prompt's
   demonstration, from its group's pass rate.
+* :class:`DualDownsampling` — D³S: the max-variance subset of each group and the top tokens by
+  ``|A|·H``, both relaxed on the clock.
+* :class:`HierarchicalBudget` — HBPO: budget subgroups, budget-aware reward, hierarchical advantage.
+* :func:`limr` — LIMR: the samples of a pilot run whose reward curve tracks the run's average.
 
 See docs/rl.md.
 
@@ -19,12 +23,16 @@ See docs/rl.md.
 
 from cadence.rl.allocation import (FixedAllocation, KnapsackAllocation, knapsack_value, nonzero_gradient_chance,
                                    sizes_for_rates)
+from cadence.rl.d3s import DualDownsampling, max_variance_subset
 from cadence.rl.dynamic import DynamicSampling
+from cadence.rl.hbpo import HierarchicalBudget
 from cadence.rl.hpt import HybridGate
 from cadence.rl.length import LengthBudget, triangular
+from cadence.rl.limr import learning_impact, limr
 from cadence.rl.predictive import PredictiveFilter, group_pass_rates
 from cadence.rl.selector import Picks, PromptSelector
 
 __all__ = ["PromptSelector", "Picks", "PredictiveFilter", "group_pass_rates", "DynamicSampling", "FixedAllocation",
            "KnapsackAllocation", "knapsack_value", "nonzero_gradient_chance", "sizes_for_rates", "LengthBudget",
-           "triangular", "HybridGate"]
+           "triangular", "HybridGate", "DualDownsampling", "max_variance_subset", "HierarchicalBudget", "learning_impact",
+           "limr"]

@@ -8,6 +8,8 @@
   Short", arXiv 2508.08940) vs the final budget held fixed: final accuracy and mean response length.
 * :func:`bench_allocation` — rollouts spread by :class:`KnapsackAllocation` vs ``group`` per
   prompt under the same total: share of groups and of rollouts with non-zero advantage.
+* :func:`bench_limr` — LIMR (arXiv 2502.11886): a pilot run over the whole pool in epochs, then the
+  same number of steps on the prompts whose reward curve tracks the pilot's average.
 
     >>> interval(np.array([0.5, 0.5, 0.5]))
     (0.5, 0.5, 0.5)
@@ -15,6 +17,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -23,9 +26,13 @@ import torch
 from scipy import stats
 
 from cadence.errors import CadenceError
-from cadence.rl import FixedAllocation, KnapsackAllocation, LengthBudget
-from cadence.labs.rl.experiment import Comparison, LabConfig, compare, train_policy
-from cadence.labs.rl.grpo import length_reward
+from cadence.curricula import Uniform
+from cadence.rl import FixedAllocation, HierarchicalBudget, KnapsackAllocation, LengthBudget, limr
+from cadence.rl.hbpo import PAPER_BUDGETS, PAPER_MAX_LENGTH
+from cadence.rl.limr import PAPER_THRESHOLD
+from cadence.labs.rl.experiment import Comparison, LabConfig, best_accuracy, compare, make_source, train_policy
+from cadence.labs.rl.grpo import GRPOTrainer, length_reward, suite_arms
+from cadence.labs.rl.limr import PoolSource, run_log
 from cadence.labs.rl.warmstart import warm_start
 
 
@@ -102,22 +109,43 @@ LENGTH_SCHEDULES = {
 paper's step-wise exponential with n = 3), vs the final 6 tokens from the start."""
 
 
-def bench_length(lab: LabConfig, seeds: int, on_step: Callable[[], None] | None = None) -> dict[str, dict]:
-    """Final greedy accuracy and mean greedy response length (eval) under each length budget.
+def hbpo_budgets(max_length: int) -> HierarchicalBudget:
+    """HBPO at the paper's budget fractions of the longest response (512, 1024, 2048, 2560 of 4096)."""
+    return HierarchicalBudget([max_length * b / PAPER_MAX_LENGTH for b in PAPER_BUDGETS], max_length)
+
+
+def response_tokens(history) -> float:
+    """Response tokens sampled in training (mean length × rollouts, per step)."""
+    return float(sum(length * n for length, n in zip(history.step_length, history.step_rollouts) if length))
+
+
+def bench_length(lab: LabConfig, seeds: int, on_step: Callable[[], None] | None = None, *,
+                 first_seed: int = 0) -> dict[str, dict]:
+    """Final greedy accuracy, mean greedy response length (eval) and response tokens sampled in
+    training under each length budget, and under HBPO (:func:`hbpo_budgets` of one token less than
+    the longest response: HBPO's budget index takes that position after the prompt). Seeds
+    ``first_seed .. first_seed + seeds − 1`` (one seed per process spreads a bench over processes).
 
     The warm start puts 0..8 filler characters before each answer, so responses start long (and
     pass@1, which counts only filler-free answers, would understate accuracy: greedy is used)."""
     torch.set_num_threads(1)
     lab = replace(lab, warm=replace(lab.warm, filler_max=8))
-    out: dict[str, dict] = {name: {"accuracy": [], "length": [], "start_length": []} for name in LENGTH_SCHEDULES}
-    for seed in range(seeds):
+    out: dict[str, dict] = {name: {"accuracy": [], "length": [], "start_length": [], "train_tokens": []}
+                            for name in (*LENGTH_SCHEDULES, "hbpo")}
+    for seed in range(first_seed, first_seed + seeds):
         seeded = lab.with_seed(seed)
         weights = warm_start(seeded.suite, seeded.warm, seed=seed)
-        for name, spec in LENGTH_SCHEDULES.items():
-            h = train_policy("uniform", weights, seeded, seed, on_step, reward=length_reward(LengthBudget(spec)))
+        runs = {name: train_policy("uniform", weights, seeded, seed, on_step, reward=length_reward(LengthBudget(spec)))
+                for name, spec in LENGTH_SCHEDULES.items()}
+        longest = seeded.warm.max_new_tokens(seeded.suite) - 1
+        hbpo = GRPOTrainer(copy.deepcopy(weights), seeded.suite, make_source("uniform", seeded.suite, seeded.grpo, seed),
+                           seeded.grpo, max_new_tokens=longest, seed=seed, budgets=hbpo_budgets(longest))
+        runs["hbpo"] = hbpo.run(on_step=on_step)
+        for name, h in runs.items():
             out[name]["accuracy"].append(float(np.mean(h.eval_greedy[-1])))
             out[name]["length"].append(h.eval_length[-1])
             out[name]["start_length"].append(h.eval_length[0])
+            out[name]["train_tokens"].append(response_tokens(h))
     return out
 
 
@@ -139,3 +167,44 @@ def bench_allocation(lab: LabConfig, seeds: int, on_step: Callable[[], None] | N
             out[name]["useful_rollouts"].append(float(np.sum(h.step_useful_rollouts) / np.sum(h.step_rollouts)))
             out[name]["pass@1"].append(float(np.mean(h.eval_accuracy[-1])))
     return out
+
+
+LIMR_EPOCHS = 8
+"""Epochs of the LIMR pilot: the pool is cut to about ``steps × prompts_per_step / LIMR_EPOCHS`` prompts."""
+
+
+def bench_limr(lab: LabConfig, seeds: int, on_step: Callable[[], None] | None = None,
+               threshold: float = PAPER_THRESHOLD, *, first_seed: int = 0) -> dict[str, dict]:
+    """LIMR vs the whole pool at the same steps and rollouts: the pilot (uniform GRPO through a pool
+    of about :data:`LIMR_EPOCHS` epochs' prompts, one shuffle per epoch) is the whole-pool run; the
+    LIMR run trains from the same warm start on the prompts it selects (θ = ``threshold``). Seeds as
+    in :func:`bench_length`."""
+    torch.set_num_threads(1)
+    out: dict[str, dict] = {name: {"final_pass@1": [], "best_pass@1": [], "prompts": []}
+                            for name in ("whole pool", "LIMR subset")}
+    for seed in range(first_seed, first_seed + seeds):
+        seeded = lab.with_seed(seed)
+        arms = len(seeded.suite.arm_names)
+        per_arm = max(2, seeded.grpo.steps * seeded.grpo.prompts_per_step // (LIMR_EPOCHS * arms))
+        seeded = replace(seeded, suite=replace(seeded.suite, items_per_arm=min(per_arm, seeded.suite.items_per_arm)))
+        weights = warm_start(seeded.suite, seeded.warm, seed=seed)
+        pool = np.arange(len(seeded.suite.prompts))
+        pilot = train_on_pool(weights, seeded, pool, seed, on_step)
+        kept, _ = limr(run_log(pilot), steps_per_epoch=-(-len(pool) // seeded.grpo.prompts_per_step),
+                       threshold=threshold)
+        runs = {"whole pool": (pilot, len(pool)),
+                "LIMR subset": (train_on_pool(weights, seeded, np.asarray(kept), seed, on_step) if kept else None,
+                                len(kept))}
+        for name, (h, n) in runs.items():  # nothing kept: no run, NaN accuracy
+            out[name]["final_pass@1"].append(float(np.mean(h.eval_accuracy[-1])) if h else float("nan"))
+            out[name]["best_pass@1"].append(best_accuracy(h) if h else float("nan"))
+            out[name]["prompts"].append(float(n))
+    return out
+
+
+def train_on_pool(weights, lab: LabConfig, ids: np.ndarray, seed: int, on_step: Callable[[], None] | None = None):
+    """Uniform GRPO through the prompts ``ids`` in shuffled epochs, from a copy of ``weights``."""
+    source = PoolSource(ids, Uniform(suite_arms(lab.suite), seed=seed), seed=seed)
+    trainer = GRPOTrainer(copy.deepcopy(weights), lab.suite, source, lab.grpo,
+                          max_new_tokens=lab.warm.max_new_tokens(lab.suite), seed=seed)
+    return trainer.run(on_step=on_step)

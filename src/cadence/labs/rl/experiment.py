@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from cadence.curricula import DUMP, SEC, PassRateFilter, Uniform
-from cadence.rl import DynamicSampling, PredictiveFilter, PromptSelector
+from cadence.rl import DualDownsampling, DynamicSampling, PredictiveFilter, PromptSelector
 from cadence.errors import CadenceError
 from cadence.labs.rl.grpo import GRPOConfig, GRPOTrainer, History, Reward, correctness_reward, suite_arms
 from cadence.labs.rl.policy import Evaluation, evaluate
@@ -36,12 +36,14 @@ from cadence.labs.rl.tasks import TaskSuite
 from cadence.labs.rl.warmstart import WarmStartConfig, warm_start
 from cadence.labs.tinygpt import TinyGPT
 
-POLICIES = ("uniform", "dump", "sec", "pass_rate", "predictive", "predictive_dump", "dynamic")
+POLICIES = ("uniform", "dump", "sec", "pass_rate", "predictive", "predictive_dump", "dynamic", "d3s")
 """The policies the lab knows: uniform sampling; DUMP (arXiv 2504.09710, paper defaults); SEC (arXiv 2505.14970, α = 0.5,
 τ = 0.2 as in the released 2-D run scripts); balanced pass-rate filtering (arXiv 2504.03380, band [0.25, 0.75] inclusive (UNCONFIRMED
 band), refilling for the missing prompts at most 3 extra rounds); the predictive pre-rollout filter
 (GRESO defaults) over uniform sampling, and over DUMP, each with dynamic sampling (band (0, 1), at most
-3 extra rounds) as in its paper; and dynamic sampling alone (DAPO), the baseline GRESO improves on."""
+3 extra rounds) as in its paper; dynamic sampling alone (DAPO), the baseline GRESO improves on; and D³S
+(arXiv 2509.22115, :class:`~cadence.rl.DualDownsampling` defaults) over uniform sampling: same rollouts, trained on
+each group's max-variance subset and the top tokens by |A|·H."""
 
 DEFAULT_POLICIES = POLICIES[:6]
 """What ``cadence demo`` and ``cadence bench rl`` compare unless told otherwise (``dynamic`` on request)."""
@@ -101,6 +103,7 @@ def make_source(name: str, suite: TaskSuite, grpo: GRPOConfig, seed: int) -> Pro
         "predictive_dump": lambda: PromptSelector(DUMP(arms, seed=seed), predictive=predictive, dynamic=dynamic,
                                                   seed=seed),
         "dynamic": lambda: PromptSelector(Uniform(arms, seed=seed), dynamic=dynamic, seed=seed),
+        "d3s": lambda: PromptSelector(Uniform(arms, seed=seed), seed=seed),
     }
     if name not in choices:
         raise CadenceError(f"unknown policy {name!r}; choose from {POLICIES}")
@@ -154,7 +157,8 @@ def train_policy(name: str, weights: TinyGPT, lab: LabConfig, seed: int,
     allocator as in :class:`GRPOTrainer`)."""
     source = make_source(name, lab.suite, lab.grpo, seed)
     trainer = GRPOTrainer(copy.deepcopy(weights), lab.suite, source, lab.grpo,
-                          max_new_tokens=lab.warm.max_new_tokens(lab.suite), reward=reward, allocator=allocator, seed=seed)
+                          max_new_tokens=lab.warm.max_new_tokens(lab.suite), reward=reward, allocator=allocator, seed=seed,
+                          downsample=DualDownsampling() if name == "d3s" else None)
     return trainer.run(on_step=on_step)
 
 

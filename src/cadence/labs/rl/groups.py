@@ -74,6 +74,16 @@ class Groups:
         return Groups(self.items[keep], self.sizes[keep], r, self.correct[rows], self.rewards[rows],
                       self.advantages[rows], self.lengths[rows])
 
+    def keep_rows(self, keep: np.ndarray) -> Groups:
+        """The rollouts where ``keep`` (one bool per row) is true; a group left empty is dropped."""
+        keep = np.asarray(keep, dtype=bool)
+        group = np.repeat(np.arange(len(self.items)), self.sizes)
+        sizes = np.bincount(group[keep], minlength=len(self.items))
+        t_rows = torch.from_numpy(keep)
+        r = Rollouts(self.rollouts.tokens[t_rows], self.rollouts.mask[t_rows], self.rollouts.prompt_width)
+        return Groups(self.items[sizes > 0], sizes[sizes > 0], r, self.correct[keep], self.rewards[keep],
+                      self.advantages[keep], self.lengths[keep])
+
     @staticmethod
     def concat(parts: list[Groups]) -> Groups:
         """All groups of ``parts`` in order (responses right-padded to the longest)."""

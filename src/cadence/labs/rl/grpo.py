@@ -52,7 +52,7 @@ from cadence.labs.rl.sources import PromptSource
 from cadence.labs.rl.tasks import TaskSuite
 from cadence.labs.tinygpt import TinyGPT
 from cadence.optim import ScheduledLR
-from cadence.rl import FixedAllocation, HybridGate, LengthBudget
+from cadence.rl import DualDownsampling, FixedAllocation, HierarchicalBudget, HybridGate, LengthBudget
 from cadence.rl.hpt import RL, SFT
 from cadence.schedules import as_schedule
 from cadence.state import plain
@@ -113,6 +113,8 @@ class History:
     step_grad_norm: list[float | None] = field(default_factory=list)  # ℓ2, mean over the step's updates
     step_arm_groups: list[list[int]] = field(default_factory=list)  # groups trained on per arm (what a filter kept)
     step_sft_tokens: list[int] = field(default_factory=list)  # demonstration tokens trained with SFT (HPT gate)
+    step_samples: list[list[list[float]]] = field(default_factory=list)  # [prompt id, mean reward] per group (LIMR)
+    step_trained_tokens: list[int] = field(default_factory=list)  # response tokens in the loss (D3S masks some)
     eval_steps: list[int] = field(default_factory=list)
     eval_rollouts: list[int] = field(default_factory=list)
     eval_accuracy: list[list[float]] = field(default_factory=list)
@@ -136,11 +138,18 @@ class GRPOTrainer:
         seed: seed of the private sampling generator.
         gate: HPT's per-prompt gate; its SFT route trains the suite's answer as the demonstration
             (its off-policy route is not run here: ``off_policy_gate`` must equal ``sft_gate``).
+        downsample: D³S (:class:`cadence.rl.DualDownsampling`): train on each group's max-variance
+            subset and the top tokens by ``|A|·H``, both shares on the clock.
+        budgets: HBPO (:class:`cadence.rl.HierarchicalBudget`): each group split into budget
+            subgroups, the budget's index stated by one token after the prompt (so
+            ``max_new_tokens`` must leave the model one position for it), HBPO's reward and
+            advantage in place of ``reward`` and GRPO's.
     """
 
     def __init__(self, model: TinyGPT, suite: TaskSuite, source: PromptSource, config: GRPOConfig, *,
                  max_new_tokens: int, reward: Reward = correctness_reward, allocator: Any = None,
-                 seed: int = 0, gate: HybridGate | None = None) -> None:
+                 seed: int = 0, gate: HybridGate | None = None, downsample: DualDownsampling | None = None,
+                 budgets: HierarchicalBudget | None = None) -> None:
         if gate is not None and gate.off_policy_gate != gate.sft_gate:
             raise CadenceError("the RL lab runs HPT's SFT and RL routes only: give off_policy_gate equal to sft_gate, "
                                f"got {gate.sft_gate} and {gate.off_policy_gate}")
@@ -152,6 +161,11 @@ class GRPOTrainer:
         self.tokenizer = suite.tokenizer
         self.max_new_tokens = max_new_tokens
         self.reward = reward
+        self.downsample, self.budgets = downsample, budgets
+        self._trained_tokens = 0
+        if budgets is not None and suite.prompt_len + 1 + max_new_tokens > model.cfg.context:
+            raise CadenceError(f"HBPO states the budget in one token after the prompt: max_new_tokens must be at most "
+                               f"{model.cfg.context - suite.prompt_len - 1} for this model, got {max_new_tokens}")
         self.allocator = allocator if allocator is not None else FixedAllocation(config.group)
         self.kl = as_schedule(config.kl)
         self.reference = copy.deepcopy(model).eval().requires_grad_(False) if self.kl.bounds()[1] > 0 else None
@@ -170,6 +184,8 @@ class GRPOTrainer:
         sizes = self.allocator.sizes(items)
         keep = sizes > 0
         items, sizes = items[keep], sizes[keep]
+        if self.budgets is not None:
+            return self._budget_rollout(items, sizes)
         rollouts = sample(self.model, self._prompts[torch.from_numpy(items)], group=torch.from_numpy(sizes),
                           max_new_tokens=self.max_new_tokens, eos_id=self.tokenizer.eos_id,
                           generator=self.generator, temperature=self.config.temperature)
@@ -183,11 +199,38 @@ class GRPOTrainer:
         self.allocator.observe(groups.row_items, groups.correct)
         return groups
 
+    def _budget_rollout(self, items: np.ndarray, sizes: np.ndarray) -> Groups:
+        """HBPO: each prompt's group in budget subgroups, the subgroup's budget index as a token
+        after the prompt; HBPO's reward and advantages."""
+        per_row = [self.budgets.subgroup_budgets(int(n)) for n in sizes]
+        k = len(self.budgets.budgets)
+        marks = torch.from_numpy(np.concatenate([self.tokenizer.encode(str(j % 10)) for j in range(k)]))
+        prompts = self._prompts[torch.from_numpy(np.repeat(items, k))]
+        prompts = torch.cat([prompts, marks.repeat(len(items))[:, None]], dim=1)
+        rollouts = sample(self.model, prompts, group=torch.from_numpy(np.repeat(sizes // k, k)),
+                          max_new_tokens=self.max_new_tokens, eos_id=self.tokenizer.eos_id,
+                          generator=self.generator, temperature=self.config.temperature)
+        texts = response_texts(rollouts, self.tokenizer.response_text)
+        correct = self.suite.score(texts, np.repeat(self.suite.answers[items], sizes))
+        lengths = rollouts.lengths.numpy().astype(np.float64)
+        budgets = np.concatenate(per_row)
+        rewards = self.budgets.reward(correct, lengths, budgets)
+        groups = Groups(items, sizes, rollouts, correct, rewards, self.budgets.advantages(rewards, sizes, budgets),
+                        lengths)
+        self.allocator.observe(groups.row_items, groups.correct)
+        return groups
+
     # ------------------------------------------------------------------ training
     def loss(self, groups: Groups, old_logp: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loss, token log-probs)``: clipped policy gradient (+ β·KL), token mean."""
         r = groups.rollouts
-        logp = token_logprobs(self.model, r)
+        mask = r.mask
+        if self.downsample is None:
+            logp = token_logprobs(self.model, r)
+        else:  # D3S: the top tokens by |A|·H
+            logp, entropy = token_logprobs(self.model, r, entropy=True)
+            adv = torch.from_numpy(groups.advantages).float()
+            mask = mask * self.downsample.keep_tokens(adv, entropy, r.mask, self.clock).float()
         old = logp.detach() if old_logp is None else old_logp
         ratio = torch.exp(logp - old)
         adv = torch.from_numpy(groups.advantages).float()[:, None]
@@ -199,7 +242,8 @@ class GRPOTrainer:
                 ref = token_logprobs(self.reference, r)
             d = ref - logp
             per_token = per_token + beta * (torch.exp(d) - d - 1)
-        return (per_token * r.mask).sum() / r.mask.sum().clamp_min(1.0), logp.detach()
+        self._trained_tokens = int(mask.sum())
+        return (per_token * mask).sum() / mask.sum().clamp_min(1.0), logp.detach()
 
     def sft_loss(self, items: np.ndarray) -> tuple[torch.Tensor, int]:
         """``(token-mean NLL of the demonstrations of items, their token count)``: the suite's answers."""
@@ -223,14 +267,17 @@ class GRPOTrainer:
             self.record_eval()
         self.model.train()
         groups, spent = self.source.next_batch(self.rollout, self.config.prompts_per_step)
-        groups, demos = self._gated(groups)
+        rl_groups, demos = self._gated(groups)
+        train = rl_groups if self.downsample is None else rl_groups.keep_rows(
+            self.downsample.keep_rollouts(rl_groups.advantages, rl_groups.sizes, self.clock))
         old, norms, sft_tokens = None, [], 0
-        for _ in range(self.config.epochs if len(groups.items) or len(demos) else 1):
+        self._trained_tokens = 0
+        for _ in range(self.config.epochs if len(train.items) or len(demos) else 1):
             self.optimizer.zero_grad(set_to_none=True)
-            if len(groups.items) or len(demos):  # an empty batch (nothing passed a filter) steps with no gradient
+            if len(train.items) or len(demos):  # an empty batch (nothing passed a filter) steps with no gradient
                 loss = torch.zeros(())
-                if len(groups.items):
-                    loss, logp = self.loss(groups, old)
+                if len(train.items):
+                    loss, logp = self.loss(train, old)
                     old = logp if old is None else old
                 if len(demos):
                     sft, sft_tokens = self.sft_loss(demos)
@@ -257,6 +304,10 @@ class GRPOTrainer:
         h.step_length.append(float(groups.lengths.mean()) if len(groups.lengths) else None)
         h.step_probabilities.append(self.source.policy.probabilities().tolist())
         h.step_arm_groups.append(np.bincount(self.suite.arm_of[groups.items], minlength=len(self.suite.arm_names)).tolist())
+        means = np.bincount(np.repeat(np.arange(len(groups.items)), groups.sizes), weights=groups.rewards,
+                            minlength=len(groups.items)) / np.maximum(groups.sizes, 1)
+        h.step_samples.append([[int(i), float(m)] for i, m in zip(groups.items, means)])
+        h.step_trained_tokens.append(self._trained_tokens)
 
     def record_eval(self) -> Evaluation:
         """Evaluate on the eval set (pass@1 at the sampling temperature, greedy accuracy, length)

@@ -27,6 +27,7 @@ from cadence.errors import CadenceError
 from cadence.labs.rl.tasks import TaskSuite
 from cadence.labs.rl.tokenizer import FILLER, CharTokenizer
 from cadence.labs.tinygpt import TinyGPT
+from cadence.rl.d3s import token_entropy
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,12 @@ def sample(model: TinyGPT, prompts: torch.Tensor, *, group: int | torch.Tensor, 
     return Rollouts(out, response_mask(out[:, width:], eos_id), width)
 
 
-def token_logprobs(model: TinyGPT, rollouts: Rollouts) -> torch.Tensor:
-    """Log-prob of every response token under ``model`` (rows × response length); differentiable."""
+def token_logprobs(model: TinyGPT, rollouts: Rollouts, *, entropy: bool = False):
+    """Log-prob of every response token under ``model`` (rows × response length); differentiable.
+    ``entropy=True``: ``(log-probs, entropy of the policy at each response token)``, one forward pass."""
     logits = model(rollouts.tokens[:, :-1])[:, rollouts.prompt_width - 1:, :]
-    return -F.cross_entropy(logits.transpose(1, 2), rollouts.responses, reduction="none")
+    logp = -F.cross_entropy(logits.transpose(1, 2), rollouts.responses, reduction="none")
+    return (logp, token_entropy(logits.detach())) if entropy else logp
 
 
 @torch.no_grad()
