@@ -289,7 +289,7 @@ class GRPOTrainer:
         self.history.step_sft_tokens.append(sft_tokens)
         self.clock.report(samples=spent, tokens=float(groups.lengths.sum()) + sft_tokens)
         self.scheduler.step()
-        self._log(groups, spent)
+        self._log(rl_groups, spent)
         step = int(self.clock.steps)
         if step % self.config.eval_every == 0 or step >= self.config.steps:
             self.record_eval()
