@@ -32,7 +32,7 @@ TESTED: dict[str, tuple[str, str]] = {
     "transformers": ("5.17.0", "5.25"),
     "accelerate": ("1.4.0", "1.16"),
     "trl": ("1.4.0", "1.16"),
-    "lightning": ("2.2.0", "2.6"),
+    "lightning": ("2.4.0", "2.6"),
     "ray": ("2.50.0", "2.60"),
     "verl": ("0.9.1", "0.9"),
 }
