@@ -233,3 +233,48 @@ def test_a_process_killed_under_torchrun_resumes_from_the_last_checkpoint_losing
     train(link, STEPS, straight)
     assert [e["ids"] for e in kept] == [s["ids"] for s in straight]
     assert comparable(torch.load(tmp_path / "final.pt", weights_only=True)) == comparable(link.state_dict())
+
+
+def test_prefetched_ids_that_cannot_be_folded_are_refused_at_several_processes():
+    from cadence.integrations.tracking import TrackedSampler
+
+    sampler = build(2, 0).sampler
+    tracked = TrackedSampler(sampler)                       # a sampler that shards itself (as under Lightning)
+    stream = iter(tracked)
+    drawn = [next(stream) for _ in range(3)]                # prefetched past a global batch: 2 ids, then 1 more
+    sampler_state, state = tracked.fold(sampler.state_dict(), tracked.state_dict())
+    assert state["pending"] == drawn and state["shards"] == 2  # not the tail of one shard: kept, marked
+    with pytest.raises(StateError, match="3 ids that one of 2 processes drew but had not trained"):
+        TrackedSampler(build(2, 1).sampler).load_state_dict(state)
+    tracked.consume(2)                                      # the first shard trained: one id left
+    stream_state = tracked.fold(sampler.state_dict(), tracked.state_dict())
+    assert stream_state[1]["pending"] == [] and stream_state[0]["pos"] == 0  # the tail of the shard: folded
+
+
+def test_trl_checkpoint_inside_a_generation_round_is_refused_at_another_world_size(tmp_path):
+    from types import SimpleNamespace
+
+    trl_adapter = pytest.importorskip("cadence.integrations.trl")
+
+    class Trainer:  # what the checkpoint wrapper reads of a GRPOTrainer
+        def __init__(self, world):
+            self.accelerator = SimpleNamespace(num_processes=world, process_index=0, device="cpu")
+            self.state, self.num_iterations = SimpleNamespace(global_step=3), 1
+            self.args = SimpleNamespace(gradient_accumulation_steps=1, steps_per_generation=2)
+            self._buffered_inputs = None
+
+        def _save_checkpoint(self, model, trial): ...
+
+        def _load_optimizer_and_scheduler(self, checkpoint): ...
+
+    for rank in range(2):  # a round buffered by 2 processes
+        torch.save({"step": 3, "buffer": [{"rank": torch.tensor(rank)}]},
+                   tmp_path / trl_adapter.BUFFER_FILE.format(rank=rank))
+    one = Trainer(1)
+    trl_adapter._wrap_checkpoints(one)
+    with pytest.raises(CadenceError, match="split over 2 processes .* cannot be re-split over 1. Resume it with 2"):
+        one._load_optimizer_and_scheduler(str(tmp_path))
+    two = Trainer(2)
+    trl_adapter._wrap_checkpoints(two)
+    two._load_optimizer_and_scheduler(str(tmp_path))       # the same world size takes its own part back
+    assert two._step == 3 and int(two._buffered_inputs[0]["rank"]) == 0
