@@ -33,7 +33,7 @@ TESTED: dict[str, tuple[str, str]] = {
     "accelerate": ("1.4.0", "1.16"),
     "trl": ("1.4.0", "1.16"),
     "lightning": ("2.4.0", "2.6"),
-    "ray": ("2.50.0", "2.60"),
+    "ray": ("2.53.0", "2.60"),
     "verl": ("0.9.1", "0.9"),
 }
 """``{framework: (oldest release tested, newest minor series tested)}``: a version is in range when it is
