@@ -29,7 +29,7 @@ def test_a_version_outside_the_range_warns_once_naming_the_range():
         assert check_version("trl", "1.17.0") is False          # a second attach: no second warning
         assert check_version("trl", "1.16.3") is True            # a patch release of the newest series is tested
     assert [w.category for w in caught] == [UntestedVersionWarning]
-    assert "trl 1.17.0" in str(caught[0].message) and "trl 1.4.0 to 1.16.x" in str(caught[0].message)
+    assert "trl 1.17.0" in str(caught[0].message) and "trl 1.3.0 to 1.16.x" in str(caught[0].message)
 
 
 def test_older_than_the_oldest_tested_warns_and_unknown_frameworks_are_refused():
@@ -91,7 +91,7 @@ class Changed(Trainer):
 def test_trl_attach_refuses_a_missing_wrapped_method_naming_it_and_the_versions():
     trl_adapter = pytest.importorskip("cadence.integrations.trl")
     trainer = Missing()
-    with pytest.raises(CadenceError, match=r"Missing has no method _calculate_rewards.* trl 1\.4\.0 to 1\.16\.x"):
+    with pytest.raises(CadenceError, match=r"Missing has no method _calculate_rewards.* trl 1\.3\.0 to 1\.16\.x"):
         trl_adapter.attach(trainer)
     assert "_cadence_attached" not in vars(trainer) and not vars(trainer)  # nothing wrapped
 
@@ -99,7 +99,7 @@ def test_trl_attach_refuses_a_missing_wrapped_method_naming_it_and_the_versions(
 def test_trl_attach_refuses_a_wrapped_method_with_other_parameters():
     trl_adapter = pytest.importorskip("cadence.integrations.trl")
     with pytest.raises(CadenceError, match=r"Changed\._save_checkpoint takes \(model, trial, metrics\), .* wraps it "
-                                           r"as \(model, trial\); the adapter supports trl 1\.4\.0 to 1\.16\.x"):
+                                           r"as \(model, trial\); the adapter supports trl 1\.3\.0 to 1\.16\.x"):
         trl_adapter.attach(Changed())
 
 

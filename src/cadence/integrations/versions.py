@@ -8,7 +8,7 @@ call :func:`check_methods` first: a method that is missing or takes other parame
 :class:`~cadence.errors.CadenceError` naming the method and the tested versions, before anything
 is wrapped. Framework-free: versions are read from the installed distributions' metadata.
 
-    >>> in_range("1.16.2", TESTED["trl"]), in_range("1.17.0", TESTED["trl"]), in_range("1.3.0", TESTED["trl"])
+    >>> in_range("1.16.2", TESTED["trl"]), in_range("1.17.0", TESTED["trl"]), in_range("1.2.0", TESTED["trl"])
     (True, False, False)
     >>> class Host:
     ...     def step(self, batch): ...
@@ -31,7 +31,7 @@ from cadence.errors import CadenceError
 TESTED: dict[str, tuple[str, str]] = {
     "transformers": ("5.17.0", "5.25"),
     "accelerate": ("1.4.0", "1.16"),
-    "trl": ("1.4.0", "1.16"),
+    "trl": ("1.3.0", "1.16"),
     "lightning": ("2.4.0", "2.6"),
     "ray": ("2.53.0", "2.60"),
     "verl": ("0.9.1", "0.9"),
@@ -71,7 +71,7 @@ def _padded(parts: tuple[int, ...], n: int) -> tuple[int, ...]:
 
 
 def describe(framework: str) -> str:
-    """The tested range in words, e.g. ``'trl 1.4.0 to 1.16.x'``."""
+    """The tested range in words, e.g. ``'trl 1.3.0 to 1.16.x'``."""
     oldest, newest = TESTED[framework]
     return f"{framework} {oldest} to {newest}.x"
 
