@@ -120,3 +120,21 @@ def test_curriculum_without_per_sample_losses_is_rejected(tmp_path):
     with pytest.raises(cadence.CadenceError, match="sample_loss"):
         trainer(tmp_path, callback).fit(MeanOnly(), torch.utils.data.DataLoader(Points(), batch_size=2,
                                                                                    sampler=callback.sampler))
+
+
+def test_a_checkpoint_holds_no_prefetched_ids_and_resumes_on_two_processes(tmp_path):
+    """The fetcher's prefetched batch goes back into the sampler's position, so two processes (a 2-way
+    sharded sampler each, same global batch of 2) resume the one-process checkpoint with their halves of
+    the global batch the one process trained next."""
+    straight, trained, _ = curriculum_run(tmp_path)
+    checkpoint = torch.load(tmp_path / "epoch=0-step=3.ckpt", weights_only=False)
+    state = next(v for k, v in checkpoint["callbacks"].items() if "CadenceCallback" in k)
+    assert state["tracker"]["pending"] == []                      # folded: nothing per process in the checkpoint
+    halves = []
+    for rank in range(2):
+        policy = DoReMi(Arms(KEYS), reference={"near": 0.0, "far": 0.0}, seed=1)
+        callback = CadenceCallback(lr=LR, sampler=CurriculumSampler(policy, batch_size=2, seed=2, num_replicas=2,
+                                                                    rank=rank))
+        callback.load_state_dict(state)
+        halves.append(next(iter(callback.sampler)))
+    assert halves == trained[3]                                   # step 4's global batch, one id per process

@@ -204,10 +204,15 @@ def launch(script: str, out) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def hf_ranks(tmp_path_factory) -> list[dict]:
+def hf_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("hf_multiprocess")
+
+
+@pytest.fixture(scope="module")
+def hf_ranks(hf_dir) -> list[dict]:
     script = HF_WORKER.format(tests_dir=TESTS_DIR, steps=STEPS, per_device=PER_DEVICE, sized_rows=SIZED_ROWS,
                               length=LENGTH, size=SIZE, freeze=FREEZE, base_lr=BASE_LR, accumulate=ACCUMULATE)
-    return launch(script, tmp_path_factory.mktemp("hf_multiprocess"))
+    return launch(script, hf_dir)
 
 
 def test_hf_every_rank_trains_every_step(hf_ranks):
@@ -296,6 +301,62 @@ def test_hf_resume_continues_each_rank_exactly(hf_ranks):
         assert resumed["trained"] == r["trained"][STEPS // 2:]  # each rank trains the shards it would have
         assert resumed["learning_rate"] == r["learning_rate"]  # the restored log history continues the same run
         assert resumed["state"] == r["state"]
+
+
+HF_ONE_PROCESS = textwrap.dedent("""
+    import json, sys
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    sys.path.insert(0, {tests_dir!r})
+    from transformers import Trainer, TrainingArguments
+
+    from cadence.curricula import Arms, CurriculumSampler, DoReMi
+    from cadence.integrations.hf import attach
+    from test_integrations_hf import TEXTS, Rows, char_tokenizer, tiny_model, without_seconds
+
+    out, checkpoint, steps, per_device = sys.argv[1], sys.argv[2], {steps}, {per_device}
+    tokenizer = char_tokenizer()
+    args = TrainingArguments(output_dir=out, max_steps=steps, per_device_train_batch_size=per_device, learning_rate=1.0,
+                             logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=0, disable_tqdm=True)
+    trainer = Trainer(model=tiny_model(len(tokenizer)), args=args,
+                      train_dataset=Rows(TEXTS["easy"] + TEXTS["hard"], tokenizer))
+    policy = DoReMi(Arms(["easy"] * 4 + ["hard"] * 4), reference={{"easy": 0.0, "hard": 0.0}}, seed=1)
+    sampler = CurriculumSampler(policy, batch_size=per_device * args.world_size, num_replicas=1, rank=0, seed=2,
+                                replacement=False, on_exhausted="refill")
+    callback = attach(trainer, lr="cosine(peak=1e-2)", sampler=sampler)
+    trained, observed = [], []
+    consume, observe = callback.link.tracker.consume, policy.observe
+    callback.link.tracker.consume = lambda n: trained.append(consume(n).tolist()) or np.array(trained[-1])
+    policy.observe = lambda ids, **signals: (observed.append(np.asarray(ids).tolist()), observe(ids, **signals))[1]
+    trainer.train(resume_from_checkpoint=checkpoint)
+    with open(out + "/one.json", "w") as f:
+        json.dump({{"world": args.world_size, "global_step": trainer.state.global_step, "trained": trained,
+                   "observed": observed, "state": without_seconds(callback.link.state_dict())}}, f)
+""")
+
+
+def test_hf_resumes_a_two_process_checkpoint_on_one_process_continuing_the_global_stream(hf_ranks, hf_dir, tmp_path):
+    """The same global batch (one process, twice the rows): the ids left in the stream at the checkpoint are
+    trained in order, and the counts go on from the checkpoint (losses differ: dropout's RNG is per process)."""
+    script = tmp_path / "one.py"
+    script.write_text(HF_ONE_PROCESS.format(tests_dir=TESTS_DIR, steps=STEPS, per_device=PER_DEVICE * WORLD))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1", "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([sys.executable, str(script), str(tmp_path), str(hf_dir / f"checkpoint-{STEPS // 2}")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    one = json.loads((tmp_path / "one.json").read_text())
+    straight = hf_ranks[0]
+    assert one["world"] == 1 and one["global_step"] == STEPS and len(one["trained"]) == STEPS - STEPS // 2
+    assert one["trained"][0] == straight["drawn"][STEPS // 2]   # drawn before the checkpoint: the same global batch
+    assert one["observed"][0] == straight["observed"][STEPS // 2]
+    assert all(len(ids) == PER_DEVICE * WORLD for ids in one["trained"])
+    state = one["state"]
+    assert state["clock"]["counts"]["steps"] == STEPS and state["clock"]["counts"]["samples"] == STEPS * PER_DEVICE * WORLD
+    assert sum(state["sampler"]["policy"]["observed"]) == STEPS * PER_DEVICE * WORLD  # nothing lost or observed twice
+    assert state["tracker"] == straight["state"]["tracker"]                           # the same global count
 
 
 # ------------------------------------------------------------------ size plans on 2 processes (same launch)

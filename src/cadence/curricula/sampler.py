@@ -16,6 +16,13 @@ batch and yields its contiguous shard (``batch_size / num_replicas`` ids).
 ``state_dict()`` holds the policy's state, the sampler's RNG, the used-item mask and the position
 inside the current batch, so the id stream after ``load_state_dict`` equals the uninterrupted one.
 
+**Another number of processes.** The global batch is drawn by one RNG and only sharded, so a state
+saved at ``num_replicas=N`` loads into a sampler with ``num_replicas=M`` and the same global
+``batch_size``: the global stream continues exactly, each process taking its new shard. That needs
+the state to lie at a global-batch boundary (each process had yielded none or all of its shard);
+saved part-way through a shard, the rest of that batch cannot be split into M shards that continue
+the N old ones, and the load is refused (a :class:`~cadence.errors.StateError` saying so).
+
     >>> from cadence.curricula import Arms, Uniform
     >>> sampler = CurriculumSampler(Uniform(Arms(["a", "b"] * 4)), batch_size=4, replacement=False)
     >>> sorted(list(sampler))        # one epoch: 8 items, each once
@@ -235,12 +242,19 @@ class CurriculumSampler(Sampler[int]):
                       "exhausted": self.exhausted, "pos": self._pos, "batch": self._batch})
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict` output (policy included); rejects a mismatched sampler."""
+        """Restore :meth:`state_dict` output (policy included); rejects a mismatched sampler. A state saved
+        at another ``num_replicas`` (same global ``batch_size``) loads when it lies at a global-batch
+        boundary (see the module docs)."""
         if not isinstance(state, Mapping) or state.get("kind") != "CurriculumSampler":
             raise StateError("state is not a CurriculumSampler state")
-        for key in ("batch_size", "replacement", "num_replicas"):
-            if state.get(key) != getattr(self, key):
-                raise StateError(f"sampler state has {key}={state.get(key)!r}, this sampler has {getattr(self, key)!r}")
+        if state.get("batch_size") != self.batch_size:
+            raise StateError(f"sampler state has batch_size={state.get('batch_size')!r}, this sampler has "
+                             f"{self.batch_size!r}: the global stream continues only with the same global batch size "
+                             f"(at another number of processes, keep batch_size global; each takes batch_size/num_replicas)")
+        if state.get("replacement") != self.replacement:
+            raise StateError(f"sampler state has replacement={state.get('replacement')!r}, this sampler has "
+                             f"{self.replacement!r}")
+        pos = self._resharded(state)
         used = None
         if not self.replacement:
             used = np.unpackbits(np.asarray(state["used"], dtype=np.uint8))[:self.policy.arms.num_items].astype(bool)
@@ -252,8 +266,46 @@ class CurriculumSampler(Sampler[int]):
         self.rng, self.used = rng, used
         self.epoch, self.batches = int(state["epoch"]), int(state["batches"])
         self.epoch_batches, self.exhausted = int(state["epoch_batches"]), int(state["exhausted"])
-        self._pos = int(state["pos"])
+        self._pos = pos
         self._batch = None if state["batch"] is None else np.asarray(state["batch"], dtype=np.int64).copy()
+
+    def _resharded(self, state: Mapping[str, Any]) -> int:
+        """The position in this sampler's shard of the saved current batch (saved at any ``num_replicas``)."""
+        saved, pos = state.get("num_replicas"), state.get("pos")
+        if not isinstance(saved, int) or saved < 1 or self.batch_size % saved or not isinstance(pos, int):
+            raise StateError(f"malformed sampler state: num_replicas={saved!r}, pos={pos!r}")
+        if saved == self.num_replicas:
+            return pos
+        shard = self.batch_size // saved
+        if state.get("batch") is None or pos == 0:
+            return 0
+        if pos >= shard:
+            return self.local_batch_size
+        raise StateError(f"sampler state was saved {pos} ids into each process's {shard}-id shard of a global batch "
+                         f"at num_replicas={saved}; at num_replicas={self.num_replicas} the rest of that batch cannot "
+                         f"be split so that each process continues its own shard. Resume with {saved} processes, or "
+                         f"save at a global-batch boundary (after the step that trained the whole batch)")
+
+    def unyield_state(self, state: Mapping[str, Any], ids: Any) -> dict[str, Any] | None:
+        """A copy of ``state`` (this sampler's :meth:`state_dict`) in which ``ids``, the last ids this
+        process yielded (a loader prefetched them, nothing trained on them), count as not yet yielded;
+        ``None`` when they are not the tail of this process's shard of the current batch.
+
+            >>> from cadence.curricula import Arms, Uniform
+            >>> sampler = CurriculumSampler(Uniform(Arms(["a"] * 8)), batch_size=4, num_replicas=2, rank=1)
+            >>> stream = iter(sampler); shard = [next(stream), next(stream)]
+            >>> sampler.unyield_state(sampler.state_dict(), shard)["pos"], sampler.unyield_state(sampler.state_dict(), [9])
+            (0, None)
+        """
+        ids = [int(i) for i in ids]
+        pos, batch = int(state["pos"]), state["batch"]
+        if not ids:
+            return dict(state)
+        if batch is None or len(ids) > pos:
+            return None
+        if self.local(np.asarray(batch))[pos - len(ids):pos].tolist() != ids:
+            return None
+        return {**state, "pos": pos - len(ids)}
 
 
 class CurriculumDataset(IterableDataset):

@@ -50,8 +50,12 @@ from cadence.errors import CadenceError, StateError
 from cadence.integrations.jsonstate import decode, encode
 from cadence.integrations.link import Plans, RegimenLink, plans_clock
 from cadence.integrations.tracking import TrackedSampler
+from cadence.integrations.versions import check_methods, check_version
 from cadence.optim import ScheduledLR
 from cadence.progressive.sizes import BatchSizeSchedule, ScheduledBatchSampler
+
+WRAPPED = {"_get_train_sampler": None, "get_batch_samples": ("epoch_iterator", "num_batches", "device")}
+"""The ``Trainer`` methods :func:`attach` replaces or wraps, with the parameters it calls them with."""
 
 PerSampleLoss = Callable[[Any, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 
@@ -185,6 +189,9 @@ def attach(
             curriculum or the wrong ``batches_per_step``, a ``compute_loss_func`` already set, or
             ``restore_callback_states_from_checkpoint=True`` (cadence restores its own state).
     """
+    check_methods(trainer, "transformers", WRAPPED)
+    check_version("transformers")
+    check_version("accelerate")
     args = trainer.args
     if getattr(args, "restore_callback_states_from_checkpoint", False):
         raise CadenceError("set restore_callback_states_from_checkpoint=False: cadence restores its own state "

@@ -12,7 +12,9 @@
   curriculum chooses the order, and per-sample losses that ``training_step`` returns under
   ``"sample_loss"`` reach the policy once per optimizer step.
 * cadence state goes into every Lightning checkpoint (``Callback.state_dict``, JSON-safe values)
-  and is restored by ``trainer.fit(..., ckpt_path=...)``; prefetched-but-untrained ids are replayed.
+  and is restored by ``trainer.fit(..., ckpt_path=...)``; ids a loader prefetched but did not
+  train go back into the sampler's position (or are replayed), so resume is exact, also at another
+  number of processes with the same global batch (``docs/integrations/distributed.md``).
 * ``plans=[LayerFreezing(...), ...]`` (``cadence.progressive``, built on the run's clock) are
   updated when the fetcher hands over a training batch (in the module's ``on_before_batch_transfer``,
   wrapped for the run), before the forward pass, and checkpointed with the rest. Each training
@@ -49,6 +51,7 @@ from cadence.gradnorm import grad_norms
 from cadence.integrations.jsonstate import decode, encode
 from cadence.integrations.link import Plans, RegimenLink, plans_clock
 from cadence.integrations.tracking import TrackedSampler
+from cadence.integrations.versions import check_version
 from cadence.optim import ScheduledLR
 from cadence.progressive.sizes import BatchSizeSchedule
 
@@ -74,6 +77,7 @@ class CadenceCallback(pl.Callback):
     def __init__(self, *, lr: Any = None, budget: Any = None, clock: Clock | None = None,
                  knobs: Mapping[str, Any] | None = None, sampler: Any = None, plans: Plans | None = None,
                  loss_key: str = "sample_loss", log: bool = True, **fields: Any) -> None:
+        check_version("lightning")
         if sampler is not None and getattr(sampler, "policy", None) is None:
             raise CadenceError(f"{type(sampler).__name__} has no .policy; pass a cadence CurriculumSampler")
         if sampler is not None and set(sampler.policy.requires) - {"loss"}:
@@ -207,7 +211,10 @@ class CadenceCallback(pl.Callback):
     def state_dict(self) -> dict[str, Any]:
         """The link's state, JSON-safe (checkpoints load with ``weights_only=True``)."""
         if self.link is not None:
-            return encode(self.link.state_dict())
+            state = self.link.state_dict()
+            if self.sampler is not None:  # prefetched ids back into the sampler: no per-process ids saved
+                state["sampler"], state["tracker"] = self.sampler.fold(state["sampler"], state["tracker"])
+            return encode(state)
         return encode(self._saved) if self._saved is not None else {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

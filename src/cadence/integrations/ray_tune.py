@@ -49,6 +49,7 @@ from cadence.clock import Clock, Duration
 from cadence.errors import CadenceError, StateError
 from cadence.integrations.jsonstate import decode, encode
 from cadence.integrations.link import RegimenLink
+from cadence.integrations.versions import check_version
 from cadence.optim import ScheduledLR
 from cadence.schedules.base import Schedule, as_schedule
 from cadence.schedules.combinators import Glide, Join, Shift
@@ -273,6 +274,7 @@ class RegimenTrial:
                  sampler: Any = None, tracker: Any = None, plans: Any = None,
                  glide: Duration | str | float = "2%", trial_id: str | None = None,
                  checkpoint: Any = None) -> None:
+        check_version("ray")
         cadence = config.get(CONFIG_KEY)
         if not isinstance(cadence, Mapping):
             raise CadenceError(f"the config has no {CONFIG_KEY!r} entry; build param_space with search_space(...)")

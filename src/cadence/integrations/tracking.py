@@ -7,6 +7,12 @@ them in order as micro-batches are trained, so per-sample signals meet the right
 :meth:`~TrackedSampler.pending` ids (drawn, not trained) go into checkpoints and are replayed first
 after a resume, so the resumed id stream equals the uninterrupted one.
 
+Both layouts resume at another number of processes with the same global batch: an unsharded
+stream that the host shards (Hugging Face/Accelerate) keeps global pending ids and a global count;
+a sampler that shards itself (Lightning) has its pending ids, this process's own, folded back into
+the sampler's position by :meth:`~TrackedSampler.fold` when saving, so the checkpoint holds no
+per-process ids. Pending ids that cannot be folded are refused on load at more than one process.
+
     >>> from cadence.curricula import Arms, CurriculumSampler, Uniform
     >>> tracked = TrackedSampler(CurriculumSampler(Uniform(Arms(["a", "b"] * 4)), batch_size=2), num_samples=6)
     >>> stream = iter(tracked); drawn = [next(stream) for _ in range(4)]   # a loader drew two batches
@@ -90,9 +96,28 @@ class TrackedSampler(Sampler[int]):
         return list(self._replay) + list(self._unconsumed)
 
     def state_dict(self) -> dict[str, Any]:
-        """The pending ids and the consumed count (the wrapped sampler checkpoints itself)."""
-        return {"kind": "cadence.TrackedSampler", "pending": [int(i) for i in self.pending()],
-                "consumed": int(self.consumed)}
+        """The pending ids and the consumed count (the wrapped sampler checkpoints itself). For a
+        sampler that shards itself, ``shards`` records its ``num_replicas``: the pending ids are then
+        this process's own."""
+        state = {"kind": "cadence.TrackedSampler", "pending": [int(i) for i in self.pending()],
+                 "consumed": int(self.consumed)}
+        if self._shards() > 1:
+            state["shards"] = self._shards()
+        return state
+
+    def _shards(self) -> int:
+        return int(getattr(self.sampler, "num_replicas", 1)) if self.world == 1 else 1
+
+    def fold(self, sampler_state: dict[str, Any], state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(sampler_state, state)`` with the pending ids put back into the wrapped sampler's position
+        when they are the tail of its current shard (a loader prefetched them): the sampler then yields
+        them again on resume, on whichever process and at whichever number of processes. Unchanged
+        when they cannot be folded."""
+        unyield = getattr(self.sampler, "unyield_state", None)
+        folded = None if unyield is None else unyield(sampler_state, state["pending"])
+        if folded is None:
+            return sampler_state, state
+        return folded, {k: v for k, v in state.items() if k != "shards"} | {"pending": []}
 
     def load_state_dict(self, state: Any) -> None:
         """Replay the saved pending ids before drawing anew (load the wrapped sampler's state too)."""
@@ -102,5 +127,11 @@ class TrackedSampler(Sampler[int]):
             pending, consumed = deque(int(i) for i in state["pending"]), int(state["consumed"])
         except (KeyError, TypeError, ValueError) as e:
             raise StateError(f"malformed TrackedSampler state_dict: {e!r}") from e
+        shards = state.get("shards", 1)
+        if pending and shards > 1:
+            raise StateError(f"the checkpoint holds {len(pending)} ids that one of {shards} processes drew but had not "
+                             f"trained (prefetched past a global batch); they are that process's own and cannot be "
+                             f"handed to {self._shards()} process(es). Resume from a checkpoint saved with the "
+                             f"DataLoader prefetching at most one batch (num_workers=0)")
         self._replay, self._unconsumed, self._iterator, self.consumed = pending, deque(), None, consumed
         self._placeholders = consumed if self.host_skips else 0  # the host skips its shard of the global stream

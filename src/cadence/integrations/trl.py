@@ -31,8 +31,10 @@ groups a batch trains on, and schedules (a response-length budget, say) reach re
 
 Five TRL methods are wrapped on the instance (``_generate_and_score_completions``,
 ``_calculate_rewards``, ``_get_train_sampler``, ``_save_checkpoint``, ``_load_optimizer_and_scheduler``;
-with ``downsample`` also ``_compute_loss`` and ``get_high_entropy_mask``);
-the tests pin their behaviour for TRL 1.16 (the ``trl`` extra's minimum). Checkpoints hold the regimen
+with ``downsample`` also ``_compute_loss`` and ``get_high_entropy_mask``); their presence and parameters
+are checked when attaching (an error names the method and the tested TRL versions,
+:data:`cadence.integrations.versions.TESTED`), and the tests pin their behaviour at both ends of that
+range. Checkpoints hold the regimen
 state, and, when a checkpoint falls inside a generation round, the round's buffered completions, so
 ``resume_from_checkpoint`` continues exactly as the uninterrupted run.
 
@@ -46,6 +48,7 @@ Example (complete script: ``docs/rl.md``)::
 
 from __future__ import annotations
 
+import glob
 import math
 import os
 import warnings
@@ -60,6 +63,7 @@ from cadence.curricula.sampler import CurriculumSampler
 from cadence.errors import CadenceError
 from cadence.integrations.hf import CadenceCallback
 from cadence.integrations.hf import attach as attach_hf
+from cadence.integrations.versions import check_methods, check_version
 from cadence.progressive.sizes import BatchSizeSchedule, SequenceLengthWarmup
 from cadence.rl import DualDownsampling, DynamicSampling, LengthBudget, PredictiveFilter, PromptSelector
 
@@ -68,6 +72,15 @@ ID_COLUMN = "cadence_id"
 
 BUFFER_FILE = "cadence_trl_buffer_rank{rank}.pt"
 """A checkpoint's file for the generation round TRL has buffered (one per process)."""
+
+WRAPPED = {"_generate_and_score_completions": ("inputs",),
+           "_calculate_rewards": ("inputs", "prompts", "completions", "completion_ids_list"),
+           "_get_train_sampler": None, "_save_checkpoint": ("model", "trial"),
+           "_load_optimizer_and_scheduler": ("checkpoint",)}
+"""The ``GRPOTrainer`` methods :func:`attach` wraps, with the parameters it calls them with (``None``: replaced)."""
+
+DOWNSAMPLE_WRAPPED = {"_compute_loss": ("model", "inputs"), "get_high_entropy_mask": ("entropies", "mask", "threshold")}
+"""What ``downsample`` (D³S's token mask) wraps as well."""
 
 LOSS_REFUSAL = ("GRPO's per-completion objective is not a language-model loss (its sign follows the advantage), "
                 "so loss-driven policies (DoReMi, Skill-It, loss reweighting) would learn from noise; choose one "
@@ -123,11 +136,14 @@ def attach(trainer: Any, *, sampler: CurriculumSampler | None = None, knobs: Map
             (layer plans only), fields).
 
     Raises:
-        CadenceError: for a second ``attach``, a sampler whose batch is not one round's prompts, a
+        CadenceError: for a ``GRPOTrainer`` missing a wrapped method or whose method takes other parameters
+            (another TRL version: the error names the tested ones), a second ``attach``, a sampler whose batch is not one round's prompts, a
             policy needing a signal GRPO cannot give (per-completion LM loss), ``dynamic``/``predictive``/a
             correctness policy without ``correct``, an unknown reward function name, a dataset that is
             not map-style or whose length differs from the arms' items, or a size plan.
     """
+    check_methods(trainer, "trl", WRAPPED if downsample is None else {**WRAPPED, **DOWNSAMPLE_WRAPPED})
+    check_version("trl")
     args = trainer.args
     if getattr(trainer, "_cadence_attached", False):
         raise CadenceError("cadence is already attached to this trainer; attach once, with every part")
@@ -402,6 +418,13 @@ def _wrap_checkpoints(trainer: Any) -> None:
         trainer._step = trainer.state.global_step * trainer.args.gradient_accumulation_steps
         path = os.path.join(checkpoint, BUFFER_FILE.format(rank=trainer.accelerator.process_index))
         generate_every = trainer.args.steps_per_generation * trainer.num_iterations
+        saved_world = len(glob.glob(os.path.join(checkpoint, BUFFER_FILE.format(rank="*"))))
+        if saved_world and saved_world != trainer.accelerator.num_processes:
+            raise CadenceError(f"{checkpoint} falls inside a generation round whose completions were split over "
+                               f"{saved_world} processes ({BUFFER_FILE.format(rank='*')}); they cannot be re-split over "
+                               f"{trainer.accelerator.num_processes}. Resume it with {saved_world} processes, or from a "
+                               f"checkpoint between generation rounds (its step × gradient_accumulation_steps a multiple of "
+                               f"steps_per_generation × num_iterations)")
         if os.path.exists(path):
             saved = torch.load(path, map_location=trainer.accelerator.device, weights_only=True)
             trainer._step, trainer._buffered_inputs = int(saved["step"]), saved["buffer"]

@@ -61,6 +61,7 @@ from cadence.curricula import Arms, CurriculumSampler, make_policy
 from cadence.errors import CadenceError, StateError
 from cadence.integrations.jsonstate import decode, encode
 from cadence.integrations.link import RegimenLink
+from cadence.integrations.versions import check_version
 from cadence.rl import DynamicSampling, KnapsackAllocation, LengthBudget, PredictiveFilter, PromptSelector
 from cadence.schedules.base import as_schedule
 
@@ -113,6 +114,7 @@ class VerlRegimen:
                  norm_adv_by_std: bool = True, knobs: Mapping[str, Any] | None = None,
                  length_budget: Mapping | None = None, allocation: Mapping | None = None, budget: Any = None,
                  seed: int = 0, max_candidates: int = 8) -> None:
+        check_version("verl")
         self.policy_name, self.arm_key = str(policy), str(arm_key)
         self.policy_kwargs = dict(policy_kwargs or {})
         self.band = None if band is None else DynamicSampling(**dict(band), max_extra_rounds=0)
