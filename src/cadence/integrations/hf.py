@@ -48,7 +48,7 @@ from transformers.trainer_pt_utils import BatchRebalanceSampler
 from cadence.clock import Clock
 from cadence.errors import CadenceError, StateError
 from cadence.integrations.jsonstate import decode, encode
-from cadence.integrations.link import Plans, RegimenLink, plans_clock
+from cadence.regimen.link import Plans, RegimenLink, plans_clock
 from cadence.integrations.tracking import TrackedSampler
 from cadence.optim import ScheduledLR
 from cadence.progressive.sizes import BatchSizeSchedule, ScheduledBatchSampler

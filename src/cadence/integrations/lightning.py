@@ -47,7 +47,7 @@ from cadence.clock import Clock
 from cadence.errors import CadenceError
 from cadence.gradnorm import grad_norms
 from cadence.integrations.jsonstate import decode, encode
-from cadence.integrations.link import Plans, RegimenLink, plans_clock
+from cadence.regimen.link import Plans, RegimenLink, plans_clock
 from cadence.integrations.tracking import TrackedSampler
 from cadence.optim import ScheduledLR
 from cadence.progressive.sizes import BatchSizeSchedule
