@@ -48,7 +48,9 @@ from transformers.trainer_pt_utils import BatchRebalanceSampler
 from cadence.clock import Clock
 from cadence.errors import CadenceError, StateError
 from cadence.integrations.jsonstate import decode, encode
+from cadence.regimen.file import Regimen
 from cadence.regimen.link import Plans, RegimenLink, plans_clock
+from cadence.regimen.stages import StageRun
 from cadence.integrations.tracking import TrackedSampler
 from cadence.optim import ScheduledLR
 from cadence.progressive.sizes import BatchSizeSchedule, ScheduledBatchSampler
@@ -129,12 +131,18 @@ class CadenceCallback(TrainerCallback, ExportableState):
         self._step = state.global_step
         if self.link.scheduler is None:
             self.link.step()
+        else:
+            self.link.after_step()  # stages whose budget is used up end here
         if self._ids:
             ids, losses = np.concatenate(self._ids), np.concatenate(self._losses)
             self._ids, self._losses = [], []
             self.link.observe(ids, loss=losses)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+        if logs is not None:
+            self.link.log(logs)  # the stages' rules read the logged (and evaluation) metrics
+            if self.link.done:
+                control.should_training_stop = True
         if logs is None or not any(k in logs for k in ("loss", "train_loss")):
             return
         values = self.link.values()
@@ -159,6 +167,7 @@ def attach(
     sampler: Any = None,
     plans: Plans | None = None,
     per_sample_loss: PerSampleLoss = causal_lm_loss,
+    stages: StageRun | None = None,
     **fields: Any,
 ) -> CadenceCallback:
     """Add cadence to a built ``Trainer`` and return the callback that carries it.
@@ -178,6 +187,9 @@ def attach(
             (``batches_per_step`` = accumulation steps × processes) becomes the batch sampler.
         per_sample_loss: ``(outputs, labels) -> (summed loss per sample, token count per sample)``;
             the default is next-token cross-entropy for causal LMs.
+        stages: a :class:`~cadence.regimen.StageRun` on ``clock``: stages end on their budget after a
+            step, or on their rules over the Trainer's logs (evaluation metrics included); when the
+            last stage ends on a rule the Trainer stops.
 
     Raises:
         CadenceError: for a Trainer that already has a non-cadence scheduler and ``lr`` is given,
@@ -224,7 +236,7 @@ def attach(
         trainer._get_train_sampler = lambda *_, **__: tracked  # the documented override point, per instance
 
     link = RegimenLink(scheduler=scheduler, clock=None if scheduler else clock, knobs=knobs,
-                       policy=policy, sampler=sampler, tracker=tracked, plans=plans)
+                       policy=policy, sampler=sampler, tracker=tracked, plans=plans, stages=stages)
     if link.plans:
         _plan_batches(trainer, link, sized)
     callback = CadenceCallback(link, per_sample_loss)
@@ -279,6 +291,30 @@ def _plan_batches(trainer: Trainer, link: RegimenLink, sized: BatchSizeSchedule 
         sampler = TrainerBatchSampler(sized, len(trainer.train_dataset), seed=seed, rank=args.process_index,
                                       world=args.world_size, start=None if args.ignore_data_skip else 0)
         trainer._get_train_sampler = lambda *_, **__: sampler  # the documented override point, per instance
+
+
+def attach_regimen(regimen: Regimen, trainer: Trainer, *, per_sample_loss: PerSampleLoss = causal_lm_loss) -> CadenceCallback:
+    """:func:`attach` with everything a regimen file holds (``Regimen.attach(trainer)`` calls it):
+    its clock, stages, optimizer fields, knobs, curriculum (arms from ``trainer.train_dataset``) and
+    plans (layers by attribute path on ``trainer.model``)."""
+    regimen.refuse("hf")
+    clock = regimen_clock(regimen, trainer)
+    stages = regimen.stage_run(clock)
+    fields = regimen.lr_schedules(stages)
+    sampler = regimen.build_sampler(regimen.arms(trainer.train_dataset)) if regimen.curriculum and regimen.curriculum.name else None
+    plans = regimen.build_plans(clock, trainer.model) if regimen.plans else None
+    return attach(trainer, lr=fields.pop("lr", None), clock=clock, knobs=regimen.knob_schedules(stages), sampler=sampler,
+                  plans=plans, per_sample_loss=per_sample_loss, stages=stages, **fields)
+
+
+def regimen_clock(regimen: Regimen, trainer: Trainer) -> Clock:
+    """The regimen's clock; a regimen without a budget runs on the Trainer's ``max_steps``."""
+    steps = trainer.args.max_steps
+    budget = regimen.budget
+    if budget is not None and budget.unit == "steps" and steps > 0 and budget.amount != steps:
+        raise CadenceError(f"budget: the regimen's budget is {budget}, but the Trainer runs max_steps={steps}; "
+                           f"make them agree")
+    return regimen.clock(default_budget=None if budget is not None else _max_steps(trainer, None))
 
 
 def _max_steps(trainer: Trainer, sampler: Any) -> int:

@@ -148,6 +148,36 @@ def attach(trainer: Any, *, sampler: CurriculumSampler | None = None, knobs: Map
     return callback
 
 
+def attach_regimen(regimen: Any, trainer: Any) -> CadenceCallback:
+    """:func:`attach` with everything a regimen file holds (``Regimen.attach(trainer)`` calls it): its
+    clock, stages, optimizer fields, knobs, the curriculum over ``trainer.train_dataset`` (one
+    round's prompts per draw), the ``rl`` section (``predictive``, ``dynamic``, ``length_budget``,
+    ``correct``, ``correct_threshold``) and layer plans (by attribute path on ``trainer.model``)."""
+    from cadence.integrations.hf import regimen_clock
+
+    regimen.refuse("trl")
+    clock = regimen_clock(regimen, trainer)
+    stages = regimen.stage_run(clock)
+    fields = regimen.lr_schedules(stages)
+    sampler = None
+    if regimen.curriculum and regimen.curriculum.name:
+        sampler = regimen.build_sampler(regimen.arms(trainer.train_dataset), num_replicas=1)
+    rl = regimen.data.get("rl", {})
+    built = {k: regimen_piece(k, regimen.rl[k].args, len(trainer.train_dataset)) for k in regimen.rl}
+    plans = regimen.build_plans(clock, trainer.model) if regimen.plans else None
+    return attach(trainer, sampler=sampler, knobs=regimen.knob_schedules(stages), lr=fields.pop("lr", None),
+                  correct=rl.get("correct"), correct_threshold=rl.get("correct_threshold", 1.0),
+                  dynamic=built.get("dynamic"), predictive=built.get("predictive"),
+                  length_budget=built.get("length_budget"), clock=clock, plans=plans, stages=stages, **fields)
+
+
+def regimen_piece(name: str, args: Mapping[str, Any], num_items: int) -> Any:
+    """The ``rl.<name>`` piece of a regimen file, built for a dataset of ``num_items`` prompts."""
+    from cadence.regimen.pieces import RL
+
+    return RL[name].build(args, {"num_items": num_items}, f"rl.{name}")
+
+
 def _refuse_size_plans(plans: Any) -> None:
     sized = [type(p).__name__ for p in ((plans.values() if isinstance(plans, Mapping) else plans) or ())
              if isinstance(p, (SequenceLengthWarmup, BatchSizeSchedule))]
