@@ -88,6 +88,10 @@ class CadenceCallback(TrainerCallback, ExportableState):
         self._local = np.zeros(2)  # this process's samples and label tokens in the current step
         self._step = 0  # the Trainer's global step the state belongs to
         self._used: dict[str, float] = {}  # scheduled optimizer fields the last optimizer step used
+        self._deferred = False  # the Trainer loaded a scheduler state before the stages' state came back
+
+    def _defer_scheduler_state(self, state: Any) -> None:
+        self._deferred = True
 
     # ------------------------------------------------------------------ loss (Trainer.compute_loss_func)
     def compute_loss(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
@@ -114,6 +118,8 @@ class CadenceCallback(TrainerCallback, ExportableState):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._step = state.global_step
+        if self.link.scheduler is not None:
+            self.link.scheduler.__dict__.pop("load_state_dict", None)  # the link loads it itself from now on
         stored = state.stateful_callbacks.get(type(self).__name__)
         saved = (stored or {}).get("attributes", {}).get("cadence") if isinstance(stored, dict) else None
         if state.global_step > 0 and saved is not None:
@@ -121,6 +127,8 @@ class CadenceCallback(TrainerCallback, ExportableState):
                 raise StateError(f"cadence state was saved at step {saved.get('global_step')}, "
                                  f"but the checkpoint is at step {state.global_step}")
             self.link.load_state_dict(decode(saved)["link"])
+        elif self._deferred:
+            raise StateError("the checkpoint holds a scheduler state but no cadence state to restore the stages from")
 
     def on_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         # the optimizer has just stepped with these values; the scheduler moves them on right after
@@ -240,6 +248,10 @@ def attach(
     if link.plans:
         _plan_batches(trainer, link, sized)
     callback = CadenceCallback(link, per_sample_loss)
+    if stages is not None and scheduler is not None:
+        # the scheduler's joins follow the stages, whose state comes back (with the scheduler's own) in
+        # on_train_begin; the Trainer loads scheduler.pt before that, against the joins of a fresh run
+        scheduler.load_state_dict = callback._defer_scheduler_state
     if tracked is not None:
         trainer.compute_loss_func = callback.compute_loss
     trainer.callback_handler.callbacks.insert(0, callback)  # first, so reporting callbacks see its log values
