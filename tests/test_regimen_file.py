@@ -106,7 +106,9 @@ def test_file_round_trip_yaml_and_json(tmp_path):
      "in tokens"),
     ({"stages": [{"name": "a", "until": {"metric": "r", "above": 1, "below": 0}}]}, "stages[0].until", "exactly one"),
     ({"stages": [{"name": "a", "plateau": {"metric": "r", "window": 0}}]}, "stages[0].plateau.window", "[1"),
-    ({"stages": [{"name": "a", "curriculum": {"policy": "uniform"}}]}, "stages[0].curriculum", "not supported"),
+    ({"stages": [{"name": "a", "plans": {}}]}, "stages[0].plans", "not supported"),
+    ({"stages": [{"name": "a", "curriculum": {"policy": "uniform", "arms": {"items": [1, 2]}, "batch_size": 2,
+                                              "tempo": 1}}]}, "stages[0].curriculum.tempo", "takes no argument"),
     ({"rl": {"dynamic": {"low": 0.0, "high": 1.0, "max_extra": 2}}}, "rl.dynamic.max_extra", "takes no argument"),
     ({"rl": {"knapsak": {}}}, "rl.knapsak", "unknown piece"),
     ({"plans": {"f": {"plan": "layer_freezing", "layers": "blocks", "level": 2.0}}}, "plans.f", "level"),
@@ -192,3 +194,17 @@ def test_hosts_refuse_pieces_they_cannot_run_by_name():
     with pytest.raises(PathError, match=r"^rl.knapsack: knapsack cannot run in the HF Trainer adapter"):
         r.refuse("hf")
     r.refuse("loop")
+
+
+def test_a_stages_own_pieces_need_one_trainer_per_stage():
+    r = Regimen.from_dict({"budget": "10 steps", "lr": "constant(level=0.1)",
+                           "curriculum": {"policy": "uniform", "arms": {"items": ["a", "b"]}, "batch_size": 2},
+                           "stages": [{"name": "sft", "budget": "50%"},
+                                      {"name": "rl", "rl": {"dynamic": {"low": 0.0, "high": 1.0}},
+                                       "curriculum": {"policy": "dump", "arms": {"items": ["a", "b"]},
+                                                      "batch_size": 2}}]})
+    assert Regimen.from_dict(r.to_dict()) == r
+    assert r.for_part(0).curriculum.name == "uniform" and r.for_part(1).curriculum.name == "dump"
+    assert set(r.for_part(1).rl) == {"dynamic"} and r.for_part(0).rl == {}
+    with pytest.raises(PathError, match=r"^stages\[1\]\.curriculum: a stage's own pieces need one trainer per stage"):
+        r.attach(torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0))

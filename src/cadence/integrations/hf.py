@@ -89,6 +89,7 @@ class CadenceCallback(TrainerCallback, ExportableState):
         self._step = 0  # the Trainer's global step the state belongs to
         self._used: dict[str, float] = {}  # scheduled optimizer fields the last optimizer step used
         self._deferred = False  # the Trainer loaded a scheduler state before the stages' state came back
+        self._stop = False  # a stage ended and the Trainer runs one stage only
 
     def _defer_scheduler_state(self, state: Any) -> None:
         self._deferred = True
@@ -141,6 +142,8 @@ class CadenceCallback(TrainerCallback, ExportableState):
             self.link.step()
         else:
             self.link.after_step()  # stages whose budget is used up end here
+        if self._stop:
+            control.should_training_stop = True
         if self._ids:
             ids, losses = np.concatenate(self._ids), np.concatenate(self._losses)
             self._ids, self._losses = [], []
@@ -149,7 +152,7 @@ class CadenceCallback(TrainerCallback, ExportableState):
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
         if logs is not None:
             self.link.log(logs)  # the stages' rules read the logged (and evaluation) metrics
-            if self.link.done:
+            if self.link.done or self._stop:
                 control.should_training_stop = True
         if logs is None or not any(k in logs for k in ("loss", "train_loss")):
             return
@@ -305,27 +308,66 @@ def _plan_batches(trainer: Trainer, link: RegimenLink, sized: BatchSizeSchedule 
         trainer._get_train_sampler = lambda *_, **__: sampler  # the documented override point, per instance
 
 
-def attach_regimen(regimen: Regimen, trainer: Trainer, *, per_sample_loss: PerSampleLoss = causal_lm_loss) -> CadenceCallback:
+def attach_regimen(regimen: Regimen, trainer: Trainer, *, after: RegimenLink | None = None,
+                   stop_on_transition: bool = False, per_sample_loss: PerSampleLoss = causal_lm_loss) -> CadenceCallback:
     """:func:`attach` with everything a regimen file holds (``Regimen.attach(trainer)`` calls it):
     its clock, stages, optimizer fields, knobs, curriculum (arms from ``trainer.train_dataset``) and
-    plans (layers by attribute path on ``trainer.model``)."""
+    plans (layers by attribute path on ``trainer.model``).
+
+    A run whose stages need different trainers (SFT, then GRPO) hands the regimen on: ``after`` is
+    the previous trainer's link, whose clock and stages this trainer continues (its ``max_steps``
+    fits in what remains); ``stop_on_transition`` stops the Trainer when its stage ends."""
+    regimen = regimen.for_part(part_index(after, stop_on_transition))
     regimen.refuse("hf")
-    clock = regimen_clock(regimen, trainer)
+    clock = regimen_clock(regimen, trainer, after, stop_on_transition)
     stages = regimen.stage_run(clock)
     fields = regimen.lr_schedules(stages)
-    sampler = regimen.build_sampler(regimen.arms(trainer.train_dataset)) if regimen.curriculum and regimen.curriculum.name else None
+    sampler = regimen.build_sampler(regimen.arms(trainer.train_dataset), clock) if regimen.curriculum and regimen.curriculum.name else None
     plans = regimen.build_plans(clock, trainer.model) if regimen.plans else None
-    return attach(trainer, lr=fields.pop("lr", None), clock=clock, knobs=regimen.knob_schedules(stages), sampler=sampler,
-                  plans=plans, per_sample_loss=per_sample_loss, stages=stages, **fields)
+    callback = attach(trainer, lr=fields.pop("lr", None), clock=clock, knobs=regimen.knob_schedules(stages),
+                      sampler=sampler, plans=plans, per_sample_loss=per_sample_loss, stages=stages, **fields)
+    finish(callback, after, stop_on_transition)
+    return callback
 
 
-def regimen_clock(regimen: Regimen, trainer: Trainer) -> Clock:
-    """The regimen's clock; a regimen without a budget runs on the Trainer's ``max_steps``."""
+def part_index(after: RegimenLink | None, stop_on_transition: bool) -> int | None:
+    """The stage a trainer that runs one stage runs (``None``: it runs them all)."""
+    if after is not None:
+        return after.stages.index if after.stages is not None else 0
+    return 0 if stop_on_transition else None
+
+
+def finish(callback: CadenceCallback, after: RegimenLink | None, stop_on_transition: bool) -> None:
+    """Continue ``after``'s clock and stages; stop the Trainer at a stage transition if asked."""
+    link = callback.link
+    if after is not None:
+        if (after.stages is None) != (link.stages is None):
+            raise CadenceError("after: the previous link runs another regimen (stages differ)")
+        link.load_state_dict(after.state_dict(), only=("clock", "stages") if link.stages else ("clock",))
+        if link.scheduler is not None:
+            link.scheduler._write_lr(link.scheduler.get_lr())
+            link.scheduler._apply_other_fields()
+    if stop_on_transition:
+        if link.stages is None:
+            raise CadenceError("stop_on_transition: this regimen has no stages")
+        link.stages.on_transition(lambda event: setattr(callback, "_stop", True))
+
+
+def regimen_clock(regimen: Regimen, trainer: Trainer, after: RegimenLink | None = None,
+                  part: bool = False) -> Clock:
+    """The regimen's clock; a regimen without a budget runs on the Trainer's ``max_steps``. A trainer
+    that runs part of the regimen (``after`` a previous one, or ``part``: until its stage ends) has a
+    ``max_steps`` within what remains; one that runs it all, the budget."""
     steps = trainer.args.max_steps
     budget = regimen.budget
-    if budget is not None and budget.unit == "steps" and steps > 0 and budget.amount != steps:
+    done = after.clock.steps if after is not None else 0
+    if (after is not None or part) and (budget is None or budget.unit != "steps" or steps <= 0
+                                        or done + steps > budget.amount):
+        raise CadenceError(f"budget: a trainer that runs part of a regimen needs a budget in steps and max_steps "
+                           f"within what remains ({budget} budget, {done:g} steps done, max_steps={steps})")
+    if after is None and not part and budget is not None and budget.unit == "steps" and steps > 0 and budget.amount != steps:
         raise CadenceError(f"budget: the regimen's budget is {budget}, but the Trainer runs max_steps={steps}; "
-                           f"make them agree")
+                           f"make them agree (or continue a previous trainer's regimen with after=)")
     return regimen.clock(default_budget=None if budget is not None else _max_steps(trainer, None))
 
 

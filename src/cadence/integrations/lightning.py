@@ -252,6 +252,7 @@ def attach_regimen(regimen: Any, trainer: pl.Trainer, *, model: pl.LightningModu
     callbacks (``Regimen.attach(trainer)`` calls it). ``model`` is needed for plans (layers by
     attribute path), ``dataset`` for arms from a column; put ``callback.sampler`` in the DataLoader
     when there is a curriculum. ``options``: ``loss_key``, ``log``."""
+    regimen = regimen.for_part(None)
     regimen.refuse("lightning")
     if any(isinstance(c, CadenceCallback) for c in trainer.callbacks):
         raise CadenceError("this Trainer already has a CadenceCallback; attach once, with every part")
@@ -267,7 +268,7 @@ def attach_regimen(regimen: Any, trainer: pl.Trainer, *, model: pl.LightningModu
     fields = regimen.lr_schedules(stages)
     sampler = None
     if regimen.curriculum and regimen.curriculum.name:
-        sampler = regimen.build_sampler(regimen.arms(dataset))
+        sampler = regimen.build_sampler(regimen.arms(dataset), clock)
     plans = regimen.build_plans(clock, model) if regimen.plans else None
     callback = CadenceCallback(lr=fields.pop("lr", None), clock=clock, knobs=regimen.knob_schedules(stages),
                                sampler=sampler, plans=plans, stages=stages, **options, **fields)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -36,7 +36,7 @@ from cadence.schedules.base import Schedule, as_schedule
 
 TOP = ("name", "budget", "elapsed", "tokens_per_step", "samples_per_step", "on_budget_change", "lr", "schedules",
        "knobs", "curriculum", "rl", "plans", "averaging", "continual", "stages")
-STAGE = ("name", "budget", "objective", "lr", "schedules", "knobs", "until", "plateau")
+STAGE = ("name", "budget", "objective", "lr", "schedules", "knobs", "until", "plateau", "curriculum", "rl")
 CURRICULUM = ("kind", "policy", "arms", "batch_size", "seed", "replacement")
 ARMS = ("column", "items", "difficulty", "quality")
 RL_HOST = ("correct", "correct_threshold")  # how the host tells a correct completion (TRL)
@@ -71,6 +71,7 @@ class Regimen:
     rl: Mapping[str, Section] = field(default_factory=dict)
     plans: Mapping[str, Section] = field(default_factory=dict)
     averaging: Section | None = None
+    stage_pieces: tuple[Mapping[str, Any], ...] = ()  # per stage: {"curriculum"|"rl": (built, canonical)}
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Regimen) and self.to_dict() == other.to_dict()
@@ -129,9 +130,21 @@ class Regimen:
             canon["averaging"] = dict(averaging.args, kind=averaging.name)
         if d.get("continual") is not None:
             canon["continual"] = _continual(d["continual"])
-        stages = tuple(_stage(s, f"stages[{i}]") for i, s in enumerate(_list(d.get("stages"), "stages")))
+        raw_stages = _list(d.get("stages"), "stages")
+        stages = tuple(_stage(s, f"stages[{i}]") for i, s in enumerate(raw_stages))
+        stage_pieces = []
+        for i, s in enumerate(raw_stages):  # a stage's own curriculum / RL pieces (one trainer per stage)
+            own = {}
+            if s.get("curriculum") is not None:
+                own["curriculum"] = (_curriculum(s["curriculum"], f"stages[{i}].curriculum"),
+                                     _curriculum_dict(s["curriculum"]))
+            if s.get("rl") is not None:
+                own["rl"] = (_pieces(s["rl"], RL, f"stages[{i}].rl", extra=RL_HOST),
+                             {k: dict(v) if isinstance(v, Mapping) else v for k, v in s["rl"].items()})
+            stage_pieces.append(own)
         if stages:
-            canon["stages"] = [_stage_dict(s) for s in stages]
+            canon["stages"] = [_stage_dict(s) | {k: v[1] for k, v in own.items()}
+                               for s, own in zip(stages, stage_pieces)]
             names = [s.name for s in stages]
             if len(set(names)) < len(names):
                 raise PathError("stages", f"stage names must differ, got {names}")
@@ -148,7 +161,7 @@ class Regimen:
         if both:
             raise PathError("knobs", f"{sorted(both)} name both an optimizer field and a knob; rename the knob")
         return cls(data=canon, budget=budget, schedules=schedules, knobs=knobs, stages=stages, curriculum=curriculum,
-                   rl=rl, plans=plans, averaging=averaging)
+                   rl=rl, plans=plans, averaging=averaging, stage_pieces=tuple(stage_pieces))
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical dict: what :meth:`from_dict` reads back into an equal regimen."""
@@ -178,6 +191,22 @@ class Regimen:
             return None
         return StageRun(self.stages, clock, defaults={**self.schedules, **self.knobs})
 
+    def stage_span(self, name: str) -> tuple[float, float]:
+        """Where stage ``name`` is planned to start and end, in the budget's unit (a trainer that runs
+        one stage trains ``end - start`` steps).
+
+            >>> Regimen.from_dict({"budget": "100 steps", "lr": "constant(level=0.1)",
+            ...                    "stages": [{"name": "sft", "budget": "30%"}, {"name": "grpo"}]}).stage_span("grpo")
+            (30.0, 100.0)
+        """
+        names = [s.name for s in self.stages]
+        if name not in names:
+            raise CadenceError(f"no stage named {name!r}; the stages are {names}")
+        shares = plan_fractions(self.stages, self.budget.unit, self.budget.amount)
+        i = names.index(name)
+        start = math.fsum(shares[:i]) * self.budget.amount
+        return start, start + shares[i] * self.budget.amount
+
     def lr_schedules(self, stages: StageRun | None) -> dict[str, Schedule]:
         """The optimizer fields to schedule (the stages' joins when there are stages)."""
         names = dict.fromkeys(self.schedules)
@@ -190,6 +219,27 @@ class Regimen:
         for s in self.stages:
             names.update(dict.fromkeys(s.knobs))
         return {n: stages.schedule(n) if stages else self.knobs[n] for n in names}
+
+    def for_part(self, index: int | None) -> Regimen:
+        """The regimen a trainer builds: with ``index``, the trainer runs stage ``index`` only (one trainer
+        per stage), and that stage's own ``curriculum``/``rl`` replace the top-level ones; without, it
+        runs every stage, which is refused if a stage has pieces of its own."""
+        if index is None:
+            for i, own in enumerate(self.stage_pieces):
+                if own:
+                    raise PathError(f"stages[{i}].{next(iter(own))}", "a stage's own pieces need one trainer per "
+                                    "stage: attach with stop_on_transition=True, then the next trainer with after=")
+            return self
+        own = self.stage_pieces[index] if index < len(self.stage_pieces) else {}
+        data = dict(self.data)
+        changes: dict[str, Any] = {}
+        if "curriculum" in own:
+            changes["curriculum"], data["curriculum"] = own["curriculum"]
+        if "rl" in own:
+            changes["rl"], data["rl"] = own["rl"]
+        if not changes:
+            return self
+        return replace(self, data=data, **changes)
 
     def refuse(self, host: str) -> None:
         """Raise, naming the piece, if ``host`` cannot run a piece this regimen names."""
@@ -205,17 +255,17 @@ class Regimen:
                 raise PathError(path, f"{piece.name} cannot run in the {HOST_NAMES[host]} adapter "
                                       f"(it runs in: {', '.join(HOST_NAMES[h] for h in piece.hosts)})")
 
-    def build_policy(self, arms: Any, path: str = "curriculum") -> Any:
-        return CURRICULA[self.curriculum.name].build(self.curriculum.args, {"arms": arms}, path)
+    def build_policy(self, arms: Any, clock: Clock) -> Any:
+        return CURRICULA[self.curriculum.name].build(self.curriculum.args, {"arms": arms, "clock": clock}, "curriculum")
 
-    def build_sampler(self, arms: Any, **overrides: Any) -> Any:
-        """The curriculum's ``CurriculumSampler`` over ``arms``."""
+    def build_sampler(self, arms: Any, clock: Clock, **overrides: Any) -> Any:
+        """The curriculum's ``CurriculumSampler`` over ``arms`` (policies that follow schedules read ``clock``)."""
         from cadence.curricula import CurriculumSampler
 
         c = self.data["curriculum"]
         opts = {"seed": c.get("seed", 0), "replacement": c.get("replacement", True)} | overrides
         try:
-            return CurriculumSampler(self.build_policy(arms), c["batch_size"], **opts)
+            return CurriculumSampler(self.build_policy(arms, clock), c["batch_size"], **opts)
         except CadenceError as e:
             raise PathError("curriculum", str(e)) from None
 
@@ -261,7 +311,10 @@ class Regimen:
           whose ``step()`` steps the LR binding (``context``: ``model=`` for plans, ``dataset=`` for
           arms from a column);
         * a ``transformers.Trainer``: :func:`cadence.integrations.hf.attach` (the callback);
-        * a ``trl.GRPOTrainer``: :func:`cadence.integrations.trl.attach` (the callback);
+        * a ``trl.GRPOTrainer``: :func:`cadence.integrations.trl.attach` (the callback); TRL's other
+          trainers (``SFTTrainer``, ...) are Trainers;
+        * for these two, ``after=link`` continues a previous trainer's clock and stages (one trainer per
+          stage), ``stop_on_transition=True`` stops the trainer when its stage ends;
         * a ``lightning.Trainer``: a :class:`cadence.integrations.lightning.CadenceCallback`, appended
           to its callbacks.
 
@@ -273,9 +326,9 @@ class Regimen:
         if isinstance(host, torch.optim.Optimizer):
             return attach_loop(self, host, **context)
         kind = type(host).__module__.split(".")[0]
-        if kind == "trl":
+        if kind == "trl" and hasattr(host, "_generate_and_score_completions"):  # GRPO; other TRL trainers are HF Trainers
             from cadence.integrations.trl import attach_regimen
-        elif kind == "transformers":
+        elif kind in ("transformers", "trl"):
             from cadence.integrations.hf import attach_regimen
         elif kind in ("lightning", "pytorch_lightning"):
             from cadence.integrations.lightning import attach_regimen
@@ -293,12 +346,13 @@ def attach_loop(r: Regimen, optimizer: Any, *, model: Any = None, dataset: Any =
     from cadence.optim import ScheduledLR
     from cadence.regimen.link import RegimenLink
 
+    r = r.for_part(None)
     r.refuse("loop")
     clock = r.clock()
     stages = r.stage_run(clock)
     fields = r.lr_schedules(stages)
     scheduler = ScheduledLR(optimizer, clock=clock, **fields) if fields else None
-    sampler = r.build_sampler(r.arms(dataset)) if r.curriculum and r.curriculum.name else None
+    sampler = r.build_sampler(r.arms(dataset), clock) if r.curriculum and r.curriculum.name else None
     return RegimenLink(scheduler=scheduler, clock=None if scheduler else clock, knobs=r.knob_schedules(stages),
                        policy=getattr(sampler, "policy", None), sampler=sampler,
                        plans=r.build_plans(clock, model) if r.plans else None, stages=stages, owns_scheduler=True)
@@ -420,7 +474,7 @@ def _curriculum(v: Any, path: str) -> Section | None:
 
         items = _list(arms["items"], f"{path}.arms.items")
         built = _read(lambda x: Arms(x), items, f"{path}.arms.items")
-        piece.build(args, {"arms": built}, path)  # every argument validated on the real arms
+        piece.build(args, {"arms": built, "clock": Clock(budget=100)}, path)  # every argument checked on the real arms
     else:
         for k in ("column", "difficulty", "quality"):
             if k in arms:
@@ -517,9 +571,10 @@ def _continual(v: Any) -> Any:
 
 def _stage(v: Any, path: str) -> Stage:
     d = _mapping(v, path)
-    for k in ("curriculum", "rl", "plans", "averaging"):
+    for k in ("plans", "averaging"):
         if k in d:
-            raise PathError(f"{path}.{k}", "per-stage pieces are not supported yet; give them at the top level")
+            raise PathError(f"{path}.{k}", "per-stage plans and averaging are not supported yet; give them at the "
+                                           "top level")
     _known(d, STAGE, path)
     name = _text(d.get("name"), f"{path}.name")
     budget = _read(Duration.parse, d["budget"], f"{path}.budget") if d.get("budget") is not None else None

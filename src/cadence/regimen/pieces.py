@@ -100,8 +100,9 @@ def _defaults() -> None:
     from cadence.curricula import POLICIES
     import cadence.curricula.policies  # noqa: F401  (fills POLICIES)
 
-    for name, cls in POLICIES.items():
-        register("curriculum", Piece(name, cls, needs=("arms",)))
+    for name, cls in POLICIES.items():  # mixtures that follow schedules read the run's clock
+        clocked = "clock" in inspect.signature(cls).parameters
+        register("curriculum", Piece(name, cls, needs=("arms", "clock") if clocked else ("arms",)))
     register("rl", Piece("predictive", rl.PredictiveFilter, needs=("num_items",), hosts=("loop", "trl", "verl")))
     register("rl", Piece("dynamic", rl.DynamicSampling, hosts=("loop", "trl", "verl")))
     register("rl", Piece("knapsack", rl.KnapsackAllocation, needs=("arm_of",), hosts=("loop", "verl")))
