@@ -208,3 +208,33 @@ def test_a_stages_own_pieces_need_one_trainer_per_stage():
     assert set(r.for_part(1).rl) == {"dynamic"} and r.for_part(0).rl == {}
     with pytest.raises(PathError, match=r"^stages\[1\]\.curriculum: a stage's own pieces need one trainer per stage"):
         r.attach(torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0))
+
+
+def test_verl_overrides_from_a_file_match_the_documented_lines():
+    """The lines verl reads (docs/integrations/verl.md), generated from a regimen file; verl itself is not
+    imported here (it lives in its own environment), so the lines are compared, not run."""
+    import re
+    from pathlib import Path
+
+    from cadence.integrations.verl_config import verl_overrides
+
+    r = Regimen.from_dict({"budget": "200 steps", "lr": "wsd(peak=1e-6, warmup=5%, decay=20%)",
+                           "curriculum": {"policy": "dump", "arms": {"column": "data_source"}, "batch_size": 1},
+                           "rl": {"dynamic": {"low": 0, "high": 1}, "predictive": {"target_zero_variance": 0.25},
+                                  "correct_threshold": 0.5}})
+    lines = verl_overrides(r, train_batch_size=64, updates_per_step=4)
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "integrations" / "verl.md").read_text()
+    block = doc.split("<!-- verl-overrides -->", 1)[1].split("```", 2)[1]
+    documented = {line.strip().rstrip("\\").strip() for line in block.splitlines()[1:]}
+    documented = {re.sub(r", decay=20%\)", ")", line).replace("1e-6", "1e-06") for line in documented if line}
+    assert set(lines) <= documented and len(lines) == len(set(lines))
+    assert documented - set(lines) == {"python3 -m verl.trainer.main_ppo", "trainer.use_v1=True",
+                                       "trainer.v1.trainer_mode=sync", "algorithm.adv_estimator=grpo",
+                                       "data.train_batch_size=64", "data.dataloader_num_workers=0"}
+    staged = Regimen.from_dict({"budget": "10 steps", "lr": "constant(level=0.1)",
+                                "stages": [{"name": "a", "budget": "50%"}, {"name": "b"}]})
+    with pytest.raises(PathError, match="^stages: verl's adapter runs one stage"):
+        verl_overrides(staged)
+    with pytest.raises(PathError, match="^plans.f: layer_freezing cannot run in the verl adapter"):
+        verl_overrides(Regimen.from_dict({"budget": "10 steps", "plans": {"f": {"plan": "layer_freezing",
+                                                                                 "layers": "h"}}}))
