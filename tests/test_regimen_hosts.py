@@ -58,7 +58,8 @@ def cadence_logs(trainer) -> list[dict]:
 def test_hf_trainer_from_a_file_equals_the_hand_built_regimen(tmp_path):
     filed = make_trainer(tmp_path / "file", max_steps=10, save_steps=5)
     events = []
-    callback = Regimen.from_dict(TWO_STAGES).attach(filed)
+    Regimen.from_dict(TWO_STAGES).to_file(tmp_path / "regimen.yaml")
+    callback = Regimen.from_file(tmp_path / "regimen.yaml").attach(filed)  # the file, attached unchanged
     callback.link.stages.on_transition(events.append)
     filed.train()
 
