@@ -9,7 +9,7 @@ import torch
 
 import cadence
 from cadence.errors import CadenceError, StateError
-from cadence.integrations.link import RegimenLink
+from cadence.regimen.link import RegimenLink
 from cadence.progressive import LayerFreezing, SequenceLengthWarmup, leaf_layers
 
 # the frozen fraction jumps from 0 to 1 half-way: from then on every layer but the last is frozen

@@ -449,6 +449,11 @@ class Clock:
         """Register schedules to validate before any budget change is committed."""
         self._dependents.extend(schedules)
 
+    def unwatch(self, schedules: Iterable[Any]) -> None:
+        """Stop validating ``schedules`` (replaced ones) on budget changes."""
+        gone = {id(s) for s in schedules}
+        self._dependents = [s for s in self._dependents if id(s) not in gone]
+
     def check(self, schedules: Iterable[Any] | None = None) -> None:
         """Validate ``schedules`` (default: the watched ones) against the current budget."""
         axis = self.axis

@@ -16,9 +16,10 @@ from typing import Any
 def _check(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from cadence.doctor import diagnose, findings_json, load_regimen
+    from cadence.cli.regimen import check
+    from cadence.doctor import findings_json
 
-    findings = diagnose(load_regimen(args.regimen))
+    findings = check(args.regimen)
     warnings = sum(f.severity == "warning" for f in findings)
     if args.json:
         print(findings_json(findings))
@@ -40,7 +41,9 @@ def register(subparsers: Any) -> None:
         "check", help="check a regimen file for documented LR / curriculum / budget conflicts",
         description="Warn about conflicts in a run's regimen (YAML/JSON; format in docs/doctor.md): full LR decay "
                     "under a quality-ascending curriculum, re-warming without replay, a cooldown longer than the "
-                    "budget left, fraction-of-budget durations in an open-ended run. Exit code 0: no warnings; "
+                    "budget left, fraction-of-budget durations in an open-ended run; the stages' schedules fit their stages. "
+                    "The file is a regimen file (docs/regimen.md; the doctor's older format is a subset). "
+                    "Exit code 0: no warnings; "
                     "1: warnings; 2: unreadable or malformed file.")
     p.add_argument("regimen", help="the regimen file (.yaml, .yml or .json)")
     p.add_argument("--json", action="store_true", help="print the findings as JSON")

@@ -174,6 +174,11 @@ def _forecast(args: argparse.Namespace) -> int:
     if args.refine is not None:
         return _refine(args)
     console = Console()
+    regimen = None
+    if args.regimen is not None:  # read and checked before any fitting
+        from cadence.cli.regimen import forecast_schedule
+
+        regimen = forecast_schedule(args.regimen)
     logs = _read_logs(args, args.fit, console)
     skip = {} if args.skip is None else {"skip": args.skip}
     targets = [FitTarget.from_log(log, target=args.target, **skip) for log in logs]
@@ -184,6 +189,11 @@ def _forecast(args: argparse.Namespace) -> int:
         console.print(f"  {name}: R² {fit.r2[name]:.4f}, RMS relative error {fit.rms_rel_error[name]:.2%}",
                       highlight=False)
     predictions = {spec: lr_per_step(spec, steps) for spec in args.schedule}
+    if regimen is not None:
+        name, lr, regimen_steps = regimen
+        if args.steps is not None and args.steps != regimen_steps:
+            raise CadenceError(f"--steps {args.steps} differs from the regimen's budget of {regimen_steps} steps")
+        predictions[name] = lr_per_step(lr, regimen_steps)
     if predictions:
         table = Table(title=f"predicted final loss after {steps} steps")
         table.add_column("schedule")
@@ -328,6 +338,8 @@ def add_forecast_parser(sub: Any, name: str = "forecast") -> None:
                    help="--refine: median-filter width as a fraction of the run (0.1)")
     p.add_argument("--points", type=int, default=51, help="--refine: points of the table schedule (51)")
     p.add_argument("--schedule", nargs="*", default=[], metavar="SPEC", help="schedule specs to predict")
+    p.add_argument("--regimen", metavar="FILE", help="a regimen file: predict the loss of its LR (stages joined) "
+                   "over its budget")
     p.add_argument("--steps", type=int, help="budget of the predicted schedules (default: the longest fitted run)")
     p.add_argument("--target", default="auto", choices=("auto", "val_loss", "loss"),
                    help="which loss column to fit (auto: val_loss when logged)")

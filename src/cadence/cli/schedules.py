@@ -9,6 +9,9 @@ from rich.table import Table
 from rich.text import Text
 
 from cadence.cli import image_output
+from cadence.cli.regimen import is_regimen_path
+from cadence.cli.regimen import plot as plot_regimen_file
+from cadence.cli.regimen import show as show_regimen_file
 from cadence.clock import BUDGET_RULE, Axis, parse_budget
 from cadence.errors import BudgetError, CadenceError
 from cadence.spec import parse, to_spec
@@ -40,6 +43,9 @@ def _axis(args: argparse.Namespace) -> Axis:
 def _plot(args: argparse.Namespace) -> int:
     from cadence.plotting import plot_schedules
 
+    if any(is_regimen_path(s) for s in args.specs):
+        return plot_regimen_file(args)
+
     output = image_output(args.output)
     if args.label and len(args.label) != len(args.specs):
         raise CadenceError(f"--label must be given once per SPEC: {len(args.specs)} spec(s), "
@@ -57,6 +63,8 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
+    if is_regimen_path(args.spec):
+        return show_regimen_file(args)
     if not args.at and args.points < 2:
         raise CadenceError(f"--points must be at least 2 (the start and the end of the budget), got {args.points}")
     axis = _axis(args)
@@ -108,7 +116,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot", help="draw schedules on one axis",
                        description="Draw one or more schedules over a budget on one axis and save the figure.",
                        epilog="example: cadence plot 'cosine(peak=3e-4)' 'wsd(peak=3e-4, warmup=1%)' --budget 10000 -o lr.png")
-    p.add_argument("specs", nargs="+", metavar="SPEC", help=_SPEC_HELP)
+    p.add_argument("specs", nargs="+", metavar="SPEC", help=_SPEC_HELP + ", or one regimen file (.yaml/.yml/.json): "
+                   "every schedule over its budget, stages shaded")
     _add_budget_args(p)
     p.add_argument("-o", "--output", default="schedules.png", help="image file to write (default: schedules.png)")
     p.add_argument("--label", action="append", help="legend label, once per SPEC (default: the spec)")
@@ -118,7 +127,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("show", help="print a table of a schedule's values",
                        description="Print a schedule's value at evenly spaced or chosen points of a budget.",
                        epilog="example: cadence show 'wsd(peak=3e-4, warmup=1%, decay=20%)' --budget 10000 --at 0 1% 80% 90% 100%")
-    p.add_argument("spec", metavar="SPEC", help=_SPEC_HELP)
+    p.add_argument("spec", metavar="SPEC", help=_SPEC_HELP + ", or a regimen file (.yaml/.yml/.json): its stages "
+                   "and every schedule's values")
     _add_budget_args(p)
     p.add_argument("--points", type=int, default=11, help="number of evenly spaced points (default: 11)")
     p.add_argument("--at", nargs="+", metavar="WHEN", help="points to show instead: '50%%', '2000 steps', '1M tokens'")

@@ -6,7 +6,7 @@
 * :mod:`cadence.integrations.lightning` — a Lightning ``Callback``.
 * :mod:`cadence.integrations.verl` — verl 0.9's v1 trainer (prompt dataset, replay buffer, optimizer loaded
   from verl's config; needs the ``verl`` extra, in an environment of its own).
-* :mod:`cadence.integrations.link` — :class:`RegimenLink`, the framework-free part they share.
+* :class:`RegimenLink` (in :mod:`cadence.regimen.link`) — the framework-free part they share.
 * :mod:`cadence.integrations.jsonstate` — cadence state through JSON (for ``trainer_state.json``).
 
 The adapters import their frameworks lazily; importing this package needs only torch.
@@ -16,6 +16,6 @@ The adapters import their frameworks lazily; importing this package needs only t
     0.1
 """
 
-from cadence.integrations.link import RegimenLink
+from cadence.regimen.link import RegimenLink
 
 __all__ = ["RegimenLink"]

@@ -48,7 +48,9 @@ from transformers.trainer_pt_utils import BatchRebalanceSampler
 from cadence.clock import Clock
 from cadence.errors import CadenceError, StateError
 from cadence.integrations.jsonstate import decode, encode
-from cadence.integrations.link import Plans, RegimenLink, plans_clock
+from cadence.regimen.file import Regimen
+from cadence.regimen.link import Plans, RegimenLink, plans_clock
+from cadence.regimen.stages import StageRun
 from cadence.integrations.tracking import TrackedSampler
 from cadence.integrations.versions import check_methods, check_version
 from cadence.optim import ScheduledLR
@@ -90,6 +92,11 @@ class CadenceCallback(TrainerCallback, ExportableState):
         self._local = np.zeros(2)  # this process's samples and label tokens in the current step
         self._step = 0  # the Trainer's global step the state belongs to
         self._used: dict[str, float] = {}  # scheduled optimizer fields the last optimizer step used
+        self._deferred = False  # the Trainer loaded a scheduler state before the stages' state came back
+        self._stop = False  # a stage ended and the Trainer runs one stage only
+
+    def _defer_scheduler_state(self, state: Any) -> None:
+        self._deferred = True
 
     # ------------------------------------------------------------------ loss (Trainer.compute_loss_func)
     def compute_loss(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
@@ -116,6 +123,8 @@ class CadenceCallback(TrainerCallback, ExportableState):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._step = state.global_step
+        if self.link.scheduler is not None:
+            self.link.scheduler.__dict__.pop("load_state_dict", None)  # the link loads it itself from now on
         stored = state.stateful_callbacks.get(type(self).__name__)
         saved = (stored or {}).get("attributes", {}).get("cadence") if isinstance(stored, dict) else None
         if state.global_step > 0 and saved is not None:
@@ -123,6 +132,8 @@ class CadenceCallback(TrainerCallback, ExportableState):
                 raise StateError(f"cadence state was saved at step {saved.get('global_step')}, "
                                  f"but the checkpoint is at step {state.global_step}")
             self.link.load_state_dict(decode(saved)["link"])
+        elif self._deferred:
+            raise StateError("the checkpoint holds a scheduler state but no cadence state to restore the stages from")
 
     def on_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         # the optimizer has just stepped with these values; the scheduler moves them on right after
@@ -133,12 +144,20 @@ class CadenceCallback(TrainerCallback, ExportableState):
         self._step = state.global_step
         if self.link.scheduler is None:
             self.link.step()
+        else:
+            self.link.after_step()  # stages whose budget is used up end here
+        if self._stop:
+            control.should_training_stop = True
         if self._ids:
             ids, losses = np.concatenate(self._ids), np.concatenate(self._losses)
             self._ids, self._losses = [], []
             self.link.observe(ids, loss=losses)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+        if logs is not None:
+            self.link.log(logs)  # the stages' rules read the logged (and evaluation) metrics
+            if self.link.done or self._stop:
+                control.should_training_stop = True
         if logs is None or not any(k in logs for k in ("loss", "train_loss")):
             return
         values = self.link.values()
@@ -163,6 +182,7 @@ def attach(
     sampler: Any = None,
     plans: Plans | None = None,
     per_sample_loss: PerSampleLoss = causal_lm_loss,
+    stages: StageRun | None = None,
     **fields: Any,
 ) -> CadenceCallback:
     """Add cadence to a built ``Trainer`` and return the callback that carries it.
@@ -182,6 +202,9 @@ def attach(
             (``batches_per_step`` = accumulation steps × processes) becomes the batch sampler.
         per_sample_loss: ``(outputs, labels) -> (summed loss per sample, token count per sample)``;
             the default is next-token cross-entropy for causal LMs.
+        stages: a :class:`~cadence.regimen.StageRun` on ``clock``: stages end on their budget after a
+            step, or on their rules over the Trainer's logs (evaluation metrics included); when the
+            last stage ends on a rule the Trainer stops.
 
     Raises:
         CadenceError: for a Trainer that already has a non-cadence scheduler and ``lr`` is given,
@@ -231,10 +254,14 @@ def attach(
         trainer._get_train_sampler = lambda *_, **__: tracked  # the documented override point, per instance
 
     link = RegimenLink(scheduler=scheduler, clock=None if scheduler else clock, knobs=knobs,
-                       policy=policy, sampler=sampler, tracker=tracked, plans=plans)
+                       policy=policy, sampler=sampler, tracker=tracked, plans=plans, stages=stages)
     if link.plans:
         _plan_batches(trainer, link, sized)
     callback = CadenceCallback(link, per_sample_loss)
+    if stages is not None and scheduler is not None:
+        # the scheduler's joins follow the stages, whose state comes back (with the scheduler's own) in
+        # on_train_begin; the Trainer loads scheduler.pt before that, against the joins of a fresh run
+        scheduler.load_state_dict = callback._defer_scheduler_state
     if tracked is not None:
         trainer.compute_loss_func = callback.compute_loss
     trainer.callback_handler.callbacks.insert(0, callback)  # first, so reporting callbacks see its log values
@@ -286,6 +313,69 @@ def _plan_batches(trainer: Trainer, link: RegimenLink, sized: BatchSizeSchedule 
         sampler = TrainerBatchSampler(sized, len(trainer.train_dataset), seed=seed, rank=args.process_index,
                                       world=args.world_size, start=None if args.ignore_data_skip else 0)
         trainer._get_train_sampler = lambda *_, **__: sampler  # the documented override point, per instance
+
+
+def attach_regimen(regimen: Regimen, trainer: Trainer, *, after: RegimenLink | None = None,
+                   stop_on_transition: bool = False, per_sample_loss: PerSampleLoss = causal_lm_loss) -> CadenceCallback:
+    """:func:`attach` with everything a regimen file holds (``Regimen.attach(trainer)`` calls it):
+    its clock, stages, optimizer fields, knobs, curriculum (arms from ``trainer.train_dataset``) and
+    plans (layers by attribute path on ``trainer.model``).
+
+    A run whose stages need different trainers (SFT, then GRPO) hands the regimen on: ``after`` is
+    the previous trainer's link, whose clock and stages this trainer continues (its ``max_steps``
+    fits in what remains); ``stop_on_transition`` stops the Trainer when its stage ends."""
+    regimen = regimen.for_part(part_index(after, stop_on_transition))
+    regimen.refuse("hf")
+    clock = regimen_clock(regimen, trainer, after, stop_on_transition)
+    stages = regimen.stage_run(clock)
+    fields = regimen.lr_schedules(stages)
+    sampler = regimen.build_sampler(regimen.arms(trainer.train_dataset), clock) if regimen.curriculum and regimen.curriculum.name else None
+    plans = regimen.build_plans(clock, trainer.model) if regimen.plans else None
+    callback = attach(trainer, lr=fields.pop("lr", None), clock=clock, knobs=regimen.knob_schedules(stages),
+                      sampler=sampler, plans=plans, per_sample_loss=per_sample_loss, stages=stages, **fields)
+    finish(callback, after, stop_on_transition)
+    return callback
+
+
+def part_index(after: RegimenLink | None, stop_on_transition: bool) -> int | None:
+    """The stage a trainer that runs one stage runs (``None``: it runs them all)."""
+    if after is not None:
+        return after.stages.index if after.stages is not None else 0
+    return 0 if stop_on_transition else None
+
+
+def finish(callback: CadenceCallback, after: RegimenLink | None, stop_on_transition: bool) -> None:
+    """Continue ``after``'s clock and stages; stop the Trainer at a stage transition if asked."""
+    link = callback.link
+    if after is not None:
+        if (after.stages is None) != (link.stages is None):
+            raise CadenceError("after: the previous link runs another regimen (stages differ)")
+        link.load_state_dict(after.state_dict(), only=("clock", "stages") if link.stages else ("clock",))
+        if link.scheduler is not None:
+            link.scheduler._write_lr(link.scheduler.get_lr())
+            link.scheduler._apply_other_fields()
+    if stop_on_transition:
+        if link.stages is None:
+            raise CadenceError("stop_on_transition: this regimen has no stages")
+        link.stages.on_transition(lambda event: setattr(callback, "_stop", True))
+
+
+def regimen_clock(regimen: Regimen, trainer: Trainer, after: RegimenLink | None = None,
+                  part: bool = False) -> Clock:
+    """The regimen's clock; a regimen without a budget runs on the Trainer's ``max_steps``. A trainer
+    that runs part of the regimen (``after`` a previous one, or ``part``: until its stage ends) has a
+    ``max_steps`` within what remains; one that runs it all, the budget."""
+    steps = trainer.args.max_steps
+    budget = regimen.budget
+    done = after.clock.steps if after is not None else 0
+    if (after is not None or part) and (budget is None or budget.unit != "steps" or steps <= 0
+                                        or done + steps > budget.amount):
+        raise CadenceError(f"budget: a trainer that runs part of a regimen needs a budget in steps and max_steps "
+                           f"within what remains ({budget} budget, {done:g} steps done, max_steps={steps})")
+    if after is None and not part and budget is not None and budget.unit == "steps" and steps > 0 and budget.amount != steps:
+        raise CadenceError(f"budget: the regimen's budget is {budget}, but the Trainer runs max_steps={steps}; "
+                           f"make them agree (or continue a previous trainer's regimen with after=)")
+    return regimen.clock(default_budget=None if budget is not None else _max_steps(trainer, None))
 
 
 def _max_steps(trainer: Trainer, sampler: Any) -> int:

@@ -49,7 +49,8 @@ from cadence.clock import Clock
 from cadence.errors import CadenceError
 from cadence.gradnorm import grad_norms
 from cadence.integrations.jsonstate import decode, encode
-from cadence.integrations.link import Plans, RegimenLink, plans_clock
+from cadence.regimen.link import Plans, RegimenLink, plans_clock
+from cadence.regimen.stages import StageRun
 from cadence.integrations.tracking import TrackedSampler
 from cadence.integrations.versions import check_version
 from cadence.optim import ScheduledLR
@@ -72,11 +73,15 @@ class CadenceCallback(pl.Callback):
             accumulate_grad_batches × processes``; put its ``batch_sampler`` in the DataLoader.
         loss_key: where ``training_step``'s output holds per-sample losses (shape ``[batch]``).
         log: whether to ``log_dict`` regimen values at every optimizer step.
+        stages: a :class:`~cadence.regimen.StageRun` on ``clock``: stages end on their budget after a
+            step, or on their rules over the metrics of each validation run (``trainer.callback_metrics``);
+            when the last stage ends on a rule the Trainer stops.
     """
 
     def __init__(self, *, lr: Any = None, budget: Any = None, clock: Clock | None = None,
                  knobs: Mapping[str, Any] | None = None, sampler: Any = None, plans: Plans | None = None,
-                 loss_key: str = "sample_loss", log: bool = True, **fields: Any) -> None:
+                 loss_key: str = "sample_loss", log: bool = True, stages: StageRun | None = None,
+                 **fields: Any) -> None:
         check_version("lightning")
         if sampler is not None and getattr(sampler, "policy", None) is None:
             raise CadenceError(f"{type(sampler).__name__} has no .policy; pass a cadence CurriculumSampler")
@@ -86,6 +91,9 @@ class CadenceCallback(pl.Callback):
         self.lr, self.fields, self.budget, self.knobs, self.plans = lr, fields, budget, knobs, plans
         self.clock = clock if clock is not None else plans_clock(plans)
         self.curriculum, self.loss_key, self.log = sampler, loss_key, log
+        self.stages = stages
+        if stages is not None and self.clock is None:
+            self.clock = stages.clock
         # each rank draws its own shard, so the tracker consumes this rank's ids only
         self.sampler = TrackedSampler(sampler) if sampler is not None else None
         self.link: RegimenLink | None = None
@@ -114,7 +122,7 @@ class CadenceCallback(pl.Callback):
         clock = None if scheduler is not None else (self.clock or Clock(budget=self._budget(trainer)))
         self.link = RegimenLink(scheduler=scheduler, clock=clock, knobs=self.knobs,
                                 policy=getattr(self.curriculum, "policy", None), sampler=self.curriculum,
-                                tracker=self.sampler, plans=self.plans)
+                                tracker=self.sampler, plans=self.plans, stages=self.stages)
         if self._saved is not None:  # the data side came back in load_state_dict
             self.link.load_state_dict(self._saved, only=set(self._saved) - {"kind", "sampler", "tracker"})
             self._saved = None
@@ -183,14 +191,23 @@ class CadenceCallback(pl.Callback):
         self._count_global_step()
         if self._owns_scheduler:
             link.scheduler.step()
-        elif link.scheduler is None:
+        if link.scheduler is None:
             link.step()
+        else:
+            link.after_step()  # stages whose budget is used up end here
         if self._ids:
             ids, losses = np.concatenate(self._ids), np.concatenate(self._losses)
             self._ids, self._losses = [], []
             link.observe(ids, loss=losses)
         if self.log:
             pl_module.log_dict(link.values(), on_step=True, on_epoch=False)  # identical on every rank
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.link is None or trainer.sanity_checking:
+            return
+        self.link.log(trainer.callback_metrics)  # the stages' rules read each validation run's metrics
+        if self.link.done:
+            trainer.should_stop = True
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
         if self.log:  # after backward, before clipping: what schedule refinement reads (cadence.forecast.refine)
@@ -231,4 +248,36 @@ class CadenceCallback(pl.Callback):
             data_side.load_state_dict(state, only=("sampler", "tracker"))
         if self.clock is not None:  # a plan's batch sampler reads the clock when the fetcher draws
             RegimenLink(clock=self.clock).load_state_dict(state, only=("clock",))
+        if self.stages is not None:
+            self.stages.load_state_dict(state["stages"])
         self._saved = state
+
+
+def attach_regimen(regimen: Any, trainer: pl.Trainer, *, model: pl.LightningModule | None = None,
+                   dataset: Any = None, **options: Any) -> CadenceCallback:
+    """A :class:`CadenceCallback` with everything a regimen file holds, appended to ``trainer``'s
+    callbacks (``Regimen.attach(trainer)`` calls it). ``model`` is needed for plans (layers by
+    attribute path), ``dataset`` for arms from a column; put ``callback.sampler`` in the DataLoader
+    when there is a curriculum. ``options``: ``loss_key``, ``log``."""
+    regimen = regimen.for_part(None)
+    regimen.refuse("lightning")
+    if any(isinstance(c, CadenceCallback) for c in trainer.callbacks):
+        raise CadenceError("this Trainer already has a CadenceCallback; attach once, with every part")
+    steps = trainer.max_steps
+    budget = regimen.budget
+    if budget is not None and budget.unit == "steps" and steps and steps > 0 and budget.amount != steps:
+        raise CadenceError(f"budget: the regimen's budget is {budget}, but the Trainer runs max_steps={steps}; "
+                           f"make them agree")
+    if budget is None and not (steps and steps > 0):
+        raise CadenceError("budget: give the regimen a budget, or the Trainer max_steps")
+    clock = regimen.clock(default_budget=None if budget is not None else steps)
+    stages = regimen.stage_run(clock)
+    fields = regimen.lr_schedules(stages)
+    sampler = None
+    if regimen.curriculum and regimen.curriculum.name:
+        sampler = regimen.build_sampler(regimen.arms(dataset), clock)
+    plans = regimen.build_plans(clock, model) if regimen.plans else None
+    callback = CadenceCallback(lr=fields.pop("lr", None), clock=clock, knobs=regimen.knob_schedules(stages),
+                               sampler=sampler, plans=plans, stages=stages, **options, **fields)
+    trainer.callbacks.insert(0, callback)  # before checkpointing callbacks, so a checkpoint holds the stepped link
+    return callback

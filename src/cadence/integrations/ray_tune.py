@@ -48,8 +48,8 @@ import torch
 from cadence.clock import Clock, Duration
 from cadence.errors import CadenceError, StateError
 from cadence.integrations.jsonstate import decode, encode
-from cadence.integrations.link import RegimenLink
 from cadence.integrations.versions import check_version
+from cadence.regimen.link import RegimenLink
 from cadence.optim import ScheduledLR
 from cadence.schedules.base import Schedule, as_schedule
 from cadence.schedules.combinators import Glide, Join, Shift
@@ -261,7 +261,7 @@ class RegimenTrial:
             and restored from it: the model, the optimizer, averagers, the data stream. Their
             states must load with ``torch.load(weights_only=True)``.
         policy, sampler, tracker, plans: a curriculum and progressive plans, as in
-            :class:`~cadence.integrations.link.RegimenLink`.
+            :class:`~cadence.regimen.link.RegimenLink`.
         glide: how long a changed schedule takes to reach its own values (a duration: ``"2%"`` of
             the budget, ``"50 steps"``; ``0`` switches at once).
         trial_id: this trial's id (default: Tune's).

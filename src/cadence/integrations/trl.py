@@ -195,6 +195,38 @@ def _wrap_token_mask(trainer: Any, link: Any, downsample: DualDownsampling) -> N
 
     trainer._compute_loss = masked_compute_loss
     trainer.get_high_entropy_mask = top_score_mask
+def attach_regimen(regimen: Any, trainer: Any, *, after: Any = None, stop_on_transition: bool = False) -> CadenceCallback:
+    """:func:`attach` with everything a regimen file holds (``Regimen.attach(trainer)`` calls it): its
+    clock, stages, optimizer fields, knobs, the curriculum over ``trainer.train_dataset`` (one
+    round's prompts per draw), the ``rl`` section (``predictive``, ``dynamic``, ``length_budget``,
+    ``correct``, ``correct_threshold``) and layer plans (by attribute path on ``trainer.model``);
+    ``after`` and ``stop_on_transition`` as for :func:`cadence.integrations.hf.attach_regimen`."""
+    from cadence.integrations.hf import finish, part_index, regimen_clock
+
+    regimen = regimen.for_part(part_index(after, stop_on_transition))
+    regimen.refuse("trl")
+    clock = regimen_clock(regimen, trainer, after, stop_on_transition)
+    stages = regimen.stage_run(clock)
+    fields = regimen.lr_schedules(stages)
+    sampler = None
+    if regimen.curriculum and regimen.curriculum.name:
+        sampler = regimen.build_sampler(regimen.arms(trainer.train_dataset), clock, num_replicas=1)
+    rl = regimen.data.get("rl", {})
+    built = {k: regimen_piece(k, regimen.rl[k].args, len(trainer.train_dataset)) for k in regimen.rl}
+    plans = regimen.build_plans(clock, trainer.model) if regimen.plans else None
+    callback = attach(trainer, sampler=sampler, knobs=regimen.knob_schedules(stages), lr=fields.pop("lr", None),
+                      correct=rl.get("correct"), correct_threshold=rl.get("correct_threshold", 1.0),
+                      dynamic=built.get("dynamic"), predictive=built.get("predictive"),
+                      length_budget=built.get("length_budget"), clock=clock, plans=plans, stages=stages, **fields)
+    finish(callback, after, stop_on_transition)
+    return callback
+
+
+def regimen_piece(name: str, args: Mapping[str, Any], num_items: int) -> Any:
+    """The ``rl.<name>`` piece of a regimen file, built for a dataset of ``num_items`` prompts."""
+    from cadence.regimen.pieces import RL
+
+    return RL[name].build(args, {"num_items": num_items}, f"rl.{name}")
 
 
 def _refuse_size_plans(plans: Any) -> None:

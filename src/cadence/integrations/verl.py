@@ -60,8 +60,8 @@ from cadence.clock import Clock
 from cadence.curricula import Arms, CurriculumSampler, make_policy
 from cadence.errors import CadenceError, StateError
 from cadence.integrations.jsonstate import decode, encode
-from cadence.integrations.link import RegimenLink
 from cadence.integrations.versions import check_version
+from cadence.regimen.link import RegimenLink
 from cadence.rl import DynamicSampling, KnapsackAllocation, LengthBudget, PredictiveFilter, PromptSelector
 from cadence.schedules.base import as_schedule
 

@@ -9,6 +9,8 @@ A :class:`RegimenLink` bundles what a host trainer needs from cadence:
   (gathered across ranks first, so every rank's policy stays identical);
 * progressive *plans* (``cadence.progressive``) on the same clock, updated by :meth:`begin_step`
   before each forward pass;
+* optional *stages* (:class:`~cadence.regimen.stages.StageRun`): the scheduled fields and knobs
+  follow the stages' joins, :meth:`after_step` and :meth:`log` end stages, on budget or on a rule;
 * :meth:`values` for loggers and one :meth:`state_dict` for checkpoints.
 
     >>> link = RegimenLink(knobs={"max_len": "ramp(start=64, end=256)"}, clock=Clock(budget=100))
@@ -28,6 +30,7 @@ from cadence.clock import Clock
 from cadence.errors import CadenceError, StateError
 from cadence.optim import ScheduledLR
 from cadence.progressive.base import Plan
+from cadence.regimen.stages import StageEvent, StageRun
 from cadence.schedules.base import Schedule, as_schedule
 
 KIND = "cadence.RegimenLink"
@@ -48,6 +51,9 @@ class RegimenLink:
         plans: progressive plans on the link's clock, as ``{name: plan}`` or a sequence (named after
             their classes: ``LayerFreezing`` → ``layer_freezing``); see :meth:`begin_step`.
         prefix: prefix of the keys :meth:`values` returns.
+        stages: a :class:`~cadence.regimen.stages.StageRun` on the link's clock; the scheduler's fields
+            and the knobs it names are replaced by its joins (again whenever a rule ends a stage).
+        owns_scheduler: if true, :meth:`step` steps the scheduler (a plain loop); else the host does.
     """
 
     def __init__(
@@ -61,6 +67,8 @@ class RegimenLink:
         tracker: Any = None,
         plans: Plans | None = None,
         prefix: str = "cadence/",
+        stages: StageRun | None = None,
+        owns_scheduler: bool = False,
     ) -> None:
         if scheduler is not None and clock is not None and scheduler.clock is not clock:
             raise CadenceError("the scheduler runs on another clock; pass one clock to both, or leave clock out")
@@ -74,6 +82,13 @@ class RegimenLink:
         self.tracker = tracker
         self.plans = PlanSet(plans or {}, self.clock)
         self.prefix = prefix
+        self.owns_scheduler = owns_scheduler and scheduler is not None
+        self.stages = stages
+        if stages is not None:
+            if stages.clock is not self.clock:
+                raise CadenceError("the stages run on another clock; build them with the link's clock")
+            self._bind_stages()
+            stages.listen(self._bind_stages)
 
     # ------------------------------------------------------------------ time
     def begin_step(self) -> None:
@@ -96,11 +111,51 @@ class RegimenLink:
         self.clock.report(samples=float(total_samples), tokens=float(total_tokens + total_queued) - queued_tokens)
 
     def step(self, *, samples: float = 0, tokens: float = 0) -> None:
-        """Count one optimizer step. The scheduler advances the clock if there is one; else the link does."""
+        """Count one optimizer step. The scheduler advances the clock if there is one; else the link does.
+        With ``owns_scheduler`` the link steps the scheduler itself. Then :meth:`after_step`."""
         if self.scheduler is None:
             self.clock.advance(samples=samples, tokens=tokens)
+        elif self.owns_scheduler:
+            self.clock.report(samples=samples, tokens=tokens)
+            self.scheduler.step()
         elif samples or tokens:
             raise CadenceError("report samples/tokens with clock.report() before the scheduler steps")
+        self.after_step()
+
+    def after_step(self) -> list[StageEvent]:
+        """After the clock has moved: end the stages whose budget is used up (their events)."""
+        return self.stages.update() if self.stages is not None else []
+
+    def log(self, metrics: Mapping[str, Any]) -> list[StageEvent]:
+        """One evaluation's metrics for the current stage's rules (events of a stage they end)."""
+        return self.stages.log(metrics) if self.stages is not None else []
+
+    @property
+    def done(self) -> bool:
+        """True once the last stage has ended on a rule (the host should stop)."""
+        return self.stages is not None and self.stages.finished
+
+    def _bind_stages(self) -> None:
+        """Put the stages' joins in place of the scheduled fields and knobs they name, and re-apply."""
+        joins = {name: self.stages.schedule(name) for name in self.stages.names()}
+        old = []
+        if self.scheduler is not None:
+            for name, per_group in self.scheduler.schedules.items():
+                if name in joins:
+                    old += [s for s in per_group if s is not None]
+                    self.scheduler.schedules[name] = [None if s is None else joins[name] for s in per_group]
+        missing = set(joins) - set(self.knobs) - set(self.scheduler.schedules if self.scheduler else ())
+        if missing:
+            raise CadenceError(f"the stages schedule {sorted(missing)}, which are neither scheduled optimizer "
+                               f"fields nor knobs of this link")
+        for name in set(joins) & set(self.knobs):
+            old.append(self.knobs[name])
+            self.knobs[name] = joins[name]
+        self.clock.unwatch(old)
+        self.clock.watch(joins.values())
+        if self.scheduler is not None and self.scheduler.last_epoch >= 0:
+            self.scheduler._write_lr(self.scheduler.get_lr())
+            self.scheduler._apply_other_fields()
 
     def knob(self, name: str) -> float:
         """The value of knob ``name`` at the clock's position."""
@@ -134,6 +189,8 @@ class RegimenLink:
         out.update({p + name: float(s(self.clock)) for name, s in self.knobs.items()})
         if self.clock.progress is not None:
             out[p + "progress"] = float(self.clock.progress)
+        if self.stages is not None:
+            out[p + "stage"] = float(self.stages.index)
         if self.policy is not None:
             out.update(flatten_stats(self.policy.stats(), self.policy.arms.names, p + "curriculum/"))
         out.update({p + "plan/" + k: v for k, v in self.plans.values().items()})
@@ -142,7 +199,7 @@ class RegimenLink:
     # ------------------------------------------------------------------ state
     def _parts(self) -> dict[str, Any]:
         # a sampler's state holds its policy's, so the policy is stored on its own only without one
-        parts = {"scheduler": self.scheduler, "sampler": self.sampler, "tracker": self.tracker,
+        parts = {"stages": self.stages, "scheduler": self.scheduler, "sampler": self.sampler, "tracker": self.tracker,
                  "policy": self.policy if self.sampler is None else None, "plans": self.plans or None}
         return {k: v for k, v in parts.items() if v is not None}
 
@@ -155,7 +212,7 @@ class RegimenLink:
     def load_state_dict(self, state: Mapping[str, Any], *, only: Collection[str] | None = None) -> None:
         """Restore a :meth:`state_dict`. All parts load or none does: on any error every part is put back.
 
-        ``only`` restricts the load to some roles (``"clock"``, ``"scheduler"``, ``"sampler"``,
+        ``only`` restricts the load to some roles (``"clock"``, ``"stages"``, ``"scheduler"``, ``"sampler"``,
         ``"tracker"``, ``"policy"``, ``"plans"``), for hosts that need the data side back before the optimizer exists.
         """
         if not isinstance(state, Mapping) or state.get("kind") != KIND:

@@ -1,0 +1,640 @@
+"""The regimen file: a whole run's plan as one YAML/JSON document (the same as a Python dict).
+
+:meth:`Regimen.from_dict` / :meth:`Regimen.from_file` validate every field when the file is
+loaded: an unknown or malformed field is one :class:`~cadence.regimen.pieces.PathError` naming its
+full path (``stages[1].lr``), and nothing is built. :meth:`Regimen.to_dict` gives the canonical
+dict back (``from_dict(to_dict(r)) == r``). :meth:`Regimen.attach` puts it into a host: a torch
+optimizer (a plain loop), a Hugging Face ``Trainer``, a TRL ``GRPOTrainer`` or a Lightning
+``Trainer``. The field reference is ``docs/regimen.md``; the regimen doctor's format is a subset.
+
+    >>> r = Regimen.from_dict({"budget": "100 steps", "lr": "cosine(peak=1e-3)",
+    ...                        "stages": [{"name": "sft", "budget": "30%", "objective": "sft"},
+    ...                                   {"name": "grpo", "objective": "grpo", "lr": "constant(1e-5)"}]})
+    >>> Regimen.from_dict(r.to_dict()) == r
+    True
+    >>> import torch
+    >>> link = r.attach(torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=1.0))
+    >>> for _ in range(30):
+    ...     link.step()
+    >>> link.stages.current.name, link.scheduler.get_last_lr()
+    ('grpo', [1e-05])
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from cadence.clock import Clock, Duration, parse_budget
+from cadence.errors import CadenceError
+from cadence.regimen.pieces import AVERAGING, CURRICULA, PLANS, RL, PathError, Piece
+from cadence.regimen.stages import Rule, Stage, StageRun, plan_fractions
+from cadence.schedules.base import Schedule, as_schedule
+
+TOP = ("name", "budget", "elapsed", "tokens_per_step", "samples_per_step", "on_budget_change", "lr", "schedules",
+       "knobs", "curriculum", "rl", "plans", "averaging", "continual", "stages")
+STAGE = ("name", "budget", "objective", "lr", "schedules", "knobs", "until", "plateau", "curriculum", "rl")
+CURRICULUM = ("kind", "policy", "arms", "batch_size", "seed", "replacement")
+ARMS = ("column", "items", "difficulty", "quality")
+RL_HOST = ("correct", "correct_threshold")  # how the host tells a correct completion (TRL)
+UNTIL = ("metric", "above", "below", "times")
+PLATEAU = ("metric", "delta", "window", "mode")
+
+
+@dataclass(frozen=True)
+class Section:
+    """A piece named in a file: the registry name and its arguments (plain values, as written)."""
+
+    name: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Section) and (self.name, dict(self.args)) == (other.name, dict(other.args))
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+
+@dataclass(frozen=True, eq=False)
+class Regimen:
+    """A validated regimen file. Build with :meth:`from_dict` or :meth:`from_file`."""
+
+    data: Mapping[str, Any]
+    budget: Duration | None = None
+    schedules: Mapping[str, Schedule] = field(default_factory=dict)  # lr and other param-group fields
+    knobs: Mapping[str, Schedule] = field(default_factory=dict)
+    stages: tuple[Stage, ...] = ()
+    curriculum: Section | None = None
+    rl: Mapping[str, Section] = field(default_factory=dict)
+    plans: Mapping[str, Section] = field(default_factory=dict)
+    averaging: Section | None = None
+    stage_pieces: tuple[Mapping[str, Any], ...] = ()  # per stage: {"curriculum"|"rl": (built, canonical)}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Regimen) and self.to_dict() == other.to_dict()
+
+    # ------------------------------------------------------------------ reading
+    @classmethod
+    def from_file(cls, path: str | Path) -> Regimen:
+        """Read a YAML or JSON regimen file."""
+        import yaml
+
+        p = Path(path)
+        try:
+            data = yaml.safe_load(p.read_text())
+        except OSError as e:
+            raise CadenceError(f"cannot read regimen file {str(p)!r}: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise CadenceError(f"{p}: not a text file (a regimen is YAML or JSON)") from None
+        except yaml.YAMLError as e:
+            raise CadenceError(f"{p}: not valid YAML/JSON: {' '.join(str(e).split())}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Regimen:
+        """Validate a regimen dict; the first bad field raises :class:`PathError` naming its path."""
+        d = _mapping(d, "")
+        _known(d, TOP, "")
+        budget = _read(parse_budget, d.get("budget"), "budget")
+        canon: dict[str, Any] = {}
+        if d.get("name") is not None:
+            canon["name"] = _text(d["name"], "name")
+        if budget is not None:
+            canon["budget"] = str(budget)
+        if d.get("elapsed", 0) != 0:
+            canon["elapsed"] = _number(d["elapsed"], "elapsed", lo=0)
+        for k in ("tokens_per_step", "samples_per_step"):
+            if d.get(k) is not None:
+                canon[k] = _number(d[k], k, lo=0, open_lo=True)
+        if d.get("on_budget_change") is not None:
+            if d["on_budget_change"] not in ("rescale", "rederive"):
+                raise PathError("on_budget_change", f"must be rescale or rederive, got {d['on_budget_change']!r}")
+            canon["on_budget_change"] = d["on_budget_change"]
+        schedules = _schedules(d, "")
+        knobs = _named_schedules(d.get("knobs"), "knobs")
+        canon.update(_schedule_dict(schedules, knobs))
+        curriculum = _curriculum(d.get("curriculum"), "curriculum")
+        if d.get("curriculum") is not None:
+            canon["curriculum"] = _curriculum_dict(d["curriculum"])
+        rl = _pieces(d.get("rl"), RL, "rl", extra=RL_HOST)
+        if d.get("rl"):
+            canon["rl"] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in d["rl"].items()}
+        plans = _plans(d.get("plans"))
+        if d.get("plans"):
+            canon["plans"] = {k: dict(v) for k, v in d["plans"].items()}
+        averaging = _averaging(d.get("averaging"))
+        if d.get("averaging") is not None:
+            canon["averaging"] = dict(averaging.args, kind=averaging.name)
+        if d.get("continual") is not None:
+            canon["continual"] = _continual(d["continual"])
+        raw_stages = _list(d.get("stages"), "stages")
+        stages = tuple(_stage(s, f"stages[{i}]") for i, s in enumerate(raw_stages))
+        stage_pieces = []
+        for i, s in enumerate(raw_stages):  # a stage's own curriculum / RL pieces (one trainer per stage)
+            own = {}
+            if s.get("curriculum") is not None:
+                own["curriculum"] = (_curriculum(s["curriculum"], f"stages[{i}].curriculum"),
+                                     _curriculum_dict(s["curriculum"]))
+            if s.get("rl") is not None:
+                own["rl"] = (_pieces(s["rl"], RL, f"stages[{i}].rl", extra=RL_HOST),
+                             {k: dict(v) if isinstance(v, Mapping) else v for k, v in s["rl"].items()})
+            stage_pieces.append(own)
+        if stages:
+            canon["stages"] = [_stage_dict(s) | {k: v[1] for k, v in own.items()}
+                               for s, own in zip(stages, stage_pieces)]
+            names = [s.name for s in stages]
+            if len(set(names)) < len(names):
+                raise PathError("stages", f"stage names must differ, got {names}")
+            try:
+                plan_fractions(stages, budget.unit if budget else "steps", budget.amount if budget else None)
+            except CadenceError as e:
+                raise PathError("stages", str(e)) from None
+            for name in {n for s in stages for n in [*s.schedules(), *s.knobs]} - set(schedules) - set(knobs):
+                for i, s in enumerate(stages):
+                    if name not in s.schedules() and name not in s.knobs:
+                        raise PathError(f"stages[{i}]", f"has no {name!r}, which other stages schedule and the "
+                                                        f"top level does not; give it here or at the top level")
+        both = set(schedules) & set(knobs) | {n for s in stages for n in set(s.schedules()) & set(s.knobs)}
+        if both:
+            raise PathError("knobs", f"{sorted(both)} name both an optimizer field and a knob; rename the knob")
+        return cls(data=canon, budget=budget, schedules=schedules, knobs=knobs, stages=stages, curriculum=curriculum,
+                   rl=rl, plans=plans, averaging=averaging, stage_pieces=tuple(stage_pieces))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The canonical dict: what :meth:`from_dict` reads back into an equal regimen."""
+        return json.loads(json.dumps(self.data))
+
+    def to_file(self, path: str | Path) -> None:
+        """Write the canonical dict as YAML (``.yaml``/``.yml``) or JSON."""
+        p = Path(path)
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            p.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        else:
+            p.write_text(json.dumps(self.to_dict(), indent=2))
+
+    # ------------------------------------------------------------------ building
+    def clock(self, default_budget: Any = None) -> Clock:
+        """A fresh clock for this regimen (its budget, else ``default_budget``)."""
+        d = self.data
+        return Clock(budget=self.budget if self.budget is not None else default_budget,
+                     on_budget_change=d.get("on_budget_change", "rescale"),
+                     tokens_per_step=d.get("tokens_per_step"), samples_per_step=d.get("samples_per_step"))
+
+    def stage_run(self, clock: Clock) -> StageRun | None:
+        """The stages on ``clock`` (``None`` without stages); top-level schedules are their defaults."""
+        if not self.stages:
+            return None
+        return StageRun(self.stages, clock, defaults={**self.schedules, **self.knobs})
+
+    def stage_span(self, name: str) -> tuple[float, float]:
+        """Where stage ``name`` is planned to start and end, in the budget's unit (a trainer that runs
+        one stage trains ``end - start`` steps).
+
+            >>> Regimen.from_dict({"budget": "100 steps", "lr": "constant(level=0.1)",
+            ...                    "stages": [{"name": "sft", "budget": "30%"}, {"name": "grpo"}]}).stage_span("grpo")
+            (30.0, 100.0)
+        """
+        names = [s.name for s in self.stages]
+        if name not in names:
+            raise CadenceError(f"no stage named {name!r}; the stages are {names}")
+        shares = plan_fractions(self.stages, self.budget.unit, self.budget.amount)
+        i = names.index(name)
+        start = math.fsum(shares[:i]) * self.budget.amount
+        return start, start + shares[i] * self.budget.amount
+
+    def lr_schedules(self, stages: StageRun | None) -> dict[str, Schedule]:
+        """The optimizer fields to schedule (the stages' joins when there are stages)."""
+        names = dict.fromkeys(self.schedules)
+        for s in self.stages:
+            names.update(dict.fromkeys(s.schedules()))
+        return {n: stages.schedule(n) if stages else self.schedules[n] for n in names}
+
+    def knob_schedules(self, stages: StageRun | None) -> dict[str, Schedule]:
+        names = dict.fromkeys(self.knobs)
+        for s in self.stages:
+            names.update(dict.fromkeys(s.knobs))
+        return {n: stages.schedule(n) if stages else self.knobs[n] for n in names}
+
+    def for_part(self, index: int | None) -> Regimen:
+        """The regimen a trainer builds: with ``index``, the trainer runs stage ``index`` only (one trainer
+        per stage), and that stage's own ``curriculum``/``rl`` replace the top-level ones; without, it
+        runs every stage, which is refused if a stage has pieces of its own."""
+        if index is None:
+            for i, own in enumerate(self.stage_pieces):
+                if own:
+                    raise PathError(f"stages[{i}].{next(iter(own))}", "a stage's own pieces need one trainer per "
+                                    "stage: attach with stop_on_transition=True, then the next trainer with after=")
+            return self
+        own = self.stage_pieces[index] if index < len(self.stage_pieces) else {}
+        data = dict(self.data)
+        changes: dict[str, Any] = {}
+        if "curriculum" in own:
+            changes["curriculum"], data["curriculum"] = own["curriculum"]
+        if "rl" in own:
+            changes["rl"], data["rl"] = own["rl"]
+        if not changes:
+            return self
+        return replace(self, data=data, **changes)
+
+    def refuse(self, host: str) -> None:
+        """Raise, naming the piece, if ``host`` cannot run a piece this regimen names."""
+        if self.data.get("elapsed"):
+            raise PathError("elapsed", "a run starts at 0 on the regimen's clock; resume from a checkpoint instead "
+                                       "(elapsed is read by cadence check only)")
+        named = [(f"rl.{k}", RL[k]) for k in self.rl]
+        named += [(f"plans.{k}", PLANS[s.name]) for k, s in self.plans.items()]
+        if self.averaging is not None:
+            named.append(("averaging", AVERAGING[self.averaging.name]))
+        for path, piece in named:
+            if piece.hosts is not None and host not in piece.hosts:
+                raise PathError(path, f"{piece.name} cannot run in the {HOST_NAMES[host]} adapter "
+                                      f"(it runs in: {', '.join(HOST_NAMES[h] for h in piece.hosts)})")
+
+    def build_policy(self, arms: Any, clock: Clock) -> Any:
+        return CURRICULA[self.curriculum.name].build(self.curriculum.args, {"arms": arms, "clock": clock}, "curriculum")
+
+    def build_sampler(self, arms: Any, clock: Clock, **overrides: Any) -> Any:
+        """The curriculum's ``CurriculumSampler`` over ``arms`` (policies that follow schedules read ``clock``)."""
+        from cadence.curricula import CurriculumSampler
+
+        c = self.data["curriculum"]
+        opts = {"seed": c.get("seed", 0), "replacement": c.get("replacement", True)} | overrides
+        try:
+            return CurriculumSampler(self.build_policy(arms, clock), c["batch_size"], **opts)
+        except CadenceError as e:
+            raise PathError("curriculum", str(e)) from None
+
+    def arms(self, dataset: Any = None) -> Any:
+        """The curriculum's arms: from ``curriculum.arms.items``, or a column of ``dataset``."""
+        from cadence.curricula import Arms
+
+        spec = self.data["curriculum"].get("arms")
+        if spec is None:
+            raise PathError("curriculum.arms", "give the arms: {column: <dataset column>} or {items: [...]}")
+        if "items" in spec:
+            return Arms(spec["items"])
+        if dataset is None:
+            raise PathError("curriculum.arms.column", "arms from a column need the host's dataset")
+        columns = {k: spec[k] for k in ("column", "difficulty", "quality") if k in spec}
+        try:
+            values = {k: list(dataset[c]) for k, c in columns.items()}
+        except (KeyError, TypeError, IndexError) as e:
+            raise PathError(f"curriculum.arms.{k}", f"the dataset has no column {spec[k]!r} ({e})") from None
+        return Arms(values.pop("column"), **values)
+
+    def build_plans(self, clock: Clock, model: Any = None) -> dict[str, Any]:
+        """The progressive plans on ``clock``; layer plans read their layers from ``model`` by attribute path."""
+        out = {}
+        for key, s in self.plans.items():
+            args = dict(s.args)
+            host: dict[str, Any] = {"clock": clock}
+            if "layers" in PLANS[s.name].needs:
+                host["layers"] = _attribute(model, args.pop("layers"), f"plans.{key}.layers")
+            out[key] = PLANS[s.name].build(args, host, f"plans.{key}")
+        return out
+
+    def build_averaging(self, model: Any, clock: Clock) -> Any:
+        """The averager on ``clock`` over ``model`` (``None`` without one); ``update()`` it after each step."""
+        if self.averaging is None:
+            return None
+        return AVERAGING[self.averaging.name].build(self.averaging.args, {"model": model, "clock": clock}, "averaging")
+
+    def attach(self, host: Any, **context: Any) -> Any:
+        """Put this regimen into ``host`` and return what carries it.
+
+        * a ``torch.optim.Optimizer`` (a plain loop): a :class:`~cadence.regimen.link.RegimenLink`
+          whose ``step()`` steps the LR binding (``context``: ``model=`` for plans, ``dataset=`` for
+          arms from a column);
+        * a ``transformers.Trainer``: :func:`cadence.integrations.hf.attach` (the callback);
+        * a ``trl.GRPOTrainer``: :func:`cadence.integrations.trl.attach` (the callback); TRL's other
+          trainers (``SFTTrainer``, ...) are Trainers;
+        * for these two, ``after=link`` continues a previous trainer's clock and stages (one trainer per
+          stage), ``stop_on_transition=True`` stops the trainer when its stage ends;
+        * a ``lightning.Trainer``: a :class:`cadence.integrations.lightning.CadenceCallback`, appended
+          to its callbacks.
+
+        Raises:
+            PathError: a piece the host cannot run, named by its path, with the reason.
+        """
+        import torch
+
+        if isinstance(host, torch.optim.Optimizer):
+            return attach_loop(self, host, **context)
+        kind = type(host).__module__.split(".")[0]
+        if kind == "trl" and hasattr(host, "_generate_and_score_completions"):  # GRPO; other TRL trainers are HF Trainers
+            from cadence.integrations.trl import attach_regimen
+        elif kind in ("transformers", "trl"):
+            from cadence.integrations.hf import attach_regimen
+        elif kind in ("lightning", "pytorch_lightning"):
+            from cadence.integrations.lightning import attach_regimen
+        else:
+            raise CadenceError(f"cannot attach a regimen to a {type(host).__name__}; give a torch optimizer, a "
+                               f"transformers Trainer, a TRL GRPOTrainer or a Lightning Trainer")
+        return attach_regimen(self, host, **context)
+
+
+HOST_NAMES = {"loop": "plain-loop", "hf": "HF Trainer", "trl": "TRL", "lightning": "Lightning", "verl": "verl"}
+
+
+def attach_loop(r: Regimen, optimizer: Any, *, model: Any = None, dataset: Any = None) -> Any:
+    """A plain loop's link: the LR binding on the regimen's clock, knobs, stages, curriculum, plans."""
+    from cadence.optim import ScheduledLR
+    from cadence.regimen.link import RegimenLink
+
+    r = r.for_part(None)
+    r.refuse("loop")
+    clock = r.clock()
+    stages = r.stage_run(clock)
+    fields = r.lr_schedules(stages)
+    scheduler = ScheduledLR(optimizer, clock=clock, **fields) if fields else None
+    sampler = r.build_sampler(r.arms(dataset), clock) if r.curriculum and r.curriculum.name else None
+    return RegimenLink(scheduler=scheduler, clock=None if scheduler else clock, knobs=r.knob_schedules(stages),
+                       policy=getattr(sampler, "policy", None), sampler=sampler,
+                       plans=r.build_plans(clock, model) if r.plans else None, stages=stages, owns_scheduler=True)
+
+
+# ---------------------------------------------------------------------- validation helpers
+def _read(fn: Any, value: Any, path: str) -> Any:
+    try:
+        return fn(value)
+    except CadenceError as e:
+        raise PathError(path, " ".join(str(e).split()) if "\n" not in str(e) else str(e).splitlines()[0]) from None
+
+
+def _mapping(v: Any, path: str) -> Mapping[str, Any]:
+    if not isinstance(v, Mapping):
+        raise PathError(path, f"must be a mapping of fields, got {type(v).__name__}")
+    for k in v:
+        if not isinstance(k, str):
+            raise PathError(path, f"field names must be text, got {k!r}")
+    return v
+
+
+def _list(v: Any, path: str) -> list[Any]:
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise PathError(path, f"must be a list, got {type(v).__name__}")
+    return v
+
+
+def _known(d: Mapping[str, Any], known: Sequence[str], path: str) -> None:
+    for k in d:
+        if k not in known:
+            raise PathError(f"{path}.{k}" if path else k, f"unknown field; known: {', '.join(known)}")
+
+
+def _text(v: Any, path: str) -> str:
+    if not isinstance(v, str) or not v:
+        raise PathError(path, f"must be non-empty text, got {v!r}")
+    return v
+
+
+def _number(v: Any, path: str, *, lo: float | None = None, hi: float | None = None, open_lo: bool = False,
+            integer: bool = False) -> float | int:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (integer and v != int(v)):
+        raise PathError(path, f"must be a finite {'integer' if integer else 'number'}, got {v!r}")
+    if (lo is not None and (v < lo or (open_lo and v == lo))) or (hi is not None and v > hi):
+        raise PathError(path, f"must lie in {'(' if open_lo else '['}{lo}, {hi if hi is not None else 'inf'}], got {v!r}")
+    return int(v) if integer else v
+
+
+def _schedule(v: Any, path: str) -> Schedule:
+    if isinstance(v, bool) or v is None:
+        raise PathError(path, f"must be a schedule spec, got {v!r}")
+    return _read(as_schedule, v, path)
+
+
+def _schedules(d: Mapping[str, Any], path: str) -> dict[str, Schedule]:
+    """``lr`` and ``schedules`` (other param-group fields) of a top level or a stage."""
+    at = f"{path}." if path else ""
+    out = {"lr": _schedule(d["lr"], f"{at}lr")} if d.get("lr") is not None else {}
+    extra = _named_schedules(d.get("schedules"), f"{at}schedules")
+    if "lr" in extra:
+        raise PathError(f"{at}schedules.lr", "give the LR as lr:, not under schedules")
+    return out | extra
+
+
+def _named_schedules(v: Any, path: str) -> dict[str, Schedule]:
+    if v is None:
+        return {}
+    return {_text(k, path): _schedule(s, f"{path}.{k}") for k, s in _mapping(v, path).items()}
+
+
+def _schedule_dict(schedules: Mapping[str, Schedule], knobs: Mapping[str, Schedule]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "lr" in schedules:
+        out["lr"] = str(schedules["lr"])
+    others = {k: str(s) for k, s in schedules.items() if k != "lr"}
+    if others:
+        out["schedules"] = others
+    if knobs:
+        out["knobs"] = {k: str(s) for k, s in knobs.items()}
+    return out
+
+
+def _curriculum(v: Any, path: str) -> Section | None:
+    if v is None:
+        return None
+    if isinstance(v, str):  # the doctor's short form: the data ordering's kind
+        return Section("", {})
+    d = _mapping(v, path)
+    fixed = {k: d[k] for k in CURRICULUM if k in d}
+    args = {k: x for k, x in d.items() if k not in CURRICULUM}
+    if "kind" in fixed:
+        _text(fixed["kind"], f"{path}.kind")
+    if "policy" not in fixed:
+        if args:
+            raise PathError(f"{path}.{next(iter(args))}", "unknown field; a curriculum without a policy takes only kind")
+        return Section("", {})
+    name = _text(fixed["policy"], f"{path}.policy").lower().replace("-", "_")
+    if name not in CURRICULA:
+        raise PathError(f"{path}.policy", f"unknown policy {fixed['policy']!r}; choose from {sorted(CURRICULA)}")
+    if "batch_size" not in fixed:
+        raise PathError(f"{path}.batch_size", "a curriculum needs the batch size it draws")
+    _number(fixed["batch_size"], f"{path}.batch_size", lo=1, integer=True)
+    _number(fixed.get("seed", 0), f"{path}.seed", lo=0, integer=True)
+    if not isinstance(fixed.get("replacement", True), bool):
+        raise PathError(f"{path}.replacement", f"must be true or false, got {fixed['replacement']!r}")
+    piece = CURRICULA[name]
+    arms = fixed.get("arms")
+    if arms is None:
+        raise PathError(f"{path}.arms", "give the arms: {column: <dataset column>} or {items: [...]}")
+    arms = _mapping(arms, f"{path}.arms")
+    _known(arms, ARMS, f"{path}.arms")
+    if ("column" in arms) == ("items" in arms):
+        raise PathError(f"{path}.arms", "give exactly one of column (a dataset column) or items (one arm key per item)")
+    if "items" in arms:
+        from cadence.curricula import Arms
+
+        items = _list(arms["items"], f"{path}.arms.items")
+        built = _read(lambda x: Arms(x), items, f"{path}.arms.items")
+        piece.build(args, {"arms": built, "clock": Clock(budget=100)}, path)  # every argument checked on the real arms
+    else:
+        for k in ("column", "difficulty", "quality"):
+            if k in arms:
+                _text(arms[k], f"{path}.arms.{k}")
+        piece.check_names(args, path)  # values are checked when the host's dataset gives the arms
+    return Section(name, args)
+
+
+def _curriculum_dict(v: Any) -> Any:
+    if isinstance(v, str):
+        return {"kind": v}
+    out = dict(v)
+    if "policy" in out:
+        out["policy"] = out["policy"].lower().replace("-", "_")
+    return out
+
+
+def _pieces(v: Any, registry: Mapping[str, Piece], path: str, extra: Sequence[str] = ()) -> dict[str, Section]:
+    if v is None:
+        return {}
+    d = _mapping(v, path)
+    out = {}
+    for k, args in d.items():
+        if k in extra:
+            continue
+        if k not in registry:
+            raise PathError(f"{path}.{k}", f"unknown piece; choose from {sorted(registry) + list(extra)}")
+        args = _mapping(args if args is not None else {}, f"{path}.{k}")
+        piece = registry[k]
+        dummy = {"num_items": 2, "arm_of": [0, 1], "clock": Clock(budget=100)}
+        if set(piece.needs) <= set(dummy):
+            piece.build(args, dummy, f"{path}.{k}")
+        else:
+            piece.check_names(args, f"{path}.{k}")
+        out[k] = Section(k, dict(args))
+    if "correct" in d and not isinstance(d["correct"], str):
+        raise PathError(f"{path}.correct", f"must name one of the trainer's reward functions, got {d['correct']!r}")
+    if "correct_threshold" in d:
+        _number(d["correct_threshold"], f"{path}.correct_threshold")
+    return out
+
+
+def _plans(v: Any) -> dict[str, Section]:
+    if v is None:
+        return {}
+    out = {}
+    for key, spec in _mapping(v, "plans").items():
+        path = f"plans.{key}"
+        spec = dict(_mapping(spec, path))
+        name = _text(spec.pop("plan", None), f"{path}.plan") if "plan" in spec else None
+        if name not in PLANS:
+            raise PathError(f"{path}.plan", f"unknown plan {name!r}; choose from {sorted(PLANS)}")
+        piece = PLANS[name]
+        if "layers" in piece.needs:
+            _text(spec.get("layers"), f"{path}.layers")
+            layers = spec.pop("layers")
+            import torch
+
+            dummy = [torch.nn.Linear(1, 1) for _ in range(4)]
+            piece.build(spec, {"clock": Clock(budget=100), "layers": dummy}, path)
+            spec["layers"] = layers
+        else:
+            piece.build(spec, {"clock": Clock(budget=100)}, path)
+        out[key] = Section(name, spec)
+    return out
+
+
+def _averaging(v: Any) -> Section | None:
+    if v is None:
+        return None
+    d = dict(_mapping({"kind": v} if isinstance(v, str) else v, "averaging"))
+    name = d.pop("kind", None)
+    if name not in AVERAGING:
+        raise PathError("averaging.kind", f"unknown averaging {name!r}; choose from {sorted(AVERAGING)}")
+    piece = AVERAGING[name]
+    if d:  # the doctor's {kind: ...} names the kind only; its arguments are checked when built
+        import torch
+
+        piece.build(d, {"model": torch.nn.Linear(1, 1), "clock": Clock(budget=100)}, "averaging")
+    return Section(name, d)
+
+
+def _continual(v: Any) -> Any:
+    if isinstance(v, bool):
+        return v
+    d = _mapping(v, "continual")
+    _known(d, ("rewarm", "replay"), "continual")
+    if "rewarm" in d and not isinstance(d["rewarm"], bool):
+        raise PathError("continual.rewarm", f"must be true or false, got {d['rewarm']!r}")
+    if "replay" in d:
+        _number(d["replay"], "continual.replay", lo=0, hi=1)
+    return dict(d)
+
+
+def _stage(v: Any, path: str) -> Stage:
+    d = _mapping(v, path)
+    for k in ("plans", "averaging"):
+        if k in d:
+            raise PathError(f"{path}.{k}", "per-stage plans and averaging are not supported yet; give them at the "
+                                           "top level")
+    _known(d, STAGE, path)
+    name = _text(d.get("name"), f"{path}.name")
+    budget = _read(Duration.parse, d["budget"], f"{path}.budget") if d.get("budget") is not None else None
+    objective = _text(d["objective"], f"{path}.objective") if d.get("objective") is not None else None
+    schedules = _schedules(d, path)
+    knobs = _named_schedules(d.get("knobs"), f"{path}.knobs")
+    rules = []
+    if d.get("until") is not None:
+        u = _mapping(d["until"], f"{path}.until")
+        _known(u, UNTIL, f"{path}.until")
+        if ("above" in u) == ("below" in u):
+            raise PathError(f"{path}.until", "give exactly one of above or below")
+        kind = "above" if "above" in u else "below"
+        rules.append(_rule(lambda: Rule(_text(u.get("metric"), f"{path}.until.metric"), kind,
+                                        threshold=_number(u[kind], f"{path}.until.{kind}"),
+                                        times=_number(u.get("times", 1), f"{path}.until.times", lo=1, integer=True)),
+                           f"{path}.until"))
+    if d.get("plateau") is not None:
+        p = _mapping(d["plateau"], f"{path}.plateau")
+        _known(p, PLATEAU, f"{path}.plateau")
+        rules.append(_rule(lambda: Rule(_text(p.get("metric"), f"{path}.plateau.metric"), "plateau",
+                                        delta=_number(p.get("delta", 0.0), f"{path}.plateau.delta", lo=0),
+                                        window=_number(p.get("window", 5), f"{path}.plateau.window", lo=1, integer=True),
+                                        mode=p.get("mode", "max")), f"{path}.plateau"))
+    if len({r.metric for r in rules}) > 1:
+        raise PathError(f"{path}.plateau", "until and plateau of one stage must read the same metric")
+    return Stage(name, budget=budget, objective=objective, lr=schedules.pop("lr", None), fields=schedules,
+                 knobs=knobs, rules=tuple(rules))
+
+
+def _rule(make: Any, path: str) -> Rule:
+    try:
+        return make()
+    except PathError:
+        raise
+    except CadenceError as e:
+        raise PathError(path, str(e)) from None
+
+
+def _stage_dict(s: Stage) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": s.name}
+    if s.budget is not None:
+        out["budget"] = str(s.budget)
+    if s.objective is not None:
+        out["objective"] = s.objective
+    out.update(_schedule_dict(s.schedules(), s.knobs))
+    for r in s.rules:
+        if r.kind == "plateau":
+            out["plateau"] = {"metric": r.metric, "delta": r.delta, "window": r.window, "mode": r.mode}
+        else:
+            out["until"] = {"metric": r.metric, r.kind: r.threshold, "times": r.times}
+    return out
+
+
+def _attribute(model: Any, path: str, where: str) -> Any:
+    if model is None:
+        raise PathError(where, "layer plans need the host's model (attach(..., model=model) in a plain loop)")
+    obj = model
+    for part in path.split("."):
+        if not hasattr(obj, part):
+            raise PathError(where, f"the model has no attribute path {path!r} (stopped at {part!r})")
+        obj = getattr(obj, part)
+    return obj
