@@ -190,7 +190,9 @@ RESTART_WORKER = textwrap.dedent("""
         if rank == 0:
             with open(os.path.join(out, "observed.jsonl"), "a") as f:
                 f.write(json.dumps({{"attempt": attempt, "step": step, "ids": seen[0]}}) + "\\n")
-            if attempt == 0 and step == kill_at:  # observed, not yet checkpointed: lost with the process
+            killed = os.path.join(out, "killed")
+            if step == kill_at and not os.path.exists(killed):  # observed, not yet checkpointed: lost with it
+                open(killed, "w").close()
                 os.kill(os.getpid(), signal.SIGKILL)
             torch.save({{"link": link.state_dict(), "step": step + 1}}, path + ".tmp")
             os.replace(path + ".tmp", path)
@@ -216,17 +218,19 @@ def test_a_process_killed_under_torchrun_resumes_from_the_last_checkpoint_losing
     script = tmp_path / "worker.py"
     script.write_text(RESTART_WORKER.format(tests_dir=TESTS_DIR, kill_at=KILL_AT))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--max-restarts", "1",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--max-restarts", "3",
            "--monitor-interval", "0.2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
            str(script), str(tmp_path)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-4000:]
     final = json.loads((tmp_path / "final.json").read_text())
-    assert final["attempt"] == 1 and final["start"] == KILL_AT  # restarted once, from the checkpoint before the kill
+    # restarted from the checkpoint before the kill (gloo's connect at a restart may fail and restart once more:
+    # such an attempt fails in init_process_group, before it observes anything)
+    assert final["attempt"] >= 1 and final["start"] == KILL_AT
     entries = [json.loads(line) for line in (tmp_path / "observed.jsonl").read_text().splitlines()]
-    assert any(e["attempt"] == 0 and e["step"] == KILL_AT for e in entries)  # that step was observed, then lost
-    # what the final policy learned from: the checkpointed steps of attempt 0, then attempt 1's
-    kept = [e for e in entries if e["attempt"] == 1 or e["step"] < final["start"]]
+    assert any(e["attempt"] < final["attempt"] and e["step"] == KILL_AT for e in entries)  # observed, then lost
+    # what the final policy learned from: the checkpointed steps before the kill, then the last attempt's
+    kept = [e for e in entries if e["attempt"] == final["attempt"] or e["step"] < final["start"]]
     assert [e["step"] for e in kept] == list(range(STEPS))                # every step once: none lost or doubled
     straight: list = []
     link = build()
