@@ -44,7 +44,9 @@ from cadence.clock import Clock
 from cadence.curricula import Arms
 from cadence.errors import CadenceError, StateError
 from cadence.gradnorm import grad_norms
+from cadence.labs.rl.gradients import head_grad_norms
 from cadence.labs.rl.groups import Groups, group_advantages
+from cadence.labs.rl.guidance import hinted_groups
 from cadence.labs.rl.policy import Evaluation, evaluate, response_texts, sample, token_logprobs
 from cadence.labs.rl.sources import PromptSource
 from cadence.labs.rl.tasks import TaskSuite
@@ -109,6 +111,7 @@ class History:
     step_probabilities: list[list[float]] = field(default_factory=list)
     step_grad_norm: list[float | None] = field(default_factory=list)  # ℓ2, mean over the step's updates
     step_arm_groups: list[list[int]] = field(default_factory=list)  # groups trained on per arm (what a filter kept)
+    step_source: list[dict[str, float]] = field(default_factory=list)  # the source's logged values (run totals)
     eval_steps: list[int] = field(default_factory=list)
     eval_rollouts: list[int] = field(default_factory=list)
     eval_accuracy: list[list[float]] = field(default_factory=list)
@@ -170,8 +173,15 @@ class GRPOTrainer:
         if not np.all(np.isfinite(rewards)):
             raise CadenceError("the reward function returned NaN or inf")
         groups = Groups(items, sizes, rollouts, correct, rewards, group_advantages(rewards, sizes), lengths)
-        self.allocator.observe(groups.row_items, groups.correct)
+        if getattr(self.allocator, "needs_grad_norms", False):   # GVM-RAFT: per-rollout gradient norms
+            self.allocator.observe(groups.row_items, groups.correct, grad_norm=head_grad_norms(self.model, rollouts))
+        else:
+            self.allocator.observe(groups.row_items, groups.correct)
         return groups
+
+    def hinted_rollout(self, items: np.ndarray, levels: np.ndarray) -> Groups:
+        """``group`` answers per prompt with the beginning of its answer given at each tier (GHPO)."""
+        return hinted_groups(self, items, levels)
 
     # ------------------------------------------------------------------ training
     def loss(self, groups: Groups, old_logp: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,7 +206,7 @@ class GRPOTrainer:
         if not self.history.eval_steps:
             self.record_eval()
         self.model.train()
-        groups, spent = self.source.next_batch(self.rollout, self.config.prompts_per_step)
+        groups, spent = self.source.next_batch(self.rollout, self.config.prompts_per_step, hinted=self.hinted_rollout)
         old, norms = None, []
         for _ in range(self.config.epochs if len(groups.items) else 1):
             self.optimizer.zero_grad(set_to_none=True)
@@ -223,6 +233,7 @@ class GRPOTrainer:
         h.step_reward.append(float(groups.rewards.mean()) if len(groups.rewards) else None)
         h.step_length.append(float(groups.lengths.mean()) if len(groups.lengths) else None)
         h.step_probabilities.append(self.source.policy.probabilities().tolist())
+        h.step_source.append(dict(getattr(self.source, "values", dict)()))
         h.step_arm_groups.append(np.bincount(self.suite.arm_of[groups.items], minlength=len(self.suite.arm_names)).tolist())
 
     def record_eval(self) -> Evaluation:
