@@ -7,7 +7,7 @@ sampling (and dynamic sampling, the baseline replay improves on), through the sa
 * replay: groups replayed and rollouts saved; hints: all-wrong groups past the plateau and the share
   a guidance tier made learnable.
 
-    python benchmarks/rl_methods_bench.py --size default --steps 60 --seeds 5 --workers 2
+    python benchmarks/rl_methods_bench.py --size default --steps 40 --prompts 16 --seeds 5 --workers 2
     python benchmarks/rl_methods_bench.py --families benchmarks.rl_families:REV,benchmarks.rl_families:SUB
 
 Prints a table and writes the raw numbers as JSON (``-o``).
@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--policies", default=POLICIES)
     parser.add_argument("--families", default=None)
+    parser.add_argument("--prompts", type=int, default=None, help="prompts per step (default: the size's)")
     parser.add_argument("-o", "--output", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.seeds < 1 or (args.steps is not None and args.steps < 1) or args.workers < 1:
@@ -55,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     families = None if args.families is None else [f.strip() for f in args.families.split(",")]
     lab = lab_for(args.size, args.steps, None, args.policies, families)
+    if args.prompts is not None:
+        lab = replace(lab, grpo=replace(lab.grpo, prompts_per_step=args.prompts))
     start = time.time()
     done = [0]
 
@@ -64,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows, comparisons = bench_curricula(lab, args.seeds, on_seed=on_seed, workers=args.workers)
     out = {"command": " ".join(sys.argv), "seconds": time.time() - start, "families": lab.suite.family_names,
-           "steps": lab.grpo.steps, "seeds": args.seeds, "policies": {}}
+           "steps": lab.grpo.steps, "prompts_per_step": lab.grpo.prompts_per_step, "group": lab.grpo.group,
+           "seeds": args.seeds, "policies": {}}
     print(f"{'policy':10} {'rollouts ratio [95% CI]':>26} {'reached':>8} {'final pass@1':>12} "
           f"{'pass@1 @ uniform rollouts':>26} {'rollouts/step':>13}  extra")
     for r in rows:
