@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policies", default=POLICIES)
     parser.add_argument("--families", default=None)
     parser.add_argument("--prompts", type=int, default=None, help="prompts per step (default: the size's)")
+    parser.add_argument("--warm-steps", type=int, default=None, help="warm-start steps (default: the size's)")
     parser.add_argument("-o", "--output", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.seeds < 1 or (args.steps is not None and args.steps < 1) or args.workers < 1:
@@ -59,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     lab = lab_for(args.size, args.steps, None, args.policies, families)
     if args.prompts is not None:
         lab = replace(lab, grpo=replace(lab.grpo, prompts_per_step=args.prompts))
+    if args.warm_steps is not None:
+        lab = replace(lab, warm=replace(lab.warm, steps=args.warm_steps))
+    lab = replace(lab, grpo=replace(lab.grpo, eval_every=max(1, min(lab.grpo.eval_every, lab.grpo.steps // 6))))
     start = time.time()
     done = [0]
 
@@ -68,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows, comparisons = bench_curricula(lab, args.seeds, on_seed=on_seed, workers=args.workers)
     out = {"command": " ".join(sys.argv), "seconds": time.time() - start, "families": lab.suite.family_names,
+           "warm_steps": lab.warm.steps, "eval_every": lab.grpo.eval_every,
            "steps": lab.grpo.steps, "prompts_per_step": lab.grpo.prompts_per_step, "group": lab.grpo.group,
            "seeds": args.seeds, "policies": {}}
     print(f"{'policy':10} {'rollouts ratio [95% CI]':>26} {'reached':>8} {'final pass@1':>12} "
