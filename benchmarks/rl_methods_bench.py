@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import sys
 import time
 from dataclasses import replace
@@ -27,7 +28,8 @@ import torch
 from scipy import stats
 
 from cadence.errors import CadenceError
-from cadence.labs.rl.bench import bench_curricula
+from cadence.labs.rl.bench import bench_curricula, ratio_rows
+from cadence.labs.rl.experiment import compare
 from cadence.labs.rl.demo import lab_for
 
 POLICIES = "uniform,pcl,gvm,replay,hints,dynamic"
@@ -50,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompts", type=int, default=None, help="prompts per step (default: the size's)")
     parser.add_argument("--warm-steps", type=int, default=None, help="warm-start steps (default: the size's)")
     parser.add_argument("-o", "--output", type=Path, default=None)
+    parser.add_argument("--seed", type=int, default=None, help="run this one seed and pickle it to --save")
+    parser.add_argument("--save", type=Path, default=None, help="where --seed pickles its comparison")
+    parser.add_argument("--load", nargs="+", type=Path, default=None, help="summarise pickled seeds instead of running")
     args = parser.parse_args(argv)
     if args.seeds < 1 or (args.steps is not None and args.steps < 1) or args.workers < 1:
         raise CadenceError("--seeds, --steps and --workers must be at least 1")
@@ -70,7 +75,17 @@ def main(argv: list[str] | None = None) -> int:
         done[0] += 1
         print(f"seed {seed} done after {time.time() - start:.0f} s", file=sys.stderr, flush=True)
 
-    rows, comparisons = bench_curricula(lab, args.seeds, on_seed=on_seed, workers=args.workers)
+    if args.seed is not None:       # one seed per process: seeds run side by side, summarised with --load
+        comparison = compare(lab, args.seed, workers=args.workers)
+        args.save.write_bytes(pickle.dumps(comparison))
+        return 0
+    if args.load is not None:
+        comparisons = [pickle.loads(f.read_bytes()) for f in args.load]
+        rows = ratio_rows(comparisons)
+        lab = comparisons[0].lab
+        args.seeds = len(comparisons)
+    else:
+        rows, comparisons = bench_curricula(lab, args.seeds, on_seed=on_seed, workers=args.workers)
     out = {"command": " ".join(sys.argv), "seconds": time.time() - start, "families": lab.suite.family_names,
            "warm_steps": lab.warm.steps, "eval_every": lab.grpo.eval_every,
            "steps": lab.grpo.steps, "prompts_per_step": lab.grpo.prompts_per_step, "group": lab.grpo.group,
