@@ -515,13 +515,15 @@ def test_gvm_allocation_spreads_rollouts_through_verls_rollout_n(tmp_path, store
         fetched = host.agent_loop_manager.batches[-1]
         sizes.append([(int(fetched[cv.ITEM_KEY][i]), int(fetched[cv.ROLLOUTS_KEY][i])) for i in range(len(fetched))])
         assert sum(n for _, n in sizes[-1]) == N * BATCH == len(batch.keys)   # the fetch's budget, all trained
-    seen, settled, open_ = set(), [], []
+    seen, by_arm = set(), {"easy": [], "mid": [], "hard": []}   # rollouts of prompts seen before, per arm
     for step in sizes:
         for i, n in step:
             if i in seen:
-                (open_ if host.arms[i] == "mid" else settled).append(n)
+                by_arm[host.arms[i]].append(n)
         seen |= {i for i, n in step if n > 0}
-    assert settled and open_ and np.mean(settled) < np.mean(open_), (settled, open_)
+    mean = {arm: np.mean(n) for arm, n in by_arm.items() if n}
+    # n ∝ 1/sqrt(p + α/p) with equal norms: solved (p → 1) least, half-solved more, rarely solved most
+    assert len(mean) == 3 and mean["easy"] < mean["mid"] < mean["hard"], by_arm
     state = torch.load(_saved(regimen.state_dict(), tmp_path), weights_only=True)
     cv._active.clear()
     again = Host(verl_config(tmp_path, [line for line in gvm if "max_group" not in line] + UNIFORM), store)
