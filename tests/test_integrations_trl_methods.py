@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 trl = pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")
