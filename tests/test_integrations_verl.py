@@ -502,3 +502,34 @@ def test_misconfigurations_are_named(tmp_path, store, monkeypatch):
         config.trainer.v1.sampler.custom_sampler.path = None
     with pytest.raises(CadenceError, match="CadenceReplayBuffer"):
         Host(config, store)
+
+
+def test_gvm_allocation_spreads_rollouts_through_verls_rollout_n(tmp_path, store):
+    gvm = ALLOCATION + ["+trainer.v1.sampler.sampler_kwargs.allocation.method=gvm"]
+    host = Host(verl_config(tmp_path, [line for line in gvm if "max_group" not in line] + UNIFORM), store)
+    regimen = host.replay_buffer.regimen
+    assert isinstance(regimen.allocation, cv.GVMAllocation) and regimen.allocation.group == N
+    sizes = []
+    for _ in range(8):
+        batch, _, _ = host.step()
+        fetched = host.agent_loop_manager.batches[-1]
+        sizes.append([(int(fetched[cv.ITEM_KEY][i]), int(fetched[cv.ROLLOUTS_KEY][i])) for i in range(len(fetched))])
+        assert sum(n for _, n in sizes[-1]) == N * BATCH == len(batch.keys)   # the fetch's budget, all trained
+    seen, by_arm = set(), {"easy": [], "mid": [], "hard": []}   # rollouts of prompts seen before, per arm
+    for step in sizes:
+        for i, n in step:
+            if i in seen:
+                by_arm[host.arms[i]].append(n)
+        seen |= {i for i, n in step if n > 0}
+    mean = {arm: np.mean(n) for arm, n in by_arm.items() if n}
+    # n ∝ 1/sqrt(p + α/p) with equal norms: solved (p → 1) least, half-solved more, rarely solved most
+    assert len(mean) == 3 and mean["easy"] < mean["mid"] < mean["hard"], by_arm
+    state = torch.load(_saved(regimen.state_dict(), tmp_path), weights_only=True)
+    cv._active.clear()
+    again = Host(verl_config(tmp_path, [line for line in gvm if "max_group" not in line] + UNIFORM), store)
+    again.replay_buffer.regimen.load_state_dict(state)
+    items = np.arange(len(host.arms))
+    assert np.array_equal(again.replay_buffer.regimen.allocation.sizes(items), regimen.allocation.sizes(items))
+    with pytest.raises(CadenceError, match="unknown allocation method"):
+        r = cv.VerlRegimen(allocation={"method": "nope", "group": 4})
+        r.attach(["a", "b"])

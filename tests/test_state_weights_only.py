@@ -20,8 +20,8 @@ from cadence.integrations.tracking import TrackedSampler
 from cadence.labs.rl.sources import SelectorSource
 from cadence.optim import ScheduledLR
 from cadence.progressive import BatchSizeSchedule, FreezeOut, LayerFreezing, RandomizedProgressive, SequenceLengthWarmup
-from cadence.rl import (DynamicSampling, FixedAllocation, HybridGate, KnapsackAllocation, PredictiveFilter,
-                        PromptSelector)
+from cadence.rl import (PCL, DynamicSampling, FixedAllocation, GVMAllocation, Hints, HybridGate, KnapsackAllocation,
+                        PredictiveFilter, PromptSelector, ReplayBuffer, ValueModel)
 
 N = 30
 KEYS = [("add", i % 3) for i in range(N)]
@@ -295,6 +295,39 @@ for _alloc_name, _make_alloc in {
             return sizes.tolist()
         return alloc, step
     CASES[f"rl:{_alloc_name}"] = _alloc_case
+
+
+@case("rl:gvm_allocation")
+def _gvm():
+    alloc = GVMAllocation(ARM_OF, 4)
+
+    def step():
+        items = np.array([0, 1, 2, 4])
+        sizes = alloc.sizes(items)
+        alloc.observe(np.repeat(items, 4), _correct(items, 4), grad_norm=np.linspace(0.5, 2.0, 16))
+        return sizes.tolist()
+    return alloc, step
+
+
+def _rollout_with_payloads(ids: np.ndarray) -> dict:
+    out = _rollout(ids)
+    out["replay"] = [{"item": int(i), "tokens": torch.arange(3) + int(i)} for i in ids]
+    return out
+
+
+def _hinted(ids: np.ndarray, levels: np.ndarray) -> dict[str, np.ndarray]:
+    return {"correct": np.tile([1.0, 0.0, 0.0, 0.0] if levels[0] >= 2 else [0.0] * 4, len(ids))}
+
+
+@case("rl:selector_new_methods")
+def _selector_new_methods():
+    selector = PromptSelector(policy("uniform", Clock(budget=5)), seed=1, dynamic=DynamicSampling(max_extra_rounds=1),
+                              pcl=PCL(ValueModel(np.eye(N))), replay=ReplayBuffer(4, seed=2), hints=Hints(N))
+
+    def step():
+        picks = selector.select(4, _rollout_with_payloads, hinted=_hinted)
+        return [picks.ids.tolist(), picks.levels, [p["item"] for p in picks.replayed]]
+    return selector, step
 
 
 @case("rl:predictive_filter")

@@ -18,6 +18,13 @@ groups a batch trains on, and schedules (a response-length budget, say) reach re
   and generates again for the missing prompts, up to ``max_extra_rounds``; then the best groups fill
   the batch. ``predictive=PredictiveFilter(n)`` skips prompts before generation (GRESO). Both run in
   the library's :class:`cadence.rl.PromptSelector`.
+* ``pcl=PCL(ValueModel(features))``: each round scores ``pool ×`` the prompts wanted with the value
+  model and generates for those predicted nearest a 0.5 pass rate (PCL); ``features`` is any function
+  of row ids, e.g. :func:`prompt_embedding_features` (the policy's own prompt embeddings).
+* ``hints=Hints(n)`` with ``guidance=``: a prompt whose groups stayed all wrong is generated again
+  with guidance of tiers 1, 2, … (Scaf-GRPO / GHPO); the rewrite happens where cadence draws the
+  prompts. ``guidance`` names a dataset column holding each row's tier texts (appended to the prompt)
+  or is a function ``(row, level) -> prompt``.
 * every completion generated (kept or dropped) is counted on the clock as a sample, its tokens as
   tokens; logged per round under ``cadence/rl/...`` (kept fraction, extra rounds, rollouts, groups
   filled out of band, the filter's probabilities and skipped share).
@@ -65,7 +72,7 @@ from cadence.integrations.hf import CadenceCallback
 from cadence.integrations.hf import attach as attach_hf
 from cadence.integrations.versions import check_methods, check_version
 from cadence.progressive.sizes import BatchSizeSchedule, SequenceLengthWarmup
-from cadence.rl import DualDownsampling, DynamicSampling, LengthBudget, PredictiveFilter, PromptSelector
+from cadence.rl import PCL, DualDownsampling, DynamicSampling, Hints, LengthBudget, PredictiveFilter, PromptSelector
 
 ID_COLUMN = "cadence_id"
 """The key through which each row carries its item id to reward functions."""
@@ -111,7 +118,8 @@ def attach(trainer: Any, *, sampler: CurriculumSampler | None = None, knobs: Map
            lr: Any = None, correct: str | Callable[..., Any] | None = None, correct_threshold: float = 1.0,
            dynamic: DynamicSampling | None = None, predictive: PredictiveFilter | None = None,
            length_budget: LengthBudget | None = None, downsample: DualDownsampling | None = None,
-           **kwargs: Any) -> CadenceCallback:
+           pcl: PCL | None = None, hints: Hints | None = None,
+           guidance: str | Callable[[dict, int], Any] | None = None, **kwargs: Any) -> CadenceCallback:
     """Add cadence to a built ``trl.GRPOTrainer``; returns the callback (``callback.link`` holds the regimen).
 
     Args:
@@ -124,6 +132,10 @@ def attach(trainer: Any, *, sampler: CurriculumSampler | None = None, knobs: Map
             from correctness (pass-rate filter, PUDF), by ``dynamic`` and by ``predictive``.
         dynamic: keep only in-band prompt groups, refilling (needs ``sampler`` and ``correct``).
         predictive: skip prompts predicted to give zero-variance groups (needs ``sampler`` and ``correct``).
+        pcl: choose each round's prompts by a value model's predicted pass rate (needs ``sampler``, ``correct``).
+        hints: re-roll plateaued all-wrong groups with ``guidance`` (needs ``sampler``, ``correct``).
+        guidance: a dataset column of per-row tier texts (a list; tier ``l`` appends item ``l − 1`` to
+            the prompt) or a function ``(row, level) -> new prompt``.
         length_budget: a :class:`~cadence.rl.LengthBudget`: a knob under its name (for its
             ``reward_function``), stated in the prompt when built with ``in_prompt=True``.
         knobs: named schedules passed to reward functions as per-row keyword arguments.
@@ -155,11 +167,18 @@ def attach(trainer: Any, *, sampler: CurriculumSampler | None = None, knobs: Map
         knobs[length_budget.name] = length_budget.schedule
     correct_of = _correctness(trainer, correct, correct_threshold)
     selector = None
-    if sampler is None and (dynamic is not None or predictive is not None):
-        raise CadenceError("dynamic sampling and the predictive filter choose among a curriculum's prompts: pass "
-                           "sampler=CurriculumSampler(Uniform(arms), batch_size=..., num_replicas=1) too")
+    if sampler is None and any(p is not None for p in (dynamic, predictive, pcl, hints)):
+        raise CadenceError("dynamic sampling, the predictive filter, PCL and hints choose among a curriculum's prompts: "
+                           "pass sampler=CurriculumSampler(Uniform(arms), batch_size=..., num_replicas=1) too")
+    if (hints is None) != (guidance is None):
+        raise CadenceError("hints need guidance= (a column of tier texts or a function (row, level) -> prompt), and "
+                           "guidance needs hints=Hints(...)")
+    if isinstance(guidance, str) and guidance not in getattr(trainer.train_dataset, "column_names", [guidance]):
+        raise CadenceError(f"guidance={guidance!r} names no column of the train_dataset")
+    if guidance is not None and not isinstance(guidance, str) and not callable(guidance):
+        raise CadenceError(f"guidance must be a column name or a function, got {type(guidance).__name__}")
     if sampler is not None:
-        selector = _selector(trainer, sampler, dynamic, predictive, correct_of is not None)
+        selector = _selector(trainer, sampler, dynamic, predictive, correct_of is not None, pcl, hints)
     callback = attach_hf(trainer, lr=lr, knobs=knobs, **kwargs)
     link = callback.link
     if selector is not None:
@@ -171,7 +190,7 @@ def attach(trainer: Any, *, sampler: CurriculumSampler | None = None, knobs: Map
         if args.top_entropy_quantile < 1.0:
             raise CadenceError("D3S sets the token mask itself: leave GRPOConfig.top_entropy_quantile at 1.0")
         _wrap_token_mask(trainer, link, downsample)
-    _wrap_generation(trainer, link, selector, correct_of, length_budget)
+    _wrap_generation(trainer, link, selector, correct_of, length_budget, guidance)
     _wrap_checkpoints(trainer)
     trainer._cadence_attached = True
     return callback
@@ -278,7 +297,8 @@ def _correctness(trainer: Any, correct: Any, threshold: float) -> Correctness | 
     raise CadenceError(f"correct must be a reward function's name or a function, got {type(correct).__name__}")
 
 
-def _selector(trainer: Any, sampler: Any, dynamic: Any, predictive: Any, has_correct: bool) -> PromptSelector:
+def _selector(trainer: Any, sampler: Any, dynamic: Any, predictive: Any, has_correct: bool, pcl: Any = None,
+              hints: Any = None) -> PromptSelector:
     """The prompt selector for ``sampler``, after checking it fits the trainer and its dataset."""
     args = trainer.args
     policy = getattr(sampler, "policy", None)
@@ -286,9 +306,10 @@ def _selector(trainer: Any, sampler: Any, dynamic: Any, predictive: Any, has_cor
         raise CadenceError(f"{type(sampler).__name__} has no .policy; pass a cadence CurriculumSampler")
     if "loss" in policy.requires:
         raise CadenceError(f"{type(policy).__name__} needs per-item 'loss': {LOSS_REFUSAL}")
-    if not has_correct and ("correct" in policy.requires or dynamic is not None or predictive is not None):
-        needs = type(policy).__name__ if "correct" in policy.requires else (
-            "dynamic sampling" if dynamic is not None else "the predictive filter")
+    parts = {"dynamic sampling": dynamic, "the predictive filter": predictive, "PCL": pcl, "hints": hints}
+    if not has_correct and ("correct" in policy.requires or any(p is not None for p in parts.values())):
+        needs = type(policy).__name__ if "correct" in policy.requires else next(
+            name for name, part in parts.items() if part is not None)
         raise CadenceError(f"{needs} needs to know which completions are correct: pass correct='<reward function "
                            f"name>' (with correct_threshold=) or correct=<function returning 0/1 per completion>")
     per_round = args.generation_batch_size // trainer.num_generations
@@ -310,12 +331,12 @@ def _selector(trainer: Any, sampler: Any, dynamic: Any, predictive: Any, has_cor
         warnings.warn("shuffle_dataset=False has no effect with a cadence curriculum: the curriculum orders the "
                       "prompts (use cadence.curricula.Ordered for a fixed order)", stacklevel=3)
     world, group = args.world_size, trainer.num_generations
-    return PromptSelector(sampler, predictive=predictive, dynamic=dynamic,
+    return PromptSelector(sampler, predictive=predictive, dynamic=dynamic, pcl=pcl, hints=hints,
                           round_multiple=world // math.gcd(group, world))
 
 
 def _wrap_generation(trainer: Any, link: Any, selector: PromptSelector | None, correct_of: Correctness | None,
-                     length_budget: LengthBudget | None) -> None:
+                     length_budget: LengthBudget | None, guidance: Any = None) -> None:
     """Choose each training round's prompts, observe its signals, apply dynamic sampling, count rollouts."""
     generate, calculate = trainer._generate_and_score_completions, trainer._calculate_rewards
     accelerator = trainer.accelerator
@@ -362,10 +383,13 @@ def _wrap_generation(trainer: Any, link: Any, selector: PromptSelector | None, c
         tokens = [0.0]                                   # completion tokens of every round, all processes
         group, world, rank = trainer.num_generations, accelerator.num_processes, accelerator.process_index
 
-        def rollout(ids: np.ndarray) -> dict[str, np.ndarray]:
+        def rollout(ids: np.ndarray, levels: np.ndarray | None = None) -> dict[str, np.ndarray]:
             layout = np.repeat(ids, group)               # TRL's layout: each prompt num_generations times
             share = len(layout) // world
             local = [{**rows[int(i)], ID_COLUMN: int(i)} for i in layout[rank * share:(rank + 1) * share]]
+            if levels is not None:                       # hints: the prompt rewritten with guidance of its tier
+                tier = np.repeat(levels, group)[rank * share:(rank + 1) * share]
+                local = [{**row, "prompt": guided_prompt(row, int(level), guidance)} for row, level in zip(local, tier)]
             out = generate(with_knobs(local))
             rounds.append(out)
             signals = {k: v.numpy() for k, v in scored(out).items()}
@@ -373,7 +397,7 @@ def _wrap_generation(trainer: Any, link: Any, selector: PromptSelector | None, c
             return signals
 
         per_round = trainer.args.generation_batch_size // group
-        picks = selector.select(per_round, rollout)
+        picks = selector.select(per_round, rollout, hinted=rollout if selector.hints is not None else None)
         link.clock.report(samples=picks.rollouts, tokens=tokens[0])
         for key, value in {"rollouts": picks.rollouts, **selector.values()}.items():
             trainer._metrics["train"][f"cadence/rl/{key}"].append(float(value))
@@ -383,6 +407,55 @@ def _wrap_generation(trainer: Any, link: Any, selector: PromptSelector | None, c
 
     trainer._calculate_rewards = calculate_rewards
     trainer._generate_and_score_completions = generate_and_score
+
+
+def guided_prompt(row: Mapping[str, Any], level: int, guidance: str | Callable[[dict, int], Any]) -> Any:
+    """The row's prompt with guidance of tier ``level`` (1-based): ``guidance(row, level)``, or tier text
+    ``row[guidance][level − 1]`` appended to the prompt (to the last message of a conversation).
+
+        >>> guided_prompt({"prompt": "2+2=", "hint": [" (add)", " 4"]}, 2, "hint")
+        '2+2= 4'
+    """
+    if callable(guidance):
+        return guidance(dict(row), level)
+    if guidance not in row:
+        raise CadenceError(f"the rows reaching generation lack the guidance column {guidance!r} (was it removed as "
+                           f"unused? set remove_unused_columns=False)")
+    tiers = row[guidance]
+    if not isinstance(tiers, (list, tuple)) or not tiers:
+        raise CadenceError(f"column {guidance!r} must hold a list of guidance texts per row, got {tiers!r}")
+    text = tiers[min(level, len(tiers)) - 1]
+    prompt = row["prompt"]
+    if isinstance(prompt, str):
+        return prompt + text
+    *head, last = prompt
+    return [*head, {**last, "content": last["content"] + text}]
+
+
+def prompt_embedding_features(trainer: Any, dim: int = 32, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
+    """Features for PCL's :class:`~cadence.rl.ValueModel` from the policy itself: the mean input
+    embedding of each row's prompt tokens (string prompts; conversations use their messages' text),
+    projected to ``dim`` by a fixed random Gaussian matrix (a small regressor; seeded)."""
+    model, tokenizer, dataset = trainer.model, trainer.processing_class, trainer.train_dataset
+    projection: list[torch.Tensor] = []
+
+    def text(prompt: Any) -> str:
+        return prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
+
+    @torch.no_grad()
+    def features(ids: np.ndarray) -> np.ndarray:
+        table = model.get_input_embeddings().weight
+        if not projection:
+            g = torch.Generator().manual_seed(seed)
+            projection.append(torch.randn(table.shape[1], dim, generator=g) / dim ** 0.5)
+        rows = []
+        for i in np.asarray(ids).reshape(-1):
+            tokens = tokenizer(text(dataset[int(i)]["prompt"]), add_special_tokens=False)["input_ids"]
+            rows.append(table[torch.as_tensor(tokens, device=table.device)].float().mean(0).cpu()
+                        if len(tokens) else torch.zeros(table.shape[1]))
+        return (torch.stack(rows) @ projection[0]).numpy().astype(np.float64)
+
+    return features
 
 
 def _rows(trainer: Any) -> Any:

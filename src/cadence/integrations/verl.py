@@ -30,8 +30,10 @@ metrics and handed to reward functions in each prompt's ``extra_info``; three of
 
 A ``length_budget`` (:class:`cadence.rl.LengthBudget`) is a knob under its name, stated in the
 prompt when ``in_prompt``. An ``allocation`` spreads each fetch's rollouts over its prompts with
-:class:`cadence.rl.KnapsackAllocation` (Knapsack RL), through the per-prompt ``__rollout_n__`` that
-verl's agent loop reads.
+:class:`cadence.rl.KnapsackAllocation` (Knapsack RL), or with ``method: gvm``
+:class:`cadence.rl.GVMAllocation` (GVM-RAFT), through the per-prompt ``__rollout_n__`` that verl's
+agent loop reads. verl's rollouts carry no per-sample gradient norm (the actor would need a backward
+pass per response), so GVM-RAFT runs here with equal gradient norms: ``n ∝ 1/sqrt(p + α·p^(1−β))``.
 
 Config lines and what is not covered: ``docs/integrations/verl.md``.
 """
@@ -62,12 +64,16 @@ from cadence.errors import CadenceError, StateError
 from cadence.integrations.jsonstate import decode, encode
 from cadence.integrations.versions import check_version
 from cadence.regimen.link import RegimenLink
-from cadence.rl import DynamicSampling, KnapsackAllocation, LengthBudget, PredictiveFilter, PromptSelector
+from cadence.rl import (DynamicSampling, GVMAllocation, KnapsackAllocation, LengthBudget, PredictiveFilter,
+                        PromptSelector)
 from cadence.schedules.base import as_schedule
 
 ITEM_KEY = "cadence_item"
 """The batch key (one int64 per prompt) that carries a prompt's cadence item id through rollout."""
 ROLLOUTS_KEY = "__rollout_n__"
+
+ALLOCATIONS = {"knapsack": KnapsackAllocation, "gvm": GVMAllocation}
+"""``allocation.method`` values: Knapsack RL (default) and GVM-RAFT (equal gradient norms in verl)."""
 """The batch key verl 0.9's agent loop reads for a prompt's number of rollouts (``rollout.n`` without it)."""
 MAX_TOKENS_KEY = "cadence_max_tokens"
 """The batch key that carries a prompt's generation cap (the ``response_length`` knob) to the agent loop."""
@@ -98,8 +104,9 @@ class VerlRegimen:
         length_budget: keyword arguments of :class:`cadence.rl.LengthBudget` (``schedule``, ``name``,
             ``in_prompt``, ...): a knob under its name, stated in the prompt with ``in_prompt``.
         allocation: keyword arguments of :class:`cadence.rl.KnapsackAllocation` (``group`` defaults
-            to verl's ``rollout.n``; ``{}`` for its defaults): each dataloader fetch's
-            ``group × prompts`` rollouts are spread over its prompts (some get 0). Not with a ``band``.
+            to verl's ``rollout.n``; ``{}`` for its defaults), or with ``method: gvm`` of
+            :class:`cadence.rl.GVMAllocation`: each dataloader fetch's ``group × prompts`` rollouts are
+            spread over its prompts (some get 0). Not with a ``band``.
         budget: the clock's budget (e.g. verl's ``trainer.total_training_steps``).
         seed: seed of the curriculum sampler and the filter.
         max_candidates: prompts the filter may look at per prompt drawn (``PromptSelector``).
@@ -132,7 +139,7 @@ class VerlRegimen:
             raise CadenceError("an allocation spreads a whole fetch's rollouts, a band refills one prompt at a time "
                                "(data.gen_batch_size=1): use one of them")
         self.allocation_kwargs = None if allocation is None else dict(allocation)
-        self.allocation: KnapsackAllocation | None = None
+        self.allocation: KnapsackAllocation | GVMAllocation | None = None
         self.link = RegimenLink(clock=self.clock, knobs=self.knob_specs)
         self._actor_config: Any = None     # verl's actor config, for the in-loss KL coefficient
         self._sent_kl_loss: float | None = None
@@ -158,7 +165,10 @@ class VerlRegimen:
             if group is None:
                 raise CadenceError("the allocation needs its group (rollouts per prompt on average): give "
                                    "allocation.group, or build the regimen through CadenceReplayBuffer (verl's rollout.n)")
-            self.allocation = KnapsackAllocation(arms.item_arm, int(group), **options)
+            method = options.pop("method", "knapsack")
+            if method not in ALLOCATIONS:
+                raise CadenceError(f"unknown allocation method {method!r}; choose from {sorted(ALLOCATIONS)}")
+            self.allocation = ALLOCATIONS[method](arms.item_arm, int(group), **options)
         self.link = RegimenLink(clock=self.clock, knobs=self.knob_specs, policy=policy, sampler=self.selector)
 
     @property

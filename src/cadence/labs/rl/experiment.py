@@ -27,8 +27,10 @@ import numpy as np
 import torch
 
 from cadence.curricula import DUMP, SEC, PassRateFilter, Uniform
-from cadence.rl import DualDownsampling, DynamicSampling, PredictiveFilter, PromptSelector
+from cadence.rl import (PCL, DualDownsampling, DynamicSampling, GVMAllocation, Hints, PredictiveFilter, PromptSelector,
+                        ReplayBuffer, ValueModel)
 from cadence.errors import CadenceError
+from cadence.labs.rl.features import prompt_features
 from cadence.labs.rl.grpo import GRPOConfig, GRPOTrainer, History, Reward, correctness_reward, suite_arms
 from cadence.labs.rl.policy import Evaluation, evaluate
 from cadence.labs.rl.sources import PromptSource, SelectorSource
@@ -36,14 +38,20 @@ from cadence.labs.rl.tasks import TaskSuite
 from cadence.labs.rl.warmstart import WarmStartConfig, warm_start
 from cadence.labs.tinygpt import TinyGPT
 
-POLICIES = ("uniform", "dump", "sec", "pass_rate", "predictive", "predictive_dump", "dynamic", "d3s")
+POLICIES = ("uniform", "dump", "sec", "pass_rate", "predictive", "predictive_dump", "dynamic", "d3s", "pcl", "gvm",
+            "replay", "hints")
 """The policies the lab knows: uniform sampling; DUMP (arXiv 2504.09710, paper defaults); SEC (arXiv 2505.14970, α = 0.5,
 τ = 0.2 as in the released 2-D run scripts); balanced pass-rate filtering (arXiv 2504.03380, band [0.25, 0.75] inclusive (UNCONFIRMED
 band), refilling for the missing prompts at most 3 extra rounds); the predictive pre-rollout filter
 (GRESO defaults) over uniform sampling, and over DUMP, each with dynamic sampling (band (0, 1), at most
 3 extra rounds) as in its paper; dynamic sampling alone (DAPO), the baseline GRESO improves on; and D³S
 (arXiv 2509.22115, :class:`~cadence.rl.DualDownsampling` defaults) over uniform sampling: same rollouts, trained on
-each group's max-variance subset and the top tokens by |A|·H."""
+each group's max-variance subset and the top tokens by |A|·H.
+Then, each over uniform draws: PCL (arXiv 2510.01135; pool k = 4, target 0.5, value model on the
+prompt's character counts); GVM-RAFT's rollout allocation (arXiv 2505.02391; α = 1e-3, β = 2, the same
+total rollouts); dynamic sampling with selective sample replay (arXiv 2504.08837; α = 1, the buffer
+half a step's groups as in the authors' code); and GHPO's hints (arXiv 2507.10628; answer-prefix tiers
+0.25/0.5/0.75 for every all-wrong group, patience 1)."""
 
 DEFAULT_POLICIES = POLICIES[:6]
 """What ``cadence demo`` and ``cadence bench rl`` compare unless told otherwise (``dynamic`` on request)."""
@@ -104,6 +112,11 @@ def make_source(name: str, suite: TaskSuite, grpo: GRPOConfig, seed: int) -> Pro
                                                   seed=seed),
         "dynamic": lambda: PromptSelector(Uniform(arms, seed=seed), dynamic=dynamic, seed=seed),
         "d3s": lambda: PromptSelector(Uniform(arms, seed=seed), seed=seed),
+        "pcl": lambda: PromptSelector(Uniform(arms, seed=seed), pcl=PCL(ValueModel(prompt_features(suite))), seed=seed),
+        "gvm": lambda: PromptSelector(Uniform(arms, seed=seed), seed=seed),   # its allocator: see train_policy
+        "replay": lambda: PromptSelector(Uniform(arms, seed=seed), dynamic=dynamic, seed=seed,
+                                         replay=ReplayBuffer(max(grpo.prompts_per_step // 2, 1), seed=seed)),
+        "hints": lambda: PromptSelector(Uniform(arms, seed=seed), hints=Hints(arms.num_items), seed=seed),
     }
     if name not in choices:
         raise CadenceError(f"unknown policy {name!r}; choose from {POLICIES}")
@@ -156,6 +169,8 @@ def train_policy(name: str, weights: TinyGPT, lab: LabConfig, seed: int,
     """GRPO from a copy of ``weights`` with prompts chosen by policy ``name`` (reward and rollout
     allocator as in :class:`GRPOTrainer`)."""
     source = make_source(name, lab.suite, lab.grpo, seed)
+    if allocator is None and name == "gvm":
+        allocator = GVMAllocation(lab.suite.arm_of, lab.grpo.group)
     trainer = GRPOTrainer(copy.deepcopy(weights), lab.suite, source, lab.grpo,
                           max_new_tokens=lab.warm.max_new_tokens(lab.suite), reward=reward, allocator=allocator, seed=seed,
                           downsample=DualDownsampling() if name == "d3s" else None)

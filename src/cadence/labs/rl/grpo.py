@@ -46,7 +46,9 @@ from cadence.clock import Clock
 from cadence.curricula import Arms
 from cadence.errors import CadenceError, StateError
 from cadence.gradnorm import grad_norms
+from cadence.labs.rl.gradients import head_grad_norms
 from cadence.labs.rl.groups import Groups, group_advantages
+from cadence.labs.rl.guidance import hinted_groups
 from cadence.labs.rl.policy import Evaluation, answer_batch, evaluate, response_texts, sample, token_logprobs
 from cadence.labs.rl.sources import PromptSource
 from cadence.labs.rl.tasks import TaskSuite
@@ -115,6 +117,7 @@ class History:
     step_sft_tokens: list[int] = field(default_factory=list)  # demonstration tokens trained with SFT (HPT gate)
     step_samples: list[list[list[float]]] = field(default_factory=list)  # [prompt id, mean reward] per group (LIMR)
     step_trained_tokens: list[int] = field(default_factory=list)  # response tokens in the loss (D3S masks some)
+    step_source: list[dict[str, float]] = field(default_factory=list)  # the source's logged values (run totals)
     eval_steps: list[int] = field(default_factory=list)
     eval_rollouts: list[int] = field(default_factory=list)
     eval_accuracy: list[list[float]] = field(default_factory=list)
@@ -196,7 +199,10 @@ class GRPOTrainer:
         if not np.all(np.isfinite(rewards)):
             raise CadenceError("the reward function returned NaN or inf")
         groups = Groups(items, sizes, rollouts, correct, rewards, group_advantages(rewards, sizes), lengths)
-        self.allocator.observe(groups.row_items, groups.correct)
+        if getattr(self.allocator, "needs_grad_norms", False):   # GVM-RAFT: per-rollout gradient norms
+            self.allocator.observe(groups.row_items, groups.correct, grad_norm=head_grad_norms(self.model, rollouts))
+        else:
+            self.allocator.observe(groups.row_items, groups.correct)
         return groups
 
     def _budget_rollout(self, items: np.ndarray, sizes: np.ndarray) -> Groups:
@@ -219,6 +225,10 @@ class GRPOTrainer:
                         lengths)
         self.allocator.observe(groups.row_items, groups.correct)
         return groups
+
+    def hinted_rollout(self, items: np.ndarray, levels: np.ndarray) -> Groups:
+        """``group`` answers per prompt with the beginning of its answer given at each tier (GHPO)."""
+        return hinted_groups(self, items, levels)
 
     # ------------------------------------------------------------------ training
     def loss(self, groups: Groups, old_logp: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -266,7 +276,7 @@ class GRPOTrainer:
         if not self.history.eval_steps:
             self.record_eval()
         self.model.train()
-        groups, spent = self.source.next_batch(self.rollout, self.config.prompts_per_step)
+        groups, spent = self.source.next_batch(self.rollout, self.config.prompts_per_step, hinted=self.hinted_rollout)
         rl_groups, demos = self._gated(groups)
         train = rl_groups if self.downsample is None else rl_groups.keep_rows(
             self.downsample.keep_rollouts(rl_groups.advantages, rl_groups.sizes, self.clock))
@@ -303,6 +313,7 @@ class GRPOTrainer:
         h.step_reward.append(float(groups.rewards.mean()) if len(groups.rewards) else None)
         h.step_length.append(float(groups.lengths.mean()) if len(groups.lengths) else None)
         h.step_probabilities.append(self.source.policy.probabilities().tolist())
+        h.step_source.append(dict(getattr(self.source, "values", dict)()))
         h.step_arm_groups.append(np.bincount(self.suite.arm_of[groups.items], minlength=len(self.suite.arm_names)).tolist())
         means = np.bincount(np.repeat(np.arange(len(groups.items)), groups.sizes), weights=groups.rewards,
                             minlength=len(groups.items)) / np.maximum(groups.sizes, 1)

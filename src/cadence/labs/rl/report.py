@@ -22,7 +22,8 @@ from cadence.labs.rl.experiment import Comparison  # noqa: E402
 
 LABELS = {"uniform": "uniform", "dump": "DUMP", "sec": "SEC", "pass_rate": "pass-rate filter",
           "predictive": "predictive filter", "predictive_dump": "predictive filter + DUMP",
-          "dynamic": "dynamic sampling", "d3s": "D³S"}
+          "dynamic": "dynamic sampling", "d3s": "D³S", "pcl": "PCL", "gvm": "GVM-RAFT allocation",
+          "replay": "dynamic sampling + replay", "hints": "hints (GHPO)"}
 
 
 def label(policy: str) -> str:

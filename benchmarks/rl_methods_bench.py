@@ -1,0 +1,134 @@
+"""The RL-methods bench: PCL, GVM-RAFT allocation, selective sample replay and hints against uniform
+sampling (and dynamic sampling, the baseline replay improves on), through the same function as
+``cadence bench rl`` (:func:`cadence.labs.rl.bench.bench_curricula`), plus what that table lacks:
+
+* rollouts per step, and pass@1 at uniform's total rollouts (the last evaluation within that budget:
+  the equal-rollout-budget comparison for policies that generate more per step);
+* replay: groups replayed and rollouts saved; hints: all-wrong groups past the plateau and the share
+  a guidance tier made learnable.
+
+    python benchmarks/rl_methods_bench.py --size default --steps 40 --prompts 16 --seeds 5 --workers 2
+    python benchmarks/rl_methods_bench.py --families benchmarks.rl_families:REV,benchmarks.rl_families:SUB
+
+Prints a table and writes the raw numbers as JSON (``-o``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import stats
+
+from cadence.errors import CadenceError
+from cadence.labs.rl.bench import bench_curricula, ratio_rows
+from cadence.labs.rl.experiment import compare
+from cadence.labs.rl.demo import lab_for
+
+POLICIES = "uniform,pcl,gvm,replay,hints,dynamic"
+
+
+def at_budget(history, budget: int) -> float:
+    """Mean pass@1 at the last evaluation whose rollouts stay within ``budget``."""
+    acc = [np.mean(a) for a, r in zip(history.eval_accuracy, history.eval_rollouts) if r <= budget]
+    return float(acc[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=("default", "tiny"), default="default")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--policies", default=POLICIES)
+    parser.add_argument("--families", default=None)
+    parser.add_argument("--prompts", type=int, default=None, help="prompts per step (default: the size's)")
+    parser.add_argument("--warm-steps", type=int, default=None, help="warm-start steps (default: the size's)")
+    parser.add_argument("-o", "--output", type=Path, default=None)
+    parser.add_argument("--seed", type=int, default=None, help="run this one seed and pickle it to --save")
+    parser.add_argument("--save", type=Path, default=None, help="where --seed pickles its comparison")
+    parser.add_argument("--load", nargs="+", type=Path, default=None, help="summarise pickled seeds instead of running")
+    args = parser.parse_args(argv)
+    if args.seeds < 1 or (args.steps is not None and args.steps < 1) or args.workers < 1:
+        raise CadenceError("--seeds, --steps and --workers must be at least 1")
+    if args.output is not None and not args.output.parent.is_dir():
+        raise CadenceError(f"the output folder {args.output.parent} does not exist")
+    torch.set_num_threads(1)
+    families = None if args.families is None else [f.strip() for f in args.families.split(",")]
+    lab = lab_for(args.size, args.steps, None, args.policies, families)
+    if args.prompts is not None:
+        lab = replace(lab, grpo=replace(lab.grpo, prompts_per_step=args.prompts))
+    if args.warm_steps is not None:
+        lab = replace(lab, warm=replace(lab.warm, steps=args.warm_steps))
+    lab = replace(lab, grpo=replace(lab.grpo, eval_every=max(1, min(lab.grpo.eval_every, lab.grpo.steps // 6))))
+    start = time.time()
+    done = [0]
+
+    def on_seed(seed: int) -> None:
+        done[0] += 1
+        print(f"seed {seed} done after {time.time() - start:.0f} s", file=sys.stderr, flush=True)
+
+    if args.seed is not None:       # one seed per process: seeds run side by side, summarised with --load
+        comparison = compare(lab, args.seed, workers=args.workers)
+        args.save.write_bytes(pickle.dumps(comparison))
+        return 0
+    if args.load is not None:
+        comparisons = [pickle.loads(f.read_bytes()) for f in args.load]
+        rows = ratio_rows(comparisons)
+        lab = comparisons[0].lab
+        args.seeds = len(comparisons)
+    else:
+        rows, comparisons = bench_curricula(lab, args.seeds, on_seed=on_seed, workers=args.workers)
+    out = {"command": " ".join(sys.argv), "seconds": time.time() - start, "families": lab.suite.family_names,
+           "warm_steps": lab.warm.steps, "eval_every": lab.grpo.eval_every,
+           "steps": lab.grpo.steps, "prompts_per_step": lab.grpo.prompts_per_step, "group": lab.grpo.group,
+           "seeds": args.seeds, "policies": {}}
+    print(f"{'policy':10} {'rollouts ratio [95% CI]':>26} {'reached':>8} {'final pass@1':>12} "
+          f"{'pass@1 @ uniform rollouts':>26} {'rollouts/step':>13}  extra")
+    for r in rows:
+        hs = [c.histories[r.policy] for c in comparisons]
+        budget = [c.histories["uniform"].rollouts for c in comparisons]
+        equal = [at_budget(h, b) for h, b in zip(hs, budget)]
+        per_step = float(np.mean([h.rollouts / len(h.step_rollouts) for h in hs]))
+        last = [h.step_source[-1] if h.step_source else {} for h in hs]
+        extra = {}
+        if r.policy == "replay":
+            extra = {"replayed_groups": float(np.mean([v["replay/replayed"] for v in last])),
+                     "rollouts_saved": float(np.mean([v["replay/saved"] for v in last])),
+                     "saved_share": float(np.mean([v["replay/saved"] / (v["replay/saved"] + h.rollouts)
+                                                   for v, h in zip(last, hs)]))}
+        if r.policy == "hints":
+            extra = {"plateaued_groups": float(np.mean([v["hints/plateaued"] for v in last])),
+                     "rescued_share": float(np.mean([v["hints/rescued_share"] for v in last])),
+                     "hint_rollouts": float(np.mean([v["hints/hint_rollouts"] for v in last]))}
+        out["policies"][r.policy] = {
+            "rollouts_ratio": r.rollouts_ratio, "steps_ratio": r.steps_ratio, "reached": r.reached,
+            "final_pass@1": r.final_accuracy, "final_pass@1_per_seed": [float(c.final_accuracy(r.policy).mean())
+                                                                       for c in comparisons],
+            "pass@1_at_uniform_rollouts": equal, "rollouts_per_step": per_step, **extra}
+        diff = np.array(equal) - np.array([at_budget(c.histories["uniform"], b) for c, b in zip(comparisons, budget)])
+        ci = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
+        ratio = f"{r.rollouts_ratio[0]:.2f} [{r.rollouts_ratio[1]:.2f}, {r.rollouts_ratio[2]:.2f}]"
+        print(f"{r.policy:10} {ratio:>26} {r.reached:>4}/{r.seeds:<3} {r.final_accuracy:12.3f} "
+              f"{np.mean(equal):8.3f} (Δ {diff.mean():+.3f} ± {ci:.3f}) {per_step:13.0f}  "
+              + ", ".join(f"{k} {v:.3g}" for k, v in extra.items()), flush=True)
+        out["policies"][r.policy]["delta_vs_uniform_at_equal_rollouts"] = [float(diff.mean()), float(ci)]
+    print(f"wall {time.time() - start:.0f} s")
+    if args.output is not None:
+        args.output.write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except CadenceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
