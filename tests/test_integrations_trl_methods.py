@@ -29,7 +29,8 @@ def test_hints_rewrite_the_prompt_and_escalate_to_the_lowest_tier_that_solves(tm
     trainer.train_dataset = datasets.Dataset.from_dict(rows)
     seen: list[str] = []
     calculate = trainer._calculate_rewards
-    trainer._calculate_rewards = lambda inputs, prompts, *a: (seen.extend(prompts), calculate(inputs, prompts, *a))[1]
+    trainer._calculate_rewards = lambda inputs, prompts, completions, completion_ids_list: (
+        seen.extend(prompts), calculate(inputs, prompts, completions, completion_ids_list))[1]
     hints = Hints(len(PROMPTS), patience=1, levels=2)
     attach(trainer, sampler=CurriculumSampler(Uniform(Arms(SOURCES), seed=0), batch_size=per_round(trainer),
                                               num_replicas=1), correct="hinted_accuracy", hints=hints, guidance="hint")
