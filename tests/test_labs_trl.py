@@ -131,3 +131,15 @@ def test_a_missing_extra_names_the_install(monkeypatch, capsys):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "trl" else real(name, *a))
     assert main(["bench", "trl", "--size", "tiny"]) == 2
     assert 'pip install "cadence[trl]"' in capsys.readouterr().err
+
+
+def test_overhead_alternates_trl_alone_and_uniform(warm):
+    from dataclasses import replace
+
+    lab = replace(TINY, grpo=replace(TINY.grpo, steps=2))
+    order: list[str] = []
+    result = bench.measure_overhead(lab, 0, repeats=2, on_step=order.append)
+    assert order == ["trl"] * 2 + ["uniform"] * 2 + ["uniform"] * 2 + ["trl"] * 2     # AB, then BA
+    assert all(len(v) == 2 and min(v) > 0 for v in result["median_step_seconds"].values())
+    mean, low, high = result["overhead"]
+    assert 0 < low <= mean <= high and len(result["ratios"]) == 2

@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "(default: the size's)")
     trl.add_argument("--levels", default=None, metavar="LEVELS",
                      help="comma-separated levels every family must have (default: the size's)")
+    trl.add_argument("--experiment", choices=("policies", "overhead"), default="policies",
+                     help="policies: the comparison (default); overhead: TRL alone vs TRL + cadence (uniform) "
+                          "seconds per step, alternating runs in one process (--seeds pairs of runs, seed 0)")
     trl.add_argument("--compare-lab", action="store_true",
                      help="also run 'bench rl' (the lab's own GRPO loop) on the same suite, seeds and knobs, and "
                           "print its table too")
@@ -65,6 +68,9 @@ def run_bench_trl(args: argparse.Namespace) -> int:
         lab_twin = LabConfig(suite=lab.suite, warm=lab.warm, grpo=lab.grpo, target=lab.target,
                              policies=tuple(p for p in lab.policies if p != BASELINE))
     console = Console()
+    if args.experiment == "overhead":
+        console.print(_run_overhead(lab, args, console))
+        return 0
     trl_table, overhead_line, seconds = _run_trl(lab, args, console, out)
     console.print(trl_table)
     console.print(overhead_line)
@@ -136,3 +142,17 @@ def _run_lab(lab, args, console):
                                                   workers=args.workers)
     return ratio_table(f"the lab's GRPO · to reach uniform's best pass@1 vs uniform · {args.seeds} seeds · "
                        f"geometric mean [95% CI]", rows)
+
+
+def _run_overhead(lab, args, console) -> str:
+    from cadence.labs.trl import bench
+    from cadence.progress import Progress
+
+    with Progress(console=console) as progress:
+        task = progress.task("bench trl · overhead", total=2 * args.seeds * lab.grpo.steps)
+        result = bench.measure_overhead(lab, 0, args.seeds, on_step=lambda *_: task.advance())
+    med = result["median_step_seconds"]
+    pairs = ", ".join(f"{u:.3f}/{t:.3f}" for u, t in zip(med["uniform"], med["trl"]))
+    return (f"overhead of cadence (uniform sampling) over TRL alone, {args.seeds} alternating pairs of "
+            f"{lab.grpo.steps}-step runs: {_fmt(result['overhead'])}× median s/step "
+            f"(per pair, uniform/TRL alone: {pairs})")

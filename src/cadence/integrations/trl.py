@@ -284,7 +284,9 @@ def _wrap_generation(trainer: Any, link: Any, selector: PromptSelector | None, c
         def rollout(ids: np.ndarray) -> dict[str, np.ndarray]:
             layout = np.repeat(ids, group)               # TRL's layout: each prompt num_generations times
             share = len(layout) // world
-            local = [{**rows[int(i)], ID_COLUMN: int(i)} for i in layout[rank * share:(rank + 1) * share]]
+            mine = layout[rank * share:(rank + 1) * share]
+            read = {int(i): rows[int(i)] for i in np.unique(mine)}   # one dataset read per prompt, not per row
+            local = [{**read[int(i)], ID_COLUMN: int(i)} for i in mine]
             out = generate(with_knobs(local))
             rounds.append(out)
             signals = {k: v.numpy() for k, v in scored(out).items()}

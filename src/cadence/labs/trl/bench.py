@@ -117,3 +117,29 @@ def plot(comparisons: list[TrlComparison], path: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def measure_overhead(lab: TrlLabConfig, seed: int = 0, repeats: int = 3,
+                     on_step: Callable[[str], None] | None = None) -> dict:
+    """TRL alone vs TRL + cadence with uniform sampling, side by side in one process: ``repeats`` pairs
+    of runs from the same warm start, the order alternating (AB, BA, ...) so drifting machine load
+    hits both alike. Per pair, the ratio of median seconds per optimizer step (evaluation excluded;
+    uniform sampling generates no refills); returns the medians, the per-pair ratios and their
+    geometric mean with a 95% interval."""
+    from dataclasses import replace
+
+    import torch
+
+    from cadence.labs.trl.experiment import train_policy
+    from cadence.labs.trl.warmstart import warm_start_hf
+
+    torch.set_num_threads(1)
+    lab = replace(lab.with_seed(seed), policies=(BASELINE, "uniform"))
+    state = warm_start_hf(lab.suite, lab.warm, lab.warm_lr, seed=seed)
+    medians: dict[str, list[float]] = {BASELINE: [], "uniform": []}
+    for r in range(repeats):
+        for name in ((BASELINE, "uniform") if r % 2 == 0 else ("uniform", BASELINE)):
+            run = train_policy(name, state, lab, seed, None if on_step is None else (lambda n=name: on_step(n)))
+            medians[name].append(float(np.median(run.step_seconds)))
+    ratios = np.array(medians["uniform"]) / np.array(medians[BASELINE])
+    return {"median_step_seconds": medians, "ratios": ratios.tolist(), "overhead": interval(ratios)}

@@ -58,6 +58,8 @@ class TrlLabConfig:
     target: float | None = None
     warm_lr: float = 3e-3
     lr: float = 3e-4
+    max_grad_norm: float = 1.0
+    """TRL's (HF's) default gradient clipping, kept; the lab's loop does not clip (0 turns it off here)."""
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.policies if p not in TRL_POLICIES]
@@ -115,13 +117,16 @@ def grpo_args(lab: TrlLabConfig, seed: int, output_dir: str) -> Any:
     from trl import GRPOConfig as TRLConfig
 
     g = lab.grpo
-    return TRLConfig(output_dir=output_dir, per_device_train_batch_size=g.prompts_per_step * g.group,
-                     num_generations=g.group, steps_per_generation=1, num_iterations=g.epochs,
-                     max_completion_length=lab.warm.max_new_tokens(lab.suite), max_steps=g.steps,
-                     learning_rate=lab.lr, lr_scheduler_type="constant_with_warmup",
-                     warmup_steps=math.ceil(0.05 * g.steps), beta=0.0, epsilon=g.clip, temperature=g.temperature,
-                     seed=seed, data_seed=seed, use_cpu=True, report_to=[], save_strategy="no",
-                     logging_strategy="no", disable_tqdm=True, dataloader_num_workers=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # transformers' renamed-argument notices
+        return TRLConfig(output_dir=output_dir, per_device_train_batch_size=g.prompts_per_step * g.group,
+                         num_generations=g.group, steps_per_generation=1, num_iterations=g.epochs,
+                         max_completion_length=lab.warm.max_new_tokens(lab.suite), max_steps=g.steps,
+                         learning_rate=lab.lr, lr_scheduler_type="constant_with_warmup",
+                         warmup_steps=math.ceil(0.05 * g.steps), beta=0.0, epsilon=g.clip, temperature=g.temperature,
+                         seed=seed, data_seed=seed, use_cpu=True, report_to=[], save_strategy="no",
+                         logging_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
+                         max_grad_norm=lab.max_grad_norm)
 
 
 def train_policy(name: str, state: dict, lab: TrlLabConfig, seed: int,
