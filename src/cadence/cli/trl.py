@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Warm-start a small Llama on the RL lab's tasks with HF's Trainer, then train it with TRL's "
                     "GRPOTrainer alone and with cadence attached under each prompt-selection policy, on the same "
                     "seeds and step budget. Prints rollouts and steps to TRL alone's best pass@1 relative to TRL "
-                    "alone (geometric mean, 95%% interval over seeds), final pass@1, informative groups, seconds "
+                    "alone (geometric mean, 95% interval over seeds), final pass@1, informative groups, seconds "
                     "per step, and the adapter's overhead. Needs: pip install \"cadence[trl]\".")
     trl.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1; default 3)")
     trl.add_argument("--workers", type=int, default=1, help="processes training policies side by side (default 1)")
