@@ -18,6 +18,7 @@ from cadence.errors import CadenceError
 COMMAND_MODULES = (
     "cadence.cli.schedules",
     "cadence.cli.rl",
+    "cadence.cli.trl",
     "cadence.cli.curricula",
     "cadence.cli.forecast",
     "cadence.cli.tree",

@@ -386,7 +386,9 @@ def _wrap_generation(trainer: Any, link: Any, selector: PromptSelector | None, c
         def rollout(ids: np.ndarray, levels: np.ndarray | None = None) -> dict[str, np.ndarray]:
             layout = np.repeat(ids, group)               # TRL's layout: each prompt num_generations times
             share = len(layout) // world
-            local = [{**rows[int(i)], ID_COLUMN: int(i)} for i in layout[rank * share:(rank + 1) * share]]
+            mine = layout[rank * share:(rank + 1) * share]
+            read = {int(i): rows[int(i)] for i in np.unique(mine)}   # one dataset read per prompt, not per row
+            local = [{**read[int(i)], ID_COLUMN: int(i)} for i in mine]
             if levels is not None:                       # hints: the prompt rewritten with guidance of its tier
                 tier = np.repeat(levels, group)[rank * share:(rank + 1) * share]
                 local = [{**row, "prompt": guided_prompt(row, int(level), guidance)} for row, level in zip(local, tier)]

@@ -48,7 +48,8 @@ def interval(ratios: np.ndarray, level: float = 0.95) -> tuple[float, float, flo
 
 @dataclass(frozen=True)
 class RatioRow:
-    """One policy's result over seeds; ratios are (geometric mean, low, high) vs uniform."""
+    """One policy's result over seeds; ratios are (geometric mean, low, high) vs the baseline
+    (uniform in the lab, TRL alone in the TRL lab)."""
 
     policy: str
     steps_ratio: tuple[float, float, float]
@@ -60,7 +61,8 @@ class RatioRow:
 
 
 def reach_or_budget(c: Comparison, policy: str) -> tuple[int, int, bool]:
-    """``(steps, rollouts, reached)``; an unreached target counts the whole run."""
+    """``(steps, rollouts, reached)``; an unreached target counts the whole run. ``c`` is any
+    comparison with ``lab.grpo.steps``, ``histories`` and ``reach`` (the TRL lab's too)."""
     steps, rollouts = c.reach(policy)
     if steps is None:
         h = c.histories[policy]
@@ -68,14 +70,14 @@ def reach_or_budget(c: Comparison, policy: str) -> tuple[int, int, bool]:
     return steps, rollouts, True
 
 
-def ratio_rows(comparisons: list[Comparison]) -> list[RatioRow]:
-    """Per policy: steps and rollouts to target relative to uniform on the same seed."""
+def ratio_rows(comparisons: list[Comparison], baseline: str = "uniform") -> list[RatioRow]:
+    """Per policy: steps and rollouts to target relative to ``baseline`` on the same seed."""
     rows = []
     for policy in comparisons[0].histories:
         steps, rollouts, reached, final, share = [], [], 0, [], []
         for c in comparisons:
             s, r, ok = reach_or_budget(c, policy)
-            su, ru, _ = reach_or_budget(c, "uniform")
+            su, ru, _ = reach_or_budget(c, baseline)
             steps.append(max(s, 1) / max(su, 1))
             rollouts.append(max(r, 1) / max(ru, 1))
             reached += ok

@@ -1,0 +1,145 @@
+"""``cadence bench trl``: the RL lab's prompt-selection policies inside TRL's ``GRPOTrainer``, over seeds.
+
+Per policy, rollouts and steps to the target (TRL alone's best pass@1 on the same seed) relative to
+TRL alone, as geometric means with 95% intervals (:func:`cadence.labs.rl.bench.ratio_rows`, the
+lab's own summary, with TRL alone as the baseline); plus seconds per optimizer step (evaluation
+excluded) and the part of it spent generating refill rounds. :func:`overhead` compares TRL + cadence
+with uniform sampling to TRL alone, step for step on the same seeds.
+
+    >>> from cadence.labs.rl.bench import interval
+    >>> round(interval(np.array([1.02, 1.04]))[0], 3)
+    1.03
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from cadence.labs.rl.bench import RatioRow, interval, ratio_rows  # noqa: F401 - ratio_rows is re-exported
+from cadence.labs.trl.experiment import BASELINE, TrlComparison, TrlLabConfig, compare
+
+
+@dataclass(frozen=True)
+class Timing:
+    """A policy's mean seconds per optimizer step over seeds (evaluation excluded) and the mean
+    seconds per step spent on refill rounds (generation after a step's first round)."""
+
+    policy: str
+    step_seconds: float
+    refill_seconds: float
+
+
+def bench_trl(lab: TrlLabConfig, seeds: int, on_step: Callable[[str], None] | None = None,
+              on_seed: Callable[[list[TrlComparison]], None] | None = None,
+              workers: int = 1) -> tuple[list[RatioRow], list[TrlComparison]]:
+    """Run :func:`~cadence.labs.trl.experiment.compare` on seeds ``0..seeds-1``; ratios vs TRL alone.
+    ``on_seed`` gets the comparisons so far after each seed (to save partial results)."""
+    comparisons: list[TrlComparison] = []
+    for seed in range(seeds):
+        comparisons.append(compare(lab, seed, on_step=on_step, workers=workers))
+        if on_seed is not None:
+            on_seed(comparisons)
+    return ratio_rows(comparisons, baseline=BASELINE), comparisons
+
+
+def timings(comparisons: list[TrlComparison]) -> list[Timing]:
+    """Mean seconds per step and refill seconds per step, per policy, over the comparisons."""
+    return [Timing(p, float(np.mean([np.mean(c.runs[p].step_seconds) for c in comparisons])),
+                   float(np.mean([np.mean(c.runs[p].refill_seconds) for c in comparisons])))
+            for p in comparisons[0].runs]
+
+
+def overhead(comparisons: list[TrlComparison], policy: str = "uniform") -> tuple[float, float, float] | None:
+    """Seconds per step of TRL + cadence under ``policy`` over TRL alone's, per seed (median step, so a
+    step slowed by the shared machine does not decide it; refills excluded), as a geometric mean
+    with its 95% interval; ``None`` if either policy did not run."""
+    if policy not in comparisons[0].runs or BASELINE not in comparisons[0].runs:
+        return None
+    ratios = [np.median(np.subtract(c.runs[policy].step_seconds, c.runs[policy].refill_seconds))
+              / np.median(c.runs[BASELINE].step_seconds) for c in comparisons]
+    return interval(np.array(ratios))
+
+
+def records(comparisons: list[TrlComparison]) -> list[dict]:
+    """Per seed and policy: steps and rollouts to target (``None``: not reached), budget, final pass@1,
+    informative groups, timings, and the eval curve (steps, rollouts, mean pass@1, mean greedy)."""
+    out = []
+    for c in comparisons:
+        for name, run in c.runs.items():
+            h = run.history
+            steps, rollouts = c.reach(name)
+            out.append({"seed": c.seed, "policy": name, "target": c.target, "steps_to_target": steps,
+                        "rollouts_to_target": rollouts, "steps": len(h.step_rollouts), "rollouts": h.rollouts,
+                        "final_pass@1": float(c.final_accuracy(name).mean()),
+                        "final_greedy": float(c.final_greedy(name).mean()),
+                        "informative_groups": int(np.sum(h.step_informative)), "groups": int(np.sum(h.step_groups)),
+                        "step_seconds": run.step_seconds, "refill_seconds": run.refill_seconds,
+                        "eval_steps": h.eval_steps, "eval_rollouts": h.eval_rollouts,
+                        "eval_pass@1": [float(np.mean(a)) for a in h.eval_accuracy],
+                        "eval_greedy": [float(np.mean(a)) for a in h.eval_greedy]})
+    return out
+
+
+def write_json(path: Path, lab: TrlLabConfig, rows: list[RatioRow], comparisons: list[TrlComparison]) -> Path:
+    """The summary rows and the per-seed records as JSON."""
+    payload = {"config": repr(lab), "rows": [asdict(r) for r in rows], "timings": [asdict(t) for t in timings(comparisons)],
+               "overhead": overhead(comparisons), "records": records(comparisons)}
+    path.write_text(json.dumps(payload, indent=1))
+    return path
+
+
+def plot(comparisons: list[TrlComparison], path: Path) -> Path:
+    """Mean pass@1 against mean rollouts (over seeds, per evaluation), one line per policy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cadence.labs.rl.report import label
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name in comparisons[0].runs:
+        hs = [c.runs[name].history for c in comparisons]
+        ax.plot(np.mean([h.eval_rollouts for h in hs], axis=0),
+                np.mean([[np.mean(a) for a in h.eval_accuracy] for h in hs], axis=0), marker="o", ms=3,
+                label="TRL alone" if name == BASELINE else f"TRL + {label(name)}")
+    ax.axhline(float(np.mean([c.target for c in comparisons])), color="grey", lw=0.8, ls="--", label="target (mean)")
+    ax.set_xlabel("rollouts (sampled completions, refills included)")
+    ax.set_ylabel("eval pass@1 (mean over arms and seeds)")
+    ax.set_title(f"TRL GRPOTrainer · {len(comparisons)} seeds")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def measure_overhead(lab: TrlLabConfig, seed: int = 0, repeats: int = 3,
+                     on_step: Callable[[str], None] | None = None) -> dict:
+    """TRL alone vs TRL + cadence with uniform sampling, side by side in one process: ``repeats`` pairs
+    of runs from the same warm start, the order alternating (AB, BA, ...) so drifting machine load
+    hits both alike. Per pair, the ratio of median seconds per optimizer step (evaluation excluded;
+    uniform sampling generates no refills); returns the medians, the per-pair ratios and their
+    geometric mean with a 95% interval."""
+    from dataclasses import replace
+
+    import torch
+
+    from cadence.labs.trl.experiment import train_policy
+    from cadence.labs.trl.warmstart import warm_start_hf
+
+    torch.set_num_threads(1)
+    lab = replace(lab.with_seed(seed), policies=(BASELINE, "uniform"))
+    state = warm_start_hf(lab.suite, lab.warm, lab.warm_lr, seed=seed)
+    medians: dict[str, list[float]] = {BASELINE: [], "uniform": []}
+    for r in range(repeats):
+        for name in ((BASELINE, "uniform") if r % 2 == 0 else ("uniform", BASELINE)):
+            run = train_policy(name, state, lab, seed, None if on_step is None else (lambda n=name: on_step(n)))
+            medians[name].append(float(np.median(run.step_seconds)))
+    ratios = np.array(medians["uniform"]) / np.array(medians[BASELINE])
+    return {"median_step_seconds": medians, "ratios": ratios.tolist(), "overhead": interval(ratios)}

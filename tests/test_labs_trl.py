@@ -1,0 +1,145 @@
+"""The TRL lab: the lab's tasks as a TRL workload, TRL's GRPOTrainer alone vs with cadence, ``cadence bench trl``."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("trl")
+
+from cadence.cli import main  # noqa: E402
+from cadence.labs.rl.bench import interval  # noqa: E402
+from cadence.labs.rl.tasks import TaskSuite  # noqa: E402
+from cadence.labs.trl import bench  # noqa: E402
+from cadence.labs.trl.experiment import SIZES, train_policy  # noqa: E402
+from cadence.labs.trl.families import HELD_OUT  # noqa: E402
+from cadence.labs.trl.warmstart import warm_start_hf  # noqa: E402
+from cadence.labs.trl.workload import correctness_reward, suite_tokenizer, train_dataset  # noqa: E402
+
+TINY = SIZES["tiny"]
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("CADENCE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="module")
+def warm():
+    return warm_start_hf(TINY.suite, TINY.warm, TINY.warm_lr, seed=0, cache=False)
+
+
+def test_tokenizer_round_trips_every_character_with_the_lab_ids():
+    suite = TaskSuite(families=("add", *HELD_OUT), levels=(1,), items_per_arm=4, eval_per_arm=2)
+    tokenizer, lab = suite_tokenizer(suite), suite.tokenizer
+    rng = np.random.default_rng(0)
+    texts = [suite.alphabet] + ["".join(rng.choice(list(suite.alphabet), size=int(rng.integers(1, 20))))
+                                for _ in range(200)]
+    for text in texts:
+        ids = tokenizer(text)["input_ids"]
+        assert ids == lab.encode(text).tolist()
+        assert tokenizer.decode(ids) == text
+    assert tokenizer.pad_token_id == len(suite.alphabet) and tokenizer.eos_token_id == lab.eos_id
+
+
+def test_reward_function_scores_as_the_suite():
+    suite = TINY.suite
+    tok = suite.tokenizer
+    rng = np.random.default_rng(1)
+    items = rng.integers(0, len(suite.prompts), size=300)
+    answers = suite.answers[items]
+    responses = []
+    for k, a in enumerate(answers):   # right answers, with filler, wrong, random characters, and junk after the end
+        kind = k % 4
+        text = [a, "." + a + ".", a + "1", "".join(rng.choice(list("0123456789.ab"), size=3))][kind]
+        responses.append(text)
+    ids = [tok.encode(r).tolist() + [tok.eos_id] + tok.encode("77").tolist() for r in responses]
+    ids[0] = tok.encode(responses[0]).tolist()           # cut off before its end token
+    counter: list[int] = []
+    got = correctness_reward(suite, counter)(completions=[""] * len(ids), completion_ids=ids, answer=list(answers))
+    np.testing.assert_array_equal(got, suite.score(np.array(responses), answers))
+    assert 0 < np.mean(got) < 1 and counter == [len(ids)]
+    rows = train_dataset(suite)
+    assert len(rows) == len(suite.prompts) and {len(p) for p in rows["prompt"]} == {suite.prompt_len}
+
+
+def test_uniform_through_cadence_draws_what_trl_alone_draws_and_runs_repeat(warm):
+    alone = train_policy("trl", warm, TINY, 0)
+    uniform = train_policy("uniform", warm, TINY, 0)
+    per_step = TINY.grpo.prompts_per_step * TINY.grpo.group
+    assert alone.history.step_rollouts == uniform.history.step_rollouts == [per_step] * TINY.grpo.steps
+    assert alone.history.eval_accuracy[0] == uniform.history.eval_accuracy[0]     # same warm start, same eval
+    assert len(alone.step_seconds) == TINY.grpo.steps and all(s == 0 for s in uniform.refill_seconds)
+    again = train_policy("trl", warm, TINY, 0)
+    assert again.history == alone.history                                          # same seed, same run
+    dynamic = train_policy("dynamic", warm, TINY, 0)
+    assert sum(dynamic.history.step_rollouts) >= sum(alone.history.step_rollouts)  # refills are counted
+    assert dynamic.history.step_groups == [TINY.grpo.prompts_per_step] * TINY.grpo.steps
+
+
+def test_warm_start_is_cached_per_seed(warm):
+    first = warm_start_hf(TINY.suite, TINY.warm, TINY.warm_lr, seed=0)
+    cached = warm_start_hf(TINY.suite, TINY.warm, TINY.warm_lr, seed=0)
+    assert all((first[k] == warm[k]).all() and (cached[k] == warm[k]).all() for k in warm)
+
+
+def test_bench_trl_tiny_end_to_end_summary_matches_its_records(tmp_path, capsys):
+    out = tmp_path / "trl.png"
+    assert main(["bench", "trl", "--size", "tiny", "--seeds", "2", "--steps", "2", "--policies",
+                 "trl,uniform,dynamic", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "TRL alone" in printed and "overhead" in printed and out.exists()
+    data = json.loads(out.with_suffix(".json").read_text())
+    records = data["records"]
+    assert {r["seed"] for r in records} == {0, 1}
+    for row in data["rows"]:                   # the summary, recomputed by hand from the per-seed records
+        ratios = []
+        for seed in (0, 1):
+            mine, base = ([r for r in records if r["seed"] == seed and r["policy"] == p][0]
+                          for p in (row["policy"], "trl"))
+            reach = lambda r: r["rollouts_to_target"] if r["rollouts_to_target"] is not None else r["rollouts"]  # noqa: E731
+            ratios.append(max(reach(mine), 1) / max(reach(base), 1))
+        np.testing.assert_allclose(row["rollouts_ratio"], interval(np.array(ratios)))
+        assert row["reached"] == sum(r["rollouts_to_target"] is not None for r in records if r["policy"] == row["policy"])
+        np.testing.assert_allclose(row["final_accuracy"],
+                                   np.mean([r["final_pass@1"] for r in records if r["policy"] == row["policy"]]))
+    base = [r for r in records if r["policy"] == "trl"]
+    assert all(r["rollouts_to_target"] is not None and r["target"] == max(r["eval_pass@1"]) for r in base)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--policies", "trl,bogus"], "unknown or repeated policies"),
+    (["--families", "add,nope"], "unknown task family 'nope'"),
+    (["--seeds", "0"], "--seeds must be at least 1"),
+    (["--steps", "-3"], "--steps must be at least 1"),
+    (["--workers", "0"], "--workers must be at least 1"),
+    (["-o", "/no/such/folder/plot.png"], "does not exist"),
+    (["--policies", "trl,dump", "--compare-lab"], "include 'uniform'"),
+])
+def test_bad_input_is_one_line_before_any_training(monkeypatch, capsys, argv, message):
+    monkeypatch.setattr(bench, "compare", lambda *a, **k: pytest.fail("trained despite bad input"))
+    assert main(["bench", "trl", "--size", "tiny", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_a_missing_extra_names_the_install(monkeypatch, capsys):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "trl" else real(name, *a))
+    assert main(["bench", "trl", "--size", "tiny"]) == 2
+    assert 'pip install "cadence[trl]"' in capsys.readouterr().err
+
+
+def test_overhead_alternates_trl_alone_and_uniform(warm):
+    from dataclasses import replace
+
+    lab = replace(TINY, grpo=replace(TINY.grpo, steps=2))
+    order: list[str] = []
+    result = bench.measure_overhead(lab, 0, repeats=2, on_step=order.append)
+    assert order == ["trl"] * 2 + ["uniform"] * 2 + ["uniform"] * 2 + ["trl"] * 2     # AB, then BA
+    assert all(len(v) == 2 and min(v) > 0 for v in result["median_step_seconds"].values())
+    mean, low, high = result["overhead"]
+    assert 0 < low <= mean <= high and len(result["ratios"]) == 2
