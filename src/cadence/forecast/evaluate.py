@@ -182,5 +182,49 @@ def size_out(sets: Sequence[str], settings: Sequence[Setting] = SETTINGS, *, def
     return SizeOut(scores, tuple(decisions), level)
 
 
-__all__ = ["Setting", "SETTINGS", "LONG_LAMS", "SKIPS", "SCALES", "HeldOut", "held_out", "Decision", "SizeOut",
+FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+"""Shares of a run seen by the partial-run evaluation."""
+
+
+@dataclass(frozen=True)
+class PartialScore:
+    """The live forecast of one held-out curve from its first ``fraction`` of steps, alone or with
+    the protocol's fitted curves: the final-loss error ``L̂/L − 1`` and whether the interval holds
+    the measured final loss (``error`` is NaN and ``reason`` says why when no forecast could be made)."""
+
+    curve: str
+    fraction: float
+    with_runs: bool
+    error: float
+    covered: bool
+    reason: str = ""
+
+
+def partial_runs(curves: Sequence, fractions: Sequence[float] = FRACTIONS, law: str = DEFAULT_LAW,
+                 progress=None) -> list[PartialScore]:
+    """:func:`~cadence.forecast.live.forecast_final` on every held-out curve cut after each
+    fraction of its budget, without and with the protocol's fitted curves."""
+    from cadence.forecast.live import forecast_final
+
+    fitted = [c.target for c in curves if c.fitted]
+    out = []
+    for c in curves:
+        if c.fitted:
+            continue
+        t = c.target
+        for fraction, runs in itertools.product(fractions, ((), fitted)):
+            seen = t.steps <= fraction * len(t.lr)
+            try:
+                f = forecast_final(t.steps[seen], t.loss[seen], t.lr, runs=runs, law=law)
+            except CadenceError as e:
+                out.append(PartialScore(c.name, fraction, bool(runs), float("nan"), False, str(e)))
+            else:
+                out.append(PartialScore(c.name, fraction, bool(runs), f.final_loss / t.loss[-1] - 1.0,
+                                        bool(f.low <= t.loss[-1] <= f.high)))
+            if progress is not None:
+                progress()
+    return out
+
+
+__all__ = ["FRACTIONS", "PartialScore", "partial_runs", "Setting", "SETTINGS", "LONG_LAMS", "SKIPS", "SCALES", "HeldOut", "held_out", "Decision", "SizeOut",
            "size_out", "choose_scale", "trim"]
