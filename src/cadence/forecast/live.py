@@ -121,7 +121,8 @@ def forecast_final(steps: Sequence[int], loss: Sequence[float], lr: np.ndarray, 
     # the backtest looked (last − midpoint) steps ahead, the forecast looks (budget − last) ahead
     ahead = max(1.0, (len(lr) - steps[-1]) / max(steps[-1] - steps[half - 1], 1))
     half_width = scale * ahead * max(abs(q_low), abs(q_high))  # symmetric: the backtest's sign need not last
-    return FinalForecast(final, final * (1 - half_width), final * (1 + half_width), int(steps[-1]), fit)
+    spread = float(np.exp(half_width))  # in log loss, so a wide interval stays positive
+    return FinalForecast(final, final / spread, final * spread, int(steps[-1]), fit)
 
 
 class LiveForecast:
@@ -171,10 +172,19 @@ class LiveForecast:
             self.losses.append(loss)
         if step >= self._next and (self._thread is None or not self._thread.is_alive()):
             self._next = (step // self.every + 1) * self.every
-            points = (np.array(self.steps, dtype=np.int64), np.array(self.losses))
-            self._thread = threading.Thread(target=self._fit, args=points, name="cadence-live-forecast", daemon=True)
-            self._thread.start()
+            self._start()
         self.slowest_observe = max(self.slowest_observe, time.perf_counter() - started)
+
+    def _start(self) -> None:
+        points = (np.array(self.steps, dtype=np.int64), np.array(self.losses))
+        self._thread = threading.Thread(target=self._fit, args=points, name="cadence-live-forecast", daemon=True)
+        self._thread.start()
+
+    def refit(self) -> None:
+        """Start a fit on every point observed so far, once any running fit has finished (e.g. at
+        the end of training, when the last scheduled fit was skipped because one was running)."""
+        self.wait()
+        self._start()
 
     def _fit(self, steps: np.ndarray, losses: np.ndarray) -> None:
         try:
@@ -200,7 +210,7 @@ class LiveForecast:
         if f is None:
             return {}
         key = self.prefix + "forecast/"
-        return {key + "final_loss": f.final_loss, key + "low": f.low, key + "high": f.high,
+        return {key + "final_loss": float(f.final_loss), key + "low": float(f.low), key + "high": float(f.high),
                 key + "at_step": float(f.at_step)}
 
     def state_dict(self) -> dict[str, Any]:
