@@ -106,3 +106,18 @@ def test_excluded_transients_are_neither_fitted_nor_scored() -> None:
     assert set(kept.steps) == set(wsdcon.target.steps[~transient_mask(wsdcon.target.lr, wsdcon.target.steps)])
     score = held_out(curves, Setting(choose="objective"), exclude_transients=True, scales=(1.0,))
     assert len(score.names) == 6 and 0 < score.mean_coverage(1.0) <= 1
+
+
+def test_bench_forecast_prints_the_partial_run_table(tmp_path, capsys) -> None:
+    import shutil
+
+    from cadence.cli import main
+    from cadence.forecast.published import curves_dir
+
+    for name in ("cosine_24000", "constant_24000", "wsdcon_9", "wsdcon_3"):
+        shutil.copy(curves_dir("multipower-25m") / f"{name}.csv", tmp_path)
+    assert main(["bench", "forecast", "--curves", str(tmp_path), "--law", "annealing", "--partial"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert "live forecast of the final loss" in out and "with the fitted curves" in out
+    assert "no forecast" in out  # at 10% wsdcon_3 has no point after the warmup yet
+    assert "covered" in out and "(n=1)" in out

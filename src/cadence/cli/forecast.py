@@ -232,6 +232,9 @@ def _bench_forecast(args: argparse.Namespace) -> int:
                 console.print(f"wrote {plot_published(bench, args.output)}")
         if len(sets) > 1:
             print_size_out(sets, args.exclude_transients, console)
+        if args.partial:
+            for name in sets:
+                print_partial(name, args.law[0], console)
         return 0
     import torch
 
@@ -333,6 +336,37 @@ def print_size_out(sets: Sequence[str], exclude_transients: bool, console: Conso
             highlight=False, markup=False)
 
 
+def print_partial(name: str, law: str, console: Console) -> None:
+    """The live forecast's final-loss error against the share of each held-out curve seen."""
+    import numpy as np
+
+    from cadence.forecast.evaluate import FRACTIONS, partial_runs
+    from cadence.forecast.published import load_curves
+    from cadence.progress import Progress
+
+    curves = load_curves(name)
+    held = sum(not c.fitted for c in curves)
+    with Progress(console=console) as progress:
+        task = progress.task(f"{name}: partial-run forecasts", held * len(FRACTIONS) * 2)
+        rows = partial_runs(curves, law=law, progress=task.advance)
+    table = Table(title=f"{name}, {law} law: live forecast of the final loss from the first part of each held-out "
+                        f"curve", caption="mean / max |L_hat/L - 1| over the curves with a forecast; covered: final loss "
+                                          "inside the 80% interval")
+    table.add_column("seen", justify="right")
+    for col in ("alone", "with the fitted curves"):
+        table.add_column(col, justify="right")
+    for fraction in FRACTIONS:
+        cells = []
+        for with_runs in (False, True):
+            done = [r for r in rows if r.fraction == fraction and r.with_runs == with_runs and np.isfinite(r.error)]
+            errors = np.abs([r.error for r in done])
+            cells.append("no forecast" if not done else
+                         f"{errors.mean():.3%} / {errors.max():.3%}, covered {np.mean([r.covered for r in done]):.0%} "
+                         f"(n={len(done)})")
+        table.add_row(f"{fraction:.0%}", *cells)
+    _wide(console, 100).print(table)
+
+
 def print_benchmark(bench: Any, console: Console) -> None:
     """For each law: its fit, its predicted-vs-measured table and the two goals."""
     if bench.reused:
@@ -412,6 +446,9 @@ def add_bench_forecast_parser(sub: Any, name: str = "forecast") -> None:
     p.add_argument("--curves", metavar="SET[,SET...]",
                    help=f"a folder of curves or a shipped set ({', '.join(CURVE_SETS)}); two or more, comma-separated, "
                         "also print the leave-a-size-out evaluation of every forecaster setting")
+    p.add_argument("--partial", action="store_true",
+                   help="--curves: also forecast each held-out curve's final loss from its first 10%%..90%% (alone and "
+                        "with the fitted curves), with the first --law (minutes)")
     p.add_argument("--exclude-transients", action="store_true",
                    help="--curves: leave the points right after the warmup and after abrupt LR drops (5%% of the run "
                         "each) out of every fit and score (both laws fail there; docs/forecast.md)")
