@@ -121,3 +121,29 @@ def test_bench_forecast_prints_the_partial_run_table(tmp_path, capsys) -> None:
     assert "live forecast of the final loss" in out and "with the fitted curves" in out
     assert "no forecast" in out  # at 10% wsdcon_3 has no point after the warmup yet
     assert "covered" in out and "(n=1)" in out
+
+
+def test_the_second_curve_family_is_checked_and_cited() -> None:
+    from cadence.cli.forecast import OTHER_CURVE_SETS
+    from cadence.forecast.published import OTHER, curves_dir
+
+    assert OTHER_CURVE_SETS == tuple(OTHER)
+    folder = curves_dir("schaipp-124m")
+    readme = (folder.parent / "README.md").read_text()
+    assert "arXiv 2501.18965" in readme and "Schaipp" in readme and "MIT" in readme
+    licence = (folder.parent / "LICENSE").read_text()
+    assert licence.startswith("MIT License") and "Fabian Schaipp, Alexander Hägele" in licence
+    curves = load_curves("schaipp-124m")
+    assert len(curves) == 9 and sorted(c.name for c in curves if c.fitted) == sorted(OTHER["schaipp-124m"][1])
+    for c in curves:
+        t = c.target
+        assert c.spec is None  # LRs from the log, not the Multi-Power Law paper's schedules
+        assert t.lr.max() == pytest.approx(1e-3) and np.argmax(t.lr >= 0.999e-3) + 1 == 300  # 300-step warmup
+        assert np.all(np.diff(t.steps) == 200) and t.steps[0] == 200  # validation every 200 steps
+        assert np.all((t.loss > 2.5) & (t.loss < 8)) and t.loss[-1] < t.loss[len(t.loss) // 2]
+        budget = int(c.name.rsplit("_", 1)[1])
+        assert len(t.lr) == budget
+    stable = next(c for c in curves if c.name == "stable_50000").target
+    wsd = next(c for c in curves if c.name == "wsdlinear20_50000").target
+    before = wsd.steps < 40000  # the cooldown run starts from the constant run's checkpoint
+    np.testing.assert_array_equal(wsd.loss[before], stable.loss[stable.steps < 40000])

@@ -37,6 +37,8 @@ FIT_CHOICES = ("leave-one-out", "objective")
 """``cadence.forecast.fit.CHOICES``, named here for the same reason (kept equal by the same test)."""
 CURVE_SETS = ("multipower-25m", "multipower-100m")
 """The shipped curve sets, ``cadence.forecast.published.SHIPPED`` (kept equal by the same test)."""
+OTHER_CURVE_SETS = ("schaipp-124m",)
+"""``cadence.forecast.published.OTHER`` (kept equal by tests/test_forecast_trust.py)."""
 
 
 def plot_forecast(fit: FitResult, targets: Sequence[FitTarget], predictions: dict[str, np.ndarray],
@@ -444,7 +446,7 @@ def add_bench_forecast_parser(sub: Any, name: str = "forecast") -> None:
                                    "final loss of linear, WSD 10% and 20% 1-sqrt, REX and step schedules, run them, "
                                    "compare.")
     p.add_argument("--curves", metavar="SET[,SET...]",
-                   help=f"a folder of curves or a shipped set ({', '.join(CURVE_SETS)}); two or more, comma-separated, "
+                   help=f"a folder of curves or a shipped set ({', '.join(CURVE_SETS + OTHER_CURVE_SETS)}); two or more, comma-separated, "
                         "also print the leave-a-size-out evaluation of every forecaster setting")
     p.add_argument("--partial", action="store_true",
                    help="--curves: also forecast each held-out curve's final loss from its first 10%%..90%% (alone and "

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from cadence.errors import CadenceError
-from cadence.forecast.fit import FitResult, FitTarget, fit_law
+from cadence.forecast.fit import DEFAULT_SKIP, FitResult, FitTarget, fit_law
 from cadence.forecast.law import lr_per_step
 from cadence.forecast.runlog import RunLog
 
@@ -35,6 +35,12 @@ SHIPPED = {"multipower-25m": "25", "multipower-100m": "100"}
 """Names of the shipped curve sets and their folders under ``cadence/forecast/data/multipower``."""
 FIT_CURVES = ("cosine_24000", "constant_24000", "wsdcon_9")
 """The curves the paper fits on; every other curve is predicted."""
+OTHER = {"schaipp-124m": ("schaipp/124m", ("stable_50000", "cosine10_50000", "wsdlinear20_25000"))}
+"""Further shipped sets, each with its folder under ``cadence/forecast/data`` and the curves the
+protocol fits (a constant, a cosine and one WSD run, as in the paper's protocol): a 124M model's
+curves from "The Surprising Agreement Between Convex Optimization Theory and Learning-Rate
+Scheduling for Large Model Training" (Schaipp et al., 2025, arXiv 2501.18965; MIT licence, in
+``data/schaipp/``). Their LRs are interpolated from the logged ones (every 50 steps)."""
 PUBLISHED = {"multipower-25m": (0.00110, 0.00409), "multipower-100m": (0.00142, 0.00583)}
 """The paper's multi-power law ``(PredE, WorstE)`` over all nine curves of each set."""
 
@@ -80,23 +86,29 @@ class Curve:
 
 
 def curves_dir(name_or_dir: str | Path) -> Path:
-    """The folder of a shipped set (:data:`SHIPPED`) or the given folder."""
+    """The folder of a shipped set (:data:`SHIPPED`, :data:`OTHER`) or the given folder."""
+    data = resources.files("cadence.forecast") / "data"
     if str(name_or_dir) in SHIPPED:
-        return Path(str(resources.files("cadence.forecast") / "data" / "multipower" / SHIPPED[str(name_or_dir)]))
+        return Path(str(data / "multipower" / SHIPPED[str(name_or_dir)]))
+    if str(name_or_dir) in OTHER:
+        return Path(str(data / OTHER[str(name_or_dir)][0]))
     path = Path(name_or_dir)
     if not path.is_dir():
-        raise CadenceError(f"--curves: {name_or_dir!r} is neither a folder nor one of {sorted(SHIPPED)}")
+        raise CadenceError(f"--curves: {name_or_dir!r} is neither a folder nor one of {sorted([*SHIPPED, *OTHER])}")
     return path
 
 
-def load_curves(name_or_dir: str | Path, fit: tuple[str, ...] = FIT_CURVES) -> list[Curve]:
-    """Every ``*.csv`` curve (``step,lr,loss``) of a set, sorted by name, marked fitted when in ``fit``.
+def load_curves(name_or_dir: str | Path, fit: tuple[str, ...] | None = None) -> list[Curve]:
+    """Every ``*.csv`` curve (``step,lr,loss``) of a set, sorted by name, marked fitted when in ``fit``
+    (default: the set's protocol curves, :data:`OTHER`, else :data:`FIT_CURVES`).
 
     A curve whose name :func:`schedule_spec` knows gets the spec's per-step LRs over its budget and
     loses any row at or after the budget's end (the paper drops the 24,000-step runs' last row);
     any other curve's LR is interpolated linearly between its logged steps.
     """
     folder = curves_dir(name_or_dir)
+    if fit is None:
+        fit = OTHER[str(name_or_dir)][1] if str(name_or_dir) in OTHER else FIT_CURVES
     files = sorted(folder.glob("*.csv"))
     if not files:
         raise CadenceError(f"no *.csv curves in {folder}")
@@ -182,8 +194,9 @@ class PublishedBenchmark:
 def published_benchmark(curves: str | Path = "multipower-25m", laws: tuple[str, ...] = ("annealing", "multi-power"),
                         choose: str = "leave-one-out", exclude_transients: bool = False) -> PublishedBenchmark:
     """The paper's protocol on a curve set (:func:`load_curves`): fit each law on the fitted
-    curves (all their logged points), predict every curve at its logged steps, score it (with its
-    predictive interval at the default level). With ``exclude_transients`` the points in a
+    curves (their logged points after the first ``DEFAULT_SKIP`` of each run, the initial
+    transient: none of the Multi-Power Law paper's, which start after the warmup), predict every
+    curve at those steps and score it (with its predictive interval at the default level). With ``exclude_transients`` the points in a
     transient window (:func:`~cadence.forecast.regime.transient_mask`) are neither fitted nor scored.
 
     The paper's PredE is the mean of the per-curve PredE over all nine curves (UNCONFIRMED: the
@@ -198,11 +211,12 @@ def published_benchmark(curves: str | Path = "multipower-25m", laws: tuple[str, 
     scores = {}
     for law in laws:
         started = time.perf_counter()
-        fit = fit_law([trim(c.target, 0.0, exclude_transients) for c in loaded if c.fitted], law=law, choose=choose)
+        fit = fit_law([trim(c.target, DEFAULT_SKIP, exclude_transients) for c in loaded if c.fitted], law=law,
+                      choose=choose)
         seconds = time.perf_counter() - started
         rows = []
         for c in loaded:
-            t = trim(c.target, 0.0, exclude_transients)
+            t = trim(c.target, DEFAULT_SKIP, exclude_transients)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the findings are kept in the row instead
                 pred = fit.predict(t.lr, t.steps, name=c.name)
