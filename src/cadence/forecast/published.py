@@ -123,6 +123,8 @@ def load_curves(name_or_dir: str | Path, fit: tuple[str, ...] | None = None) -> 
         except CadenceError:
             spec, budget = None, int(log.step[-1])
         keep = (log.step < budget) & ~np.isnan(log.loss) if spec else ~np.isnan(log.loss)
+        if str(name_or_dir) in OTHER:
+            keep &= log.step > DEFAULT_SKIP * budget
         lr = lr_per_step(spec, budget) if spec else np.interp(np.arange(1, budget + 1), log.step, log.lr)
         out.append(Curve(name, spec, FitTarget(log.step[keep], log.loss[keep], lr, name), name in fit))
     missing = [n for n in fit if n not in {c.name for c in out}]
@@ -194,9 +196,8 @@ class PublishedBenchmark:
 def published_benchmark(curves: str | Path = "multipower-25m", laws: tuple[str, ...] = ("annealing", "multi-power"),
                         choose: str = "leave-one-out", exclude_transients: bool = False) -> PublishedBenchmark:
     """The paper's protocol on a curve set (:func:`load_curves`): fit each law on the fitted
-    curves (their logged points after the first ``DEFAULT_SKIP`` of each run, the initial
-    transient: none of the Multi-Power Law paper's, which start after the warmup), predict every
-    curve at those steps and score it (with its predictive interval at the default level). With ``exclude_transients`` the points in a
+    curves (all their logged points), predict every curve at its logged steps, score it (with its
+    predictive interval at the default level). With ``exclude_transients`` the points in a
     transient window (:func:`~cadence.forecast.regime.transient_mask`) are neither fitted nor scored.
 
     The paper's PredE is the mean of the per-curve PredE over all nine curves (UNCONFIRMED: the
@@ -211,12 +212,11 @@ def published_benchmark(curves: str | Path = "multipower-25m", laws: tuple[str, 
     scores = {}
     for law in laws:
         started = time.perf_counter()
-        fit = fit_law([trim(c.target, DEFAULT_SKIP, exclude_transients) for c in loaded if c.fitted], law=law,
-                      choose=choose)
+        fit = fit_law([trim(c.target, 0.0, exclude_transients) for c in loaded if c.fitted], law=law, choose=choose)
         seconds = time.perf_counter() - started
         rows = []
         for c in loaded:
-            t = trim(c.target, DEFAULT_SKIP, exclude_transients)
+            t = trim(c.target, 0.0, exclude_transients)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the findings are kept in the row instead
                 pred = fit.predict(t.lr, t.steps, name=c.name)
