@@ -183,3 +183,29 @@ def test_the_hf_callback_adds_the_forecast_to_the_trainers_logs(tmp_path) -> Non
     assert fake.observed == [1, 2, 3, 4, 5]
     logged = [row["step"] for row in trainer.state.log_history if "cadence/forecast/final_loss" in row]
     assert logged == [2, 3, 4, 5]
+
+
+def test_the_forecast_stopper_stops_a_trial_forecast_worse_and_keeps_a_better_one() -> None:
+    pytest.importorskip("ray")
+    from cadence.integrations.ray_tune import EarlyRankingStopper, ForecastStopper
+
+    def result(final, half_width, iteration=2):
+        return {"training_iteration": iteration, "cadence/forecast/final_loss": final,
+                "cadence/forecast/low": final - half_width, "cadence/forecast/high": final + half_width}
+
+    stopper = ForecastStopper(min_iterations=2)
+    assert stopper("best", result(3.0, 0.01)) is False
+    assert stopper("worse", result(3.1, 0.01)) is True  # 3.09 > 3.01: clearly worse
+    assert stopper("close", result(3.015, 0.01)) is False  # intervals overlap: not clearly worse
+    assert stopper("better", result(2.9, 0.01)) is False  # the new best
+    assert stopper("best", result(3.0, 0.01)) is True  # now clearly worse than "better"
+    assert stopper("early", result(9.0, 0.01, iteration=1)) is False  # too early to judge
+    assert stopper("none", {"training_iteration": 5, "loss": 9.0}) is False  # no forecast reported
+    assert stopper.stopped == ["worse", "best"] and stopper.stop_all() is False
+
+    ranking = EarlyRankingStopper(at_iteration=3)
+    assert ranking("a", {"training_iteration": 2, "grad_norm": 9.0, "loss": 1.0}) is False  # before t0
+    assert ranking("a", {"training_iteration": 3, "grad_norm": 1.0, "loss": 3.0}) is False
+    assert ranking("b", {"training_iteration": 3, "grad_norm": 2.0, "loss": 2.0}) is True  # dominated by a
+    assert ranking("c", {"training_iteration": 3, "grad_norm": 0.5, "loss": 2.5}) is False  # lower norm
+    assert ranking.stopped == ["b"]
