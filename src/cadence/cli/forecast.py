@@ -37,6 +37,8 @@ FIT_CHOICES = ("leave-one-out", "objective")
 """``cadence.forecast.fit.CHOICES``, named here for the same reason (kept equal by the same test)."""
 CURVE_SETS = ("multipower-25m", "multipower-100m")
 """The shipped curve sets, ``cadence.forecast.published.SHIPPED`` (kept equal by the same test)."""
+OTHER_CURVE_SETS = ("schaipp-124m",)
+"""``cadence.forecast.published.OTHER`` (kept equal by tests/test_forecast_trust.py)."""
 
 
 def plot_forecast(fit: FitResult, targets: Sequence[FitTarget], predictions: dict[str, np.ndarray],
@@ -227,12 +229,24 @@ def _forecast(args: argparse.Namespace) -> int:
 def _bench_forecast(args: argparse.Namespace) -> int:
     console = Console()
     if args.curves:
-        from cadence.forecast.published import plot_published, published_benchmark
+        from cadence.forecast.published import curves_dir, plot_published, published_benchmark
 
-        bench = published_benchmark(args.curves, tuple(args.law), choose=args.choose)
-        print_published(bench, console)
-        if args.output:
-            console.print(f"wrote {plot_published(bench, args.output)}")
+        sets = [name.strip() for name in args.curves.split(",") if name.strip()]
+        for name in sets:
+            curves_dir(name)  # every set checked before any work
+        if args.output and len(sets) > 1:
+            raise CadenceError("-o/--output plots one curve set; give one --curves SET with it")
+        for name in sets:
+            bench = published_benchmark(name, tuple(args.law), choose=args.choose,
+                                        exclude_transients=args.exclude_transients)
+            print_published(bench, console)
+            if args.output:
+                console.print(f"wrote {plot_published(bench, args.output)}")
+        if len(sets) > 1:
+            print_size_out(sets, args.exclude_transients, console)
+        if args.partial:
+            for name in sets:
+                print_partial(name, args.law[0], console)
         return 0
     import torch
 
@@ -263,17 +277,23 @@ def print_published(bench: Any, console: Console) -> None:
                           f"band = range of the {len(fit.loo_laws)} leave-one-out refits", highlight=False)
         table = Table(title=f"{bench.name}, {law} law: |L - L_hat| / L at every logged step", caption=(
             "PredE mean, WorstE max (at step); final: L_hat/L - 1 at the last point; band: width of the "
-            "leave-one-out band there"))
-        for col in ("curve", "", "PredE", "WorstE", "at step", "final", "band", "outside the fitted regime"):
-            table.add_column(col, justify="left" if col in ("curve", "", "outside the fitted regime") else "right")
+            "leave-one-out band there; cover: share of points inside the 80% predictive interval, final: "
+            "whether the final loss is"))
+        for col in ("curve", "", "PredE", "WorstE", "at step", "final", "band", "cover", "final in"):
+            table.add_column(col, justify="left" if col in ("curve", "") else "right", no_wrap=True)
         for fitted in (True, False):
             rows = [c for c in scores.curves if c.fitted == fitted]
             for i, c in enumerate(rows):
                 table.add_row(c.name, "fit" if fitted else "held out", f"{c.pred_e:.3%}", f"{c.worst_e:.3%}",
                               str(c.worst_step),
-                              f"{c.final_error:+.3%}", f"{c.band:.3%}", "; ".join(c.outside),
+                              f"{c.final_error:+.3%}", f"{c.band:.3%}", f"{c.coverage:.0%}",
+                              "yes" if c.final_inside else "no",
                               end_section=fitted and i == len(rows) - 1)
-        console.print(table)
+        _wide(console, 120).print(table)
+        for c in scores.curves:
+            if c.outside:
+                console.print(f"  {c.name}: outside the fitted regime: {'; '.join(c.outside)}", highlight=False,
+                              markup=False)
         for label, held in (("all curves", False), ("held-out curves", True)):
             pred_e, worst_e = scores.summary(held_out_only=held)
             line = f"{law}: {label}: PredE {pred_e:.3%}, WorstE {worst_e:.3%}"
@@ -282,6 +302,81 @@ def print_published(bench: Any, console: Console) -> None:
                 line += (f" (published, all nine curves: PredE {bench.published[0]:.3%}, WorstE "
                          f"{bench.published[1]:.3%}: {'at or below' if goal else 'ABOVE'})")
             console.print(line, highlight=False)
+        if any(not c.fitted for c in scores.curves) and fit.loo_residuals:
+            points, finals = scores.coverage()
+            console.print(f"{law}: 80% predictive interval on the held-out curves: {points:.0%} of points, "
+                          f"{finals:.0%} of final losses inside", highlight=False)
+
+
+def _wide(console: Console, width: int) -> Console:
+    """A console writing where ``console`` writes, at least ``width`` columns wide (a narrow or
+    piped terminal would cut the tables' figures)."""
+    return console if console.width >= width else Console(file=console.file, width=width)
+
+
+def print_size_out(sets: Sequence[str], exclude_transients: bool, console: Console) -> None:
+    """The leave-a-size-out evaluation: every setting's held-out scores on every set, then each
+    choice made on one set and judged on another, next to the shipped default."""
+    from cadence.forecast.evaluate import SETTINGS, size_out
+    from cadence.progress import Progress
+
+    with Progress(console=console) as progress:
+        task = progress.task("leave-a-size-out: settings fitted", len(sets) * len(SETTINGS))
+        result = size_out(sets, exclude_transients=exclude_transients, progress=lambda name, s: task.advance())
+    table = Table(title="leave-a-size-out: every setting on the held-out schedules of each set", caption=(
+        "PredE mean, WorstE max, |final| max of |L_hat/L - 1| at the last point; criterion = mean PredE + "
+        f"mean |final|; cover = share of points in the {result.level:.0%} interval (scale 1)"))
+    table.add_column("setting")
+    for name in sets:
+        for col in ("PredE", "WorstE", "|final|", "criterion", "cover"):
+            table.add_column(f"{name} {col}", justify="right")
+    for setting in SETTINGS:
+        cells = []
+        for name in sets:
+            h = result.scores[name][setting]
+            cells += [f"{sum(h.pred_e) / len(h.pred_e):.3%}", f"{max(h.worst_e):.3%}",
+                      f"{max(abs(f) for f in h.final):.3%}", f"{h.criterion:.3%}", f"{h.mean_coverage(1.0):.0%}"]
+        table.add_row(str(setting), *cells)
+    _wide(console, 60 + 45 * len(sets)).print(table)
+    for d in result.decisions:
+        c, dflt = d.chosen_judged, d.default_judged
+        console.print(
+            f"decided on {d.decided_on}: {d.chosen} (interval scale {d.scale:g}); judged on {d.judged_on}: "
+            f"criterion {c.criterion:.3%} (shipped default {dflt.criterion:.3%}), max |final| "
+            f"{max(abs(f) for f in c.final):.3%}, interval coverage {c.mean_coverage(d.scale):.0%} of points, "
+            f"{sum(c.final_covered[d.scale])}/{len(c.names)} final losses (nominal {result.level:.0%})",
+            highlight=False, markup=False)
+
+
+def print_partial(name: str, law: str, console: Console) -> None:
+    """The live forecast's final-loss error against the share of each held-out curve seen."""
+    import numpy as np
+
+    from cadence.forecast.evaluate import FRACTIONS, partial_runs
+    from cadence.forecast.published import load_curves
+    from cadence.progress import Progress
+
+    curves = load_curves(name)
+    held = sum(not c.fitted for c in curves)
+    with Progress(console=console) as progress:
+        task = progress.task(f"{name}: partial-run forecasts", held * len(FRACTIONS) * 2)
+        rows = partial_runs(curves, law=law, progress=task.advance)
+    table = Table(title=f"{name}, {law} law: live forecast of the final loss from the first part of each held-out "
+                        f"curve", caption="mean / max |L_hat/L - 1| over the curves with a forecast; covered: final loss "
+                                          "inside the 80% interval")
+    table.add_column("seen", justify="right")
+    for col in ("alone", "with the fitted curves"):
+        table.add_column(col, justify="right")
+    for fraction in FRACTIONS:
+        cells = []
+        for with_runs in (False, True):
+            done = [r for r in rows if r.fraction == fraction and r.with_runs == with_runs and np.isfinite(r.error)]
+            errors = np.abs([r.error for r in done])
+            cells.append("no forecast" if not done else
+                         f"{errors.mean():.3%} / {errors.max():.3%}, covered {np.mean([r.covered for r in done]):.0%} "
+                         f"(n={len(done)})")
+        table.add_row(f"{fraction:.0%}", *cells)
+    _wide(console, 100).print(table)
 
 
 def print_benchmark(bench: Any, console: Console) -> None:
@@ -362,7 +457,15 @@ def add_bench_forecast_parser(sub: Any, name: str = "forecast") -> None:
                                    "the rest). Without: fit on a constant-LR and a cosine run of the lab, predict the "
                                    "final loss of linear, WSD 10% and 20% 1-sqrt, REX and step schedules, run them, "
                                    "compare.")
-    p.add_argument("--curves", metavar="SET", help=f"a folder of curves or a shipped set ({', '.join(CURVE_SETS)})")
+    p.add_argument("--curves", metavar="SET[,SET...]",
+                   help=f"a folder of curves or a shipped set ({', '.join(CURVE_SETS + OTHER_CURVE_SETS)}); two or more, comma-separated, "
+                        "also print the leave-a-size-out evaluation of every forecaster setting")
+    p.add_argument("--partial", action="store_true",
+                   help="--curves: also forecast each held-out curve's final loss from its first 10%%..90%% (alone and "
+                        "with the fitted curves), with the first --law (minutes)")
+    p.add_argument("--exclude-transients", action="store_true",
+                   help="--curves: leave the points right after the warmup and after abrupt LR drops (5%% of the run "
+                        "each) out of every fit and score (both laws fail there; docs/forecast.md)")
     p.add_argument("--choose", default=FIT_CHOICES[0], choices=FIT_CHOICES,
                    help="how a fit is chosen among good starts (default: leave-one-out error)")
     p.add_argument("--size", default="default", choices=("default", "tiny"),

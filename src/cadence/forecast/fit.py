@@ -43,6 +43,11 @@ initial transient); ``fit_law``, ``FitTarget.from_log`` and ``cadence forecast -
 DEFAULT_LAMS = (0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 """λ grid searched when none is fixed (reproductions use 0.999 or a grid from 0.99 to 0.9995;
 shorter runs need a shorter memory, hence the smaller values)."""
+DEFAULT_LEVEL = 0.8
+"""Nominal level of :meth:`FitResult.interval`."""
+INTERVAL_SCALE = 1.5
+"""Factor on the leave-one-run-out residual quantiles of :meth:`FitResult.interval` (decided by the
+leave-a-size-out evaluation, docs/forecast.md)."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,9 @@ class FitResult:
     uncertainty band (empty when one run was fitted).
 
     ``loo_score`` is the chosen fit's leave-one-out error: the mean over runs of the mean
-    ``|L − L̂|/L`` on a run when the law is refitted without it (NaN with one run).
+    ``|L − L̂|/L`` on a run when the law is refitted without it (NaN with one run), and
+    ``loo_residuals`` the relative residuals ``L/L̂ − 1`` behind it, one array per run: the
+    errors of forecasting a schedule the fit has not seen, which :meth:`interval` is made of.
     """
 
     law: Law
@@ -114,6 +121,7 @@ class FitResult:
     loo_laws: tuple[Law, ...] = ()
     loo_score: float = float("nan")
     candidates: int = 1
+    loo_residuals: tuple[np.ndarray, ...] = ()
 
     def predict(self, lr: np.ndarray, at: np.ndarray | None = None, *, name: str = "schedule") -> np.ndarray:
         """``law.predict``, warning (:class:`~cadence.forecast.regime.ForecastWarning`) for every way
@@ -128,6 +136,35 @@ class FitResult:
         Both equal the law's prediction when one run was fitted."""
         curves = np.array([law.predict(lr, at) for law in (self.law, *self.loo_laws)])
         return curves.min(axis=0), curves.max(axis=0)
+
+    def interval(self, lr: np.ndarray, at: np.ndarray | None = None, level: float = DEFAULT_LEVEL,
+                 scale: float = INTERVAL_SCALE) -> tuple[np.ndarray, np.ndarray]:
+        """``(low, high)``: a predictive interval of nominal ``level`` around every predicted point,
+        ``L̂·(1 + scale·q)`` for the ``(1 ∓ level)/2`` quantiles ``q`` of the leave-one-run-out
+        residuals (every run weighing the same; a jackknife interval, see docs/forecast.md for its
+        measured coverage). Needs two or more fitted runs.
+        """
+        if not 0 < level < 1:
+            raise CadenceError(f"the interval's level must lie in (0, 1), got {level}")
+        if not self.loo_residuals:
+            raise CadenceError("a predictive interval needs a fit on two or more runs (leave-one-run-out residuals)")
+        q_low, q_high = residual_quantiles(self.loo_residuals, ((1 - level) / 2, (1 + level) / 2))
+        pred = self.law.predict(lr, at)
+        return pred * (1 + scale * q_low), pred * (1 + scale * q_high)
+
+
+def residual_quantiles(residuals: Sequence[np.ndarray], probs: Sequence[float]) -> np.ndarray:
+    """Quantiles of pooled residual arrays, each array weighing the same (the inverse of their
+    weighted empirical distribution function).
+
+        >>> residual_quantiles([np.array([-1.0, 1.0]), np.array([0.0])], (0.25, 0.75)).tolist()
+        [-1.0, 0.0]
+    """
+    values = np.concatenate(residuals)
+    weights = np.concatenate([np.full(len(r), 1.0 / (len(r) * len(residuals))) for r in residuals])
+    order = np.argsort(values, kind="stable")
+    cdf = np.cumsum(weights[order])
+    return np.array([values[order][min(int(np.searchsorted(cdf, p - 1e-12)), len(values) - 1)] for p in probs])
 
 
 def exact_objective(law: Law, targets: Sequence[FitTarget], delta: float = 1e-3) -> float:
@@ -226,9 +263,10 @@ def _candidates(law: str, targets: list[FitTarget], lam_grid: Sequence[float], l
 
 
 def _leave_one_out(law: str, fitted: Law, targets: list[FitTarget], lr_ref: float, steps_ref: float,
-                   delta: float) -> tuple[float, tuple[Law, ...]]:
-    """Refit ``fitted`` without each run in turn (starting from it); the mean held-out error and the refits."""
-    errors, laws = [], []
+                   delta: float) -> tuple[float, tuple[Law, ...], tuple[np.ndarray, ...]]:
+    """Refit ``fitted`` without each run in turn (starting from it); the mean held-out error, the
+    refits and each left-out run's relative residuals ``L/L̂ − 1``."""
+    errors, laws, residuals = [], [], []
     for i, held in enumerate(targets):
         rest = targets[:i] + targets[i + 1:]
         problem = _problem(law, rest, lr_ref, steps_ref, delta, getattr(fitted, "lam", None))
@@ -237,7 +275,8 @@ def _leave_one_out(law: str, fitted: Law, targets: list[FitTarget], lr_ref: floa
         pred = refit.predict(held.lr, held.steps)
         errors.append(float(np.mean(np.abs(pred - held.loss) / held.loss)))
         laws.append(refit)
-    return float(np.mean(errors)), tuple(laws)
+        residuals.append(held.loss / pred - 1.0)
+    return float(np.mean(errors)), tuple(laws), tuple(residuals)
 
 
 def fit_law(runs: Iterable[FitTarget | RunLog], *, law: str = DEFAULT_LAW,
@@ -250,7 +289,8 @@ def fit_law(runs: Iterable[FitTarget | RunLog], *, law: str = DEFAULT_LAW,
     (objective within :data:`GOOD_FIT` of the best: the annealing law's best fit at each λ, the
     multi-power law's polished starts) without each run in turn and keeps the one that predicts
     the left-out runs best; its refits give :meth:`FitResult.band`. ``"objective"`` keeps the
-    lowest objective and computes no refits.
+    lowest objective; its leave-one-out refits are still computed (for :meth:`FitResult.band`
+    and :meth:`FitResult.interval`).
 
     Raises :class:`CadenceError` for an unknown law or choice, when no run has usable points or
     when no start gives a valid fit.
@@ -275,15 +315,16 @@ def fit_law(runs: Iterable[FitTarget | RunLog], *, law: str = DEFAULT_LAW,
         candidates = _candidates(law, targets, lam_grid, lr_ref, steps_ref, delta)
         if not candidates:
             raise CadenceError("no start gave a law with positive predictions; check the runs' losses and LRs")
-        fitted, loo_score, loo_laws = candidates[0][1], float("nan"), ()
+        fitted, loo_score, loo_laws, residuals = candidates[0][1], float("nan"), (), ()
         good = [c for f, c in candidates if f <= GOOD_FIT * candidates[0][0]]
-        if choose == "leave-one-out" and len(targets) > 1:
-            scored = [(*_leave_one_out(law, c, targets, lr_ref, steps_ref, delta), c) for c in good]
-            loo_score, loo_laws, fitted = min(scored, key=lambda s: s[0])
+        if len(targets) > 1:
+            scored = [(*_leave_one_out(law, c, targets, lr_ref, steps_ref, delta), c)
+                      for c in (good if choose == "leave-one-out" else good[:1])]
+            loo_score, loo_laws, residuals, fitted = min(scored, key=lambda s: s[0])
     r2, rms = {}, {}
     for t in targets:
         pred = fitted.predict(t.lr, t.steps)
         r2[t.name] = float(1 - np.sum((pred - t.loss) ** 2) / max(np.sum((t.loss - t.loss.mean()) ** 2), 1e-300))
         rms[t.name] = float(np.sqrt(np.mean(((pred - t.loss) / t.loss) ** 2)))
     return FitResult(fitted, exact_objective(fitted, targets, delta), r2, rms, Regime.of([t.lr for t in targets]),
-                     loo_laws, loo_score, len(good))
+                     loo_laws, loo_score, len(good), residuals)

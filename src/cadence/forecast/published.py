@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from cadence.errors import CadenceError
-from cadence.forecast.fit import FitResult, FitTarget, fit_law
+from cadence.forecast.fit import DEFAULT_SKIP, FitResult, FitTarget, fit_law
 from cadence.forecast.law import lr_per_step
 from cadence.forecast.runlog import RunLog
 
@@ -35,6 +35,12 @@ SHIPPED = {"multipower-25m": "25", "multipower-100m": "100"}
 """Names of the shipped curve sets and their folders under ``cadence/forecast/data/multipower``."""
 FIT_CURVES = ("cosine_24000", "constant_24000", "wsdcon_9")
 """The curves the paper fits on; every other curve is predicted."""
+OTHER = {"schaipp-124m": ("schaipp/124m", ("stable_50000", "cosine10_50000", "wsdlinear20_25000"))}
+"""Further shipped sets, each with its folder under ``cadence/forecast/data`` and the curves the
+protocol fits (a constant, a cosine and one WSD run, as in the paper's protocol): a 124M model's
+curves from "The Surprising Agreement Between Convex Optimization Theory and Learning-Rate
+Scheduling for Large Model Training" (Schaipp et al., 2025, arXiv 2501.18965; MIT licence, in
+``data/schaipp/``). Their LRs are interpolated from the logged ones (every 50 steps)."""
 PUBLISHED = {"multipower-25m": (0.00110, 0.00409), "multipower-100m": (0.00142, 0.00583)}
 """The paper's multi-power law ``(PredE, WorstE)`` over all nine curves of each set."""
 
@@ -80,23 +86,29 @@ class Curve:
 
 
 def curves_dir(name_or_dir: str | Path) -> Path:
-    """The folder of a shipped set (:data:`SHIPPED`) or the given folder."""
+    """The folder of a shipped set (:data:`SHIPPED`, :data:`OTHER`) or the given folder."""
+    data = resources.files("cadence.forecast") / "data"
     if str(name_or_dir) in SHIPPED:
-        return Path(str(resources.files("cadence.forecast") / "data" / "multipower" / SHIPPED[str(name_or_dir)]))
+        return Path(str(data / "multipower" / SHIPPED[str(name_or_dir)]))
+    if str(name_or_dir) in OTHER:
+        return Path(str(data / OTHER[str(name_or_dir)][0]))
     path = Path(name_or_dir)
     if not path.is_dir():
-        raise CadenceError(f"--curves: {name_or_dir!r} is neither a folder nor one of {sorted(SHIPPED)}")
+        raise CadenceError(f"--curves: {name_or_dir!r} is neither a folder nor one of {sorted([*SHIPPED, *OTHER])}")
     return path
 
 
-def load_curves(name_or_dir: str | Path, fit: tuple[str, ...] = FIT_CURVES) -> list[Curve]:
-    """Every ``*.csv`` curve (``step,lr,loss``) of a set, sorted by name, marked fitted when in ``fit``.
+def load_curves(name_or_dir: str | Path, fit: tuple[str, ...] | None = None) -> list[Curve]:
+    """Every ``*.csv`` curve (``step,lr,loss``) of a set, sorted by name, marked fitted when in ``fit``
+    (default: the set's protocol curves, :data:`OTHER`, else :data:`FIT_CURVES`).
 
     A curve whose name :func:`schedule_spec` knows gets the spec's per-step LRs over its budget and
     loses any row at or after the budget's end (the paper drops the 24,000-step runs' last row);
     any other curve's LR is interpolated linearly between its logged steps.
     """
     folder = curves_dir(name_or_dir)
+    if fit is None:
+        fit = OTHER[str(name_or_dir)][1] if str(name_or_dir) in OTHER else FIT_CURVES
     files = sorted(folder.glob("*.csv"))
     if not files:
         raise CadenceError(f"no *.csv curves in {folder}")
@@ -111,6 +123,8 @@ def load_curves(name_or_dir: str | Path, fit: tuple[str, ...] = FIT_CURVES) -> l
         except CadenceError:
             spec, budget = None, int(log.step[-1])
         keep = (log.step < budget) & ~np.isnan(log.loss) if spec else ~np.isnan(log.loss)
+        if str(name_or_dir) in OTHER:
+            keep &= log.step > DEFAULT_SKIP * budget
         lr = lr_per_step(spec, budget) if spec else np.interp(np.arange(1, budget + 1), log.step, log.lr)
         out.append(Curve(name, spec, FitTarget(log.step[keep], log.loss[keep], lr, name), name in fit))
     missing = [n for n in fit if n not in {c.name for c in out}]
@@ -143,6 +157,8 @@ class CurveScore:
     band: float
     worst_step: int
     outside: tuple[str, ...]
+    coverage: float = float("nan")
+    final_inside: bool = False
 
 
 @dataclass(frozen=True)
@@ -153,6 +169,12 @@ class LawScores:
     fit: FitResult
     curves: tuple[CurveScore, ...]
     seconds: float
+
+    def coverage(self) -> tuple[float, float]:
+        """The predictive interval's coverage on the held-out curves: the mean share of points
+        inside it (every curve weighing the same) and the share of final losses inside it."""
+        rows = [c for c in self.curves if not c.fitted]
+        return float(np.mean([c.coverage for c in rows])), float(np.mean([c.final_inside for c in rows]))
 
     def summary(self, held_out_only: bool = False) -> tuple[float, float]:
         """``(PredE, WorstE)`` over all curves (the paper's figures) or over the held-out ones:
@@ -172,9 +194,11 @@ class PublishedBenchmark:
 
 
 def published_benchmark(curves: str | Path = "multipower-25m", laws: tuple[str, ...] = ("annealing", "multi-power"),
-                        choose: str = "leave-one-out") -> PublishedBenchmark:
+                        choose: str = "leave-one-out", exclude_transients: bool = False) -> PublishedBenchmark:
     """The paper's protocol on a curve set (:func:`load_curves`): fit each law on the fitted
-    curves (all their logged points), predict every curve at its logged steps, score it.
+    curves (all their logged points), predict every curve at its logged steps, score it (with its
+    predictive interval at the default level). With ``exclude_transients`` the points in a
+    transient window (:func:`~cadence.forecast.regime.transient_mask`) are neither fitted nor scored.
 
     The paper's PredE is the mean of the per-curve PredE over all nine curves (UNCONFIRMED: the
     paper's text is read as averaging the curves, not the points; the two differ little here).
@@ -182,23 +206,30 @@ def published_benchmark(curves: str | Path = "multipower-25m", laws: tuple[str, 
     import time
     import warnings
 
+    from cadence.forecast.evaluate import trim
+
     loaded = load_curves(curves)
     scores = {}
     for law in laws:
         started = time.perf_counter()
-        fit = fit_law([c.target for c in loaded if c.fitted], law=law, choose=choose)
+        fit = fit_law([trim(c.target, 0.0, exclude_transients) for c in loaded if c.fitted], law=law, choose=choose)
         seconds = time.perf_counter() - started
         rows = []
         for c in loaded:
-            t = c.target
+            t = trim(c.target, 0.0, exclude_transients)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the findings are kept in the row instead
                 pred = fit.predict(t.lr, t.steps, name=c.name)
             low, high = fit.band(t.lr, t.steps[-1:])
             outside = tuple(fit.regime.check(t.lr)) if fit.regime is not None else ()
             worst = int(t.steps[np.argmax(np.abs(pred - t.loss) / t.loss)])
+            inside = np.ones(len(t.steps), dtype=bool)
+            if fit.loo_residuals:
+                i_low, i_high = fit.interval(t.lr, t.steps)
+                inside = (t.loss >= i_low) & (t.loss <= i_high)
             rows.append(CurveScore(c.name, c.fitted, *prediction_errors(pred, t.loss),
-                                   float((high[0] - low[0]) / t.loss[-1]), worst, outside))
+                                   float((high[0] - low[0]) / t.loss[-1]), worst, outside, float(inside.mean()),
+                                   bool(inside[-1])))
         scores[law] = LawScores(law, fit, tuple(rows), seconds)
     name = str(curves)
     return PublishedBenchmark(name, tuple(loaded), scores, PUBLISHED.get(name))
@@ -206,7 +237,7 @@ def published_benchmark(curves: str | Path = "multipower-25m", laws: tuple[str, 
 
 def plot_published(bench: PublishedBenchmark, path: str | Path) -> Path:
     """Measured curves (points) and each law's predictions (lines; fitted solid, held-out dashed,
-    with the leave-one-out band shaded), one panel per law, LRs below."""
+    with the predictive interval shaded), one panel per law, LRs below."""
     from cadence.plotting import loss_panels_over_lrs, save_with_lrs
 
     fig, axes = loss_panels_over_lrs(len(bench.scores), width=9, panel_height=4.5)
@@ -217,8 +248,8 @@ def plot_published(bench: PublishedBenchmark, path: str | Path) -> Path:
             ax.scatter(t.steps, t.loss, s=3, color=colour)
             ax.plot(t.steps, scores.fit.law.predict(t.lr, t.steps), color=colour, ls="-" if c.fitted else "--",
                     lw=1, label=f"{c.name} ({'fitted' if c.fitted else 'predicted'})")
-            if scores.fit.loo_laws:
-                low, high = scores.fit.band(t.lr, t.steps)
+            if scores.fit.loo_residuals:
+                low, high = scores.fit.interval(t.lr, t.steps)
                 ax.fill_between(t.steps, low, high, color=colour, alpha=0.2, lw=0)
         pred_e, worst_e = scores.summary()
         ax.set_ylim(lowest * 0.99, lowest * 1.12)

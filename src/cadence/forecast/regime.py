@@ -89,3 +89,34 @@ class Regime:
 
     def to_dict(self) -> dict[str, Any]:
         return {"peak": self.peak, "floor": self.floor, "rewarmed": self.rewarmed, "steps": self.steps}
+
+
+TRANSIENT_WINDOW = 0.05
+"""Length of a transient window, as a fraction of the run: the steps right after the warmup ends
+and right after an abrupt LR drop, where both laws fail (docs/forecast.md). Fixed before any
+measurement, never tuned."""
+ABRUPT_DROP = 0.2
+"""An LR drop is abrupt when one step lowers the LR by more than this fraction of the run's peak
+LR (a step schedule's drop; smooth decays lower it by far less per step)."""
+
+
+def transient_mask(lr: np.ndarray, steps: np.ndarray, window: float = TRANSIENT_WINDOW) -> np.ndarray:
+    """Which of the 1-based ``steps`` lie in a transient window of the run with per-step LRs
+    ``lr``: within ``window·len(lr)`` steps after the warmup's end or after an abrupt drop.
+
+        >>> lr = np.concatenate([np.linspace(0.1, 1, 10), np.ones(90), np.full(100, 0.1)])
+        >>> transient_mask(lr, np.array([5, 12, 30, 101, 105, 120])).tolist()
+        [False, True, False, True, True, False]
+    """
+    lr = np.asarray(lr, dtype=float)
+    steps = np.asarray(steps, dtype=np.int64)
+    width = window * len(lr)
+    end = warmup_end(lr)
+    peak = int(np.argmax(lr[:end] >= lr[:end].max()))  # 0-based first step at the initial stretch's top
+    starts = [peak] if peak > 0 else []  # from the first step at the top; no warmup, no window
+    falls = np.flatnonzero(lr[:-1] - lr[1:] > ABRUPT_DROP * lr.max()) + 1  # 0-based index of the lowered step
+    starts += [int(k) for k in falls if k >= end]
+    mask = np.zeros(len(steps), dtype=bool)
+    for start in starts:  # 1-based: the steps after ``start``
+        mask |= (steps > start) & (steps <= start + width)
+    return mask

@@ -172,6 +172,27 @@ class CadenceCallback(TrainerCallback, ExportableState):
         return {"args": {}, "attributes": {"cadence": encode({"link": self.link.state_dict(), "global_step": self._step})}}
 
 
+class LiveForecastCallback(TrainerCallback):
+    """Feeds the Trainer's logged training loss to a :class:`~cadence.forecast.live.LiveForecast`
+    (main process only) and adds its latest ``cadence/forecast/final_loss``, ``…/low``, ``…/high``
+    to every log that has a loss. Fits run in a background thread, never on the training step.
+
+    Build the forecast from the run's link: ``LiveForecastCallback(link.live_forecast(every=100))``.
+    """
+
+    def __init__(self, forecast: Any) -> None:
+        self.forecast = forecast
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+        if logs is None or "loss" not in logs or not state.is_world_process_zero:
+            return
+        self.forecast.observe(state.global_step, logs["loss"])
+        values = self.forecast.values()
+        logs.update(values)
+        if state.log_history and state.log_history[-1].get("step") == state.global_step:
+            state.log_history[-1].update(values)
+
+
 def attach(
     trainer: Trainer,
     *,

@@ -281,3 +281,41 @@ def attach_regimen(regimen: Any, trainer: pl.Trainer, *, model: pl.LightningModu
                                sampler=sampler, plans=plans, stages=stages, **options, **fields)
     trainer.callbacks.insert(0, callback)  # before checkpointing callbacks, so a checkpoint holds the stepped link
     return callback
+class LiveForecastCallback(pl.Callback):
+    """Feeds the training loss to a :class:`~cadence.forecast.live.LiveForecast` every
+    ``record_every`` optimizer steps (global zero only; one ``float()`` of the loss then) and logs
+    its latest ``cadence/forecast/final_loss``, ``…/low``, ``…/high`` to the trainer's loggers at
+    every multiple of the forecast's ``every``. Fits run in a background thread.
+
+    Build the forecast from the run's link (``link.live_forecast(every=100)``), or directly from the
+    schedule's per-step LRs (``LiveForecast(lr_per_step(spec, steps))``).
+    """
+
+    def __init__(self, forecast: Any, *, record_every: int = 10) -> None:
+        if int(record_every) < 1:
+            raise CadenceError(f"record_every must be >= 1, got {record_every}")
+        self.forecast, self.record_every = forecast, int(record_every)
+        self.logged_steps: list[int] = []
+        self._seen = 0
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        step = trainer.global_step
+        if not trainer.is_global_zero or step == 0 or step == self._seen:
+            return  # micro-batches of one optimizer step (gradient accumulation) count once
+        self._seen = step
+        if step % self.record_every == 0:
+            loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
+            if loss is not None:
+                self.forecast.observe(step, float(loss))
+        values = self.forecast.values() if step % self.forecast.every == 0 else {}
+        if values:
+            for logger in trainer.loggers:
+                logger.log_metrics(values, step=step)
+            self.logged_steps.append(step)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.forecast.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.forecast.load_state_dict(state_dict)

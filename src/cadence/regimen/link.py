@@ -196,6 +196,22 @@ class RegimenLink:
         out.update({p + "plan/" + k: v for k, v in self.plans.values().items()})
         return out
 
+    def live_forecast(self, *, every: int = 100, **options: Any) -> Any:
+        """A :class:`~cadence.forecast.live.LiveForecast` of this run's final loss under its LR
+        schedule (the first param group's, over the step budget); feed it ``(step, loss)`` from a
+        plain loop with ``observe`` and log its ``values()``. ``options``: ``runs``, ``law``, ``level``."""
+        from cadence.forecast.law import lr_per_step
+        from cadence.forecast.live import LiveForecast
+
+        schedules = (self.scheduler.schedules.get("lr") or [None])[0] if self.scheduler is not None else None
+        budget = self.clock.budget
+        if schedules is None or budget is None or budget.unit != "steps":
+            raise CadenceError("a live forecast needs the link's LR scheduler and a budget in steps")
+        lr = lr_per_step(schedules, int(budget.amount))
+        if self.scheduler.relative:
+            lr = lr * self.scheduler.optimizer.param_groups[0]["initial_lr"]
+        return LiveForecast(lr, every=every, prefix=self.prefix, **options)
+
     # ------------------------------------------------------------------ state
     def _parts(self) -> dict[str, Any]:
         # a sampler's state holds its policy's, so the policy is stored on its own only without one

@@ -1,0 +1,149 @@
+"""Forecasts users can trust: the leave-a-size-out evaluation, predictive intervals and transient windows."""
+
+import numpy as np
+import pytest
+
+from cadence.errors import CadenceError
+from cadence.forecast import AnnealingLaw, FitTarget, fit_law, lr_per_step
+from cadence.forecast.evaluate import Setting, held_out, size_out, trim
+from cadence.forecast.fit import residual_quantiles
+from cadence.forecast.published import load_curves
+from cadence.forecast.regime import transient_mask
+
+TRUTH = AnnealingLaw(L0=1.2, A=0.6, alpha=0.4, C=0.5, lam=0.95, lr_ref=1e-3, steps_ref=600)
+FITTED = ("constant(1e-3)", "cosine(peak=1e-3, floor=0.1)", "wsd(peak=1e-3, decay=30%, floor=0.1)")
+HELD = ("linear(peak=1e-3, floor=0.1)", "wsd(peak=1e-3, decay=10%, floor=0.1)",
+        "wsd(peak=1e-3, decay=50%, shape=cosine, floor=0.1)")
+
+
+def noisy(spec: str, rng: np.random.Generator, noise: float = 2e-3) -> FitTarget:
+    lr = lr_per_step(spec, 600)
+    at = np.arange(30, 601, 5)
+    return FitTarget(at, TRUTH.predict(lr, at) * (1 + noise * rng.standard_normal(len(at))), lr, spec)
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_the_interval_covers_its_nominal_level_on_a_law_with_known_noise(seed) -> None:
+    rng = np.random.default_rng(seed)
+    fit = fit_law([noisy(s, rng) for s in FITTED], lams=(0.9, 0.95, 0.99))
+    inside = total = 0
+    for spec in HELD:
+        t = noisy(spec, rng)
+        low, high = fit.interval(t.lr, t.steps, level=0.8, scale=1.0)
+        pred = fit.law.predict(t.lr, t.steps)
+        assert np.all(low < pred) and np.all(pred < high)
+        for y, lo, hi in zip(t.loss, low, high):  # counted by hand
+            inside += lo <= y <= hi
+            total += 1
+    assert 0.72 <= inside / total <= 0.88
+    wider = fit.interval(t.lr, t.steps, level=0.95, scale=1.0)
+    assert np.all(wider[0] <= low) and np.all(wider[1] >= high)
+
+
+def test_the_interval_needs_two_runs_and_a_level_in_range() -> None:
+    rng = np.random.default_rng(0)
+    one = fit_law([noisy(FITTED[0], rng)], lam=0.95)
+    lr = lr_per_step(HELD[0], 600)
+    with pytest.raises(CadenceError, match="two or more runs"):
+        one.interval(lr)
+    two = fit_law([noisy(s, rng) for s in FITTED[:2]], lam=0.95)
+    with pytest.raises(CadenceError, match="level"):
+        two.interval(lr, level=1.0)
+    assert len(two.loo_residuals) == 2 and two.interval(lr)[0].shape == (600,)
+
+
+def test_residual_quantiles_weigh_every_run_the_same() -> None:
+    long, short = np.zeros(99), np.array([1.0])
+    assert residual_quantiles([long, short], (0.4, 0.6)).tolist() == [0.0, 1.0]
+    assert residual_quantiles([np.concatenate([long, short])], (0.6,)).tolist() == [0.0]
+
+
+def test_transient_windows_follow_the_warmup_and_abrupt_drops_only() -> None:
+    lr = lr_per_step("warmup(multistep(peak=1e-3, at=[50%], gamma=0.3), 100 steps)", 1000)
+    steps = np.arange(1, 1001)
+    mask = transient_mask(lr, steps)
+    assert steps[mask].tolist() == [*range(101, 151), *range(551, 601)]
+    smooth = lr_per_step("warmup(cosine(peak=1e-3, floor=0.1), 100 steps)", 1000)
+    assert steps[transient_mask(smooth, steps)].tolist() == list(range(101, 151))
+    assert not transient_mask(lr_per_step("cosine(peak=1e-3)", 1000), steps).any()
+
+
+def test_leave_a_size_out_equals_a_hand_loop_over_fits() -> None:
+    sets = ("multipower-25m", "multipower-100m")
+    settings = (Setting(choose="objective"), Setting(choose="objective", skip=0.25))
+    result = size_out(sets, settings, default=settings[0])
+    criterion = {}
+    for name in sets:
+        curves = load_curves(name)
+        for setting in settings:
+            fitted = [trim(c.target, setting.skip) for c in curves if c.fitted]
+            law = fit_law(fitted, choose="objective").law
+            pred_e, final = [], []
+            for c in curves:
+                if not c.fitted:
+                    t = c.target
+                    pred = law.predict(t.lr, t.steps)
+                    pred_e.append(np.mean(np.abs(pred - t.loss) / t.loss))
+                    final.append(pred[-1] / t.loss[-1] - 1)
+            got = result.scores[name][setting]
+            np.testing.assert_allclose(got.pred_e, pred_e, rtol=1e-9)
+            np.testing.assert_allclose(got.final, final, rtol=1e-9)
+            criterion[name, setting] = np.mean(pred_e) + np.mean(np.abs(final))
+    for d, (a, b) in zip(result.decisions, [sets, sets[::-1]]):
+        assert (d.decided_on, d.judged_on) == (a, b)
+        assert d.chosen == min(settings, key=lambda s: criterion[a, s])
+        assert d.chosen_judged.criterion == pytest.approx(criterion[b, d.chosen], rel=1e-9)
+        assert d.default_judged is result.scores[b][settings[0]]
+    with pytest.raises(CadenceError, match="two curve sets"):
+        size_out(sets[:1], settings)
+
+
+def test_excluded_transients_are_neither_fitted_nor_scored() -> None:
+    curves = load_curves("multipower-25m")
+    wsdcon = next(c for c in curves if c.name == "wsdcon_3")
+    kept = trim(wsdcon.target, 0.0, exclude_transients=True)
+    assert 8001 not in kept.steps and len(kept.steps) < len(wsdcon.target.steps)
+    assert set(kept.steps) == set(wsdcon.target.steps[~transient_mask(wsdcon.target.lr, wsdcon.target.steps)])
+    score = held_out(curves, Setting(choose="objective"), exclude_transients=True, scales=(1.0,))
+    assert len(score.names) == 6 and 0 < score.mean_coverage(1.0) <= 1
+
+
+def test_bench_forecast_prints_the_partial_run_table(tmp_path, capsys) -> None:
+    import shutil
+
+    from cadence.cli import main
+    from cadence.forecast.published import curves_dir
+
+    for name in ("cosine_24000", "constant_24000", "wsdcon_9", "wsdcon_3"):
+        shutil.copy(curves_dir("multipower-25m") / f"{name}.csv", tmp_path)
+    assert main(["bench", "forecast", "--curves", str(tmp_path), "--law", "annealing", "--partial"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert "live forecast of the final loss" in out and "with the fitted curves" in out
+    assert "no forecast" in out  # at 10% wsdcon_3 has no point after the warmup yet
+    assert "covered" in out and "(n=1)" in out
+
+
+def test_the_second_curve_family_is_checked_and_cited() -> None:
+    from cadence.cli.forecast import OTHER_CURVE_SETS
+    from cadence.forecast.published import OTHER, curves_dir
+
+    assert OTHER_CURVE_SETS == tuple(OTHER)
+    folder = curves_dir("schaipp-124m")
+    readme = (folder.parent / "README.md").read_text()
+    assert "arXiv 2501.18965" in readme and "Schaipp" in readme and "MIT" in readme
+    licence = (folder.parent / "LICENSE").read_text()
+    assert licence.startswith("MIT License") and "Fabian Schaipp, Alexander Hägele" in licence
+    curves = load_curves("schaipp-124m")
+    assert len(curves) == 9 and sorted(c.name for c in curves if c.fitted) == sorted(OTHER["schaipp-124m"][1])
+    for c in curves:
+        t = c.target
+        assert c.spec is None  # LRs from the log, not the Multi-Power Law paper's schedules
+        assert t.lr.max() == pytest.approx(1e-3) and np.argmax(t.lr >= 0.999e-3) + 1 == 300  # 300-step warmup
+        assert np.all(np.diff(t.steps) == 200) and t.steps[0] == min(s for s in range(200, 50001, 200) if s > 0.05 * len(t.lr))
+        assert np.all((t.loss > 2.5) & (t.loss < 8)) and t.loss[-1] < t.loss[len(t.loss) // 2]
+        budget = int(c.name.rsplit("_", 1)[1])
+        assert len(t.lr) == budget
+    stable = next(c for c in curves if c.name == "stable_50000").target
+    wsd = next(c for c in curves if c.name == "wsdlinear20_50000").target
+    before = wsd.steps < 40000  # the cooldown run starts from the constant run's checkpoint
+    np.testing.assert_array_equal(wsd.loss[before], stable.loss[stable.steps < 40000])
