@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
+from cadence.cli.arguments import (MAX_STEPS, SIZES, duration, folder_arg, file_arg, image_arg, number,
+                                    whole)
 from cadence.errors import CadenceError
 
 if TYPE_CHECKING:
@@ -173,6 +175,10 @@ def _forecast(args: argparse.Namespace) -> int:
 
     if args.refine is not None:
         return _refine(args)
+    from cadence.spec import parse
+
+    for spec in args.schedule:  # a bad spec is refused before the fit
+        parse(spec)
     console = Console()
     logs = _read_logs(args, args.fit, console)
     skip = {} if args.skip is None else {"skip": args.skip}
@@ -320,25 +326,27 @@ def add_forecast_parser(sub: Any, name: str = "forecast") -> None:
     p.add_argument("--schedule-of", action="append", default=[], metavar="RUN=SPEC[@STEPS]",
                    help="the LR schedule a logged run used, for the steps the log leaves out (budget: STEPS, else the "
                         "log's max_steps, else its last step); repeat per run. Default: interpolate logged LRs")
-    p.add_argument("--peak", type=float, help="--refine: the peak LR of the refined schedule")
+    p.add_argument("--peak", type=number(0, low_open=True), help="--refine: the peak LR of the refined schedule")
     p.add_argument("--norm", default="auto", choices=("auto", "l1", "l2"),
                    help="--refine: which gradient norms (auto: grad_norm_l1 when logged, the form for Adam-type "
                         "methods; else grad_norm, the SGD form)")
-    p.add_argument("--width", type=float, default=0.1,
+    p.add_argument("--width", type=number(0, 1, low_open=True), default=0.1,
                    help="--refine: median-filter width as a fraction of the run (0.1)")
-    p.add_argument("--points", type=int, default=51, help="--refine: points of the table schedule (51)")
+    p.add_argument("--points", type=whole(2), default=51, help="--refine: points of the table schedule (51)")
     p.add_argument("--schedule", nargs="*", default=[], metavar="SPEC", help="schedule specs to predict")
-    p.add_argument("--steps", type=int, help="budget of the predicted schedules (default: the longest fitted run)")
+    p.add_argument("--steps", type=whole(1, MAX_STEPS),
+                   help="budget of the predicted schedules in steps (default: the longest fitted run)")
     p.add_argument("--target", default="auto", choices=("auto", "val_loss", "loss"),
                    help="which loss column to fit (auto: val_loss when logged)")
-    p.add_argument("--lam", type=float, help="fix the annealing law's momentum (default: chosen from a grid)")
-    p.add_argument("--skip", type=float, default=None,
+    p.add_argument("--lam", type=number(0, 1, high_open=True),
+                   help="fix the annealing law's momentum (default: chosen from a grid)")
+    p.add_argument("--skip", type=number(0, 1, high_open=True), default=None,
                    help="leave out this first fraction of each run (default: fit_law's default)")
-    p.add_argument("--delta", type=float, default=1e-3, help="Huber threshold on log loss (1e-3)")
+    p.add_argument("--delta", type=number(0, low_open=True), default=1e-3, help="Huber threshold on log loss (1e-3)")
     p.add_argument("--optimize-wsd", action="store_true", help="also search the WSD decay fraction, shape and peak")
-    p.add_argument("--warmup", default="0", help="warmup of the searched WSD schedules (e.g. '2%%', '50 steps')")
-    p.add_argument("--save", metavar="FILE", help="write the fitted law as JSON")
-    p.add_argument("-o", "--output", metavar="PNG",
+    p.add_argument("--warmup", type=duration, default="0", help="warmup of the searched WSD schedules (e.g. '2%%', '50 steps')")
+    p.add_argument("--save", metavar="FILE", type=file_arg, help="write the fitted law as JSON")
+    p.add_argument("-o", "--output", metavar="PNG", type=image_arg,
                    help="plot fitted data and predicted curves (--refine: the norms and the refined schedule) here")
     p.set_defaults(func=_forecast)
 
@@ -350,29 +358,37 @@ def add_bench_forecast_parser(sub: Any, name: str = "forecast") -> None:
                                    "the rest). Without: fit on a constant-LR and a cosine run of the lab, predict the "
                                    "final loss of linear, WSD 10% and 20% 1-sqrt, REX and step schedules, run them, "
                                    "compare.")
-    p.add_argument("--curves", metavar="SET", help=f"a folder of curves or a shipped set ({', '.join(CURVE_SETS)})")
+    p.add_argument("--curves", metavar="SET", type=_curve_set, help=f"a folder of curves or a shipped set ({', '.join(CURVE_SETS)})")
     p.add_argument("--choose", default=FIT_CHOICES[0], choices=FIT_CHOICES,
                    help="how a fit is chosen among good starts (default: leave-one-out error)")
-    p.add_argument("--size", default="default", choices=("default", "tiny"),
+    p.add_argument("--size", default="default", choices=SIZES,
                    help="lab size (tiny: a 1-layer model, 120 steps, seconds; a smoke test, not a measurement)")
-    p.add_argument("--steps", type=int, help="steps per lab run (default 1500; tiny 120)")
-    p.add_argument("--peak", type=float, default=4e-3, help="peak LR of every lab schedule (4e-3)")
-    p.add_argument("--warmup", type=int, help="warmup steps (default 2%% of --steps)")
-    p.add_argument("--val-quality", type=float, default=0.0,
+    p.add_argument("--steps", type=whole(1), help="steps per lab run (default 1500; tiny 120)")
+    p.add_argument("--peak", type=number(0, low_open=True), default=4e-3, help="peak LR of every lab schedule (4e-3)")
+    p.add_argument("--warmup", type=whole(0), help="warmup steps (default 2%% of --steps)")
+    p.add_argument("--val-quality", type=number(0, 1), default=0.0,
                    help="evaluate on held-out documents of at least this quality (0: the training distribution)")
-    p.add_argument("--skip", type=float,
+    p.add_argument("--skip", type=number(0, 1, high_open=True),
                    help="leave out this first fraction of the fitted lab runs (default 0.2, the lab's long transient; "
                         "see docs/forecast.md)")
-    p.add_argument("--lam", type=float, help="fix the annealing law's momentum (default: chosen by the fit)")
+    p.add_argument("--lam", type=number(0, 1, high_open=True),
+                   help="fix the annealing law's momentum (default: chosen by the fit)")
     p.add_argument("--law", nargs="+", default=list(LAW_NAMES), choices=LAW_NAMES,
                    help="laws to fit and judge (default: all)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-every", type=int, help="validation interval in steps (default 25; tiny 10)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1)")
-    p.add_argument("--log-dir", help="keep every lab run's log here (NAME.csv + NAME.json) and reuse matching ones")
+    p.add_argument("--seed", type=whole(0), default=0, help="random seed (default 0)")
+    p.add_argument("--eval-every", type=whole(1), help="validation interval in steps (default 25; tiny 10)")
+    p.add_argument("--threads", type=whole(1), default=1, help="torch threads (1)")
+    p.add_argument("--log-dir", type=folder_arg, help="keep every lab run's log here (NAME.csv + NAME.json) and reuse matching ones")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("-o", "--output", metavar="PNG", help="plot measured and predicted curves here")
+    p.add_argument("-o", "--output", metavar="PNG", type=image_arg, help="plot measured and predicted curves here")
     p.set_defaults(func=_bench_forecast)
+
+
+def _curve_set(text: str) -> str:
+    """``--curves``: a shipped set or an existing folder, checked when the command line is read."""
+    if text not in CURVE_SETS and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a folder nor one of {', '.join(CURVE_SETS)}")
+    return text
 
 
 def register(subparsers: Any) -> None:

@@ -91,7 +91,7 @@ class PBTBenchmark:
         return interval(self.losses[method] / self.losses["cosine"])
 
 
-def run_pbt_benchmark(*, steps: int = 400, seeds: int = 2, size: str = "small", peak: float = 4e-3,
+def run_pbt_benchmark(*, steps: int = 400, seeds: int = 2, size: str = "default", peak: float = 4e-3,
                       population: int = 4, glide: str = "2%", storage: str | None = None) -> PBTBenchmark:
     """Train every method for every seed (see the module docstring); Ray must be importable.
     Tune's files go to ``storage`` (default: a temporary directory, removed afterwards)."""

@@ -1,0 +1,168 @@
+"""Bad command lines: one line on stderr, exit 2, before any work starts (issue 22, "Done when").
+
+Every command's expensive entry point is replaced by a recorder: a bad command line must be refused
+before it is reached, and print nothing on stdout.
+"""
+
+import numpy as np
+import pytest
+
+from cadence.cli import main
+
+WORK = [  # (module, attribute): where each command's work starts
+    ("cadence.labs.rl.demo", "run_with_progress"),
+    ("cadence.labs.rl.bench", "bench_curricula"),
+    ("cadence.labs.rl.bench", "bench_length"),
+    ("cadence.labs.rl.bench", "bench_allocation"),
+    ("cadence.labs.pretrain.bench", "forecast_benchmark"),
+    ("cadence.forecast.published", "published_benchmark"),
+    ("cadence.forecast", "fit_law"),
+    ("cadence.forecast.refine", "refine_schedule"),
+    ("cadence.labs.pretrain.tree_bench", "run_tree_benchmark"),
+    ("cadence.labs.pretrain.tree_bench", "run_codesign"),
+    ("cadence.labs.pretrain.pbt_bench", "run_pbt_benchmark"),
+    ("cadence.doctor", "diagnose"),
+    ("cadence.curricula.plot", "plot_curriculum"),
+    ("cadence.plotting", "plot_schedules"),
+    ("cadence.plotting", "gallery"),
+]
+
+M = "/missing/dir"
+FIT = ["forecast", "--fit", "run.csv"]
+REFINE = ["forecast", "--refine", "run.csv", "--peak", "1e-3"]
+BAD = [
+    # output locations (checked before the work, one wording)
+    (["demo", "-o", "afile"], "is a file, not a folder"),
+    (["demo", "--quick", "-o", "afile/sub"], "is a file, not a folder"),
+    (["bench", "forecast", "-o", f"{M}/x.png"], "does not exist"),
+    (["bench", "forecast", "--size", "tiny", "-o", "adir"], "is a folder, not a file"),
+    (["bench", "forecast", "-o", "x.xyz"], "unsupported format"),
+    (["bench", "forecast", "--curves", "multipower-25m", "-o", f"{M}/x.png"], "does not exist"),
+    (["bench", "forecast", "--log-dir", "afile"], "is a file, not a folder"),
+    ([*FIT, "-o", f"{M}/x.png"], "does not exist"),
+    ([*FIT, "-o", "afile/x.png"], "is a file, not a folder"),
+    ([*FIT, "--save", f"{M}/law.json"], "does not exist"),
+    ([*FIT, "--save", "adir"], "is a folder, not a file"),
+    ([*REFINE, "-o", f"{M}/x.png"], "does not exist"),
+    (["bench", "tree", "-o", f"{M}/x.png"], "does not exist"),
+    (["bench", "tree", "--output", "x.xyz"], "unsupported format"),
+    (["bench", "tree", "--lineage", f"{M}/x.json"], "does not exist"),
+    (["bench", "pbt", "-o", f"{M}/x.png"], "does not exist"),
+    (["bench", "pbt", "--output", "adir"], "is a folder, not a file"),
+    (["plot", "cosine(peak=1)", "-o", "adir"], "is a folder, not a file"),
+    (["plot", "cosine(peak=1)", "-o", f"{M}/x.png"], "does not exist"),
+    (["gallery", "-o", "x.xyz"], "unsupported format"),
+    (["plot-curriculum", "log.jsonl", "-o", f"{M}/a.png"], "does not exist"),
+    # arguments
+    (["demo", "--seed", "-1"], "--seed"),
+    (["demo", "--seed", "abc"], "--seed"),
+    (["demo", "--steps", "-5"], "--steps"),
+    (["demo", "--steps", "0"], "--steps"),
+    (["demo", "--workers", "0"], "--workers"),
+    (["demo", "--target", "1.5"], "--target"),
+    (["demo", "--target", "0"], "--target"),
+    (["demo", "--target", "nan"], "--target"),
+    (["demo", "--levels", "0"], "--levels"),
+    (["demo", "--families", ","], "--families"),
+    (["demo", "--policies", "uniform,nope"], "nope"),
+    (["demo", "--size", "huge"], "--size"),
+    (["bench", "rl", "--seeds", "0"], "--seeds"),
+    (["bench", "rl", "--steps", "-5"], "--steps"),
+    (["bench", "rl", "--workers", "0"], "--workers"),
+    (["bench", "rl", "--experiment", "nope"], "--experiment"),
+    (["bench", "rl", "--quick", "--policies", ""], "--policies"),
+    (["bench", "tree", "--seed", "-1"], "--seed"),
+    (["bench", "tree", "--base", "0"], "--base"),
+    (["bench", "tree", "--decay", "1.5"], "--decay"),
+    (["bench", "tree", "--decay", "0"], "--decay"),
+    (["bench", "tree", "--peak", "0"], "--peak"),
+    (["bench", "tree", "--warmup", "-1"], "--warmup"),
+    (["bench", "tree", "--cosine-floor", "-0.1"], "--cosine-floor"),
+    (["bench", "tree", "--size", "huge"], "--size"),
+    (["bench", "codesign", "--seeds", "0"], "--seeds"),
+    (["bench", "codesign", "--steps", "0"], "--steps"),
+    (["bench", "codesign", "--tail", "0"], "--tail"),
+    (["bench", "codesign", "--tail-span", "2"], "--tail-span"),
+    (["bench", "codesign", "--moderate-floor", "-1"], "--moderate-floor"),
+    (["bench", "codesign", "--peak", "-1"], "--peak"),
+    (["bench", "pbt", "--seeds", "0"], "--seeds"),
+    (["bench", "pbt", "--steps", "0"], "--steps"),
+    (["bench", "pbt", "--peak", "-1"], "--peak"),
+    (["bench", "pbt", "--glide", "two"], "--glide"),
+    (["bench", "forecast", "--seed", "-1"], "--seed"),
+    (["bench", "forecast", "--threads", "0"], "--threads"),
+    (["bench", "forecast", "--steps", "0"], "--steps"),
+    (["bench", "forecast", "--peak", "0"], "--peak"),
+    (["bench", "forecast", "--warmup", "-1"], "--warmup"),
+    (["bench", "forecast", "--eval-every", "0"], "--eval-every"),
+    (["bench", "forecast", "--skip", "1.5"], "--skip"),
+    (["bench", "forecast", "--lam", "2"], "--lam"),
+    (["bench", "forecast", "--val-quality", "2"], "--val-quality"),
+    (["bench", "forecast", "--curves", "no-such-set"], "no-such-set"),
+    (["bench", "forecast", "--law", "nope"], "--law"),
+    ([*FIT, "--steps", "0"], "--steps"),
+    ([*FIT, "--steps", "1000000000000"], "--steps"),
+    ([*FIT, "--skip", "-0.1"], "--skip"),
+    ([*FIT, "--delta", "0"], "--delta"),
+    ([*FIT, "--lam", "2"], "--lam"),
+    ([*FIT, "--schedule", "cosine(peak="], "expected"),
+    ([*FIT, "--optimize-wsd", "--warmup", "200%"], "warmup"),
+    (["forecast", "--fit", "missing.csv"], "missing.csv"),
+    (["forecast", "--refine", "run.csv"], "--peak"),
+    (["forecast", "--refine", "run.csv", "--peak", "-1"], "--peak"),
+    ([*REFINE, "--width", "0"], "--width"),
+    ([*REFINE, "--points", "1"], "--points"),
+    (["show", "wsd(peak=1, decay=20%)", "--tokens-per-step", "-4096"], "--tokens-per-step"),
+    (["show", "wsd(peak=1, decay=20%)", "--tokens-per-step", "0"], "--tokens-per-step"),
+    (["show", "wsd(peak=1, decay=20%)", "--samples-per-step", "-1"], "--samples-per-step"),
+    (["show", "cosine(peak=1)", "--points", "100000000"], "--points"),
+    (["show", "cosine(peak=1", ], "expected"),
+    (["show", "cosine(peak=1)", "--budget", "0"], "budget"),
+    (["plot"], "SPEC"),
+    (["check", "empty.yaml"], "empty"),
+    (["check", "some.csv"], ".yaml"),
+]
+
+
+@pytest.fixture
+def workplace(tmp_path, monkeypatch):
+    """A folder with a file, a folder and valid inputs; every command's work replaced by a recorder."""
+    import importlib
+
+    from cadence.forecast import RunLog
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    steps = np.arange(1, 201)
+    RunLog(steps, np.full(200, 1e-3), loss=3.0 / np.sqrt(steps), grad_norm=np.ones(200)).write("run.csv")
+    (tmp_path / "log.jsonl").write_text("")
+    (tmp_path / "empty.yaml").write_text("")
+    (tmp_path / "some.csv").write_text("a,b\n1,2\n")
+    started = []
+    for module, name in WORK:
+        def record(*args, _name=f"{module}.{name}", **kwargs):
+            started.append(_name)
+            raise RuntimeError(f"work started: {_name}")
+        monkeypatch.setattr(importlib.import_module(module), name, record)
+    return started
+
+
+@pytest.mark.parametrize("argv, fragment", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_a_bad_command_line_is_one_line_and_exit_2_before_any_work(argv, fragment, workplace, capsys, tmp_path):
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert workplace == [], f"work started before the command line was refused: {workplace}"
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 or (len(lines) == 3 and lines[2].strip() == "^"), err  # a spec error shows where
+    assert "internal error" not in err and "Traceback" not in err
+    assert fragment in err, err
+    assert out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+def test_help_exits_0_in_process(capsys):
+    assert main(["bench", "tree", "--help"]) == 0
+    assert "usage:" in capsys.readouterr().out
