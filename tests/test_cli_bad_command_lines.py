@@ -166,3 +166,39 @@ def test_a_bad_command_line_is_one_line_and_exit_2_before_any_work(argv, fragmen
 def test_help_exits_0_in_process(capsys):
     assert main(["bench", "tree", "--help"]) == 0
     assert "usage:" in capsys.readouterr().out
+
+
+def _commands():
+    import argparse
+
+    from cadence.cli import build_parser
+
+    def walk(parser, name):
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            yield name, parser
+        for action in subs:
+            for sub, p in action.choices.items():
+                yield from walk(p, f"{name} {sub}")
+    return list(walk(build_parser(), "cadence"))
+
+
+def test_every_command_follows_the_help_conventions():
+    """A description in plain text (no reStructuredText), ``--size {tiny,default}``, ``-o`` = ``--output``."""
+    commands = _commands()
+    assert len(commands) >= 12
+    for name, parser in commands:
+        assert parser.description, f"{name} has no description"
+        text = parser.format_help()
+        assert "``" not in text and "**" not in text and ":class:" not in text, f"{name}: reStructuredText in --help"
+        for action in parser._actions:
+            if "--size" in action.option_strings:
+                assert tuple(action.choices) == ("tiny", "default"), name
+            if "-o" in action.option_strings:
+                assert action.option_strings == ["-o", "--output"], name
+
+
+def test_the_old_size_name_small_still_means_default():
+    from cadence.cli import build_parser
+
+    assert build_parser().parse_args(["bench", "tree", "--size", "small"]).size == "default"
