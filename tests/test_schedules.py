@@ -361,3 +361,13 @@ def test_uba_with_an_extreme_phi_stays_a_decay_from_1_to_0(phi):
     assert all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in values), values
     assert values[0] == pytest.approx(1.0) and values[-1] == 0.0
     assert values == sorted(values, reverse=True)
+
+
+def test_the_docs_say_wsd_warms_up_from_its_floor():
+    """docs/schedules.md states where wsd's warmup starts, and it is true."""
+    from pathlib import Path
+
+    row = next(line for line in (Path(__file__).parents[1] / "docs" / "schedules.md").read_text().splitlines()
+               if line.startswith("| `wsd("))
+    assert "rises from `floor·peak`" in row
+    assert at("wsd(peak=2, warmup=10%, floor=0.1)", 0) == pytest.approx(0.2)

@@ -99,7 +99,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
     lab = lab_for(args.size, args.steps, args.target, args.policies, *_task_options(args))
     runs = {"curricula": len(lab.policies), "length": 2, "allocation": 2}[args.experiment]
     with Progress(console=console) as progress:
-        task = progress.task(f"bench rl · {args.experiment}", total=args.seeds * runs * lab.grpo.steps)
+        task = progress.task(f"bench rl · {args.experiment}", total=args.seeds * runs * lab.grpo.steps, unit="steps")
         tick = lambda *_: task.advance()  # noqa: E731
         if args.experiment == "curricula":
             rows, _ = bench.bench_curricula(lab, args.seeds, on_step=tick, workers=args.workers)
