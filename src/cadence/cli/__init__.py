@@ -12,6 +12,7 @@ import importlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from cadence.errors import CadenceError
 
@@ -57,6 +58,21 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
+
+
+LOG_WIDTH = 400
+"""Width of the console off a terminal: wide enough that rich never cuts a table cell in a log."""
+
+
+def console(**kwargs: Any) -> Any:
+    """The rich console a command prints to: on a terminal its width; piped to a file or a log,
+    :data:`LOG_WIDTH` columns, so tables keep full names (``constant_24000``, not ``constan…``)."""
+    from rich.console import Console
+
+    out = Console(**kwargs)
+    if not out.is_terminal and "width" not in kwargs:
+        out = Console(width=LOG_WIDTH, **kwargs)
+    return out
 
 
 def image_output(path: str | Path) -> Path:

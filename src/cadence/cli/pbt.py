@@ -42,11 +42,12 @@ def _bench_pbt(args: argparse.Namespace) -> int:
         import ray  # noqa: F401
     except ImportError:
         raise CadenceError('cadence bench pbt needs Ray Tune: pip install "cadence[ray]"') from None
+    from cadence.cli import console as cli_console
     from cadence.labs.pretrain.pbt_bench import plot_pbt_benchmark, run_pbt_benchmark
 
     steps = args.steps if args.steps is not None else (32 if args.size == "tiny" else 400)
     bench = run_pbt_benchmark(steps=steps, seeds=args.seeds, size=args.size, peak=args.peak, glide=args.glide)
-    print_pbt_benchmark(bench, Console(width=160))
+    print_pbt_benchmark(bench, cli_console())
     if args.output:
         print(f"wrote {plot_pbt_benchmark(bench, args.output)}")
     return 0

@@ -80,22 +80,24 @@ def run_demo_command(args: argparse.Namespace) -> int:
     from cadence.labs.rl.demo import run_demo
 
     families, levels = _task_options(args)
-    run_demo(args.size, args.output, seed=args.seed, steps=args.steps, target=args.target, workers=args.workers,
+    from cadence.cli import console
+
+    run_demo(args.size, args.output, console=console(), seed=args.seed, steps=args.steps, target=args.target, workers=args.workers,
              policies=args.policies, families=families, levels=levels)
     return 0
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
     import numpy as np
-    from rich.console import Console
     from rich.table import Table
 
+    from cadence.cli import console as cli_console
     from cadence.labs.rl import bench
     from cadence.labs.rl.demo import lab_for
     from cadence.labs.rl.report import label
     from cadence.progress import Progress
 
-    console = Console()
+    console = cli_console()
     lab = lab_for(args.size, args.steps, args.target, args.policies, *_task_options(args))
     runs = {"curricula": len(lab.policies), "length": 2, "allocation": 2}[args.experiment]
     with Progress(console=console) as progress:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from cadence.cli import console as cli_console
 from cadence.cli import image_output
 from cadence.cli.arguments import MAX_POINTS, image_arg, number, whole
 from cadence.clock import BUDGET_RULE, Axis, parse_budget
@@ -65,7 +65,7 @@ def _show(args: argparse.Namespace) -> int:
         points = [axis.length(parse_point(p)) for p in args.at]
     else:
         points = [axis.total * i / (args.points - 1) for i in range(args.points)]
-    console = Console()
+    console = cli_console()
     console.print(to_spec(s, defaults=True), highlight=False, soft_wrap=True)
     table = Table()
     table.add_column(axis.unit, justify="right")
@@ -98,7 +98,7 @@ def _gallery(args: argparse.Namespace) -> int:
     for title, spec in GALLERY:
         s = parse(spec)
         table.add_row(Text.assemble(title, "\n", (spec, "dim")), *(f"{s.value(float(c[:-1]) / 100 * 10_000, axis):.4g}" for c in cols))
-    Console(width=140).print(table)
+    cli_console().print(table)
     print(f"wrote {path}")
     return 0
 

@@ -26,6 +26,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from cadence.cli import console as cli_console
 from cadence.cli.arguments import add_size_option, file_arg, image_arg, number, whole
 from cadence.progress import Progress
 from cadence.tree import plan_tree
@@ -68,7 +69,7 @@ def _bench_tree(args: argparse.Namespace) -> int:
         bench = run_tree_benchmark(base=base, decay=args.decay, peak=args.peak, warmup=args.warmup,
                                    cosine_floor=args.cosine_floor, size=args.size, seed=args.seed, wsds=args.wsd_s,
                                    on_steps=tick)
-    print_tree_benchmark(bench, Console())
+    print_tree_benchmark(bench, cli_console())
     if args.output:
         print(f"wrote {plot_tree_benchmark(bench, args.output)}")
     if args.lineage:
@@ -107,7 +108,7 @@ def _bench_codesign(args: argparse.Namespace) -> int:
         res = run_codesign(steps=steps, seeds=args.seeds, peak=args.peak, moderate_floor=args.moderate_floor,
                            tail=args.tail, tail_span=args.tail_span, size=args.size,
                            val_min_quality=args.val_min_quality, on_steps=tick)
-    print_codesign(res, Console())
+    print_codesign(res, cli_console())
     return 0
 
 
