@@ -202,3 +202,24 @@ def test_the_old_size_name_small_still_means_default():
     from cadence.cli import build_parser
 
     assert build_parser().parse_args(["bench", "tree", "--size", "small"]).size == "default"
+
+
+def test_a_one_seed_interval_prints_n_a():
+    """``bench pbt --seeds 1`` printed ``[0.8820, 0.8820]``, an interval one seed cannot give."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from cadence.cli.pbt import print_pbt_benchmark
+    from cadence.labs.pretrain.pbt_bench import METHODS
+
+    def bench(seeds):
+        losses = {m: np.linspace(3.0, 3.1, seeds) * (1 + 0.01 * i) for i, m in enumerate(METHODS)}
+        return SimpleNamespace(specs=["s"] * seeds, forecast_specs=["w"] * seeds, size="tiny", steps=16,
+                               losses=losses, seconds=1.0,
+                               ratios=lambda m: (0.99, 0.97, 1.01))
+    for seeds, shown in ((1, "(interval n/a: 1 seed)"), (2, "[0.9700, 1.0100]")):
+        out = io.StringIO()
+        print_pbt_benchmark(bench(seeds), Console(file=out, width=300))
+        assert out.getvalue().count(shown) == len(METHODS)

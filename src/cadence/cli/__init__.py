@@ -75,6 +75,17 @@ def console(**kwargs: Any) -> Any:
     return out
 
 
+def interval_text(mean: float, low: float, high: float, seeds: int, digits: int = 4) -> str:
+    """``'0.9120 [0.8820, 0.9430]'``; with one seed there is no interval: ``'0.8820 (interval n/a: 1 seed)'``.
+
+        >>> interval_text(0.882, 0.882, 0.882, seeds=1, digits=3)
+        '0.882 (interval n/a: 1 seed)'
+    """
+    if seeds < 2:
+        return f"{mean:.{digits}f} (interval n/a: 1 seed)"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
 def image_output(path: str | Path) -> Path:
     """Check an image path before any work is done (:func:`cadence.cli.arguments.output_image`)."""
     from cadence.cli.arguments import output_image

@@ -19,6 +19,7 @@ from cadence.errors import CadenceError
 
 
 def print_pbt_benchmark(bench: Any, console: Console) -> None:
+    from cadence.cli import interval_text
     from cadence.labs.pretrain.pbt_bench import COMPUTE, METHODS
 
     n = len(bench.specs)
@@ -28,9 +29,8 @@ def print_pbt_benchmark(bench: Any, console: Console) -> None:
         table.add_column(col, justify="right")
     for m in METHODS:
         v = bench.losses[m]
-        g, lo, hi = bench.ratios(m)
         table.add_row(m, str(COMPUTE[m]), ", ".join(f"{x:.4f}" for x in v), f"{v.mean():.4f}",
-                      f"{g:.4f} [{lo:.4f}, {hi:.4f}]")
+                      interval_text(*bench.ratios(m), seeds=n))
     console.print(table)
     for seed, (spec, wsd) in enumerate(zip(bench.specs, bench.forecast_specs)):
         console.print(f"seed {seed}: forecast WSD {wsd}\n        PBT-found {spec}", highlight=False, soft_wrap=True)

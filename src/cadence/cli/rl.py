@@ -92,6 +92,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from cadence.cli import console as cli_console
+    from cadence.cli import interval_text
     from cadence.labs.rl import bench
     from cadence.labs.rl.demo import lab_for
     from cadence.labs.rl.report import label
@@ -115,7 +116,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
                     "informative groups"):
             table.add_column(col, justify="left" if col == "policy" else "right")
         for r in rows:
-            fmt = lambda t: f"{t[0]:.2f} [{t[1]:.2f}, {t[2]:.2f}]"  # noqa: E731
+            fmt = lambda t: interval_text(*t, seeds=args.seeds, digits=2)  # noqa: E731
             table.add_row(label(r.policy), fmt(r.rollouts_ratio), fmt(r.steps_ratio), f"{r.reached}/{r.seeds}",
                           f"{r.final_accuracy:.3f}", f"{r.informative_share:.0%}")
     else:
