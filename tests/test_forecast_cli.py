@@ -192,3 +192,16 @@ def test_the_published_plot_names_its_shaded_band(tmp_path, monkeypatch) -> None
     plot_published(SimpleNamespace(name="set", curves=curves, scores={"annealing": scores}), tmp_path / "p.png")
     labels = [t.get_text() for t in seen["fig"].axes[0].get_legend().get_texts()]
     assert labels.count("leave-one-out band (shaded)") == 1
+
+
+def test_bench_forecast_tiny_says_it_is_a_smoke_test(monkeypatch, capsys) -> None:
+    import cadence.cli.forecast as cli_forecast
+    import cadence.labs.pretrain.bench as lab_bench
+
+    monkeypatch.setattr(lab_bench, "forecast_benchmark", lambda *a, **k: "bench")
+    monkeypatch.setattr(cli_forecast, "print_benchmark", lambda bench, console: console.print("goal: met"))
+    assert main(["bench", "forecast", "--size", "tiny", "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("SMOKE TEST") and lines[-1].startswith("SMOKE TEST")
+    assert main(["bench", "forecast", "--no-progress"]) == 0
+    assert "SMOKE TEST" not in capsys.readouterr().out
