@@ -369,5 +369,5 @@ def test_the_docs_say_wsd_warms_up_from_its_floor():
 
     row = next(line for line in (Path(__file__).parents[1] / "docs" / "schedules.md").read_text().splitlines()
                if line.startswith("| `wsd("))
-    assert "rises from `floor·peak`" in row
+    assert "rises from `floor·peak`" in row and "not from 0" in row
     assert at("wsd(peak=2, warmup=10%, floor=0.1)", 0) == pytest.approx(0.2)

@@ -373,7 +373,8 @@ def add_forecast_parser(sub: Any, name: str = "forecast") -> None:
                    help="leave out this first fraction of each run (default: fit_law's default)")
     p.add_argument("--delta", type=number(0, low_open=True), default=1e-3, help="Huber threshold on log loss (1e-3)")
     p.add_argument("--optimize-wsd", action="store_true", help="also search the WSD decay fraction, shape and peak")
-    p.add_argument("--warmup", type=duration, default="0", help="warmup of the searched WSD schedules (e.g. '2%%', '50 steps')")
+    p.add_argument("--warmup", type=duration, default="0",
+                   help="warmup of the searched WSD schedules (e.g. '2%%', '50 steps')")
     p.add_argument("--save", metavar="FILE", type=file_arg, help="write the fitted law as JSON")
     p.add_argument("-o", "--output", metavar="PNG", type=image_arg,
                    help="plot fitted data and predicted curves (--refine: the norms and the refined schedule) here")
@@ -387,7 +388,8 @@ def add_bench_forecast_parser(sub: Any, name: str = "forecast") -> None:
                                    "the rest). Without: fit on a constant-LR and a cosine run of the lab, predict the "
                                    "final loss of linear, WSD 10% and 20% 1-sqrt, REX and step schedules, run them, "
                                    "compare.")
-    p.add_argument("--curves", metavar="SET", type=_curve_set, help=f"a folder of curves or a shipped set ({', '.join(CURVE_SETS)})")
+    p.add_argument("--curves", metavar="SET", type=_curve_set,
+                   help=f"a folder of curves or a shipped set ({', '.join(CURVE_SETS)})")
     p.add_argument("--choose", default=FIT_CHOICES[0], choices=FIT_CHOICES,
                    help="how a fit is chosen among good starts (default: leave-one-out error)")
     p.add_argument("--size", default="default", choices=SIZES,
@@ -407,7 +409,8 @@ def add_bench_forecast_parser(sub: Any, name: str = "forecast") -> None:
     p.add_argument("--seed", type=whole(0), default=0, help="random seed (default 0)")
     p.add_argument("--eval-every", type=whole(1), help="validation interval in steps (default 25; tiny 10)")
     p.add_argument("--threads", type=whole(1), default=1, help="torch threads (1)")
-    p.add_argument("--log-dir", type=folder_arg, help="keep every lab run's log here (NAME.csv + NAME.json) and reuse matching ones")
+    p.add_argument("--log-dir", type=folder_arg,
+                   help="keep every lab run's log here (NAME.csv + NAME.json) and reuse matching ones")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("-o", "--output", metavar="PNG", type=image_arg, help="plot measured and predicted curves here")
     p.set_defaults(func=_bench_forecast)

@@ -82,7 +82,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
     families, levels = _task_options(args)
     from cadence.cli import console
 
-    run_demo(args.size, args.output, console=console(), seed=args.seed, steps=args.steps, target=args.target, workers=args.workers,
+    run_demo(args.size, args.output, console=console(), seed=args.seed, steps=args.steps, target=args.target,
+             workers=args.workers,
              policies=args.policies, families=families, levels=levels)
     return 0
 

@@ -115,14 +115,14 @@ def _bench_codesign(args: argparse.Namespace) -> int:
 _TREE_BASE = {"tiny": 20, "default": 200}
 _CODESIGN_STEPS = {"tiny": 50, "default": 500}
 _SIZE_HELP = "lab size: 'tiny' (a tiny model and {} by default; seconds, a smoke test) or 'default' (the benchmark)"
-_TREE_DESCRIPTION = ("The WSD tree on the pre-training lab: budgets B, 2B, 4B, 8B from one constant-LR trunk with 1-sqrt "
-                     "cooldown branches (and, with --wsd-s, a WSD-S chain) against four dedicated cosine runs. Prints "
-                     "the total compute against (1 - d)*B_max + d*sum(B_k) and each branch's final validation loss "
-                     "against its dedicated run.")
-_CODESIGN_DESCRIPTION = ("Curriculum x LR co-design on the pre-training lab: a quality-ascending data order vs a random "
-                         "order of the same documents, each with full LR decay, moderate decay, and constant LR plus "
-                         "tail averaging of the last checkpoints; mean and std of the validation loss over seeds "
-                         "(Luo et al., arXiv 2511.18903).")
+_TREE_DESCRIPTION = ("The WSD tree on the pre-training lab: budgets B, 2B, 4B, 8B from one constant-LR trunk "
+                     "with 1-sqrt cooldown branches (and, with --wsd-s, a WSD-S chain) against four dedicated "
+                     "cosine runs. Prints the total compute against (1 - d)*B_max + d*sum(B_k) and each branch's "
+                     "final validation loss against its dedicated run.")
+_CODESIGN_DESCRIPTION = ("Curriculum x LR co-design on the pre-training lab: a quality-ascending data order vs "
+                         "a random order of the same documents, each with full LR decay, moderate decay, and "
+                         "constant LR plus tail averaging of the last checkpoints; mean and std of the validation "
+                         "loss over seeds (Luo et al., arXiv 2511.18903).")
 
 
 def add_tree_parser(sub: Any, name: str) -> None:
@@ -130,10 +130,12 @@ def add_tree_parser(sub: Any, name: str) -> None:
                        description=_TREE_DESCRIPTION)
     p.add_argument("--base", type=whole(1), default=None,
                    help="B, the smallest budget in steps (budgets B, 2B, 4B, 8B; default 200, or 20 with --size tiny)")
-    p.add_argument("--decay", type=number(0, 1, low_open=True, high_open=True), default=0.2, help="cooldown fraction d of each budget (default 0.2)")
+    p.add_argument("--decay", type=number(0, 1, low_open=True, high_open=True), default=0.2,
+                   help="cooldown fraction d of each budget (default 0.2)")
     p.add_argument("--peak", type=number(0, low_open=True), default=3e-3, help="peak LR (default 3e-3)")
     p.add_argument("--warmup", type=whole(0), default=None, help="warmup steps (default B/10)")
-    p.add_argument("--cosine-floor", type=number(0, 1), default=0.1, help="final LR factor of the cosine runs (default 0.1)")
+    p.add_argument("--cosine-floor", type=number(0, 1), default=0.1,
+                   help="final LR factor of the cosine runs (default 0.1)")
     add_size_option(p, _SIZE_HELP.format("--base 20"))
     p.add_argument("--seed", type=whole(0), default=0, help="random seed (default 0)")
     p.add_argument("--wsd-s", action="store_true", help="also run a WSD-S chain (B_max more steps)")
@@ -148,7 +150,8 @@ def add_codesign_parser(sub: Any, name: str) -> None:
     p.add_argument("--steps", type=whole(1), default=None, help="steps per run (default 500, or 50 with --size tiny)")
     p.add_argument("--seeds", type=whole(1), default=3, help="seeds (default 3)")
     p.add_argument("--peak", type=number(0, low_open=True), default=3e-3, help="peak LR (default 3e-3)")
-    p.add_argument("--moderate-floor", type=number(0, 1), default=0.3, help="final LR factor of the moderate decay (0.3)")
+    p.add_argument("--moderate-floor", type=number(0, 1), default=0.3,
+                   help="final LR factor of the moderate decay (0.3)")
     p.add_argument("--tail", type=whole(1), default=5, help="checkpoints averaged at the end of the constant-LR run")
     p.add_argument("--tail-span", type=number(0, 1, low_open=True), default=0.1,
                    help="fraction of the run the averaged checkpoints are spread over (default 0.1)")

@@ -35,13 +35,15 @@ Ray is imported only here, lazily: importing this module needs only cadence.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import os
 import string
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 
@@ -412,6 +414,44 @@ class RegimenTrial:
         torch.save({k: obj.state_dict() for k, obj in self.save.items()}, directory / OBJECTS_FILE)
 
 
+@contextlib.contextmanager
+def quiet_local_ray(num_cpus: int | None = None) -> Iterator[bool]:
+    """A local Ray for Tune that prints only errors, shut down on exit; yields whether it started one
+    (an already running Ray is used as it is, and left running).
+
+    Without it, ``Tuner.fit()`` starts Ray with its defaults: INFO lines and coloured worker logs on
+    the console, a dashboard, usage statistics, a notice that token authentication is on, and a
+    "Remote file not found ... result.json" warning each time PBT copies a trial whose result file
+    is not written yet (harmless). Here: token authentication stays on (``RAY_AUTH_MODE=token``
+    unless set, which skips the notice), no dashboard or usage statistics, worker logs not
+    forwarded, Ray's and Tune's loggers at ERROR while the block runs.
+
+        >>> with quiet_local_ray(num_cpus=2):        # doctest: +SKIP
+        ...     results = tune.Tuner(trainable, param_space=space.param_space, ...).fit()
+    """
+    import logging
+
+    import ray
+
+    started = not ray.is_initialized()
+    loggers = [logging.getLogger(name) for name in ("ray", "ray.tune", "ray.train", "ray.air")]
+    levels = [lg.level for lg in loggers]
+    if started:
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+                 configure_logging=False)
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield started
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+        if started:
+            ray.shutdown()
+
+
 def _tune_trial_id() -> str:
     from ray import tune
 
@@ -460,5 +500,5 @@ def load_record(checkpoint: Any) -> dict[str, Any]:
             "clock": state["link"]["clock"]["counts"], "trial_id": state["trial_id"]}
 
 
-__all__ = ["CONFIG_KEY", "TIME_ATTRS", "SearchSpace", "search_space", "fill", "ScheduleHistory",
+__all__ = ["CONFIG_KEY", "TIME_ATTRS", "quiet_local_ray", "SearchSpace", "search_space", "fill", "ScheduleHistory",
            "RegimenTrial", "load_record", "read_files"]
