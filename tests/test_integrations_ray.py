@@ -306,15 +306,17 @@ def test_quiet_local_ray_starts_ray_silent_and_restores_the_loggers(monkeypatch)
 
     calls = []
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(("init", kw)))
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(("init", {**kw, "level": logging.getLogger("ray").level,
+                                                                         "air": os.environ.get("RAY_AIR_NEW_OUTPUT")})))
+    monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
     monkeypatch.setattr(ray, "shutdown", lambda: calls.append(("shutdown", {})))
-    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     monkeypatch.delenv("RAY_USAGE_STATS_ENABLED", raising=False)
     before = logging.getLogger("ray.tune").level
     with quiet_local_ray(num_cpus=2) as started:
         assert started and logging.getLogger("ray.tune").level == logging.ERROR
-        assert os.environ["RAY_AUTH_MODE"] == "token"  # authentication stays on, without its notice
     assert logging.getLogger("ray.tune").level == before
     (name, kw), (last, _) = calls
     assert name == "init" and last == "shutdown"
     assert kw["logging_level"] == logging.ERROR and kw["log_to_driver"] is False and kw["include_dashboard"] is False
+    assert kw["level"] == logging.ERROR  # already while Ray starts: its token-authentication notice is a warning
+    assert kw["air"] == "0" and "RAY_AIR_NEW_OUTPUT" not in os.environ  # Tune's console output off, then restored

@@ -422,9 +422,11 @@ def quiet_local_ray(num_cpus: int | None = None) -> Iterator[bool]:
     Without it, ``Tuner.fit()`` starts Ray with its defaults: INFO lines and coloured worker logs on
     the console, a dashboard, usage statistics, a notice that token authentication is on, and a
     "Remote file not found ... result.json" warning each time PBT copies a trial whose result file
-    is not written yet (harmless). Here: token authentication stays on (``RAY_AUTH_MODE=token``
-    unless set, which skips the notice), no dashboard or usage statistics, worker logs not
-    forwarded, Ray's and Tune's loggers at ERROR while the block runs.
+    is not written yet (harmless). Here: Ray's and Tune's loggers are at ERROR while the block runs
+    (from before Ray starts: its authentication notice is a warning), Tune's console output off
+    (``RAY_AIR_NEW_OUTPUT=0`` unless set: with ``verbose=0`` Tune then prints no configuration box
+    and no results folder), no dashboard or usage statistics, worker logs not forwarded. Token
+    authentication is left as Ray sets it.
 
         >>> with quiet_local_ray(num_cpus=2):        # doctest: +SKIP
         ...     results = tune.Tuner(trainable, param_space=space.param_space, ...).fit()
@@ -436,18 +438,21 @@ def quiet_local_ray(num_cpus: int | None = None) -> Iterator[bool]:
     started = not ray.is_initialized()
     loggers = [logging.getLogger(name) for name in ("ray", "ray.tune", "ray.train", "ray.air")]
     levels = [lg.level for lg in loggers]
-    if started:
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
-                 configure_logging=False)
     for lg in loggers:
         lg.setLevel(logging.ERROR)
+    output = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     try:
+        if started:
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+                     configure_logging=False)
         yield started
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+        if output is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
         if started:
             ray.shutdown()
 
