@@ -89,8 +89,8 @@ def test_help_examples_can_be_copied_no_escaped_percent():
         (["plot", "cosine(peak=1)", "-o", "x.xyz"], "unsupported format 'xyz'"),
         (["plot", "cosine(peak=1)", "-o", "noextension"], "no file extension"),
         (["plot", "cosine(peak=1)", "linear(peak=1)", "--label", "only-one"], "once per SPEC"),
-        (["show", "cosine(peak=1)", "--points", "0"], "--points must be at least 2"),
-        (["show", "cosine(peak=1)", "--points", "1"], "--points must be at least 2"),
+        (["show", "cosine(peak=1)", "--points", "0"], "--points"),
+        (["show", "cosine(peak=1)", "--points", "1"], "--points"),
         (["gallery", "-o", "/missing/dir/g.png"], "does not exist"),
         (["plot-curriculum", "log.jsonl", "-o", "arms.xyz"], "unsupported format"),
     ],
@@ -99,7 +99,7 @@ def test_bad_outputs_and_arguments_are_one_line_errors(argv, fragment, capsys, t
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith("cadence: error:") and fragment in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("cadence") and ": error:" in err and fragment in err and len(err.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 

@@ -80,7 +80,6 @@ BAD_SIGNALS = {
     "objects": np.array([object()] * 6, dtype=object),
     "int beyond float": [10 ** 400, 0, 0, 0, 0, 0],
     "int too long to print": [10 ** 5000, 0, 0, 0, 0, 0],
-    "none inside": [None, 1.0, 1.0, 1.0, 1.0, 1.0],
     "datetimes": np.array(["2024-01-01"] * 6, dtype="datetime64[D]"),
 }
 
@@ -99,6 +98,32 @@ def test_malformed_signal_is_named_and_changes_nothing(name, bad):
 
 BAD_IDS = {k: v for k, v in BAD_SIGNALS.items() if k not in ("int too long to print",)}
 BAD_IDS["bfloat16 fractions"] = torch.tensor([0.5] * 6, dtype=torch.bfloat16)
+BAD_IDS["none inside"] = [None, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("name", LEARNING)
+def test_none_is_a_missing_value_like_nan(name):
+    """The one rule (cadence.curricula.base.MISSING): None (a TRL reward function's answer for a completion
+    it does not score) and NaN both drop the row, counted in ``dropped``."""
+    with_none, with_nan = build(name), build(name)
+    values = [0.0, 1.0, 1.0, 0.0, 1.0, 1.0]
+    feed(with_none, IDS, [None, *values[1:]])
+    feed(with_nan, IDS, [float("nan"), *values[1:]])
+    assert snapshot(with_none) == snapshot(with_nan)
+    assert sum(with_none.dropped.values()) == 1
+    feed(with_none, IDS, [None] * 6)  # nothing left to learn from: no error, all counted
+    assert sum(with_none.dropped.values()) == 7
+
+
+def test_skillit_eval_losses_follow_the_same_rules():
+    from cadence.errors import CadenceError
+
+    policy, reference = build("skillit"), build("skillit")
+    with pytest.raises(CadenceError, match="'loss'"):
+        policy.observe_eval(["a", "b", "c"])
+    policy.observe_eval([1.0, None, 2.0])
+    reference.observe_eval([1.0, float("nan"), 2.0])
+    assert snapshot(policy) == snapshot(reference) and policy.dropped["loss"] == 1
 
 
 @pytest.mark.parametrize("bad", sorted(BAD_IDS))

@@ -137,3 +137,71 @@ def test_bench_forecast_is_in_the_shared_bench_group() -> None:
     assert args.func is _bench_forecast and (args.steps, args.peak, args.val_quality) == (300, 1e-3, 0.0)
     assert args.law == ["annealing", "multi-power"]
     assert build_parser().parse_args(["bench", "forecast", "--law", "multi-power"]).law == ["multi-power"]
+
+
+def test_off_a_terminal_tables_keep_full_names_and_the_fitted_target_is_named(tmp_path, capsys) -> None:
+    """Piped to a log, rich must not cut a spec to 'wsd(peak=…'; the output says which loss was fitted."""
+    write_run(tmp_path / "constant_24000.csv", "constant(2e-3)")
+    write_run(tmp_path / "cosine_24000.csv", "cosine(peak=2e-3)")
+    spec = "wsd(peak=2e-3, warmup=1%, decay=20%, shape=1-sqrt, floor=0.1)"
+    assert main(["forecast", "--fit", str(tmp_path / "constant_24000.csv"), str(tmp_path / "cosine_24000.csv"),
+                 "--schedule", spec, "--steps", "400", "--lam", "0.95", "--law", "annealing"]) == 0
+    out = capsys.readouterr().out
+    assert "…" not in out
+    assert any(spec in line and "│" in line for line in out.splitlines())
+    assert "target: loss (training loss, as logged: nats per token for a cross-entropy)" in out
+
+
+def test_published_verdicts_are_per_metric_and_held_out_figures_are_not_judged() -> None:
+    """PredE below the paper and WorstE above it: two verdicts, not one 'ABOVE'."""
+    import io
+    from types import SimpleNamespace
+
+    from cadence.cli.forecast import print_published
+
+    rows = [SimpleNamespace(name=n, fitted=f, pred_e=p, worst_e=w, worst_step=10, final_error=0.0, band=0.0, outside=())
+            for n, f, p, w in (("cosine_24000", True, 0.0005, 0.002), ("wsd_9", False, 0.0009, 0.006))]
+    summary = {False: (0.0007, 0.006), True: (0.0009, 0.006)}
+    scores = SimpleNamespace(fit=SimpleNamespace(law="L(t) = ...", loo_laws=()), curves=rows, seconds=1.0,
+                             summary=lambda held_out_only=False: summary[held_out_only])
+    bench = SimpleNamespace(name="multipower-25m", scores={"annealing": scores}, published=(0.00110, 0.00409))
+    out = io.StringIO()
+    print_published(bench, Console(file=out, width=400))
+    lines = out.getvalue().splitlines()
+    all_line = next(line for line in lines if "all curves:" in line)
+    assert "PredE at or below" in all_line and "WorstE ABOVE" in all_line
+    held = next(line for line in lines if "held-out curves:" in line)
+    assert "not comparable with the published figures" in held and "ABOVE" not in held and "below" not in held
+
+
+def test_the_published_plot_names_its_shaded_band(tmp_path, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    import cadence.plotting as plotting
+    from cadence.forecast import FitTarget
+    from cadence.forecast.published import plot_published
+
+    seen = {}
+    monkeypatch.setattr(plotting, "save_with_lrs", lambda fig, ax, runs, path, dpi: seen.setdefault("fig", fig))
+    steps = np.arange(1, 11)
+    law = SimpleNamespace(predict=lambda lr, at: np.full(len(at), 3.0))
+    fit = SimpleNamespace(law=law, loo_laws=(law,), band=lambda lr, at: (np.full(len(at), 2.9), np.full(len(at), 3.1)))
+    curves = [SimpleNamespace(name=n, fitted=f, target=FitTarget(steps, np.full(10, 3.0), np.full(10, 1e-3), n))
+              for n, f in (("a", True), ("b", False))]
+    scores = SimpleNamespace(fit=fit, summary=lambda: (0.001, 0.002))
+    plot_published(SimpleNamespace(name="set", curves=curves, scores={"annealing": scores}), tmp_path / "p.png")
+    labels = [t.get_text() for t in seen["fig"].axes[0].get_legend().get_texts()]
+    assert labels.count("leave-one-out band (shaded)") == 1
+
+
+def test_bench_forecast_tiny_says_it_is_a_smoke_test(monkeypatch, capsys) -> None:
+    import cadence.cli.forecast as cli_forecast
+    import cadence.labs.pretrain.bench as lab_bench
+
+    monkeypatch.setattr(lab_bench, "forecast_benchmark", lambda *a, **k: "bench")
+    monkeypatch.setattr(cli_forecast, "print_benchmark", lambda bench, console: console.print("goal: met"))
+    assert main(["bench", "forecast", "--size", "tiny", "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("SMOKE TEST") and lines[-1].startswith("SMOKE TEST")
+    assert main(["bench", "forecast", "--no-progress"]) == 0
+    assert "SMOKE TEST" not in capsys.readouterr().out

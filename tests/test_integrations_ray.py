@@ -296,3 +296,27 @@ def test_bench_pbt_tiny_prints_the_comparison(ray_session, capsys):
     for method in ("cosine", "forecast WSD", "PBT (best trial)", "PBT replayed"):
         assert method in out
     assert "PBT-found" in out
+
+
+def test_quiet_local_ray_starts_ray_silent_and_restores_the_loggers(monkeypatch):
+    """``bench pbt`` and the docs example printed ~50 lines of Ray INFO logs and a token notice."""
+    import logging
+
+    from cadence.integrations.ray_tune import quiet_local_ray
+
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(("init", {**kw, "level": logging.getLogger("ray").level,
+                                                                         "air": os.environ.get("RAY_AIR_NEW_OUTPUT")})))
+    monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.append(("shutdown", {})))
+    monkeypatch.delenv("RAY_USAGE_STATS_ENABLED", raising=False)
+    before = logging.getLogger("ray.tune").level
+    with quiet_local_ray(num_cpus=2) as started:
+        assert started and logging.getLogger("ray.tune").level == logging.ERROR
+    assert logging.getLogger("ray.tune").level == before
+    (name, kw), (last, _) = calls
+    assert name == "init" and last == "shutdown"
+    assert kw["logging_level"] == logging.ERROR and kw["log_to_driver"] is False and kw["include_dashboard"] is False
+    assert kw["level"] == logging.ERROR  # already while Ray starts: its token-authentication notice is a warning
+    assert kw["air"] == "0" and "RAY_AIR_NEW_OUTPUT" not in os.environ  # Tune's console output off, then restored

@@ -54,3 +54,21 @@ def test_no_module_imports_tqdm():
     offenders = [str(p) for d in ("src", "benchmarks") for p in (root / d).rglob("*.py")
                  if "import tqdm" in p.read_text() or "from tqdm" in p.read_text()]
     assert offenders == []
+
+
+def test_the_eta_ignores_a_slow_start_and_the_count_names_its_unit(monkeypatch):
+    """A 7-minute run whose first step waits for worker processes must not announce hours."""
+    now = [0.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: now[0])
+    out = io.StringIO()
+    with Progress(console=Console(file=out, width=200), every=0) as progress:
+        task = progress.task("GRPO", total=900, unit="steps")
+        now[0] += 120.0  # start-up: processes spawn, the model warms up
+        task.advance()
+        assert task.line().endswith("eta ?")  # one unit says nothing about the pace
+        for _ in range(9):
+            now[0] += 0.3
+            task.advance()
+    line = out.getvalue().splitlines()[10]
+    assert line.startswith("GRPO · 10/900 steps · 2:03 · eta ")
+    assert line.endswith("eta 4:27")  # 890 steps left at 0.3 s each

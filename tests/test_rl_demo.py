@@ -148,3 +148,57 @@ def test_the_filter_panel_shows_what_the_filter_kept(tmp_path):
     assert [sum(g) for g in h.step_arm_groups] == h.step_groups  # every trained group counted under its arm
     uniform = c.histories["uniform"]
     assert len(uniform.step_arm_groups) == len(uniform.step_groups)
+
+
+def _fake_comparison():
+    """A Comparison of the six default policies, no training: uniform reaches the target at 1,000 rollouts."""
+    from cadence.labs.rl.experiment import Comparison, LabConfig
+    from cadence.labs.rl.grpo import History
+    from cadence.labs.rl.policy import Evaluation
+
+    lab = LabConfig()
+    arms = ["add/1", "add/2", "sort/1", "sort/2"]
+    reach = {"uniform": 1000, "dump": 600, "sec": None, "pass_rate": 1500, "predictive": 800, "predictive_dump": 700}
+    histories = {}
+    for name, at in reach.items():
+        h = History()
+        for step in range(0, 31, 10):
+            h.eval_steps.append(step)
+            h.eval_rollouts.append(step * 50 if at is None else step * at // 20)
+            h.eval_accuracy.append([0.5 if at is not None and step >= 20 else 0.2] * 4)
+            h.eval_greedy.append([0.3] * 4)
+        for _ in range(30):
+            h.step_rollouts.append(50)
+            h.step_groups.append(4)
+            h.step_informative.append(2)
+            h.step_probabilities.append([0.25] * 4)
+            h.step_arm_groups.append([1, 1, 1, 1])
+        histories[name] = h
+    return Comparison(lab, 0, arms, Evaluation(np.full(4, 0.2), np.full(4, 0.2), 5.0), 0.5, histories,
+                      {n: 1.0 for n in histories})
+
+
+def test_the_report_states_ratios_to_uniform_and_the_evaluation_resolution(tmp_path):
+    from cadence.labs.rl.report import markdown
+
+    text = markdown(_fake_comparison())
+    assert "relative to uniform (1,000 rollouts)" in text
+    assert "DUMP 0.60× (600 rollouts)" in text and "SEC did not reach it" in text
+    assert "every 10 steps" in text
+
+
+def test_report_plots_are_readable_at_page_width_and_legends_cover_no_curve(tmp_path, monkeypatch):
+    import matplotlib.image
+
+    from cadence.labs.rl import report
+
+    figures = []
+    monkeypatch.setattr(report.plt, "close", figures.append)
+    c = _fake_comparison()
+    report.plot_probabilities(c, tmp_path / "arms.png")
+    report.plot_accuracy(c, tmp_path / "acc.png")
+    height, width = matplotlib.image.imread(tmp_path / "arms.png").shape[:2]
+    assert width / height < 3  # a grid of panels, not a 6-panel strip (2772×440)
+    for fig in figures:
+        assert all(ax.get_legend() is None for ax in fig.axes)  # the legends sit outside the panels
+        assert fig.legends

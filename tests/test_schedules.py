@@ -353,3 +353,21 @@ def test_glide_starts_at_its_value_and_reaches_the_inner_schedule():
     offset = parse("glide(ramp(start=0, end=1), start=0.3, over=10 steps)")  # inner(0) = 0: offset form
     assert offset.value(5, AX) == pytest.approx(0.005 + 0.5 * 0.3)
     assert all(v >= 0 for v in (g.value(t, AX) for t in range(0, 1001, 7)))
+
+
+@pytest.mark.parametrize("phi", [1e308, 1e200, 5e-324])
+def test_uba_with_an_extreme_phi_stays_a_decay_from_1_to_0(phi):
+    values = [at(f"uba(phi={phi})", t) for t in range(0, 1001, 50)]
+    assert all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in values), values
+    assert values[0] == pytest.approx(1.0) and values[-1] == 0.0
+    assert values == sorted(values, reverse=True)
+
+
+def test_the_docs_say_wsd_warms_up_from_its_floor():
+    """docs/schedules.md states where wsd's warmup starts, and it is true."""
+    from pathlib import Path
+
+    row = next(line for line in (Path(__file__).parents[1] / "docs" / "schedules.md").read_text().splitlines()
+               if line.startswith("| `wsd("))
+    assert "rises from `floor·peak`" in row and "not from 0" in row
+    assert at("wsd(peak=2, warmup=10%, floor=0.1)", 0) == pytest.approx(0.2)

@@ -184,3 +184,22 @@ def test_from_dict_raises_only_spec_error(d):
     except SpecError:
         return
     assert from_dict(to_dict(s)) == s and parse(str(s)) == s
+
+
+@pytest.mark.parametrize("leaf", ["join(constant(1), constant(2), at=[50%])", "product(constant(1), cosine(peak=1))",
+                                  "max(constant(1), constant(2))"])
+def test_specs_of_several_schedules_at_the_depth_limit_round_trip_as_dicts(leaf):
+    """The dict form of ``join(a, b)`` holds its pieces in a list: that list adds no level, as in the text."""
+    deepest = parse("warmup(" * (MAX_DEPTH - 2) + leaf + ", 1%)" * (MAX_DEPTH - 2))
+    assert from_dict(to_dict(deepest)) == deepest
+
+
+@pytest.mark.parametrize("text", ["1e99999999999999999999 steps", "1e-99999999999999999999 min",
+                                  "1" * 400 + "e" + "9" * 400 + " tokens"])
+def test_a_duration_beyond_the_decimal_range_is_a_budget_error(text):
+    from cadence.errors import BudgetError
+
+    with pytest.raises(BudgetError, match="out of range"):
+        Duration.parse(text)
+    with pytest.raises(SpecError):
+        parse(f"wsd(peak=1, warmup={text})")

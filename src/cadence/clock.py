@@ -116,7 +116,10 @@ class Duration:
         if not m:
             raise BudgetError(f"cannot read a duration from {value!r}; examples: '2%', '0.02', '500 steps', '2M tokens', '30 min'")
         number, magnitude, unit = m.groups()
-        exact = _EXACT.multiply(decimal.Decimal(number), decimal.Decimal(_MAGNITUDES[magnitude]))
+        try:
+            exact = _EXACT.multiply(decimal.Decimal(number), decimal.Decimal(_MAGNITUDES[magnitude]))
+        except decimal.DecimalException:  # an exponent beyond even the decimal range: 1e99999999999999999999
+            raise BudgetError(f"duration must be finite and non-negative, got {number!r}: out of range") from None
         amount = float(exact)   # the float nearest the decimal value: 1.1M is 1100000, not 1.1·1e6
         if unit is None:
             if magnitude:

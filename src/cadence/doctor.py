@@ -171,6 +171,11 @@ def load_regimen(path: str | Path) -> Regimen:
         raise RegimenError(f"{p}: not a text file (a regimen is YAML or JSON)") from None
     except yaml.YAMLError as e:
         raise RegimenError(f"{p}: not valid YAML/JSON: {e}") from None
+    if not isinstance(data, dict):
+        what = ("the file is empty" if data is None else "it holds a list, not fields" if isinstance(data, list)
+                else "it holds plain text, not fields")
+        raise RegimenError(f"{p}: not a regimen: {what} (a regimen is a YAML or JSON mapping of fields such as "
+                           f"'budget:' and 'lr:', in a .yaml, .yml or .json file; see docs/doctor.md)")
     return Regimen.from_dict(data)
 
 

@@ -1,7 +1,7 @@
 """Progress of long commands: a rich bar on a terminal, a plain line every few seconds elsewhere.
 
 Off a terminal (output piped, ``tee``, ``nohup``, CI logs) a live bar shows nothing until the end, so
-each task prints ``what · done/total · elapsed · eta`` when it starts, at most every ``every`` seconds
+each task prints ``what · done/total unit · elapsed · eta`` when it starts, at most every ``every`` seconds
 while it runs, and once more when it finishes. Every long command of cadence (the demo, the benches, the pre-training lab) reports
 through this module.
 
@@ -37,10 +37,11 @@ def format_seconds(seconds: float) -> str:
 class Task:
     """One counted piece of work inside a :class:`Progress`; made by :meth:`Progress.task`."""
 
-    def __init__(self, owner: Progress, what: str, total: float) -> None:
-        self._owner, self.what, self.total = owner, what, float(total)
+    def __init__(self, owner: Progress, what: str, total: float, unit: str = "") -> None:
+        self._owner, self.what, self.total, self.unit = owner, what, float(total), unit
         self.done = 0.0
         self.start = time.monotonic()
+        self._first: tuple[float, float] | None = None  # (time, done) when the first unit finished
         self._printed_at = self.start
         self._printed_done: float | None = None
         self._rich_id: Any = None
@@ -48,6 +49,8 @@ class Task:
     def advance(self, n: float = 1) -> None:
         """Count ``n`` more units of work done."""
         self.done += n
+        if self._first is None:
+            self._first = (time.monotonic(), self.done)
         self._owner._changed(self)
 
     def describe(self, what: str) -> None:
@@ -61,16 +64,20 @@ class Task:
         self._owner._changed(self, final=True)
 
     def line(self) -> str:
-        """``what · done/total · elapsed · eta`` (the line printed off a terminal)."""
-        elapsed = time.monotonic() - self.start
+        """``what · done/total unit · elapsed · eta`` (the line printed off a terminal).
+
+        The ETA is the pace since the first unit finished (the time before it, starting processes or
+        warming up, says nothing about the pace), so it shows ``eta ?`` until a second unit is done."""
+        now = time.monotonic()
         left = self.total - self.done
         if left <= 0:
             eta = "done"
-        elif self.done > 0:
-            eta = f"eta {format_seconds(elapsed / self.done * left)}"
+        elif self._first is not None and self.done > self._first[1]:
+            eta = f"eta {format_seconds((now - self._first[0]) / (self.done - self._first[1]) * left)}"
         else:
             eta = "eta ?"
-        return f"{self.what} · {self.done:,.0f}/{self.total:,.0f} · {format_seconds(elapsed)} · {eta}"
+        unit = f" {self.unit}" if self.unit else ""
+        return f"{self.what} · {self.done:,.0f}/{self.total:,.0f}{unit} · {format_seconds(now - self.start)} · {eta}"
 
 
 class Progress:
@@ -97,19 +104,19 @@ class Progress:
                                      TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
                                      transient=transient)
 
-    def task(self, what: str, total: float) -> Task:
-        """Start a new task of ``total`` units."""
-        task = Task(self, what, total)
+    def task(self, what: str, total: float, unit: str = "") -> Task:
+        """Start a new task of ``total`` units (``unit``: what they are, e.g. ``"steps"``, shown after the count)."""
+        task = Task(self, what, total, unit)
         self._tasks.append(task)
         if self._bar is not None:
-            task._rich_id = self._bar.add_task(what, total=total)
+            task._rich_id = self._bar.add_task(what + (f" ({unit})" if unit else ""), total=total)
         elif self.enabled:
             self._print(task)
         return task
 
-    def counter(self, what: str, total: float) -> Callable[..., None]:
+    def counter(self, what: str, total: float, unit: str = "") -> Callable[..., None]:
         """A callback advancing a new task by one per call (or by its first argument when it is an int)."""
-        task = self.task(what, total)
+        task = self.task(what, total, unit)
 
         def tick(n: Any = 1, *_: Any) -> None:
             task.advance(n if isinstance(n, int) and not isinstance(n, bool) else 1)
@@ -119,7 +126,8 @@ class Progress:
         if not self.enabled:
             return
         if self._bar is not None:
-            self._bar.update(task._rich_id, completed=task.done, description=task.what)
+            self._bar.update(task._rich_id, completed=task.done,
+                             description=task.what + (f" ({task.unit})" if task.unit else ""))
             return
         now = time.monotonic()
         final = final or task.done >= task.total

@@ -319,7 +319,8 @@ def _unplain(v: Any, depth: int) -> Any:
             raise SpecError(f"the schedule dict nests schedules and lists more than {MAX_DEPTH} deep")
         if isinstance(v, dict):
             return _from_dict(v, depth + 1)
-        return [_unplain(x, depth + 1) for x in v]
+        schedules = bool(v) and all(isinstance(x, dict) for x in v)  # join(a, b): the list adds no level,
+        return [_unplain(x, depth if schedules else depth + 1) for x in v]  # as in the text and Schedule.depth
     return v
 
 

@@ -12,6 +12,7 @@ import importlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from cadence.errors import CadenceError
 
@@ -42,8 +43,15 @@ def bench_subcommands(subparsers: argparse._SubParsersAction) -> argparse._SubPa
 
 
 
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line (the usage is in ``--help``); subcommands inherit it."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="cadence",
         description="cadence: schedules, curricula and budgets for PyTorch training on one clock.",
         epilog="Run 'cadence COMMAND --help' for a command's options.",
@@ -54,30 +62,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def image_output(path: str | Path) -> Path:
-    """Check an image path before any work is done: its folder exists and matplotlib can write its format."""
-    from matplotlib.backend_bases import FigureCanvasBase
+LOG_WIDTH = 400
+"""Width of the console off a terminal: wide enough that rich never cuts a table cell in a log."""
 
-    out = Path(path)
-    formats = FigureCanvasBase.get_supported_filetypes()
-    suffix = out.suffix.lower().lstrip(".")
-    if suffix not in formats:
-        raise CadenceError(f"cannot write an image to {str(out)!r}: " + (f"unsupported format {suffix!r}" if suffix
-                           else "no file extension") + f"; use one of {', '.join(sorted(formats))}")
-    if not out.parent.is_dir():
-        raise CadenceError(f"cannot write {str(out)!r}: the folder {str(out.parent)!r} does not exist")
+
+def console(**kwargs: Any) -> Any:
+    """The rich console a command prints to: on a terminal its width; piped to a file or a log,
+    :data:`LOG_WIDTH` columns, so tables keep full names (``constant_24000``, not ``constan…``)."""
+    from rich.console import Console
+
+    out = Console(**kwargs)
+    if not out.is_terminal and "width" not in kwargs:
+        out = Console(width=LOG_WIDTH, **kwargs)
     return out
+
+
+def interval_text(mean: float, low: float, high: float, seeds: int, digits: int = 4) -> str:
+    """``'0.9120 [0.8820, 0.9430]'``; with one seed there is no interval: ``'0.8820 (interval n/a: 1 seed)'``.
+
+        >>> interval_text(0.882, 0.882, 0.882, seeds=1, digits=3)
+        '0.882 (interval n/a: 1 seed)'
+    """
+    if seeds < 2:
+        return f"{mean:.{digits}f} (interval n/a: 1 seed)"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def image_output(path: str | Path) -> Path:
+    """Check an image path before any work is done (:func:`cadence.cli.arguments.output_image`)."""
+    from cadence.cli.arguments import output_image
+
+    return output_image(path)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cadence`` script; returns the exit code.
 
-    Any error ends with one line on stderr and exit code 2: bad input (a :class:`CadenceError`), a file
+    Any error ends with one line on stderr and exit code 2: a bad command line (checked, output paths
+    included, before anything runs: see :mod:`cadence.cli.arguments`), bad input (a :class:`CadenceError`), a file
     that cannot be read or written (``OSError``), or text that is not text (``UnicodeError``). Other
     exceptions are bugs: they also exit 2 (so a gate such as ``cadence check`` never mistakes a crash
     for its own codes), with the traceback when ``CADENCE_DEBUG=1``.
     """
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a bad command line (2, one line already printed)
+        return e.code if isinstance(e.code, int) else 2
     try:
         return int(args.func(args) or 0)
     except CadenceError as e:

@@ -31,7 +31,7 @@ def _fractions(text: str) -> list[float]:
 
 
 def _bench_continual(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from cadence.cli import console as cli_console
 
     from cadence.errors import CadenceError
     from cadence.labs.pretrain.continual import run_continual
@@ -47,7 +47,7 @@ def _bench_continual(args: argparse.Namespace) -> int:
         tick = progress.counter("bench continual · runs", args.seeds * (1 + len(fractions)))
         res = run_continual(cfg, first=first, second=second, seeds=args.seeds, fractions=fractions,
                             peak=args.peak, on_step=tick)
-    print_continual(res, Console())
+    print_continual(res, cli_console())
     return 0
 
 

@@ -14,8 +14,7 @@ from typing import Any
 
 
 def _check(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+    from cadence.cli import console as cli_console
     from cadence.cli.regimen import check
     from cadence.doctor import findings_json
 
@@ -24,7 +23,7 @@ def _check(args: argparse.Namespace) -> int:
     if args.json:
         print(findings_json(findings))
         return 1 if warnings else 0
-    console = Console(highlight=False)
+    console = cli_console(highlight=False)
     for f in findings:
         style = "bold yellow" if f.severity == "warning" else "bold cyan"
         console.print(f"[{style}]{f.severity}[/] [bold]{f.code}[/]: {f.message}")

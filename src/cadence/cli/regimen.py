@@ -42,7 +42,7 @@ def curves(regimen: Any, stages: Any) -> dict[str, Any]:
 
 def show(args: argparse.Namespace) -> int:
     """A regimen's stages and every schedule's value at chosen points (stage boundaries included)."""
-    from rich.console import Console
+    from cadence.cli import console as cli_console
     from rich.table import Table
 
     from cadence.cli.schedules import parse_point
@@ -52,7 +52,7 @@ def show(args: argparse.Namespace) -> int:
     schedules = curves(regimen, stages)
     for name, s in schedules.items():
         s.check(axis)
-    console = Console()
+    console = cli_console()
     name = regimen.data.get("name")
     console.print(f"{name + ': ' if name else ''}budget {regimen.budget}", highlight=False)
     bounds = stages.boundaries() if stages else []

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from cadence.cli import bench_subcommands
+from cadence.cli.arguments import SIZES, folder_arg, number, whole
 from cadence.errors import CadenceError
 
 
 def _size_options(parser: argparse.ArgumentParser, default_size: str) -> None:
-    parser.add_argument("--size", choices=("default", "tiny"), default=default_size,
+    parser.add_argument("--size", choices=SIZES, default=default_size,
                         help=f"problem size (default: {default_size}; tiny runs in seconds)")
     parser.add_argument("--quick", action="store_const", const="tiny", dest="size", help="same as --size tiny")
-    parser.add_argument("--steps", type=int, default=None, help="GRPO steps per policy (default: the size's)")
-    parser.add_argument("--target", type=float, default=None,
+    parser.add_argument("--steps", type=whole(1), default=None, help="GRPO steps per policy (default: the size's)")
+    parser.add_argument("--target", type=number(0, 1, low_open=True), default=None,
                         help="target mean pass@1 (default: the best uniform sampling reaches in the run)")
     parser.add_argument("--policies", default=None,
                         help="comma-separated policies to compare (default: uniform,dump,sec,pass_rate,predictive,"
@@ -29,6 +29,14 @@ def _size_options(parser: argparse.ArgumentParser, default_size: str) -> None:
 def _task_options(args: argparse.Namespace) -> tuple[list[str] | None, list[int] | None]:
     """``--families`` and ``--levels`` as lists (``None`` when not given); bad lists are refused."""
     families = levels = None
+    if args.policies is not None:
+        from cadence.labs.rl.experiment import POLICIES
+
+        names = [p.strip() for p in args.policies.split(",")]
+        unknown = [p for p in names if p not in POLICIES]
+        if not all(names) or unknown:
+            raise CadenceError(f"--policies needs comma-separated names from {', '.join(POLICIES)}, "
+                               f"got {args.policies!r}")
     if args.families is not None:
         families = [f.strip() for f in args.families.split(",")]
         if not all(families):
@@ -43,14 +51,15 @@ def _task_options(args: argparse.Namespace) -> tuple[list[str] | None, list[int]
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     demo = subparsers.add_parser(
-        "demo", help="GRPO on a tiny model: uniform vs DUMP vs SEC vs pass-rate filtering, with a report",
+        "demo", help="GRPO on a tiny model: uniform vs DUMP, SEC and pass-rate/predictive filters, with a report",
         description="Warm-start a tiny transformer on generated reasoning tasks, then train it with GRPO "
-                    "under uniform sampling, DUMP, SEC and pass-rate filtering on the same seed and budget. "
-                    "Prints a comparison and writes report.md with plots.")
-    demo.add_argument("-o", "--output", type=Path, default=Path("cadence-demo"),
+                    "under uniform sampling, DUMP, SEC, pass-rate filtering, the predictive filter and the "
+                    "predictive filter with DUMP, on the same seed and budget. Prints a comparison and writes "
+                    "report.md with plots.")
+    demo.add_argument("-o", "--output", type=folder_arg, default="cadence-demo",
                       help="folder for the report (default: cadence-demo/)")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--workers", type=int, default=None,
+    demo.add_argument("--seed", type=whole(0), default=0, help="random seed (default: 0)")
+    demo.add_argument("--workers", type=whole(1), default=None,
                       help="processes training policies side by side (default: 2, or 1 with --quick)")
     _size_options(demo, "default")
     demo.set_defaults(func=run_demo_command)
@@ -62,10 +71,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "allocation: knapsack rollout allocation vs the same number of answers per prompt. "
                     "hpt: HPT's per-prompt SFT/RL gate vs GRPO vs SFT-then-GRPO (equal rollouts and SFT tokens). "
                     "limr: a LIMR subset chosen from a pilot run vs the whole prompt pool.")
-    rl.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1; default 3)")
+    rl.add_argument("--seeds", type=whole(1), default=3, help="number of seeds (0..N-1; default 3)")
     rl.add_argument("--experiment", choices=("curricula", "length", "allocation", "hpt", "limr"), default="curricula",
                     help="which experiment (default: curricula)")
-    rl.add_argument("--workers", type=int, default=1, help="processes training policies side by side (curricula)")
+    rl.add_argument("--workers", type=whole(1), default=1, help="processes training policies side by side (curricula)")
     _size_options(rl, "default")
     rl.set_defaults(func=run_bench_command)
 
@@ -119,24 +128,26 @@ def run_demo_command(args: argparse.Namespace) -> int:
     from cadence.labs.rl.demo import run_demo
 
     families, levels = _task_options(args)
-    run_demo(args.size, args.output, seed=args.seed, steps=args.steps, target=args.target, workers=args.workers,
+    from cadence.cli import console
+
+    run_demo(args.size, args.output, console=console(), seed=args.seed, steps=args.steps, target=args.target,
+             workers=args.workers,
              policies=args.policies, families=families, levels=levels)
     return 0
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
     import numpy as np
-    from rich.console import Console
     from rich.table import Table
 
+    from cadence.cli import console as cli_console
+    from cadence.cli import interval_text
     from cadence.labs.rl import bench
     from cadence.labs.rl.demo import lab_for
     from cadence.labs.rl.report import label
     from cadence.progress import Progress
 
-    if args.seeds < 1:
-        raise CadenceError(f"--seeds must be at least 1, got {args.seeds}")
-    console = Console()
+    console = cli_console()
     lab = lab_for(args.size, args.steps, args.target, args.policies, *_task_options(args))
     if args.experiment == "hpt":
         from cadence.labs.rl.hpt_bench import run_hpt_command
@@ -144,7 +155,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         return run_hpt_command(lab, args.seeds, console)
     runs = {"curricula": len(lab.policies), "length": 3, "allocation": 2, "limr": 2}[args.experiment]
     with Progress(console=console) as progress:
-        task = progress.task(f"bench rl · {args.experiment}", total=args.seeds * runs * lab.grpo.steps)
+        task = progress.task(f"bench rl · {args.experiment}", total=args.seeds * runs * lab.grpo.steps, unit="steps")
         tick = lambda *_: task.advance()  # noqa: E731
         if args.experiment == "curricula":
             rows, _ = bench.bench_curricula(lab, args.seeds, on_step=tick, workers=args.workers)
@@ -160,7 +171,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
                     "informative groups"):
             table.add_column(col, justify="left" if col == "policy" else "right")
         for r in rows:
-            fmt = lambda t: f"{t[0]:.2f} [{t[1]:.2f}, {t[2]:.2f}]"  # noqa: E731
+            fmt = lambda t: interval_text(*t, seeds=args.seeds, digits=2)  # noqa: E731
             table.add_row(label(r.policy), fmt(r.rollouts_ratio), fmt(r.steps_ratio), f"{r.reached}/{r.seeds}",
                           f"{r.final_accuracy:.3f}", f"{r.informative_share:.0%}")
     else:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from cadence.cli import console as cli_console
 from cadence.cli import image_output
 from cadence.cli.regimen import is_regimen_path
 from cadence.cli.regimen import plot as plot_regimen_file
 from cadence.cli.regimen import show as show_regimen_file
+from cadence.cli.arguments import MAX_POINTS, image_arg, number, whole
 from cadence.clock import BUDGET_RULE, Axis, parse_budget
 from cadence.errors import BudgetError, CadenceError
 from cadence.spec import parse, to_spec
@@ -22,8 +23,8 @@ _RATE_HELP = "nominal rates for converting amounts between units, e.g. --tokens-
 
 def _add_budget_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", default="10000 steps", help=f"the run's budget (default: 10000 steps); {BUDGET_RULE}")
-    p.add_argument("--tokens-per-step", type=float, help=_RATE_HELP)
-    p.add_argument("--samples-per-step", type=float, help="nominal samples (batch size) per step")
+    p.add_argument("--tokens-per-step", type=number(0, low_open=True), help=_RATE_HELP)
+    p.add_argument("--samples-per-step", type=number(0, low_open=True), help="nominal samples (batch size) per step")
 
 
 def _axis(args: argparse.Namespace) -> Axis:
@@ -65,8 +66,6 @@ def _plot(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     if is_regimen_path(args.spec):
         return show_regimen_file(args)
-    if not args.at and args.points < 2:
-        raise CadenceError(f"--points must be at least 2 (the start and the end of the budget), got {args.points}")
     axis = _axis(args)
     s = parse(args.spec)
     s.check(axis)
@@ -74,7 +73,7 @@ def _show(args: argparse.Namespace) -> int:
         points = [axis.length(parse_point(p)) for p in args.at]
     else:
         points = [axis.total * i / (args.points - 1) for i in range(args.points)]
-    console = Console()
+    console = cli_console()
     console.print(to_spec(s, defaults=True), highlight=False, soft_wrap=True)
     table = Table()
     table.add_column(axis.unit, justify="right")
@@ -107,7 +106,7 @@ def _gallery(args: argparse.Namespace) -> int:
     for title, spec in GALLERY:
         s = parse(spec)
         table.add_row(Text.assemble(title, "\n", (spec, "dim")), *(f"{s.value(float(c[:-1]) / 100 * 10_000, axis):.4g}" for c in cols))
-    Console(width=140).print(table)
+    cli_console().print(table)
     print(f"wrote {path}")
     return 0
 
@@ -119,7 +118,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("specs", nargs="+", metavar="SPEC", help=_SPEC_HELP + ", or one regimen file (.yaml/.yml/.json): "
                    "every schedule over its budget, stages shaded")
     _add_budget_args(p)
-    p.add_argument("-o", "--output", default="schedules.png", help="image file to write (default: schedules.png)")
+    p.add_argument("-o", "--output", type=image_arg, default="schedules.png",
+                   help="image file to write (default: schedules.png)")
     p.add_argument("--label", action="append", help="legend label, once per SPEC (default: the spec)")
     p.add_argument("--log", action="store_true", help="logarithmic value axis")
     p.set_defaults(func=_plot)
@@ -130,11 +130,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("spec", metavar="SPEC", help=_SPEC_HELP + ", or a regimen file (.yaml/.yml/.json): its stages "
                    "and every schedule's values")
     _add_budget_args(p)
-    p.add_argument("--points", type=int, default=11, help="number of evenly spaced points (default: 11)")
+    p.add_argument("--points", type=whole(2, MAX_POINTS), default=11,
+                   help=f"number of evenly spaced points, 2 to {MAX_POINTS:,} (default: 11)")
     p.add_argument("--at", nargs="+", metavar="WHEN", help="points to show instead: '50%%', '2000 steps', '1M tokens'")
     p.set_defaults(func=_show)
 
     p = sub.add_parser("gallery", help="render every schedule shape and print their values",
                        description="Render the gallery of every schedule shape cadence ships and print a table of values.")
-    p.add_argument("-o", "--output", default="cadence-gallery.png", help="image file to write (default: cadence-gallery.png)")
+    p.add_argument("-o", "--output", type=image_arg, default="cadence-gallery.png",
+                   help="image file to write (default: cadence-gallery.png)")
     p.set_defaults(func=_gallery)

@@ -26,6 +26,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from cadence.cli import console as cli_console
+from cadence.cli.arguments import add_size_option, file_arg, image_arg, number, whole
 from cadence.progress import Progress
 from cadence.tree import plan_tree
 
@@ -86,7 +88,7 @@ def _bench_branch_data(args: argparse.Namespace) -> int:
         tick = progress.counter("bench tree · branch data · steps", args.seeds * (budget + 2 * args.decay * budget))
         res = run_branch_data(budget=budget, decay=args.decay, peak=args.peak, seeds=args.seeds, size=args.size,
                               on_steps=tick)
-    print_branch_data(res, Console())
+    print_branch_data(res, cli_console())
     if args.lineage:
         Path(args.lineage).write_text(json.dumps(res.lineage, indent=2))
     return 0
@@ -99,13 +101,13 @@ def _bench_tree(args: argparse.Namespace) -> int:
     budgets = [base * m for m in (1, 2, 4, 8)]
     total = plan_tree(budgets, decay=args.decay).total_compute + sum(budgets) + (max(budgets) if args.wsd_s else 0)
     with Progress(transient=True) as progress:
-        tick = progress.counter("bench tree · steps", total)
+        tick = progress.counter("bench tree", total, unit="steps")
         bench = run_tree_benchmark(base=base, decay=args.decay, peak=args.peak, warmup=args.warmup,
                                    cosine_floor=args.cosine_floor, size=args.size, seed=args.seed, wsds=args.wsd_s,
                                    on_steps=tick)
-    print_tree_benchmark(bench, Console())
-    if args.plot:
-        print(f"wrote {plot_tree_benchmark(bench, args.plot)}")
+    print_tree_benchmark(bench, cli_console())
+    if args.output:
+        print(f"wrote {plot_tree_benchmark(bench, args.output)}")
     if args.lineage:
         Path(args.lineage).write_text(json.dumps(bench.lineage, indent=2))
         print(f"wrote lineage to {args.lineage}")
@@ -138,53 +140,65 @@ def _bench_codesign(args: argparse.Namespace) -> int:
 
     steps = args.steps if args.steps is not None else _CODESIGN_STEPS[args.size]
     with Progress(transient=True) as progress:
-        tick = progress.counter("bench codesign · steps", steps * args.seeds * 2 * 3)
+        tick = progress.counter("bench codesign", steps * args.seeds * 2 * 3, unit="steps")
         res = run_codesign(steps=steps, seeds=args.seeds, peak=args.peak, moderate_floor=args.moderate_floor,
                            tail=args.tail, tail_span=args.tail_span, size=args.size,
                            val_min_quality=args.val_min_quality, on_steps=tick)
-    print_codesign(res, Console())
+    print_codesign(res, cli_console())
     return 0
 
 
-_TREE_BASE = {"tiny": 20, "small": 200}
-_BRANCH_BUDGET = {"tiny": 40, "small": 600}
-_CODESIGN_STEPS = {"tiny": 50, "small": 500}
-_SIZE_HELP = "lab size: 'tiny' (a tiny model and {} by default; seconds, a smoke test) or 'small' (the benchmark)"
+_TREE_BASE = {"tiny": 20, "default": 200}
+_BRANCH_BUDGET = {"tiny": 40, "default": 600}
+_CODESIGN_STEPS = {"tiny": 50, "default": 500}
+_SIZE_HELP = "lab size: 'tiny' (a tiny model and {} by default; seconds, a smoke test) or 'default' (the benchmark)"
+_TREE_DESCRIPTION = ("The WSD tree on the pre-training lab: budgets B, 2B, 4B, 8B from one constant-LR trunk "
+                     "with 1-sqrt cooldown branches (and, with --wsd-s, a WSD-S chain) against four dedicated "
+                     "cosine runs. Prints the total compute against (1 - d)*B_max + d*sum(B_k) and each branch's "
+                     "final validation loss against its dedicated run.")
+_CODESIGN_DESCRIPTION = ("Curriculum x LR co-design on the pre-training lab: a quality-ascending data order vs "
+                         "a random order of the same documents, each with full LR decay, moderate decay, and "
+                         "constant LR plus tail averaging of the last checkpoints; mean and std of the validation "
+                         "loss over seeds (Luo et al., arXiv 2511.18903).")
 
 
 def add_tree_parser(sub: Any, name: str) -> None:
     p = sub.add_parser(name, help="WSD tree vs dedicated cosine runs on the pre-training lab",
-                       description=__doc__.split("\n\n")[1].strip())
-    p.add_argument("--base", type=int, default=None,
+                       description=_TREE_DESCRIPTION)
+    p.add_argument("--base", type=whole(1), default=None,
                    help="B, the smallest budget in steps (budgets B, 2B, 4B, 8B; default 200, or 20 with --size tiny)")
-    p.add_argument("--decay", type=float, default=0.2, help="cooldown fraction d of each budget (default 0.2)")
-    p.add_argument("--peak", type=float, default=3e-3, help="peak LR (default 3e-3)")
-    p.add_argument("--warmup", type=int, default=None, help="warmup steps (default B/10)")
-    p.add_argument("--cosine-floor", type=float, default=0.1, help="final LR factor of the cosine runs (default 0.1)")
-    p.add_argument("--size", default="small", choices=("tiny", "small"), help=_SIZE_HELP.format("--base 20"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--decay", type=number(0, 1, low_open=True, high_open=True), default=0.2,
+                   help="cooldown fraction d of each budget (default 0.2)")
+    p.add_argument("--peak", type=number(0, low_open=True), default=3e-3, help="peak LR (default 3e-3)")
+    p.add_argument("--warmup", type=whole(0), default=None, help="warmup steps (default B/10)")
+    p.add_argument("--cosine-floor", type=number(0, 1), default=0.1,
+                   help="final LR factor of the cosine runs (default 0.1)")
+    add_size_option(p, _SIZE_HELP.format("--base 20"))
+    p.add_argument("--seed", type=whole(0), default=0, help="random seed (default 0)")
     p.add_argument("--wsd-s", action="store_true", help="also run a WSD-S chain (B_max more steps)")
-    p.add_argument("--lineage", help="write the tree's lineage JSON here")
-    p.add_argument("-o", "--plot", help="write a plot of the runs' LR and loss here (.png)")
+    p.add_argument("--lineage", type=file_arg, help="write the tree's lineage JSON here")
+    p.add_argument("-o", "--output", type=image_arg, help="write a plot of the runs' LR and loss here (.png)")
     p.add_argument("--branch-data", action="store_true",
                    help="instead: one trunk decayed on its own data and on two quality mixtures (budget --base, "
                         "default 600; 40 with --size tiny), over --seeds")
-    p.add_argument("--seeds", type=int, default=3, help="seeds of --branch-data (default 3)")
+    p.add_argument("--seeds", type=whole(1), default=3, help="seeds of --branch-data (default 3)")
     p.set_defaults(func=lambda args: _bench_branch_data(args) if args.branch_data else _bench_tree(args))
 
 
 def add_codesign_parser(sub: Any, name: str) -> None:
-    p = sub.add_parser(name, help="quality curriculum x LR decay/averaging study on the pre-training lab")
-    p.add_argument("--steps", type=int, default=None, help="steps per run (default 500, or 50 with --size tiny)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds (default 3)")
-    p.add_argument("--peak", type=float, default=3e-3)
-    p.add_argument("--moderate-floor", type=float, default=0.3, help="final LR factor of the moderate decay (0.3)")
-    p.add_argument("--tail", type=int, default=5, help="checkpoints averaged at the end of the constant-LR run")
-    p.add_argument("--tail-span", type=float, default=0.1,
+    p = sub.add_parser(name, help="quality curriculum x LR decay/averaging study on the pre-training lab",
+                       description=_CODESIGN_DESCRIPTION)
+    p.add_argument("--steps", type=whole(1), default=None, help="steps per run (default 500, or 50 with --size tiny)")
+    p.add_argument("--seeds", type=whole(1), default=3, help="seeds (default 3)")
+    p.add_argument("--peak", type=number(0, low_open=True), default=3e-3, help="peak LR (default 3e-3)")
+    p.add_argument("--moderate-floor", type=number(0, 1), default=0.3,
+                   help="final LR factor of the moderate decay (0.3)")
+    p.add_argument("--tail", type=whole(1), default=5, help="checkpoints averaged at the end of the constant-LR run")
+    p.add_argument("--tail-span", type=number(0, 1, low_open=True), default=0.1,
                    help="fraction of the run the averaged checkpoints are spread over (default 0.1)")
-    p.add_argument("--val-min-quality", type=float, default=0.9,
+    p.add_argument("--val-min-quality", type=number(0, 1), default=0.9,
                    help="validate on documents of at least this quality (default 0.9: clean text)")
-    p.add_argument("--size", default="small", choices=("tiny", "small"), help=_SIZE_HELP.format("--steps 50"))
+    add_size_option(p, _SIZE_HELP.format("--steps 50"))
     p.set_defaults(func=_bench_codesign)
 
 

@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_bench_trl(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from cadence.cli import console as cli_console
 
     from cadence.cli.rl import _task_options
     from cadence.labs.trl import require_trl
@@ -67,7 +67,7 @@ def run_bench_trl(args: argparse.Namespace) -> int:
             raise CadenceError("--compare-lab measures the lab against uniform: include 'uniform' in --policies")
         lab_twin = LabConfig(suite=lab.suite, warm=lab.warm, grpo=lab.grpo, target=lab.target,
                              policies=tuple(p for p in lab.policies if p != BASELINE))
-    console = Console()
+    console = cli_console()
     if args.experiment == "overhead":
         console.print(_run_overhead(lab, args, console))
         return 0

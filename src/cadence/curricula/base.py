@@ -44,16 +44,25 @@ class MissingSignalError(CadenceError):
     """``observe`` was called without a signal the policy needs."""
 
 
+MISSING = ("A missing value (None or NaN, e.g. a TRL reward function's None for a completion it does not "
+           "score) and a non-finite one (±inf) are the same: the item's row is dropped from that observe() "
+           "call, counted in the policy's dropped[signal], and never learned from.")
+"""The one rule for missing signal values, everywhere signals enter a policy (docs/curricula.md)."""
+
+
 def as_signal(name: str, values: Any, n: int | None = None) -> np.ndarray:
     """A per-item signal as a flat float64 array (of length ``n`` unless ``n`` is None): the one
     place where signals are converted. Accepts sequences, numpy arrays and torch tensors of any real
     dtype (bool, integer, float16, bfloat16, ...) on any device; anything else (strings, mappings,
     ragged lists, complex numbers, objects, integers beyond the float range) raises
-    :class:`~cadence.errors.CadenceError` naming the signal.
+    :class:`~cadence.errors.CadenceError` naming the signal. ``None`` is a missing value and reads as
+    NaN (:data:`MISSING`: policies drop and count such rows).
 
         >>> import torch
         >>> as_signal("loss", torch.tensor([0.5, 2.0], dtype=torch.bfloat16), 2).tolist()
         [0.5, 2.0]
+        >>> as_signal("reward", [1.0, None], 2).tolist()
+        [1.0, nan]
         >>> as_signal("loss", ["a", "b"], 2)
         Traceback (most recent call last):
         ...
@@ -88,9 +97,11 @@ def _real_array(name: str, values: Any) -> np.ndarray:
     try:
         arr = np.asarray(values)
         if arr.dtype.kind == "O":               # Python objects: numbers may still be real ones
-            if not all(isinstance(v, (int, float, np.integer, np.floating)) for v in arr.reshape(-1)):
+            flat = arr.reshape(-1)
+            if not all(v is None or isinstance(v, (int, float, np.integer, np.floating)) for v in flat):
                 raise TypeError("not all real numbers")
-            arr = arr.astype(np.float64)        # OverflowError for an int beyond the float range
+            # None is a missing value, as NaN (see MISSING); OverflowError for an int beyond the float range
+            arr = np.array([np.nan if v is None else v for v in flat], dtype=np.float64)
     except (ValueError, TypeError, OverflowError) as e:
         raise CadenceError(f"signal {name!r} must be a flat array of real numbers, one per item id, got "
                            f"{_short(values)} ({e})") from None

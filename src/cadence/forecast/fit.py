@@ -52,12 +52,14 @@ leave-a-size-out evaluation, docs/forecast.md)."""
 
 @dataclass(frozen=True)
 class FitTarget:
-    """Measured losses of one run at ``steps`` and the LR of every step ``1..len(lr)``."""
+    """Measured losses of one run at ``steps`` and the LR of every step ``1..len(lr)``; ``column``:
+    which logged loss they are (``"loss"``, training, or ``"val_loss"``, validation)."""
 
     steps: np.ndarray
     loss: np.ndarray
     lr: np.ndarray
     name: str = "run"
+    column: str = "loss"
 
     def __post_init__(self) -> None:
         steps, loss, lr = (np.asarray(a) for a in (self.steps, self.loss, self.lr))
@@ -98,7 +100,7 @@ class FitTarget:
             steps, loss = steps[idx], loss[idx]
         if len(steps) < 2:
             raise CadenceError(f"{log.name}: fewer than 2 {target} values to fit after skipping {skip:.0%}")
-        return cls(steps, loss, lr, log.name)
+        return cls(steps, loss, lr, log.name, target)
 
 
 @dataclass(frozen=True)

@@ -250,7 +250,8 @@ def plot_published(bench: PublishedBenchmark, path: str | Path) -> Path:
                     lw=1, label=f"{c.name} ({'fitted' if c.fitted else 'predicted'})")
             if scores.fit.loo_residuals:
                 low, high = scores.fit.interval(t.lr, t.steps)
-                ax.fill_between(t.steps, low, high, color=colour, alpha=0.2, lw=0)
+                ax.fill_between(t.steps, low, high, color=colour, alpha=0.2, lw=0,
+                                label="predictive interval (shaded)" if i == 0 else None)
         pred_e, worst_e = scores.summary()
         ax.set_ylim(lowest * 0.99, lowest * 1.12)
         ax.set_ylabel("loss")

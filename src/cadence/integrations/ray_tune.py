@@ -35,13 +35,15 @@ Ray is imported only here, lazily: importing this module needs only cadence.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import os
 import string
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 
@@ -414,6 +416,49 @@ class RegimenTrial:
         torch.save({k: obj.state_dict() for k, obj in self.save.items()}, directory / OBJECTS_FILE)
 
 
+@contextlib.contextmanager
+def quiet_local_ray(num_cpus: int | None = None) -> Iterator[bool]:
+    """A local Ray for Tune that prints only errors, shut down on exit; yields whether it started one
+    (an already running Ray is used as it is, and left running).
+
+    Without it, ``Tuner.fit()`` starts Ray with its defaults: INFO lines and coloured worker logs on
+    the console, a dashboard, usage statistics, a notice that token authentication is on, and a
+    "Remote file not found ... result.json" warning each time PBT copies a trial whose result file
+    is not written yet (harmless). Here: Ray's and Tune's loggers are at ERROR while the block runs
+    (from before Ray starts: its authentication notice is a warning), Tune's console output off
+    (``RAY_AIR_NEW_OUTPUT=0`` unless set: with ``verbose=0`` Tune then prints no configuration box
+    and no results folder), no dashboard or usage statistics, worker logs not forwarded. Token
+    authentication is left as Ray sets it.
+
+        >>> with quiet_local_ray(num_cpus=2):        # doctest: +SKIP
+        ...     results = tune.Tuner(trainable, param_space=space.param_space, ...).fit()
+    """
+    import logging
+
+    import ray
+
+    started = not ray.is_initialized()
+    loggers = [logging.getLogger(name) for name in ("ray", "ray.tune", "ray.train", "ray.air")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    output = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    try:
+        if started:
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+                     configure_logging=False)
+        yield started
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+        if output is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        if started:
+            ray.shutdown()
+
+
 def _tune_trial_id() -> str:
     from ray import tune
 
@@ -462,7 +507,7 @@ def load_record(checkpoint: Any) -> dict[str, Any]:
             "clock": state["link"]["clock"]["counts"], "trial_id": state["trial_id"]}
 
 
-__all__ = ["CONFIG_KEY", "TIME_ATTRS", "SearchSpace", "search_space", "fill", "ScheduleHistory",
+__all__ = ["CONFIG_KEY", "TIME_ATTRS", "quiet_local_ray", "SearchSpace", "search_space", "fill", "ScheduleHistory",
            "RegimenTrial", "load_record", "read_files"]
 
 

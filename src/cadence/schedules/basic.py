@@ -155,7 +155,7 @@ class UBA(_Decay):
 
     def factor(self, u: float) -> float:
         c = 1.0 + math.cos(math.pi * u)
-        return 2.0 * c / (2.0 * self.phi + (2.0 - self.phi) * c)
+        return 2.0 * c / (self.phi * (2.0 - c) + 2.0 * c)  # = 2c / (2φ + (2 − φ)c), no inf − inf for a huge φ
 
 
 class Exponential(Schedule):

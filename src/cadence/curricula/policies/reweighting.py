@@ -19,7 +19,7 @@ import torch
 
 from cadence.clock import Clock
 from cadence.curricula.arms import Arms
-from cadence.curricula.base import Policy, active_mask, all_finite, arm_means, per_arm, saturate, softmax
+from cadence.curricula.base import Policy, active_mask, all_finite, arm_means, as_signal, per_arm, saturate, softmax
 from cadence.curricula.distributed import gather_values, world
 from cadence.errors import CadenceError
 from cadence.schedules.base import Schedule, as_schedule
@@ -215,7 +215,7 @@ class SkillIt(Policy):
 
     def observe_eval(self, losses: Any) -> None:
         """One round with a validation loss per evaluation skill (graph column)."""
-        loss = np.asarray(losses, dtype=np.float64).reshape(-1)
+        loss = as_signal("loss", losses)  # CadenceError for text; None reads as NaN (a missing value)
         if loss.shape != (self.graph.shape[1],):
             raise CadenceError(f"expected {self.graph.shape[1]} evaluation losses, got {loss.shape[0]}")
         if not np.all(np.isfinite(loss)):

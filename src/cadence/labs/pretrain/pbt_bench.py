@@ -17,7 +17,9 @@ Final validation losses, and per-seed ratios to cosine as a geometric mean with 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import os
 import random
 import tempfile
@@ -91,15 +93,14 @@ class PBTBenchmark:
         return interval(self.losses[method] / self.losses["cosine"])
 
 
-def run_pbt_benchmark(*, steps: int = 400, seeds: int = 2, size: str = "small", peak: float = 4e-3,
+def run_pbt_benchmark(*, steps: int = 400, seeds: int = 2, size: str = "default", peak: float = 4e-3,
                       population: int = 4, glide: str = "2%", storage: str | None = None) -> PBTBenchmark:
     """Train every method for every seed (see the module docstring); Ray must be importable.
     Tune's files go to ``storage`` (default: a temporary directory, removed afterwards)."""
-    import ray
     from ray import tune
     from ray.tune.schedulers import PopulationBasedTraining
 
-    from cadence.integrations.ray_tune import TIME_ATTRS, load_record, search_space
+    from cadence.integrations.ray_tune import TIME_ATTRS, load_record, quiet_local_ray, search_space
 
     if steps < 16 or seeds < 1 or population < 2:
         raise CadenceError(f"need steps >= 16, seeds >= 1, population >= 2; got {steps}, {seeds}, {population}")
@@ -113,48 +114,43 @@ def run_pbt_benchmark(*, steps: int = 400, seeds: int = 2, size: str = "small", 
     specs, forecast_specs = [], []
     scratch = tempfile.TemporaryDirectory(prefix="cadence-pbt-") if storage is None else None
     storage = scratch.name if scratch is not None else storage
-    started = not ray.is_initialized()
-    if started:
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        ray.init(num_cpus=min(population, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
     try:
-        for seed in range(seeds):
-            cosine = f"warmup(cosine(peak={peak:g}), {warmup} steps)"
-            cos = train(cfg, cosine, steps=steps, seed=seed, **run)
-            const = train(cfg, f"warmup(constant({peak:g}), {warmup} steps)", steps=steps, seed=seed, **run)
-            law = fit_law([const.log, cos.log], law="annealing", target="val_loss", skip=0.2).law
-            wsd = optimize_wsd(law, steps, peak=peak, warmup=f"{warmup} steps").schedule
-            forecast_specs.append(str(wsd))
-            losses["cosine"].append(cos.final_val_loss)
-            losses["forecast WSD"].append(train(cfg, wsd, steps=steps, seed=seed, **run).final_val_loss)
+        with quiet_local_ray(num_cpus=min(population, os.cpu_count() or 1)):
+            for seed in range(seeds):
+                cosine = f"warmup(cosine(peak={peak:g}), {warmup} steps)"
+                cos = train(cfg, cosine, steps=steps, seed=seed, **run)
+                const = train(cfg, f"warmup(constant({peak:g}), {warmup} steps)", steps=steps, seed=seed, **run)
+                law = fit_law([const.log, cos.log], law="annealing", target="val_loss", skip=0.2).law
+                wsd = optimize_wsd(law, steps, peak=peak, warmup=f"{warmup} steps").schedule
+                forecast_specs.append(str(wsd))
+                losses["cosine"].append(cos.final_val_loss)
+                losses["forecast WSD"].append(train(cfg, wsd, steps=steps, seed=seed, **run).final_val_loss)
 
-            space = search_space(f"wsd(peak={{peak}}, warmup={warmup} steps, decay={{decay}})",
-                                 peak=tune.loguniform(peak / 4, peak * 2), decay=tune.uniform(0.05, 0.6))
-            pbt = PopulationBasedTraining(time_attr=TIME_ATTRS["steps"], perturbation_interval=interval_steps,
-                                          hyperparam_mutations=space.mutations, quantile_fraction=0.25,
-                                          synch=True, custom_explore_fn=space.clip)
-            config = {**space.param_space, "lab": dataclasses.asdict(cfg), "steps": steps, "seed": seed,
-                      "interval": interval_steps, "glide": glide}
-            random.seed(seed)  # Tune samples and PBT perturbs with the global RNGs
-            np.random.seed(seed)
-            results = tune.Tuner(
-                pbt_trainable, param_space=config,
-                tune_config=tune.TuneConfig(scheduler=pbt, metric="val_loss", mode="min", num_samples=population,
-                                            reuse_actors=True),
-                run_config=tune.RunConfig(storage_path=storage, name=f"pbt-seed{seed}", verbose=0,
-                                          stop={TIME_ATTRS["steps"]: steps}),
-            ).fit()
-            if results.errors:
-                raise CadenceError(f"PBT trials failed: {results.errors[0]}")
-            best = results.get_best_result(metric="val_loss", mode="min")
-            spec = load_record(best.checkpoint)["specs"]["lr"]
-            specs.append(spec)
-            losses["PBT (best trial)"].append(float(best.metrics["val_loss"]))
-            losses["PBT replayed"].append(train(cfg, spec, steps=steps, seed=seed, **run).final_val_loss)
+                space = search_space(f"wsd(peak={{peak}}, warmup={warmup} steps, decay={{decay}})",
+                                     peak=tune.loguniform(peak / 4, peak * 2), decay=tune.uniform(0.05, 0.6))
+                pbt = PopulationBasedTraining(time_attr=TIME_ATTRS["steps"], perturbation_interval=interval_steps,
+                                              hyperparam_mutations=space.mutations, quantile_fraction=0.25,
+                                              synch=True, custom_explore_fn=space.clip)
+                config = {**space.param_space, "lab": dataclasses.asdict(cfg), "steps": steps, "seed": seed,
+                          "interval": interval_steps, "glide": glide}
+                random.seed(seed)  # Tune samples and PBT perturbs with the global RNGs
+                np.random.seed(seed)
+                tuner = tune.Tuner(
+                    pbt_trainable, param_space=config,
+                    tune_config=tune.TuneConfig(scheduler=pbt, metric="val_loss", mode="min",
+                                                num_samples=population, reuse_actors=True),
+                    run_config=tune.RunConfig(storage_path=storage, name=f"pbt-seed{seed}", verbose=0,
+                                              stop={TIME_ATTRS["steps"]: steps}))
+                with contextlib.redirect_stdout(io.StringIO()):  # Tune names its results folder: deleted at exit
+                    results = tuner.fit()
+                if results.errors:
+                    raise CadenceError(f"PBT trials failed: {results.errors[0]}")
+                best = results.get_best_result(metric="val_loss", mode="min")
+                spec = load_record(best.checkpoint)["specs"]["lr"]
+                specs.append(spec)
+                losses["PBT (best trial)"].append(float(best.metrics["val_loss"]))
+                losses["PBT replayed"].append(train(cfg, spec, steps=steps, seed=seed, **run).final_val_loss)
     finally:
-        if started:
-            ray.shutdown()
         if scratch is not None:
             scratch.cleanup()
     return PBTBenchmark({m: np.asarray(v) for m, v in losses.items()}, specs, forecast_specs, steps, size,

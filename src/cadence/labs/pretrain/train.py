@@ -213,7 +213,7 @@ def train(cfg: PretrainConfig, schedule: Schedule | str | float | dict, *, steps
 
 def _progress(it: range, show: bool, label: str) -> Iterator[int]:
     with Progress(enabled=show, transient=True) as progress:
-        task = progress.task(label[:60], total=len(it))
+        task = progress.task(label[:60], total=len(it), unit="steps")
         for k in it:
             yield k
             task.advance()

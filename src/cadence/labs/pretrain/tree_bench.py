@@ -32,12 +32,14 @@ from cadence.tree import TreePlan, WSDTree, plan_tree
 
 
 def lab_config(size: str) -> Any:
-    """Lab model sizes for the benches: ``tiny`` (tests, seconds) and ``small`` (the benchmarks)."""
+    """Lab model sizes for the benches: ``tiny`` (tests, seconds) and ``default`` (the benchmarks;
+    ``small`` is its former name)."""
     cfg = PretrainConfig
     sizes = {
         "tiny": cfg(context=16, batch_size=4, n_layer=1, n_head=2, d_model=16, val_sequences=8),
-        "small": cfg(context=32, batch_size=16, n_layer=2, n_head=4, d_model=48, val_sequences=64),
+        "default": cfg(context=32, batch_size=16, n_layer=2, n_head=4, d_model=48, val_sequences=64),
     }
+    size = "default" if size == "small" else size
     if size not in sizes:
         raise CadenceError(f"unknown lab size {size!r}; use one of {', '.join(sizes)}")
     return sizes[size]
@@ -99,7 +101,7 @@ def cosine_spec(peak: float, warmup: int, floor: float) -> str:
 
 def run_tree_benchmark(*, base: int = 200, multiples: Sequence[int] = (1, 2, 4, 8), decay: float = 0.2,
                        peak: float = 3e-3, warmup: int | None = None, cosine_floor: float = 0.1,
-                       size: str = "small", seed: int = 0, wsds: bool = False,
+                       size: str = "default", seed: int = 0, wsds: bool = False,
                        on_steps: Callable[[int], None] | None = None) -> TreeBenchmark:
     """Train the tree (and optionally a WSD-S chain) and one dedicated cosine run per budget;
     ``on_steps(n)`` is called after each run with the steps it trained."""
@@ -195,7 +197,7 @@ def training_documents(corpus: Any, tokens: int, rng: np.random.Generator) -> np
 
 
 def run_codesign(*, steps: int = 500, seeds: int = 3, peak: float = 3e-3, moderate_floor: float = 0.3,
-                 tail: int = 5, tail_span: float = 0.1, size: str = "small",
+                 tail: int = 5, tail_span: float = 0.1, size: str = "default",
                  val_min_quality: float = 0.9, on_steps: Callable[[int], None] | None = None) -> CodesignResult:
     """For each seed, one document set seen once, ordered by ascending quality or at random, trained
     with (a) cosine to 0, (b) cosine to ``moderate_floor·peak``, (c) constant LR; (c) is scored as

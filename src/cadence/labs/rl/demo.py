@@ -58,10 +58,11 @@ def run_with_progress(lab: LabConfig, seed: int, console: Console, quiet: bool =
 
         def on_warm() -> None:
             warm.finish()
-            train.append(progress.task("GRPO", total=lab.grpo.steps * len(lab.policies)))
+            train.append(progress.task(f"GRPO ({len(lab.policies)} policies × {lab.grpo.steps})",
+                                       total=lab.grpo.steps * len(lab.policies), unit="steps"))
 
         def on_step(policy: str) -> None:
-            train[0].what = f"GRPO · {label(policy)}"
+            train[0].what = f"GRPO ({len(lab.policies)} policies × {lab.grpo.steps}) · {label(policy)}"
             train[0].advance()
 
         return compare(lab, seed, on_step=on_step, on_warm=on_warm, workers=workers)

@@ -71,9 +71,10 @@ def plot_accuracy(c: Comparison, path: Path) -> None:
         ax.set_xlabel(xlabel)
         ax.set_ylabel("eval pass@1 (mean over arms)")
         ax.grid(alpha=0.3)
-    axes[0].legend()
+    handles, labels = axes[0].get_legend_handles_labels()  # below the panels: it covers no curve
     fig.suptitle(f"Accuracy (pass@1 at temperature {c.lab.grpo.temperature:g}) over training (seed {c.seed})")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -108,21 +109,27 @@ def plot_probabilities(c: Comparison, path: Path) -> None:
     """Arm probabilities over steps, stacked, one panel per policy; for a filter, the share of each arm
     among the groups it kept (a filter draws uniformly, so its draw probabilities say nothing)."""
     names = list(c.histories)
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4), sharey=True, squeeze=False)
+    cols = min(3, len(names))  # a grid, readable at page width (a row of six panels was a 2772×440 strip)
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols + 1.6, 3.4 * rows), sharey=True, squeeze=False)
     colors = arm_colors(c.arm_names)
-    for ax, name in zip(axes[0], names):
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names):
         h = c.histories[name]
         kept = name in FILTERS and h.step_arm_groups
         probs = kept_share(h.step_arm_groups) if kept else np.asarray(h.step_probabilities)
         steps = np.arange(1, len(probs) + 1)
         ax.stackplot(steps, probs.T, colors=colors, labels=c.arm_names)
-        ax.set_title(f"{label(name)}: share of kept groups (last 10 steps)" if kept else label(name), fontsize=9)
+        ax.set_title(f"{label(name)}: share of kept groups\n(last 10 steps)" if kept else label(name), fontsize=9)
         ax.set_xlabel("GRPO step")
         ax.set_xlim(1, max(len(probs), 2))
         ax.set_ylim(0, 1)
-    axes[0][0].set_ylabel("probability of drawing each arm\n(filter: share of the groups it kept)")
-    axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
-    fig.tight_layout()
+    for row in axes:
+        row[0].set_ylabel("P(draw arm)\n(filter: share kept)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0, 1 - 1.4 / fig.get_figwidth(), 1))
+    fig.legend(handles, labels, loc="center right", fontsize=7)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -138,6 +145,24 @@ COLUMNS_NOTE = ("Columns: *informative groups* is the share of prompt groups who
                 "the same reward (a group with equal rewards has zero advantage and teaches GRPO nothing); "
                 "*process seconds* is each policy's own training time in its worker process: policies train "
                 "side by side in parallel workers, so these add up to more than the wall time.")
+
+
+def conclusion(c: Comparison) -> str:
+    """The result in words: each policy's rollouts to the target as a ratio to uniform's (one seed)."""
+    if not target_is_meaningful(c):
+        return ""
+    _, base = c.reach("uniform")
+    if base is None:
+        return ""
+    parts = []
+    for name in c.histories:
+        if name == "uniform":
+            continue
+        _, rollouts = c.reach(name)
+        parts.append(f"{label(name)} did not reach it" if rollouts is None else
+                     f"{label(name)} {rollouts / base:.2f}× ({rollouts:,} rollouts)")
+    return (f"**Rollouts to the target relative to uniform ({base:,} rollouts), this seed:** " + "; ".join(parts)
+            + ". Below 1 is fewer rollouts than uniform sampling (better).")
 
 
 def markdown(c: Comparison, wall_seconds: float | None = None, *, smoke: bool = False) -> str:
@@ -166,7 +191,12 @@ def markdown(c: Comparison, wall_seconds: float | None = None, *, smoke: bool = 
         lines.append(f"| {label(r['policy'])} | {reach(r['rollouts_to_target'])} | {reach(r['steps_to_target'])} | "
                      f"{r['final_accuracy']:.3f} | {r['final_greedy']:.3f} | {r['rollouts']} | "
                      f"{r['informative_share']:.0%} | {r['seconds']:.0f} |")
-    lines += ["", COLUMNS_NOTE, "", "![accuracy](accuracy.png)", "", "![arm probabilities](arm_probabilities.png)", "",
+    ending = conclusion(c)
+    lines += ["", *([ending, ""] if ending else []),
+              f"Steps and rollouts to target are read at the evaluations, every {lab.grpo.eval_every} steps: a "
+              f"policy that reaches the target between two evaluations is counted at the next one, so they "
+              f"resolve {lab.grpo.eval_every} steps.", "",
+              COLUMNS_NOTE, "", "![accuracy](accuracy.png)", "", "![arm probabilities](arm_probabilities.png)", "",
               "## Final pass@1 per arm", "",
               "| arm | warm start | " + " | ".join(label(n) for n in c.histories) + " |",
               "|---|---|" + "---|" * len(c.histories)]
