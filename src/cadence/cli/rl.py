@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from cadence.cli import bench_subcommands
-from cadence.cli.arguments import SIZES, folder_arg, number, whole
+from cadence.cli.arguments import SIZES, file_arg, folder_arg, number, whole
 from cadence.errors import CadenceError
 
 
@@ -83,9 +84,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Read a pilot run's log (JSON lines: step, id, reward), score each sample by LIMR's learning "
                     "impact (arXiv 2502.11886) and write the ids scoring at least the threshold.")
     limr.add_argument("log", type=Path, help="the run log (JSON lines with step, id, reward)")
-    limr.add_argument("-o", "--output", type=Path, required=True, help="JSON file for the selected ids")
-    limr.add_argument("--threshold", type=float, default=0.6, help="keep scores >= this (paper: 0.6; default 0.6)")
-    limr.add_argument("--steps-per-epoch", type=int, default=1,
+    limr.add_argument("-o", "--output", type=file_arg, required=True, help="JSON file for the selected ids")
+    limr.add_argument("--threshold", type=number(), default=0.6, help="keep scores >= this (paper: 0.6; default 0.6)")
+    limr.add_argument("--steps-per-epoch", type=whole(1), default=1,
                       help="steps per epoch of the pilot run (epoch = step // this; default 1)")
     limr.set_defaults(func=run_limr_command)
 
@@ -105,18 +106,11 @@ def rl_subcommands(subparsers: argparse._SubParsersAction) -> argparse._SubParse
 
 def run_limr_command(args: argparse.Namespace) -> int:
     import json
-    import math
 
     from cadence.rl.limr import limr, read_run_log
 
     if not args.log.is_file():
         raise CadenceError(f"cannot read the run log {str(args.log)!r}: no such file")
-    if not args.output.parent.is_dir():
-        raise CadenceError(f"cannot write {str(args.output)!r}: the folder {str(args.output.parent)!r} does not exist")
-    if not math.isfinite(args.threshold):
-        raise CadenceError(f"--threshold must be a finite number, got {args.threshold}")
-    if args.steps_per_epoch < 1:
-        raise CadenceError(f"--steps-per-epoch must be at least 1, got {args.steps_per_epoch}")
     kept, scores = limr(read_run_log(args.log), steps_per_epoch=args.steps_per_epoch, threshold=args.threshold)
     args.output.write_text(json.dumps({"ids": kept, "threshold": args.threshold, "steps_per_epoch": args.steps_per_epoch,
                                        "scores": [[i, s] for i, s in scores.items()]}, indent=1), encoding="utf-8")
