@@ -14,7 +14,7 @@ from cadence.errors import CadenceError, StateError
 from cadence.forecast import AnnealingLaw, FitTarget, lr_per_step
 from cadence.forecast import live
 from cadence.forecast.live import LiveForecast, forecast_final
-from cadence.integrations.link import RegimenLink
+from cadence.regimen.link import RegimenLink
 from cadence.optim import ScheduledLR
 
 TRUTH = AnnealingLaw(L0=1.2, A=0.6, alpha=0.4, C=0.5, lam=0.95, lr_ref=1e-3, steps_ref=600)

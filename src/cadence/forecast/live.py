@@ -12,7 +12,7 @@ every ``every`` steps a fit starts in a background thread (never two at once), a
 :meth:`LiveForecast.values` returns the latest finished forecast as
 ``cadence/forecast/final_loss``, ``…/low``, ``…/high`` and ``…/at_step``. The Hugging Face and
 Lightning callbacks (``cadence.integrations``) and :meth:`RegimenLink.live_forecast
-<cadence.integrations.link.RegimenLink.live_forecast>` feed it.
+<cadence.regimen.link.RegimenLink.live_forecast>` feed it.
 
     >>> import numpy as np
     >>> from cadence.forecast import AnnealingLaw, lr_per_step
