@@ -238,3 +238,24 @@ def test_verl_overrides_from_a_file_match_the_documented_lines():
     with pytest.raises(PathError, match="^plans.f: layer_freezing cannot run in the verl adapter"):
         verl_overrides(Regimen.from_dict({"budget": "10 steps", "plans": {"f": {"plan": "layer_freezing",
                                                                                  "layers": "h"}}}))
+
+
+def test_the_newer_rl_pieces_build_from_a_file_and_hosts_refuse_them_by_name():
+    from cadence.rl import GVMAllocation, HierarchicalBudget, Hints, HybridGate, ReplayBuffer
+
+    r = Regimen.from_dict({"budget": "10 steps", "lr": "constant(level=0.1)",
+                           "rl": {"hpt": {"sft_gate": 1, "group": 4}, "gvm": {"group": 4}, "replay": {"capacity": 8},
+                                  "hints": {"patience": 2}, "hbpo": {"budgets": [8, 16]}}})
+    assert Regimen.from_dict(r.to_dict()) == r
+    built = r.build_rl(num_items=3, arm_of=[0, 1, 1])
+    assert isinstance(built["hpt"], HybridGate) and built["hpt"].sft_gate == 1
+    assert isinstance(built["gvm"], GVMAllocation) and isinstance(built["replay"], ReplayBuffer)
+    assert isinstance(built["hints"], Hints) and isinstance(built["hbpo"], HierarchicalBudget)
+    r.refuse("loop")
+    with pytest.raises(PathError, match=r"^rl\.(hpt|gvm|replay|hints|hbpo): \1 cannot run in the TRL adapter"):
+        r.refuse("trl")
+    with pytest.raises(PathError, match=r"^rl.hpt.sft_gat"):
+        Regimen.from_dict({"budget": "10 steps", "rl": {"hpt": {"sft_gat": 1}}})
+    d3s = Regimen.from_dict({"budget": "10 steps", "rl": {"d3s": {"token_ratio": "ramp(start=0.5, end=1)"}}})
+    d3s.refuse("trl")   # TRL runs D3S's token level
+    assert d3s.build_rl()["d3s"].ratios(cadence.Clock(budget=10))[1] == 0.5

@@ -217,7 +217,7 @@ def _wrap_token_mask(trainer: Any, link: Any, downsample: DualDownsampling) -> N
 def attach_regimen(regimen: Any, trainer: Any, *, after: Any = None, stop_on_transition: bool = False) -> CadenceCallback:
     """:func:`attach` with everything a regimen file holds (``Regimen.attach(trainer)`` calls it): its
     clock, stages, optimizer fields, knobs, the curriculum over ``trainer.train_dataset`` (one
-    round's prompts per draw), the ``rl`` section (``predictive``, ``dynamic``, ``length_budget``,
+    round's prompts per draw), the ``rl`` section (``predictive``, ``dynamic``, ``length_budget``, ``d3s``,
     ``correct``, ``correct_threshold``) and layer plans (by attribute path on ``trainer.model``);
     ``after`` and ``stop_on_transition`` as for :func:`cadence.integrations.hf.attach_regimen`."""
     from cadence.integrations.hf import finish, part_index, regimen_clock
@@ -236,7 +236,8 @@ def attach_regimen(regimen: Any, trainer: Any, *, after: Any = None, stop_on_tra
     callback = attach(trainer, sampler=sampler, knobs=regimen.knob_schedules(stages), lr=fields.pop("lr", None),
                       correct=rl.get("correct"), correct_threshold=rl.get("correct_threshold", 1.0),
                       dynamic=built.get("dynamic"), predictive=built.get("predictive"),
-                      length_budget=built.get("length_budget"), clock=clock, plans=plans, stages=stages, **fields)
+                      length_budget=built.get("length_budget"), downsample=built.get("d3s"), clock=clock,
+                      plans=plans, stages=stages, **fields)
     finish(callback, after, stop_on_transition)
     return callback
 

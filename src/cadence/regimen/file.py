@@ -298,6 +298,11 @@ class Regimen:
             out[key] = PLANS[s.name].build(args, host, f"plans.{key}")
         return out
 
+    def build_rl(self, **host: Any) -> dict[str, Any]:
+        """The ``rl`` section's pieces by name, built with what the host provides (``num_items``, ``arm_of``),
+        for a loop that runs them itself (the RL lab, a plain loop); trainer adapters build their own."""
+        return {name: RL[name].build(s.args, host, f"rl.{name}") for name, s in self.rl.items()}
+
     def build_averaging(self, model: Any, clock: Clock) -> Any:
         """The averager on ``clock`` over ``model`` (``None`` without one); ``update()`` it after each step."""
         if self.averaging is None:

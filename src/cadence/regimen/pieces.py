@@ -25,7 +25,9 @@ from cadence.errors import CadenceError
 CURRICULA: dict[str, Piece] = {}
 """Curriculum policies (``curriculum.policy``): built with the arms."""
 RL: dict[str, Piece] = {}
-"""RL pieces (the keys of ``rl``): predictive filter, dynamic sampling, rollout allocation, length budget."""
+"""RL pieces (the keys of ``rl``): predictive filter, dynamic sampling, rollout allocation (fixed, Knapsack,
+GVM-RAFT), length budget, selective replay, hints, D³S, HBPO and HPT's gate. PCL is not a file piece: its value
+model takes a feature function, given in code."""
 PLANS: dict[str, Piece] = {}
 """Progressive plans (``plans.<name>.plan``): built with the run's clock (and layers for layer plans)."""
 AVERAGING: dict[str, Piece] = {}
@@ -108,6 +110,12 @@ def _defaults() -> None:
     register("rl", Piece("knapsack", rl.KnapsackAllocation, needs=("arm_of",), hosts=("loop", "verl")))
     register("rl", Piece("fixed_allocation", rl.FixedAllocation, hosts=("loop", "verl")))
     register("rl", Piece("length_budget", rl.LengthBudget, hosts=("loop", "trl", "verl")))
+    register("rl", Piece("gvm", rl.GVMAllocation, needs=("arm_of",), hosts=("loop",)))
+    register("rl", Piece("replay", rl.ReplayBuffer, hosts=("loop",)))
+    register("rl", Piece("hints", rl.Hints, needs=("num_items",), hosts=("loop",)))
+    register("rl", Piece("d3s", rl.DualDownsampling, hosts=("loop", "trl")))
+    register("rl", Piece("hbpo", rl.HierarchicalBudget, hosts=("loop",)))
+    register("rl", Piece("hpt", rl.HybridGate, hosts=("loop",)))
     register("plans", Piece("layer_freezing", progressive.LayerFreezing, needs=("layers", "clock"),
                             hosts=("loop", "hf", "trl", "lightning")))
     register("plans", Piece("freeze_out", progressive.FreezeOut, needs=("layers", "clock"),
