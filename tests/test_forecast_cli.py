@@ -159,10 +159,11 @@ def test_published_verdicts_are_per_metric_and_held_out_figures_are_not_judged()
 
     from cadence.cli.forecast import print_published
 
-    rows = [SimpleNamespace(name=n, fitted=f, pred_e=p, worst_e=w, worst_step=10, final_error=0.0, band=0.0, outside=())
+    rows = [SimpleNamespace(name=n, fitted=f, pred_e=p, worst_e=w, worst_step=10, final_error=0.0, band=0.0, outside=(),
+                            coverage=0.8, final_inside=True)
             for n, f, p, w in (("cosine_24000", True, 0.0005, 0.002), ("wsd_9", False, 0.0009, 0.006))]
     summary = {False: (0.0007, 0.006), True: (0.0009, 0.006)}
-    scores = SimpleNamespace(fit=SimpleNamespace(law="L(t) = ...", loo_laws=()), curves=rows, seconds=1.0,
+    scores = SimpleNamespace(fit=SimpleNamespace(law="L(t) = ...", loo_laws=(), loo_residuals=()), curves=rows, seconds=1.0,
                              summary=lambda held_out_only=False: summary[held_out_only])
     bench = SimpleNamespace(name="multipower-25m", scores={"annealing": scores}, published=(0.00110, 0.00409))
     out = io.StringIO()
@@ -185,13 +186,14 @@ def test_the_published_plot_names_its_shaded_band(tmp_path, monkeypatch) -> None
     monkeypatch.setattr(plotting, "save_with_lrs", lambda fig, ax, runs, path, dpi: seen.setdefault("fig", fig))
     steps = np.arange(1, 11)
     law = SimpleNamespace(predict=lambda lr, at: np.full(len(at), 3.0))
-    fit = SimpleNamespace(law=law, loo_laws=(law,), band=lambda lr, at: (np.full(len(at), 2.9), np.full(len(at), 3.1)))
+    fit = SimpleNamespace(law=law, loo_residuals=(0.01,),
+                          interval=lambda lr, at: (np.full(len(at), 2.9), np.full(len(at), 3.1)))
     curves = [SimpleNamespace(name=n, fitted=f, target=FitTarget(steps, np.full(10, 3.0), np.full(10, 1e-3), n))
               for n, f in (("a", True), ("b", False))]
     scores = SimpleNamespace(fit=fit, summary=lambda: (0.001, 0.002))
     plot_published(SimpleNamespace(name="set", curves=curves, scores={"annealing": scores}), tmp_path / "p.png")
     labels = [t.get_text() for t in seen["fig"].axes[0].get_legend().get_texts()]
-    assert labels.count("leave-one-out band (shaded)") == 1
+    assert labels.count("predictive interval (shaded)") == 1
 
 
 def test_bench_forecast_tiny_says_it_is_a_smoke_test(monkeypatch, capsys) -> None:

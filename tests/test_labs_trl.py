@@ -113,9 +113,9 @@ def test_bench_trl_tiny_end_to_end_summary_matches_its_records(tmp_path, capsys)
 @pytest.mark.parametrize("argv, message", [
     (["--policies", "trl,bogus"], "unknown or repeated policies"),
     (["--families", "add,nope"], "unknown task family 'nope'"),
-    (["--seeds", "0"], "--seeds must be at least 1"),
-    (["--steps", "-3"], "--steps must be at least 1"),
-    (["--workers", "0"], "--workers must be at least 1"),
+    (["--seeds", "0"], "argument --seeds: needs a whole number >= 1"),
+    (["--steps", "-3"], "argument --steps: needs a whole number >= 1"),
+    (["--workers", "0"], "argument --workers: needs a whole number >= 1"),
     (["-o", "/no/such/folder/plot.png"], "does not exist"),
     (["--policies", "trl,dump", "--compare-lab"], "include 'uniform'"),
 ])

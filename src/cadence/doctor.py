@@ -162,6 +162,11 @@ def _section(d: Mapping[str, Any], name: str) -> dict[str, Any]:
 
 def load_regimen(path: str | Path) -> Regimen:
     """Read a regimen from a YAML or JSON file."""
+    return Regimen.from_dict(read_fields(path))
+
+
+def read_fields(path: str | Path) -> dict[str, Any]:
+    """The mapping of fields a YAML or JSON regimen file holds; anything else is one error naming the file."""
     p = Path(path)
     try:
         data = yaml.safe_load(p.read_text())
@@ -175,8 +180,8 @@ def load_regimen(path: str | Path) -> Regimen:
         what = ("the file is empty" if data is None else "it holds a list, not fields" if isinstance(data, list)
                 else "it holds plain text, not fields")
         raise RegimenError(f"{p}: not a regimen: {what} (a regimen is a YAML or JSON mapping of fields such as "
-                           f"'budget:' and 'lr:', in a .yaml, .yml or .json file; see docs/doctor.md)")
-    return Regimen.from_dict(data)
+                           f"'budget:' and 'lr:', in a .yaml, .yml or .json file; see docs/regimen.md)")
+    return data
 
 
 # ---------------------------------------------------------------------- checks

@@ -27,9 +27,8 @@ def _size_options(parser: argparse.ArgumentParser, default_size: str) -> None:
                         help="comma-separated levels every family must have (e.g. 1,2; default: the size's)")
 
 
-def _task_options(args: argparse.Namespace) -> tuple[list[str] | None, list[int] | None]:
-    """``--families`` and ``--levels`` as lists (``None`` when not given); bad lists are refused."""
-    families = levels = None
+def _lab_policies(args: argparse.Namespace) -> None:
+    """Refuse a ``--policies`` list naming a policy the RL lab does not have."""
     if args.policies is not None:
         from cadence.labs.rl.experiment import POLICIES
 
@@ -38,6 +37,11 @@ def _task_options(args: argparse.Namespace) -> tuple[list[str] | None, list[int]
         if not all(names) or unknown:
             raise CadenceError(f"--policies needs comma-separated names from {', '.join(POLICIES)}, "
                                f"got {args.policies!r}")
+
+
+def _task_options(args: argparse.Namespace) -> tuple[list[str] | None, list[int] | None]:
+    """``--families`` and ``--levels`` as lists (``None`` when not given); bad lists are refused."""
+    families = levels = None
     if args.families is not None:
         families = [f.strip() for f in args.families.split(",")]
         if not all(families):
@@ -121,6 +125,7 @@ def run_limr_command(args: argparse.Namespace) -> int:
 def run_demo_command(args: argparse.Namespace) -> int:
     from cadence.labs.rl.demo import run_demo
 
+    _lab_policies(args)
     families, levels = _task_options(args)
     from cadence.cli import console
 
@@ -141,6 +146,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
     from cadence.labs.rl.report import label
     from cadence.progress import Progress
 
+    _lab_policies(args)
     console = cli_console()
     lab = lab_for(args.size, args.steps, args.target, args.policies, *_task_options(args))
     if args.experiment == "hpt":

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import replace
-from pathlib import Path
-
-from cadence.cli import bench_subcommands, image_output
+from cadence.cli import bench_subcommands
+from cadence.cli.arguments import SIZES, image_arg, number, whole
 from cadence.errors import CadenceError
 
 
@@ -19,12 +18,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "seeds and step budget. Prints rollouts and steps to TRL alone's best pass@1 relative to TRL "
                     "alone (geometric mean, 95% interval over seeds), final pass@1, informative groups, seconds "
                     "per step, and the adapter's overhead. Needs: pip install \"cadence[trl]\".")
-    trl.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1; default 3)")
-    trl.add_argument("--workers", type=int, default=1, help="processes training policies side by side (default 1)")
-    trl.add_argument("--size", choices=("default", "tiny"), default="default",
-                     help="problem size (default: default; tiny runs in seconds)")
-    trl.add_argument("--steps", type=int, default=None, help="GRPO steps per policy (default: the size's)")
-    trl.add_argument("--target", type=float, default=None,
+    trl.add_argument("--seeds", type=whole(1), default=3, help="number of seeds (0..N-1; default 3)")
+    trl.add_argument("--workers", type=whole(1), default=1, help="processes training policies side by side (default 1)")
+    trl.add_argument("--size", choices=SIZES, default="default",
+                     help="problem size (default: default; tiny runs in seconds, a smoke test)")
+    trl.add_argument("--steps", type=whole(1), default=None, help="GRPO steps per policy (default: the size's)")
+    trl.add_argument("--target", type=number(0, 1, low_open=True), default=None,
                      help="target mean pass@1 (default: the best TRL alone reaches in the run)")
     trl.add_argument("--policies", default=None,
                      help="comma-separated policies (default: trl,uniform,dump,sec,pass_rate,dynamic,predictive_dump; "
@@ -40,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     trl.add_argument("--compare-lab", action="store_true",
                      help="also run 'bench rl' (the lab's own GRPO loop) on the same suite, seeds and knobs, and "
                           "print its table too")
-    trl.add_argument("-o", "--output", type=Path, default=None,
+    trl.add_argument("-o", "--output", type=image_arg, default=None,
                      help="plot of pass@1 against rollouts (e.g. trl.png); the per-seed records go next to it as .json")
     trl.set_defaults(func=run_bench_trl)
 
@@ -51,11 +50,7 @@ def run_bench_trl(args: argparse.Namespace) -> int:
     from cadence.cli.rl import _task_options
     from cadence.labs.trl import require_trl
 
-    for name in ("seeds", "workers", "steps"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise CadenceError(f"--{name} must be at least 1, got {value}")
-    out = image_output(args.output) if args.output is not None else None
+    out = args.output
     require_trl()
     from cadence.labs.rl.experiment import LabConfig
     from cadence.labs.trl.experiment import BASELINE, lab_for

@@ -80,18 +80,9 @@ class Regimen:
     @classmethod
     def from_file(cls, path: str | Path) -> Regimen:
         """Read a YAML or JSON regimen file."""
-        import yaml
+        from cadence.doctor import read_fields
 
-        p = Path(path)
-        try:
-            data = yaml.safe_load(p.read_text())
-        except OSError as e:
-            raise CadenceError(f"cannot read regimen file {str(p)!r}: {e.strerror}") from None
-        except UnicodeDecodeError:
-            raise CadenceError(f"{p}: not a text file (a regimen is YAML or JSON)") from None
-        except yaml.YAMLError as e:
-            raise CadenceError(f"{p}: not valid YAML/JSON: {' '.join(str(e).split())}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(read_fields(path))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Regimen:
