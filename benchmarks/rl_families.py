@@ -11,21 +11,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from cadence.labs.rl.families import REV  # noqa: F401  (the shared digit-reversal family)
 from cadence.labs.rl.tasks import TaskFamily
 
 
-def make_rev(rng: np.random.Generator, level: int) -> tuple[str, str]:
-    """Reverse ``2·level + 1`` digits."""
-    digits = "".join(map(str, rng.integers(0, 10, size=2 * level + 1)))
-    return f"r{digits}=", digits[::-1]
-
-
 def make_sub(rng: np.random.Generator, level: int) -> tuple[str, str]:
-    """``a − b`` with ``a`` one digit longer than ``b`` (``level`` digits), so never negative."""
+    """``a − b`` with ``a`` one digit longer than ``b`` (``level`` digits), so never negative (unlike
+    :data:`cadence.labs.rl.families.SUB`, whose operands have the same number of digits)."""
     a = int(rng.integers(10 ** level, 10 ** (level + 1)))
     b = int(rng.integers(10 ** (level - 1) if level > 1 else 1, 10 ** level))
     return f"{a}-{b}=", str(a - b)
 
 
-REV = TaskFamily("rev", make_rev, levels=(1, 2, 3), chars="r")
 SUB = TaskFamily("sub", make_sub, levels=(1, 2, 3), chars="-")

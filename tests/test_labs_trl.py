@@ -15,7 +15,7 @@ from cadence.labs.rl.bench import interval  # noqa: E402
 from cadence.labs.rl.tasks import TaskSuite  # noqa: E402
 from cadence.labs.trl import bench  # noqa: E402
 from cadence.labs.trl.experiment import SIZES, train_policy  # noqa: E402
-from cadence.labs.trl.families import HELD_OUT  # noqa: E402
+from cadence.labs.rl.families import HELD_OUT  # noqa: E402
 from cadence.labs.trl.warmstart import warm_start_hf  # noqa: E402
 from cadence.labs.trl.workload import correctness_reward, suite_tokenizer, train_dataset  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Task families written for the TRL bench after the lab's were fixed, and never tuned on: the
+"""Task families written for the TRL and RL-method benches after the lab's were fixed, and never tuned on: the
 held-out check that a policy's savings are not an artefact of the five built-in families.
 
 =========  ==================  ==================  ==================
@@ -10,7 +10,7 @@ maxd       largest of 4 digits largest of 8        largest of 12
 =========  ==================  ==================  ==================
 
 (``sub`` keeps the larger number first, so answers are never negative.) Use them on the command
-line as ``--families cadence.labs.trl.families:REV,cadence.labs.trl.families:SUB,cadence.labs.trl.families:MAXD``.
+line as ``--families cadence.labs.rl.families:REV,cadence.labs.rl.families:SUB,cadence.labs.rl.families:MAXD``.
 
     >>> import numpy as np
     >>> prompt, answer = REV.draw(np.random.default_rng(0), 1)
