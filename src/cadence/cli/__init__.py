@@ -29,17 +29,23 @@ COMMAND_MODULES = (
 )
 
 
-def bench_subcommands(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    """The subcommand group of ``cadence bench`` (created on first use, so module order does not matter)."""
-    bench = subparsers.choices.get("bench")
-    if bench is None:
-        bench = subparsers.add_parser("bench", help="benchmarks that print measured figures",
-                                      description="Benchmarks that print measured figures.")
-        return bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
-    for action in bench._actions:
+def command_group(subparsers: argparse._SubParsersAction, name: str, *, help: str, description: str,
+                  metavar: str) -> argparse._SubParsersAction:
+    """The subcommand group of ``cadence NAME`` (created on first use, so module order does not matter)."""
+    group = subparsers.choices.get(name)
+    if group is None:
+        group = subparsers.add_parser(name, help=help, description=description)
+        return group.add_subparsers(dest=name, required=True, metavar=metavar)
+    for action in group._actions:
         if isinstance(action, argparse._SubParsersAction):
             return action
-    raise CadenceError("the 'bench' command exists but has no subcommand group")
+    raise CadenceError(f"the {name!r} command exists but has no subcommand group")
+
+
+def bench_subcommands(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """The subcommand group of ``cadence bench``."""
+    return command_group(subparsers, "bench", help="benchmarks that print measured figures",
+                         description="Benchmarks that print measured figures.", metavar="BENCHMARK")
 
 
 

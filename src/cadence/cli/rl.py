@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cadence.cli import bench_subcommands
+from cadence.cli import bench_subcommands, command_group
 from cadence.cli.arguments import SIZES, file_arg, folder_arg, number, whole
 from cadence.errors import CadenceError
 
@@ -96,16 +96,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def rl_subcommands(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    """The subcommand group of ``cadence rl`` (created on first use)."""
-    group = subparsers.choices.get("rl")
-    if group is None:
-        group = subparsers.add_parser("rl", help="RL post-training tools (e.g. LIMR data selection)",
-                                      description="RL post-training tools.")
-        return group.add_subparsers(dest="rl", required=True, metavar="TOOL")
-    for action in group._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    raise CadenceError("the 'rl' command exists but has no subcommand group")
+    """The subcommand group of ``cadence rl``."""
+    return command_group(subparsers, "rl", help="RL post-training tools (e.g. LIMR data selection)",
+                         description="RL post-training tools.", metavar="TOOL")
 
 
 def run_limr_command(args: argparse.Namespace) -> int:
