@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from rich.console import Console
 from rich.table import Table
@@ -33,7 +33,13 @@ def lab_for(size: str, steps: int | None = None, target: float | None = None,
     (each family must have them)."""
     if size not in SIZES:
         raise CadenceError(f"unknown size {size!r}; choose from {sorted(SIZES)}")
-    lab = SIZES[size]
+    return with_options(SIZES[size], steps, target, policies, families, levels)
+
+
+def with_options(lab: Any, steps: int | None = None, target: float | None = None, policies: str | None = None,
+                 families: Sequence[str] | None = None, levels: Sequence[int] | None = None) -> Any:
+    """A lab preset (any dataclass with ``policies``, ``suite``, ``grpo`` and ``target``) with the command
+    line's changes; :func:`lab_for` and the TRL lab's use it."""
     if policies is not None:
         lab = replace(lab, policies=tuple(p.strip() for p in policies.split(",") if p.strip()))
     if families is not None or levels is not None:

@@ -21,7 +21,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from queue import Empty
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -187,13 +187,14 @@ def _train_in_worker(name: str, state: dict, lab: LabConfig, seed: int, queue) -
     return history, time.perf_counter() - start
 
 
-def _train_parallel(weights: TinyGPT, lab: LabConfig, seed: int, workers: int,
-                    on_step: Callable[[str], None] | None) -> tuple[dict[str, History], dict[str, float]]:
+def side_by_side(worker: Callable[..., Any], names: Sequence[str], args: tuple, workers: int,
+                 on_step: Callable[[str], None] | None) -> dict[str, Any]:
+    """``{name: worker(name, *args, queue)}`` for every name, in ``workers`` spawned processes; each
+    name the worker puts on the queue calls ``on_step(name)`` here (progress across processes)."""
     ctx = multiprocessing.get_context("spawn")
     with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         queue = manager.Queue()
-        futures = {name: pool.submit(_train_in_worker, name, weights.state_dict(), lab, seed, queue)
-                   for name in lab.policies}
+        futures = {name: pool.submit(worker, name, *args, queue) for name in names}
         while True:
             try:
                 name = queue.get(timeout=0.2)
@@ -203,7 +204,12 @@ def _train_parallel(weights: TinyGPT, lab: LabConfig, seed: int, workers: int,
                 continue
             if on_step is not None:
                 on_step(name)
-        results = {name: f.result() for name, f in futures.items()}
+        return {name: f.result() for name, f in futures.items()}
+
+
+def _train_parallel(weights: TinyGPT, lab: LabConfig, seed: int, workers: int,
+                    on_step: Callable[[str], None] | None) -> tuple[dict[str, History], dict[str, float]]:
+    results = side_by_side(_train_in_worker, lab.policies, (weights.state_dict(), lab, seed), workers, on_step)
     return {n: r[0] for n, r in results.items()}, {n: r[1] for n, r in results.items()}
 
 

@@ -17,20 +17,18 @@ excluded) and the generation rounds after a step's first (refills).
 from __future__ import annotations
 
 import math
-import multiprocessing
 import tempfile
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from queue import Empty
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from cadence.errors import CadenceError
-from cadence.labs.rl.experiment import POLICIES, SIZES as LAB_SIZES, best_accuracy, first_reach, make_source
+from cadence.labs.rl.experiment import POLICIES, SIZES as LAB_SIZES, best_accuracy, first_reach, make_source, side_by_side
+from cadence.labs.rl.demo import with_options
 from cadence.labs.rl.grpo import GRPOConfig, History
 from cadence.labs.rl.policy import Evaluation
 from cadence.labs.rl.tasks import TaskSuite
@@ -87,19 +85,7 @@ def lab_for(size: str, steps: int | None = None, target: float | None = None, po
     """The size preset with the command line's changes (as :func:`cadence.labs.rl.demo.lab_for`)."""
     if size not in SIZES:
         raise CadenceError(f"unknown size {size!r}; choose from {sorted(SIZES)}")
-    lab = SIZES[size]
-    if policies is not None:
-        lab = replace(lab, policies=tuple(p.strip() for p in policies.split(",") if p.strip()))
-    if families is not None or levels is not None:
-        lab = replace(lab, suite=replace(lab.suite, families=lab.suite.families if families is None else tuple(families),
-                                         levels=lab.suite.levels if levels is None else tuple(levels)))
-    if steps is not None:
-        lab = replace(lab, grpo=replace(lab.grpo, steps=steps))
-    if target is not None:
-        if not 0 < target <= 1:
-            raise CadenceError(f"the target accuracy must lie in (0, 1], got {target}")
-        lab = replace(lab, target=target)
-    return lab
+    return with_options(SIZES[size], steps, target, policies, families, levels)
 
 
 @dataclass
@@ -226,20 +212,7 @@ def run_policies(state: dict, lab: TrlLabConfig, seed: int, workers: int,
     if workers <= 1:
         return {name: train_policy(name, state, lab, seed, None if on_step is None else (lambda n=name: on_step(n)))
                 for name in lab.policies}
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        queue = manager.Queue()
-        futures = {name: pool.submit(_train_in_worker, name, state, lab, seed, queue) for name in lab.policies}
-        while True:
-            try:
-                name = queue.get(timeout=0.2)
-            except Empty:
-                if all(f.done() for f in futures.values()):
-                    break
-                continue
-            if on_step is not None:
-                on_step(name)
-        return {name: f.result() for name, f in futures.items()}
+    return side_by_side(_train_in_worker, lab.policies, (state, lab, seed), workers, on_step)
 
 
 @dataclass
