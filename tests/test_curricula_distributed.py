@@ -5,16 +5,14 @@ and loop over the policies."""
 
 from __future__ import annotations
 
-import os
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+import gloo
 from test_curricula_policies import ALL, build, signals
 
 from cadence import Clock
@@ -50,20 +48,15 @@ def _train(name: str) -> dict:
 def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        results = {name: _train(name) for name in ALL}
-    finally:
-        dist.destroy_process_group()
+    results = {name: _train(name) for name in ALL}
     Path(out_dir, f"rank{rank}.pkl").write_bytes(pickle.dumps(results))
-    sys.stdout.flush()
-    os._exit(0)  # skip interpreter teardown, where gloo's threads can abort a finished worker
+    gloo.leave()
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     out = tmp_path_factory.mktemp("gloo")
-    mp.start_processes(_worker, args=(2, str(out / "init"), str(out)), nprocs=2, join=True,
-                       start_method="spawn")  # spawn: forking a process that holds torch threads can deadlock
+    gloo.spawn(_worker, (2, str(out / "init"), str(out)), 2)
     return [pickle.loads((out / f"rank{r}.pkl").read_bytes()) for r in range(2)]
 
 

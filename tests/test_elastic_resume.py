@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
+import gloo
 from cadence import Clock
 from cadence.curricula import Arms, CurriculumSampler, DoReMi
 from cadence.errors import CadenceError, StateError
@@ -88,13 +88,11 @@ def worker(rank: int, world: int, out: str, phase: str) -> None:
         train(link, STEPS - SAVE_AT, log)
     with open(os.path.join(out, f"{phase}-{world}-rank{rank}.json"), "w") as f:
         json.dump({"log": log, "state": comparable(link.state_dict())}, f)
-    dist.barrier()
-    dist.destroy_process_group()
+    gloo.leave()
 
 
 def spawn(world: int, out: str, phase: str) -> list[dict]:
-    # spawn, not fork: forking a process that already holds torch threads can deadlock
-    mp.start_processes(worker, args=(world, out, phase), nprocs=world, join=True, start_method="spawn")
+    gloo.spawn(worker, (world, out, phase), world)
     results = []
     for r in range(world):
         with open(os.path.join(out, f"{phase}-{world}-rank{r}.json")) as f:
@@ -168,6 +166,7 @@ RESTART_WORKER = textwrap.dedent("""
 
     torch.set_num_threads(1)
     sys.path.insert(0, {tests_dir!r})
+    import gloo
     from test_elastic_resume import STEPS, build, fake_loss
 
     out, kill_at = sys.argv[1], {kill_at}
@@ -201,10 +200,7 @@ RESTART_WORKER = textwrap.dedent("""
         with open(os.path.join(out, "final.json"), "w") as f:
             json.dump({{"attempt": attempt, "start": start}}, f)
         torch.save(link.state_dict(), os.path.join(out, "final.pt"))
-    dist.barrier()
-    dist.destroy_process_group()
-    sys.stdout.flush()
-    os._exit(0)  # skip interpreter teardown, where gloo's threads can abort a finished worker
+    gloo.leave()
 """)
 
 

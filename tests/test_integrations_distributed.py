@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
+import gloo
 from cadence import Clock
 from cadence.curricula import Arms, CurriculumSampler, DoReMi
 from cadence.integrations import RegimenLink
@@ -80,14 +80,13 @@ def worker(rank: int, out: str) -> None:
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         json.dump({"straight_log": straight_log, "resumed_log": resumed_log, "straight": straight,
                    "resumed": without_seconds(link.state_dict())}, f)
-    dist.destroy_process_group()
+    gloo.leave()
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     out = str(tmp_path_factory.mktemp("ddp"))
-    # spawn, not fork: forking a process that already holds torch threads can deadlock
-    mp.start_processes(worker, args=(out,), nprocs=WORLD, join=True, start_method="spawn")
+    gloo.spawn(worker, (out,), WORLD)
     results = []
     for r in range(WORLD):
         with open(os.path.join(out, f"rank{r}.json")) as f:

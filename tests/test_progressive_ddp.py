@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import sys
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
+import gloo
 from cadence import Clock
 from cadence.optim import ScheduledLR
 from cadence.progressive import RandomizedProgressive, leaf_layers
@@ -53,15 +52,12 @@ def worker(rank: int, out: str) -> None:
     torch.set_num_threads(1)
     result = train(rank)
     Path(out, f"rank{rank}.pkl").write_bytes(pickle.dumps(result))
-    dist.barrier()
-    dist.destroy_process_group()
-    sys.stdout.flush()
-    os._exit(0)  # skip interpreter teardown, where gloo's threads can abort a finished worker
+    gloo.leave()
 
 
 def test_ddp_ranks_freeze_the_same_layers_every_step_and_end_identical(tmp_path):
     # spawn, not fork: forking a process that already holds torch threads can deadlock
-    mp.start_processes(worker, args=(str(tmp_path),), nprocs=WORLD, join=True, start_method="spawn")
+    gloo.spawn(worker, (str(tmp_path),), WORLD)
     ranks = [pickle.loads((tmp_path / f"rank{r}.pkl").read_bytes()) for r in range(WORLD)]
     assert ranks[0]["masks"] == ranks[1]["masks"]  # the same plan step on both ranks
     assert len({tuple(m) for m in ranks[0]["masks"]}) > 2  # layers froze and unfroze during the run
