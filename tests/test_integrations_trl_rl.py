@@ -17,7 +17,7 @@ import cadence  # noqa: E402
 from cadence.curricula import (DUMP, EXP3, PUDF, SEC, Arms, CurriculumSampler, DoReMi,  # noqa: E402
                                LearningProgress, PassRateFilter, Uniform)
 from cadence.integrations.trl import attach  # noqa: E402
-from cadence.rl import DynamicSampling, LengthBudget, PredictiveFilter  # noqa: E402
+from cadence.rl import DynamicSampling, LengthBudget, PredictiveFilter, ReplayBuffer  # noqa: E402
 
 from test_integrations_hf import char_tokenizer  # noqa: E402
 
@@ -175,9 +175,10 @@ def test_predictive_filter_skips_solved_prompts_before_generation(tmp_path):
     assert callback.link.sampler.predictive.skipped > 0
 
 
-@pytest.mark.parametrize("dynamic", [False, True])
-def test_resume_inside_a_generation_round_is_exact(tmp_path, dynamic):
+@pytest.mark.parametrize("part", [None, "dynamic", "replay"])
+def test_resume_inside_a_generation_round_is_exact(tmp_path, part):
     """4 rows per device, 2 generations, 4 steps per generation, saved every 2 steps: checkpoint-2 is mid-round."""
+    dynamic = part is not None
     def run(resume=None):
         rounds: list[list[int]] = []
 
@@ -187,10 +188,12 @@ def test_resume_inside_a_generation_round_is_exact(tmp_path, dynamic):
 
         reward.__name__ = "accuracy"
         trainer = grpo(tmp_path / "out", [reward], max_steps=8, steps_per_generation=4, save_strategy="steps",
-                       save_steps=2)
-        policy = DUMP(Arms(SOURCES), seed=0)
+                       save_steps=2, generations=4 if part == "replay" else 2)   # replay: 4 prompts a round
+        policy = DUMP(Arms(SOURCES), seed=0) if part != "replay" else Uniform(Arms(SOURCES), seed=0)
         sampler = CurriculumSampler(policy, batch_size=per_round(trainer), num_replicas=1, seed=1)
         extra = {"correct": "accuracy", "dynamic": DynamicSampling(max_extra_rounds=2)} if dynamic else {}
+        if part == "replay":
+            extra.update(dynamic=DynamicSampling(max_extra_rounds=0), replay=ReplayBuffer(4, seed=0))
         callback = attach(trainer, sampler=sampler, **extra)
         trainer.train(resume_from_checkpoint=resume)
         weights = [p.detach().clone() for p in trainer.model.parameters()]
@@ -204,7 +207,23 @@ def test_resume_inside_a_generation_round_is_exact(tmp_path, dynamic):
     assert resumed_selector.state_dict()["sampler"]["rng"] == selector.state_dict()["sampler"]["rng"]
     if dynamic:
         assert resumed_selector.dynamic.counts == selector.dynamic.counts
+    if part == "replay":          # the buffer's groups resume with their tensors, and are replayed after the resume
+        saved = torch.load(tmp_path / "out" / "checkpoint-2" / "cadence_trl_replay_rank0.pt", weights_only=True)
+        assert saved["groups"] and all(torch.is_tensor(t) for g in saved["groups"].values() for t in g.values())
+        at_checkpoint = _checkpoint_state(tmp_path / "out" / "checkpoint-2")["sampler"]["replay"]["counts"]
+        assert resumed_selector.replay.counts == selector.replay.counts
+        assert selector.replay.counts["replayed"] > at_checkpoint["replayed"]
     assert all(torch.equal(a, b) for a, b in zip(weights, resumed_weights))   # trained on the same completions
+
+
+def _checkpoint_state(folder) -> dict:
+    """The link state a checkpoint's ``trainer_state.json`` holds."""
+    import json
+
+    from cadence.integrations.jsonstate import decode
+
+    state = json.loads((folder / "trainer_state.json").read_text())
+    return decode(state["stateful_callbacks"]["CadenceCallback"]["attributes"]["cadence"])["link"]
 
 
 def test_prompts_are_drawn_after_the_previous_rounds_feedback(tmp_path):

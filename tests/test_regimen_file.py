@@ -252,8 +252,9 @@ def test_the_newer_rl_pieces_build_from_a_file_and_hosts_refuse_them_by_name():
     assert isinstance(built["gvm"], GVMAllocation) and isinstance(built["replay"], ReplayBuffer)
     assert isinstance(built["hints"], Hints) and isinstance(built["hbpo"], HierarchicalBudget)
     r.refuse("loop")
-    with pytest.raises(PathError, match=r"^rl\.(hpt|gvm|replay|hints|hbpo): \1 cannot run in the TRL adapter"):
+    with pytest.raises(PathError, match=r"^rl\.(hpt|gvm|hints|hbpo): \1 cannot run in the TRL adapter"):
         r.refuse("trl")
+    Regimen.from_dict({"budget": "10 steps", "rl": {"dynamic": {}, "replay": {"capacity": 8}}}).refuse("trl")
     with pytest.raises(PathError, match=r"^rl.hpt.sft_gat"):
         Regimen.from_dict({"budget": "10 steps", "rl": {"hpt": {"sft_gat": 1}}})
     d3s = Regimen.from_dict({"budget": "10 steps", "rl": {"d3s": {"token_ratio": "ramp(start=0.5, end=1)"}}})

@@ -139,6 +139,12 @@ def test_trl_refuses_a_piece_it_cannot_run_by_name(tmp_path):
     r = Regimen.from_dict({"budget": "4 steps", "lr": "constant(level=0.001)", "rl": {"knapsack": {"group": 2}}})
     with pytest.raises(cadence.CadenceError, match="^rl.knapsack: knapsack cannot run in the TRL adapter"):
         r.attach(trainer)
+    replaying = Regimen.from_dict({"budget": "4 steps", "lr": "constant(level=0.001)",
+                                   "curriculum": {"policy": "uniform", "arms": {"items": SOURCES}, "batch_size": 2},
+                                   "rl": {"dynamic": {}, "replay": {"capacity": 8},
+                                          "correct": "<lambda>"}})
+    selector = replaying.attach(trainer).link.sampler               # TRL runs replay
+    assert selector.replay.capacity == 8 and selector.dynamic is not None
 
 
 def lightning_run(tmp_path, attach, ckpt_path=None):

@@ -21,6 +21,11 @@ groups a batch trains on, and schedules (a response-length budget, say) reach re
 * ``pcl=PCL(ValueModel(features))``: each round scores ``pool ×`` the prompts wanted with the value
   model and generates for those predicted nearest a 0.5 pass rate (PCL); ``features`` is any function
   of row ids, e.g. :func:`prompt_embedding_features` (the policy's own prompt embeddings).
+* ``replay=ReplayBuffer()`` (with ``dynamic``): the places of groups dynamic sampling drops are filled
+  with stored groups of non-zero advantage, drawn ∝ ``|A|`` (VL-Rethinker's selective sample replay),
+  before anything is generated again. A replayed group re-enters the batch with the tensors TRL's
+  generation returned for it (ids, masks, advantages, log-probs), so TRL's loss trains on it
+  unchanged; the rollouts so saved are logged (``cadence/rl/replay/saved``).
 * ``hints=Hints(n)`` with ``guidance=``: a prompt whose groups stayed all wrong is generated again
   with guidance of tiers 1, 2, … (Scaf-GRPO / GHPO); the rewrite happens where cadence draws the
   prompts. ``guidance`` names a dataset column holding each row's tier texts (appended to the prompt)
@@ -67,18 +72,22 @@ import torch
 from torch.utils.data import Sampler
 
 from cadence.curricula.sampler import CurriculumSampler
-from cadence.errors import CadenceError
+from cadence.errors import CadenceError, StateError
 from cadence.integrations.hf import CadenceCallback
 from cadence.integrations.hf import attach as attach_hf
 from cadence.integrations.versions import check_methods, check_version
 from cadence.progressive.sizes import BatchSizeSchedule, SequenceLengthWarmup
-from cadence.rl import PCL, DualDownsampling, DynamicSampling, Hints, LengthBudget, PredictiveFilter, PromptSelector
+from cadence.rl import (PCL, DualDownsampling, DynamicSampling, Hints, LengthBudget, PredictiveFilter, PromptSelector,
+                        ReplayBuffer)
 
 ID_COLUMN = "cadence_id"
 """The key through which each row carries its item id to reward functions."""
 
 BUFFER_FILE = "cadence_trl_buffer_rank{rank}.pt"
 """A checkpoint's file for the generation round TRL has buffered (one per process)."""
+
+REPLAY_FILE = "cadence_trl_replay_rank{rank}.pt"
+"""A checkpoint's file for the tensors of the groups the replay buffer holds (one per process)."""
 
 WRAPPED = {"_generate_and_score_completions": ("inputs",),
            "_calculate_rewards": ("inputs", "prompts", "completions", "completion_ids_list"),
@@ -118,7 +127,7 @@ def attach(trainer: Any, *, sampler: CurriculumSampler | None = None, knobs: Map
            lr: Any = None, correct: str | Callable[..., Any] | None = None, correct_threshold: float = 1.0,
            dynamic: DynamicSampling | None = None, predictive: PredictiveFilter | None = None,
            length_budget: LengthBudget | None = None, downsample: DualDownsampling | None = None,
-           pcl: PCL | None = None, hints: Hints | None = None,
+           pcl: PCL | None = None, hints: Hints | None = None, replay: ReplayBuffer | None = None,
            guidance: str | Callable[[dict, int], Any] | None = None, **kwargs: Any) -> CadenceCallback:
     """Add cadence to a built ``trl.GRPOTrainer``; returns the callback (``callback.link`` holds the regimen).
 
@@ -134,6 +143,11 @@ def attach(trainer: Any, *, sampler: CurriculumSampler | None = None, knobs: Map
         predictive: skip prompts predicted to give zero-variance groups (needs ``sampler`` and ``correct``).
         pcl: choose each round's prompts by a value model's predicted pass rate (needs ``sampler``, ``correct``).
         hints: re-roll plateaued all-wrong groups with ``guidance`` (needs ``sampler``, ``correct``).
+        replay: fill dropped groups' places from a :class:`~cadence.rl.ReplayBuffer` of earlier groups
+            with non-zero advantage (needs ``dynamic``). A replayed group keeps its stored advantages
+            and log-probs: TRL weighs it against the policy that generated it (the clipped ratio) only
+            when its rounds carry ``old_per_token_logps`` (a round spanning several optimizer steps,
+            or vLLM's importance sampling); otherwise TRL trains on it as on-policy (ratio 1).
         guidance: a dataset column of per-row tier texts (a list; tier ``l`` appends item ``l − 1`` to
             the prompt) or a function ``(row, level) -> new prompt``.
         length_budget: a :class:`~cadence.rl.LengthBudget`: a knob under its name (for its
@@ -167,9 +181,9 @@ def attach(trainer: Any, *, sampler: CurriculumSampler | None = None, knobs: Map
         knobs[length_budget.name] = length_budget.schedule
     correct_of = _correctness(trainer, correct, correct_threshold)
     selector = None
-    if sampler is None and any(p is not None for p in (dynamic, predictive, pcl, hints)):
-        raise CadenceError("dynamic sampling, the predictive filter, PCL and hints choose among a curriculum's prompts: "
-                           "pass sampler=CurriculumSampler(Uniform(arms), batch_size=..., num_replicas=1) too")
+    if sampler is None and any(p is not None for p in (dynamic, predictive, pcl, hints, replay)):
+        raise CadenceError("dynamic sampling, the predictive filter, PCL, replay and hints choose among a curriculum's "
+                           "prompts: pass sampler=CurriculumSampler(Uniform(arms), batch_size=..., num_replicas=1) too")
     if (hints is None) != (guidance is None):
         raise CadenceError("hints need guidance= (a column of tier texts or a function (row, level) -> prompt), and "
                            "guidance needs hints=Hints(...)")
@@ -178,7 +192,7 @@ def attach(trainer: Any, *, sampler: CurriculumSampler | None = None, knobs: Map
     if guidance is not None and not isinstance(guidance, str) and not callable(guidance):
         raise CadenceError(f"guidance must be a column name or a function, got {type(guidance).__name__}")
     if sampler is not None:
-        selector = _selector(trainer, sampler, dynamic, predictive, correct_of is not None, pcl, hints)
+        selector = _selector(trainer, sampler, dynamic, predictive, correct_of is not None, pcl, hints, replay)
     callback = attach_hf(trainer, lr=lr, knobs=knobs, **kwargs)
     link = callback.link
     if selector is not None:
@@ -190,6 +204,8 @@ def attach(trainer: Any, *, sampler: CurriculumSampler | None = None, knobs: Map
         if args.top_entropy_quantile < 1.0:
             raise CadenceError("D3S sets the token mask itself: leave GRPOConfig.top_entropy_quantile at 1.0")
         _wrap_token_mask(trainer, link, downsample)
+    if replay is not None:
+        trainer._cadence_replay = ReplayGroups()
     _wrap_generation(trainer, link, selector, correct_of, length_budget, guidance)
     _wrap_checkpoints(trainer)
     trainer._cadence_attached = True
@@ -217,8 +233,8 @@ def _wrap_token_mask(trainer: Any, link: Any, downsample: DualDownsampling) -> N
 def attach_regimen(regimen: Any, trainer: Any, *, after: Any = None, stop_on_transition: bool = False) -> CadenceCallback:
     """:func:`attach` with everything a regimen file holds (``Regimen.attach(trainer)`` calls it): its
     clock, stages, optimizer fields, knobs, the curriculum over ``trainer.train_dataset`` (one
-    round's prompts per draw), the ``rl`` section (``predictive``, ``dynamic``, ``length_budget``, ``d3s``,
-    ``correct``, ``correct_threshold``) and layer plans (by attribute path on ``trainer.model``);
+    round's prompts per draw), the ``rl`` section (``predictive``, ``dynamic``, ``replay``, ``length_budget``,
+    ``d3s``, ``correct``, ``correct_threshold``) and layer plans (by attribute path on ``trainer.model``);
     ``after`` and ``stop_on_transition`` as for :func:`cadence.integrations.hf.attach_regimen`."""
     from cadence.integrations.hf import finish, part_index, regimen_clock
 
@@ -236,7 +252,8 @@ def attach_regimen(regimen: Any, trainer: Any, *, after: Any = None, stop_on_tra
     callback = attach(trainer, sampler=sampler, knobs=regimen.knob_schedules(stages), lr=fields.pop("lr", None),
                       correct=rl.get("correct"), correct_threshold=rl.get("correct_threshold", 1.0),
                       dynamic=built.get("dynamic"), predictive=built.get("predictive"),
-                      length_budget=built.get("length_budget"), downsample=built.get("d3s"), clock=clock,
+                      length_budget=built.get("length_budget"), downsample=built.get("d3s"), replay=built.get("replay"),
+                      clock=clock,
                       plans=plans, stages=stages, **fields)
     finish(callback, after, stop_on_transition)
     return callback
@@ -299,7 +316,7 @@ def _correctness(trainer: Any, correct: Any, threshold: float) -> Correctness | 
 
 
 def _selector(trainer: Any, sampler: Any, dynamic: Any, predictive: Any, has_correct: bool, pcl: Any = None,
-              hints: Any = None) -> PromptSelector:
+              hints: Any = None, replay: Any = None) -> PromptSelector:
     """The prompt selector for ``sampler``, after checking it fits the trainer and its dataset."""
     args = trainer.args
     policy = getattr(sampler, "policy", None)
@@ -332,7 +349,7 @@ def _selector(trainer: Any, sampler: Any, dynamic: Any, predictive: Any, has_cor
         warnings.warn("shuffle_dataset=False has no effect with a cadence curriculum: the curriculum orders the "
                       "prompts (use cadence.curricula.Ordered for a fixed order)", stacklevel=3)
     world, group = args.world_size, trainer.num_generations
-    return PromptSelector(sampler, predictive=predictive, dynamic=dynamic, pcl=pcl, hints=hints,
+    return PromptSelector(sampler, predictive=predictive, dynamic=dynamic, pcl=pcl, hints=hints, replay=replay,
                           round_multiple=world // math.gcd(group, world))
 
 
@@ -342,6 +359,7 @@ def _wrap_generation(trainer: Any, link: Any, selector: PromptSelector | None, c
     generate, calculate = trainer._generate_and_score_completions, trainer._calculate_rewards
     accelerator = trainer.accelerator
     rows = _rows(trainer) if selector is not None else None
+    store: ReplayGroups | None = getattr(trainer, "_cadence_replay", None)
     last: dict[str, torch.Tensor] = {}
 
     def calculate_rewards(inputs, prompts, completions, completion_ids_list):
@@ -381,6 +399,7 @@ def _wrap_generation(trainer: Any, link: Any, selector: PromptSelector | None, c
             link.clock.report(samples=len(signals["length"]), tokens=float(signals["length"].sum()))
             return out
         rounds: list[dict] = []
+        whole: dict[int, dict] = {}                      # round -> every process's rows (with replay)
         tokens = [0.0]                                   # completion tokens of every round, all processes
         group, world, rank = trainer.num_generations, accelerator.num_processes, accelerator.process_index
 
@@ -395,8 +414,12 @@ def _wrap_generation(trainer: Any, link: Any, selector: PromptSelector | None, c
                 local = [{**row, "prompt": guided_prompt(row, int(level), guidance)} for row, level in zip(local, tier)]
             out = generate(with_knobs(local))
             rounds.append(out)
-            signals = {k: v.numpy() for k, v in scored(out).items()}
+            signals: dict[str, Any] = {k: v.numpy() for k, v in scored(out).items()}
             tokens[0] += float(signals["length"].sum())
+            if store is not None and levels is None:    # each group's tensors, should the buffer keep it
+                rows_all = whole[len(rounds) - 1] = _gathered(trainer, out)
+                signals["replay"] = [store.add({k: v[i * group:(i + 1) * group] for k, v in rows_all.items()})
+                                     for i in range(len(ids))]
             return signals
 
         per_round = trainer.args.generation_batch_size // group
@@ -404,9 +427,13 @@ def _wrap_generation(trainer: Any, link: Any, selector: PromptSelector | None, c
         link.clock.report(samples=picks.rollouts, tokens=tokens[0])
         for key, value in {"rollouts": picks.rollouts, **selector.values()}.items():
             trainer._metrics["train"][f"cadence/rl/{key}"].append(float(value))
-        if len(rounds) == 1 and [i for _, i in picks.chosen] == list(range(per_round)):
+        replayed = [store.get(serial) for serial in picks.replayed] if store is not None else []
+        if store is not None:
+            store.keep(entry.payload for entry in selector.replay.entries)
+        if len(rounds) == 1 and not replayed and [i for _, i in picks.chosen] == list(range(per_round)):
             return rounds[0]
-        return _assemble(trainer, rounds, picks.chosen, group)
+        gathered = [whole[r] if r in whole else _gathered(trainer, out) for r, out in enumerate(rounds)]
+        return _assemble(trainer, gathered, picks.chosen, group, replayed)
 
     trainer._calculate_rewards = calculate_rewards
     trainer._generate_and_score_completions = generate_and_score
@@ -469,35 +496,49 @@ def _rows(trainer: Any) -> Any:
     return dataset
 
 
-def _assemble(trainer: Any, rounds: list[dict], chosen: list[tuple[int, int]], group: int) -> dict:
-    """This process's share of the chosen groups of every round, as one generation output."""
+def _gathered(trainer: Any, out: dict) -> dict[str, torch.Tensor]:
+    """Every process's rows of one generation output, padded to one width (``num_items_in_batch`` left out)."""
     accelerator = trainer.accelerator
-    unknown = set().union(*rounds) - LEFT_PADDED - RIGHT_PADDED - {"advantages", "num_items_in_batch"}
+    unknown = set(out) - LEFT_PADDED - RIGHT_PADDED - {"advantages", "num_items_in_batch"}
     if unknown:
         raise CadenceError(f"dynamic sampling in TRL assembles text batches; this round also has {sorted(unknown)} "
                            f"(multimodal inputs are not supported)")
-    pad_id = trainer._tokenizer.pad_token_id
-    out: dict[str, Any] = {}
-    for key in rounds[0]:
+    result = {}
+    for key, t in out.items():
         if key == "num_items_in_batch":
             continue
-        left = key in LEFT_PADDED
-        pad = pad_id if key in ("prompt_ids", "completion_ids") else (1 if key == "tool_mask" else 0)
-        parts = []
-        for r in rounds:
-            t = r[key]
-            if t.dim() > 1 and accelerator.num_processes > 1:
-                t = accelerator.pad_across_processes(t, dim=1, pad_index=pad, pad_first=left)
-            parts.append(accelerator.gather(t))
-        width = max((p.shape[1] for p in parts), default=0) if parts[0].dim() > 1 else None
-        rows = []
-        for r, i in chosen:
-            t = parts[r][i * group:(i + 1) * group]
-            if width is not None and t.shape[1] < width:
-                extra = t.new_full((t.shape[0], width - t.shape[1], *t.shape[2:]), pad)
-                t = torch.cat([extra, t] if left else [t, extra], dim=1)
-            rows.append(t)
-        merged = torch.cat(rows)
+        if t.dim() > 1 and accelerator.num_processes > 1:
+            t = accelerator.pad_across_processes(t, dim=1, pad_index=_pad(trainer, key), pad_first=key in LEFT_PADDED)
+        result[key] = accelerator.gather(t)
+    return result
+
+
+def _pad(trainer: Any, key: str) -> int:
+    """The padding value of a generation output's tensor."""
+    return trainer._tokenizer.pad_token_id if key in ("prompt_ids", "completion_ids") else int(key == "tool_mask")
+
+
+def _assemble(trainer: Any, rounds: list[dict], chosen: list[tuple[int, int]], group: int,
+              replayed: list[dict] = ()) -> dict:
+    """This process's share of the chosen groups of every round (as :func:`_gathered` returns them),
+    followed by the ``replayed`` groups' stored tensors, as one generation output."""
+    accelerator = trainer.accelerator
+    keys = list(rounds[0])
+    for stored in replayed:
+        if set(stored) != set(keys):
+            raise CadenceError(f"a replayed group holds {sorted(stored)} but this round's generation returns "
+                               f"{sorted(keys)}: the GRPOConfig changed what TRL computes since it was stored")
+    groups = [{k: rounds[r][k][i * group:(i + 1) * group] for k in keys} for r, i in chosen]
+    groups += [{k: stored[k].to(rounds[0][k].device) for k in keys} for stored in replayed]
+    out: dict[str, Any] = {}
+    for key in keys:
+        left, pad = key in LEFT_PADDED, _pad(trainer, key)
+        parts = [g[key] for g in groups]
+        if parts[0].dim() > 1:
+            width = max(p.shape[1] for p in parts)
+            extra = [p.new_full((p.shape[0], width - p.shape[1], *p.shape[2:]), pad) for p in parts]
+            parts = [torch.cat([e, p] if left else [p, e], dim=1) for e, p in zip(extra, parts)]
+        merged = torch.cat(parts)
         share = len(merged) // accelerator.num_processes
         out[key] = merged[accelerator.process_index * share:(accelerator.process_index + 1) * share]
     mask = out["completion_mask"] if "tool_mask" not in out else out["completion_mask"] * out["tool_mask"]
@@ -505,9 +546,60 @@ def _assemble(trainer: Any, rounds: list[dict], chosen: list[tuple[int, int]], g
     return out
 
 
+class ReplayGroups:
+    """The tensors of the groups a :class:`~cadence.rl.ReplayBuffer` may replay, by serial number.
+
+    The buffer's payload for a group is its serial (plain data, stored with the regimen's state);
+    the tensors (every process's rows of the group, on the CPU) travel in a checkpoint file of their
+    own (:data:`REPLAY_FILE`), which ``torch.load(weights_only=True)`` reads.
+
+        >>> groups = ReplayGroups()
+        >>> serial = groups.add({"advantages": torch.tensor([1.0, -1.0])})
+        >>> groups.get(serial)["advantages"].tolist(), groups.keep([]), len(groups.groups)
+        ([1.0, -1.0], None, 0)
+    """
+
+    kind = "cadence.trl.ReplayGroups"
+
+    def __init__(self) -> None:
+        self.groups: dict[int, dict[str, torch.Tensor]] = {}
+        self.next = 0
+
+    def add(self, tensors: Mapping[str, torch.Tensor]) -> int:
+        """Keep a CPU copy of one group's tensors; returns its serial."""
+        serial, self.next = self.next, self.next + 1
+        self.groups[serial] = {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}
+        return serial
+
+    def get(self, serial: int) -> dict[str, torch.Tensor]:
+        if int(serial) not in self.groups:
+            raise StateError(f"the replay buffer holds group {serial}, whose tensors are missing (a checkpoint "
+                             f"without its {REPLAY_FILE.format(rank='*')}?)")
+        return self.groups[int(serial)]
+
+    def keep(self, serials: Any) -> None:
+        """Forget every group but ``serials`` (those still in the buffer)."""
+        live = {int(s) for s in serials}
+        self.groups = {s: g for s, g in self.groups.items() if s in live}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "next": self.next, "groups": dict(self.groups)}
+
+    def load_state_dict(self, state: Any) -> None:
+        if not isinstance(state, Mapping) or state.get("kind") != self.kind:
+            raise StateError(f"not a {self.kind} state_dict")
+        try:
+            groups = {int(s): {str(k): torch.as_tensor(v) for k, v in g.items()} for s, g in state["groups"].items()}
+            serial = int(state["next"])
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise StateError(f"malformed {self.kind} state_dict: {e!r}") from None
+        self.groups, self.next = groups, serial
+
+
 def _wrap_checkpoints(trainer: Any) -> None:
-    """Save the generation round TRL has buffered with each checkpoint that falls inside it, and put it
-    back (with TRL's micro-step counter) on resume, so the resumed run trains on the same completions."""
+    """Save the generation round TRL has buffered with each checkpoint that falls inside it (and, with
+    replay, the tensors of the buffer's groups with every checkpoint), and put them back (with TRL's
+    micro-step counter) on resume, so the resumed run trains on the same completions."""
     save, load = trainer._save_checkpoint, trainer._load_optimizer_and_scheduler
 
     def save_checkpoint(model, trial):
@@ -518,12 +610,18 @@ def _wrap_checkpoints(trainer: Any) -> None:
             os.makedirs(folder, exist_ok=True)
             torch.save({"step": trainer._step, "buffer": trainer._buffered_inputs},
                        os.path.join(folder, BUFFER_FILE.format(rank=trainer.accelerator.process_index)))
+        store = getattr(trainer, "_cadence_replay", None)
+        if store is not None:
+            os.makedirs(folder, exist_ok=True)
+            path = os.path.join(folder, REPLAY_FILE.format(rank=trainer.accelerator.process_index))
+            torch.save(store.state_dict(), path)
 
     def load_optimizer_and_scheduler(checkpoint):
         load(checkpoint)
         if checkpoint is None:
             return
         trainer._step = trainer.state.global_step * trainer.args.gradient_accumulation_steps
+        _load_replay_groups(trainer, checkpoint)
         path = os.path.join(checkpoint, BUFFER_FILE.format(rank=trainer.accelerator.process_index))
         generate_every = trainer.args.steps_per_generation * trainer.num_iterations
         saved_world = len(glob.glob(os.path.join(checkpoint, BUFFER_FILE.format(rank="*"))))
@@ -543,3 +641,15 @@ def _wrap_checkpoints(trainer: Any) -> None:
 
     trainer._save_checkpoint = save_checkpoint
     trainer._load_optimizer_and_scheduler = load_optimizer_and_scheduler
+
+
+def _load_replay_groups(trainer: Any, checkpoint: str) -> None:
+    """Put back the replay buffer's group tensors a checkpoint holds (with replay attached)."""
+    store = getattr(trainer, "_cadence_replay", None)
+    if store is None:
+        return
+    path = os.path.join(checkpoint, REPLAY_FILE.format(rank=trainer.accelerator.process_index))
+    if not os.path.exists(path):
+        raise StateError(f"{checkpoint} holds no replayed groups' tensors ({os.path.basename(path)}): it was saved "
+                         f"without replay, or by another number of processes")
+    store.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
