@@ -61,10 +61,12 @@ def doc_overrides() -> list[str]:
     return words[words.index("verl.trainer.main_ppo") + 1:]
 
 
-def verl_config(tmp_path: Path, extra: list[str] = ()):
+def verl_config(tmp_path: Path, extra: list[str] = (), guidance: bool = False):
     rows = [{"prompt": [{"role": "user", "content": f"question {i}"}], "data_source": src,
              "reward_model": {"ground_truth": "1", "style": "rule"}, "extra_info": {"index": i, "level": src}}
             for i, src in enumerate(["easy", "hard", "mid"] * 4)]
+    if guidance:                                      # each row's guidance tiers
+        rows = [{**row, "hints": [" Think.", " It is 1!!"]} for row in rows]
     pd.DataFrame(rows).to_parquet(tmp_path / "train.parquet")
     pd.DataFrame(rows[:3]).to_parquet(tmp_path / "val.parquet")
     overrides = doc_overrides() + [
@@ -533,3 +535,80 @@ def test_gvm_allocation_spreads_rollouts_through_verls_rollout_n(tmp_path, store
     with pytest.raises(CadenceError, match="unknown allocation method"):
         r = cv.VerlRegimen(allocation={"method": "nope", "group": 4})
         r.attach(["a", "b"])
+
+
+class GuidedRollout(ScriptedRollout):
+    """As :class:`ScriptedRollout`, but a prompt whose last message ends with the tier-2 guidance ("!!")
+    is answered right half of the time; each trajectory carries the prompt's guidance tier (verl's
+    agent loop stores a prompt's fields with its trajectories)."""
+
+    def __init__(self, store, arms):
+        super().__init__(store, arms)
+        self.texts, self.levels = [], []
+
+    def generate_sequences(self, batch):
+        for i in range(len(batch)):
+            prompt = batch["raw_prompt"][i]
+            text = getattr(prompt, "data", prompt)[-1]["content"]
+            item, level = int(batch[cv.ITEM_KEY][i]), int(batch[cv.HINT_KEY][i])
+            self.texts.append(text)
+            self.levels.append(level)
+            self.prompts.append(item)
+            uid = str(batch["uid"][i])
+            scores = [1, 0, 1, 0] if text.endswith("!!") else SCORES[self.arms[item]]
+            keys = [f"{uid}_{s}_0" for s in range(N)]
+            fields = [{"rm_scores": torch.tensor([0.0, float(scores[s])]), "responses": torch.arange(2),
+                       "response_mask": torch.ones(2, dtype=torch.int64), cv.ITEM_KEY: torch.tensor(item),
+                       cv.HINT_KEY: torch.tensor(level)} for s in range(N)]
+            self.store.kv_batch_put(keys, "train", tags=[{"status": "success", "response_len": 2}] * N, fields=fields)
+            self.store.kv_batch_put([uid], "train", tags=[{"status": "finished"}])
+
+
+def guided_host(config, store):
+    host = Host(config, store)
+    host.agent_loop_manager = GuidedRollout(store, host.arms)
+    return host
+
+
+def test_hints_rewrite_plateaued_prompts_where_cadence_draws_them_and_verl_refills(tmp_path, store):
+    config = verl_config(tmp_path, UNIFORM + doc_block("verl-hints"), guidance=True)
+    host = guided_host(config, store)
+    regimen = host.replay_buffer.regimen
+    assert regimen.hints.patience == 1 and regimen.hints.levels == 2
+    trained = []
+    for _ in range(6):
+        batch, metrics, arms = host.step()
+        trained += arms
+    rollout = host.agent_loop_manager
+    levels, texts = np.array(rollout.levels), rollout.texts
+    guided = [host.arms[i] for i, level in zip(rollout.prompts, levels) if level]
+    assert guided and set(guided) == {"hard"}                          # only never-solved prompts got guidance
+    assert all(t.endswith(" Think.") for t, level in zip(texts, levels) if level == 1)
+    assert all(t.endswith("question " + t.split()[1] + " It is 1!!") for t, level in zip(texts, levels) if level == 2)
+    # tier 1 never helps, so every rescue is at tier 2, and each tier-2 re-roll followed a failed tier 1
+    hints = regimen.hints
+    assert hints.counts["rescued"] > 0 and hints.tier_counts.tolist() == [0, hints.counts["rescued"]]
+    assert (levels == 2).sum() <= (levels == 1).sum() <= hints.counts["plateaued"]
+    assert "hard" in trained                                           # rescued groups are trained on
+    assert regimen.link.policy.observed.sum() == (levels == 0).sum() * N    # guided rollouts skip the curriculum
+    assert regimen.clock.samples == len(levels) * N                    # and are paid for on the clock
+    assert metrics["cadence/hints/rescued_share"] == hints.values()["rescued_share"]
+    state = torch.load(_saved(regimen.state_dict(), tmp_path), weights_only=True)
+    cv._active.clear()
+    again = guided_host(config, store).replay_buffer.regimen
+    again.load_state_dict(state)
+    assert again.pending == regimen.pending and again.hints.state_dict() == hints.state_dict()
+    with pytest.raises(cv.StateError, match="hints"):
+        cv._active.clear()
+        Host(verl_config(tmp_path), store).replay_buffer.regimen.load_state_dict(state)
+
+
+def test_hints_need_a_band_and_a_guidance_column(tmp_path, store):
+    lines = doc_block("verl-hints")
+    with pytest.raises(CadenceError, match="give sampler_kwargs.band"):
+        Host(verl_config(tmp_path, ["~trainer.v1.sampler.sampler_kwargs.band", *lines], guidance=True), store)
+    cv._active.clear()
+    with pytest.raises(CadenceError, match="hints.guidance 'hints': the dataset has no column"):
+        Host(verl_config(tmp_path, lines), store)
+    with pytest.raises(CadenceError, match="hints need hints.guidance"):
+        cv.VerlRegimen(band={"low": 0, "high": 1}, hints={"patience": 2})

@@ -79,6 +79,7 @@ from cadence.integrations.versions import check_methods, check_version
 from cadence.progressive.sizes import BatchSizeSchedule, SequenceLengthWarmup
 from cadence.rl import (PCL, DualDownsampling, DynamicSampling, Hints, LengthBudget, PredictiveFilter, PromptSelector,
                         ReplayBuffer)
+from cadence.rl.hints import with_guidance
 
 ID_COLUMN = "cadence_id"
 """The key through which each row carries its item id to reward functions."""
@@ -454,12 +455,7 @@ def guided_prompt(row: Mapping[str, Any], level: int, guidance: str | Callable[[
     tiers = row[guidance]
     if not isinstance(tiers, (list, tuple)) or not tiers:
         raise CadenceError(f"column {guidance!r} must hold a list of guidance texts per row, got {tiers!r}")
-    text = tiers[min(level, len(tiers)) - 1]
-    prompt = row["prompt"]
-    if isinstance(prompt, str):
-        return prompt + text
-    *head, last = prompt
-    return [*head, {**last, "content": last["content"] + text}]
+    return with_guidance(row["prompt"], tiers[min(level, len(tiers)) - 1])
 
 
 def prompt_embedding_features(trainer: Any, dim: int = 32, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:

@@ -29,7 +29,11 @@ metrics and handed to reward functions in each prompt's ``extra_info``; three of
   :class:`CadenceAgentLoop` (``rollout.agent.default_agent_loop=cadence_single_turn``).
 
 A ``length_budget`` (:class:`cadence.rl.LengthBudget`) is a knob under its name, stated in the
-prompt when ``in_prompt``. An ``allocation`` spreads each fetch's rollouts over its prompts with
+prompt when ``in_prompt``. ``hints`` (:class:`cadence.rl.Hints`, Scaf-GRPO / GHPO, with a ``band``):
+a prompt whose plain groups stayed all wrong ``patience`` rounds is evicted like an out-of-band group,
+and the next prompts ``CadencePrompts`` serves are that prompt with guidance of tier 1, then 2, …
+(each row's tier texts from a dataset column, appended to the last message) until a tier yields a
+correct answer; verl's refill generates them. An ``allocation`` spreads each fetch's rollouts over its prompts with
 :class:`cadence.rl.KnapsackAllocation` (Knapsack RL), or with ``method: gvm``
 :class:`cadence.rl.GVMAllocation` (GVM-RAFT), through the per-prompt ``__rollout_n__`` that verl's
 agent loop reads. verl's rollouts carry no per-sample gradient norm (the actor would need a backward
@@ -64,8 +68,9 @@ from cadence.errors import CadenceError, StateError
 from cadence.integrations.jsonstate import decode, encode
 from cadence.integrations.versions import check_version
 from cadence.regimen.link import RegimenLink
-from cadence.rl import (DynamicSampling, GVMAllocation, KnapsackAllocation, LengthBudget, PredictiveFilter,
+from cadence.rl import (DynamicSampling, GVMAllocation, Hints, KnapsackAllocation, LengthBudget, PredictiveFilter,
                         PromptSelector)
+from cadence.rl.hints import with_guidance
 from cadence.schedules.base import as_schedule
 
 ITEM_KEY = "cadence_item"
@@ -75,6 +80,8 @@ ROLLOUTS_KEY = "__rollout_n__"
 ALLOCATIONS = {"knapsack": KnapsackAllocation, "gvm": GVMAllocation}
 """``allocation.method`` values: Knapsack RL (default) and GVM-RAFT (equal gradient norms in verl)."""
 """The batch key verl 0.9's agent loop reads for a prompt's number of rollouts (``rollout.n`` without it)."""
+HINT_KEY = "cadence_hint"
+"""The batch key (one int64 per prompt) that carries a prompt's guidance tier through rollout (0: none)."""
 MAX_TOKENS_KEY = "cadence_max_tokens"
 """The batch key that carries a prompt's generation cap (the ``response_length`` knob) to the agent loop."""
 AGENT_LOOP = "cadence_single_turn"
@@ -107,6 +114,10 @@ class VerlRegimen:
             to verl's ``rollout.n``; ``{}`` for its defaults), or with ``method: gvm`` of
             :class:`cadence.rl.GVMAllocation`: each dataloader fetch's ``group × prompts`` rollouts are
             spread over its prompts (some get 0). Not with a ``band``.
+        hints: ``{"guidance": column, "patience": K, "levels": L}``: re-roll prompts whose plain groups
+            stayed all wrong ``K`` rounds with guidance of tiers ``1..L`` (:class:`cadence.rl.Hints`);
+            ``guidance`` names the dataset column (dots reach into dicts) holding each row's list of
+            tier texts, tier ``l`` appending item ``l − 1`` to the prompt's last message. Needs a ``band``.
         budget: the clock's budget (e.g. verl's ``trainer.total_training_steps``).
         seed: seed of the curriculum sampler and the filter.
         max_candidates: prompts the filter may look at per prompt drawn (``PromptSelector``).
@@ -120,7 +131,7 @@ class VerlRegimen:
                  band: Mapping | None = None, predictive: Mapping | None = None, correct_threshold: float = 0.5,
                  norm_adv_by_std: bool = True, knobs: Mapping[str, Any] | None = None,
                  length_budget: Mapping | None = None, allocation: Mapping | None = None, budget: Any = None,
-                 seed: int = 0, max_candidates: int = 8) -> None:
+                 seed: int = 0, max_candidates: int = 8, hints: Mapping | None = None) -> None:
         check_version("verl")
         self.policy_name, self.arm_key = str(policy), str(arm_key)
         self.policy_kwargs = dict(policy_kwargs or {})
@@ -139,6 +150,18 @@ class VerlRegimen:
             raise CadenceError("an allocation spreads a whole fetch's rollouts, a band refills one prompt at a time "
                                "(data.gen_batch_size=1): use one of them")
         self.allocation_kwargs = None if allocation is None else dict(allocation)
+        self.hints_kwargs = None if hints is None else dict(hints)
+        if self.hints_kwargs is not None:
+            if self.band is None:
+                raise CadenceError("hints re-roll a plateaued group through verl's refill, which runs with a band: "
+                                   "give sampler_kwargs.band too")
+            if not isinstance(self.hints_kwargs.get("guidance"), str):
+                raise CadenceError("hints need hints.guidance: the dataset column holding each row's list of "
+                                   "guidance texts (tier 1, 2, ...)")
+        self.hints: Hints | None = None
+        self.guidance: list[Any] | None = None   # per prompt: its tier texts
+        self.pending: list[tuple[int, int]] = []  # (prompt, tier) to serve before the curriculum's next draw
+        self.redo = np.zeros(0, dtype=bool)       # per group of the last observe: evicted for a guided re-roll
         self.allocation: KnapsackAllocation | GVMAllocation | None = None
         self.link = RegimenLink(clock=self.clock, knobs=self.knob_specs)
         self._actor_config: Any = None     # verl's actor config, for the in-loss KL coefficient
@@ -149,9 +172,19 @@ class VerlRegimen:
         self._step = dict(self.counts)
 
     # ------------------------------------------------------------------ building
-    def attach(self, labels: Sequence[Any]) -> None:
-        """Build the curriculum over the train dataset's prompts, one arm label per prompt."""
+    def attach(self, labels: Sequence[Any], guidance: Sequence[Any] | None = None) -> None:
+        """Build the curriculum over the train dataset's prompts, one arm label per prompt (and with
+        hints, each prompt's list of guidance texts)."""
         arms = Arms(list(labels))
+        if self.hints_kwargs is not None:
+            if guidance is None or len(guidance) != arms.num_items:
+                raise CadenceError("hints need each prompt's guidance texts (the hints.guidance column)")
+            bad = [i for i, g in enumerate(guidance) if isinstance(g, str) or not len(g)]
+            if bad:
+                raise CadenceError(f"hints.guidance: row {bad[0]} holds {guidance[bad[0]]!r}, not a list of "
+                                   f"guidance texts")
+            options = {k: v for k, v in self.hints_kwargs.items() if k != "guidance"}
+            self.hints, self.guidance = Hints(arms.num_items, **options), [list(g) for g in guidance]
         policy = make_policy(self.policy_name, arms, seed=self.seed, **self.policy_kwargs)
         sampler = CurriculumSampler(policy, batch_size=1, num_replicas=1, seed=self.seed)
         predictive = None
@@ -208,6 +241,25 @@ class VerlRegimen:
         """The next prompt to generate for: the curriculum's draw, admitted by the predictive filter."""
         return int(self._selector().draw(1)[0])
 
+    def next_prompt(self) -> tuple[int, int]:
+        """``(prompt, guidance tier)``: a plateaued prompt waiting for guidance first (with hints),
+        else the curriculum's draw with tier 0."""
+        if self.pending:
+            item, level = self.pending.pop(0)
+            return item, level
+        return self.next_item(), 0
+
+    def guided(self, row: dict, item: int, level: int) -> dict:
+        """``row`` with its guidance tier under :data:`HINT_KEY` and, from tier 1, the tier's text
+        appended to the prompt (``raw_prompt``'s last message)."""
+        if self.hints is None:
+            return row
+        row[HINT_KEY] = torch.tensor(int(level), dtype=torch.int64)
+        if level:
+            tiers = self.guidance[item]
+            row["raw_prompt"] = with_guidance(row["raw_prompt"], str(tiers[min(level, len(tiers)) - 1]))
+        return row
+
     def prompt_fields(self, row: dict) -> dict:
         """``row`` with the knobs at the clock: every value in ``extra_info`` (for reward functions),
         the generation cap under :data:`MAX_TOKENS_KEY`, the length budget stated in the prompt."""
@@ -246,28 +298,59 @@ class VerlRegimen:
 
     # ------------------------------------------------------------------ feedback
     def observe(self, item_ids: np.ndarray, scores: np.ndarray, lengths: np.ndarray,
-                groups: np.ndarray) -> np.ndarray:
-        """Feed one row per response (``groups``: each response's group label) to the curriculum, the
-        filter and the clock; returns each distinct group's pass rate, in first-appearance order."""
+                groups: np.ndarray, levels: np.ndarray | None = None) -> np.ndarray:
+        """Feed one row per response (``groups``: each response's group label; ``levels``: its
+        guidance tier, 0 or ``None`` for none) to the curriculum, the filter and the clock; returns
+        each distinct group's pass rate, in first-appearance order. Guided responses reach the clock
+        and the hints, not the curriculum (they do not measure the prompt's difficulty); with hints,
+        :attr:`redo` marks the groups to evict for a guided re-roll."""
         selector = self._selector()
         correct = (scores >= self.correct_threshold).astype(np.float64)
         advantage = grpo_advantage(scores, groups, self.norm_adv_by_std)
-        signals = {"reward": scores, "correct": correct, "advantage": advantage, "length": lengths}
-        self.link.observe(item_ids, **signals)
-        if selector.predictive is not None:
-            selector.predictive.observe(item_ids, correct)
-        if self.allocation is not None:
-            self.allocation.observe(item_ids, correct)
+        levels = np.zeros(len(item_ids), dtype=np.int64) if levels is None else np.asarray(levels, dtype=np.int64)
+        plain = levels == 0
+        if plain.any():
+            signals = {"reward": scores, "correct": correct, "advantage": advantage, "length": lengths}
+            self.link.observe(item_ids[plain], **{k: v[plain] for k, v in signals.items()})
+            if selector.predictive is not None:
+                selector.predictive.observe(item_ids[plain], correct[plain])
+            if self.allocation is not None:
+                self.allocation.observe(item_ids[plain], correct[plain])
         self.clock.report(samples=float(len(item_ids)), tokens=float(lengths.sum()))
         _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
-        rates = np.bincount(inverse, weights=correct) / np.bincount(inverse)
-        rates = rates[np.argsort(first, kind="stable")]
+        order = np.argsort(first, kind="stable")
+        rates = (np.bincount(inverse, weights=correct) / np.bincount(inverse))[order]
         self._count(rollouts=len(item_ids), tokens=int(lengths.sum()), groups=len(rates))
+        self.redo = np.zeros(len(rates), dtype=bool)
+        if self.hints is not None:
+            sizes = np.bincount(inverse)[order]
+            self.redo = self._hint(item_ids[first[order]], levels[first[order]], rates, sizes)
         return rates
 
-    def keep(self, pass_rates: np.ndarray) -> np.ndarray:
-        """Which groups to train on: inside the band (all of them without one)."""
+    def _hint(self, items: np.ndarray, levels: np.ndarray, rates: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        """Queue guided re-rolls: plateaued all-wrong plain groups at tier 1, guided groups that found
+        no correct answer at the next tier; returns the groups to evict (both kinds)."""
+        redo = np.zeros(len(items), dtype=bool)
+        plain = np.flatnonzero(levels == 0)
+        if len(plain):
+            stuck = plain[self.hints.observe(items[plain], rates[plain])]
+            redo[stuck] = True
+            self.pending += [(int(i), 1) for i in items[stuck]]
+        for level in np.unique(levels[levels > 0]):
+            at = np.flatnonzero(levels == level)
+            hit = rates[at] > 0
+            self.hints.record(int(level), int(hit.sum()), int(sizes[at].sum()))
+            redo[at[~hit]] = True
+            if level < self.hints.levels:
+                self.pending += [(int(i), int(level) + 1) for i in items[at[~hit]]]
+        return redo
+
+    def keep(self, pass_rates: np.ndarray, redo: np.ndarray | None = None) -> np.ndarray:
+        """Which groups to train on: inside the band (all of them without one), less those ``redo``
+        marks for a guided re-roll."""
         keep = np.ones(len(pass_rates), dtype=bool) if self.band is None else self.band.band.contains(pass_rates)
+        if redo is not None:
+            keep &= ~np.asarray(redo, dtype=bool)
         self._count(kept=int(keep.sum()), dropped=int(len(keep) - keep.sum()))
         return keep
 
@@ -320,6 +403,8 @@ class VerlRegimen:
         self._step = dict.fromkeys(self.counts, 0)
         out = self.link.values()
         out.update({f"cadence/selection/{k}": float(v) for k, v in selector.values().items()})
+        if self.hints is not None:
+            out.update({f"cadence/hints/{k}": float(v) for k, v in self.hints.values().items()})
         out.update({f"cadence/total/{k}": float(v) for k, v in self.counts.items()})
         out["cadence/step/rollouts"] = float(step["rollouts"])
         self.clock.advance(1)
@@ -327,11 +412,14 @@ class VerlRegimen:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """The link (clock, curriculum sampler with its policy, filter, band), the allocation and the
-        counters, as plain data (arrays JSON-encoded) that ``torch.load(..., weights_only=True)`` reads."""
+        """The link (clock, curriculum sampler with its policy, filter, band), the allocation, the hints
+        (with the re-rolls waiting) and the counters, as plain data (arrays JSON-encoded) that
+        ``torch.load(..., weights_only=True)`` reads."""
         return {"kind": KIND, "link": encode(self.link.state_dict()), "counts": dict(self.counts),
                 "step": dict(self._step),
-                "allocation": None if self.allocation is None else self.allocation.state_dict()}
+                "allocation": None if self.allocation is None else self.allocation.state_dict(),
+                "hints": None if self.hints is None else {"hints": self.hints.state_dict(),
+                                                          "pending": [list(p) for p in self.pending]}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output; a state of another shape changes nothing."""
@@ -346,12 +434,28 @@ class VerlRegimen:
             step = {k: int(state["step"].get(k, 0)) for k in self.counts}
         except (AttributeError, TypeError, ValueError) as e:
             raise StateError(f"malformed {KIND} state_dict: {e!r}") from None
+        hints = state.get("hints")
+        if (hints is None) != (self.hints is None):
+            raise StateError(f"the {KIND} state {'has' if hints is not None else 'lacks'} hints and this regimen "
+                             f"{'has' if self.hints is not None else 'has none'}")
         restored = None
         if self.allocation is not None:            # loaded into a copy first: nothing half-applied
             restored = copy.deepcopy(self.allocation)
             restored.load_state_dict(allocation)
+        restored_hints, pending = None, []
+        if self.hints is not None:
+            restored_hints = copy.deepcopy(self.hints)
+            try:
+                restored_hints.load_state_dict(hints["hints"])
+                pending = [(int(i), int(level)) for i, level in hints["pending"]]
+            except (KeyError, TypeError, ValueError) as e:
+                raise StateError(f"malformed {KIND} hints state: {e!r}") from None
+            if any(not (0 <= i < self.hints.num_items and 1 <= level <= self.hints.levels) for i, level in pending):
+                raise StateError(f"the {KIND} state's waiting re-rolls name prompts or tiers this regimen lacks")
         self.link.load_state_dict(decode(copy.deepcopy(state["link"])))
         self.allocation, self.counts, self._step = restored, counts, step
+        if self.hints is not None:
+            self.hints, self.pending = restored_hints, pending
 
 
 def grpo_advantage(scores: np.ndarray, groups: np.ndarray, norm_by_std: bool = True) -> np.ndarray:
@@ -384,16 +488,16 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
 
 
-def _read_column(rows: Any, key: str) -> list[Any]:
+def _read_column(rows: Any, key: str, option: str = "arm_key") -> list[Any]:
     head, *rest = key.split(".")
     if head not in rows.column_names:
-        raise CadenceError(f"arm_key {key!r}: the dataset has no column {head!r} (columns: {rows.column_names})")
+        raise CadenceError(f"{option} {key!r}: the dataset has no column {head!r} (columns: {rows.column_names})")
     values = list(rows[head])
     for part in rest:
         try:
             values = [v[part] for v in values]
         except (KeyError, TypeError):
-            raise CadenceError(f"arm_key {key!r}: a row's {head!r} has no entry {part!r}") from None
+            raise CadenceError(f"{option} {key!r}: a row's {head!r} has no entry {part!r}") from None
     return values
 
 
@@ -418,7 +522,10 @@ class CadencePrompts(RLHFDataset):
             if regimen.attached:
                 raise CadenceError("the cadence regimen already serves a train dataset; build one replay buffer "
                                    "per train dataset")
-            regimen.attach(_read_column(self.dataframe, regimen.arm_key))
+            guidance = None
+            if regimen.hints_kwargs is not None:
+                guidance = _read_column(self.dataframe, regimen.hints_kwargs["guidance"], "hints.guidance")
+            regimen.attach(_read_column(self.dataframe, regimen.arm_key), guidance)
             self.regimen = regimen
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict]:
@@ -431,10 +538,10 @@ class CadencePrompts(RLHFDataset):
             return super().__getitem__(item)
         if torch.utils.data.get_worker_info() is not None:
             raise CadenceError("CadencePrompts draws prompts on the driver: set data.dataloader_num_workers=0")
-        chosen = self.regimen.next_item()
+        chosen, level = self.regimen.next_prompt()
         row = super().__getitem__(chosen)
         row[ITEM_KEY] = torch.tensor(chosen, dtype=torch.int64)
-        return self.regimen.prompt_fields(row)
+        return self.regimen.prompt_fields(self.regimen.guided(row, chosen, level))
 
     def state_dict(self) -> dict[str, Any]:
         """The regimen's state (torchdata's ``StatefulDataLoader`` saves it in verl's ``data.pt``)."""
@@ -489,8 +596,8 @@ class CadenceReplayBuffer(verl_replay_buffer.ReplayBuffer):
         return batch, metrics
 
     def _dapo_filtered_keys(self, partition_id: str) -> tuple[set[str], Counter]:
-        """Observe every newly finished group once; return the out-of-band ones (to evict and refill)
-        with a ``{pass rate: groups}`` count, as verl's DAPO filter does."""
+        """Observe every newly finished group once; return the out-of-band ones and those due a hinted
+        re-roll (to evict and refill) with a ``{pass rate: groups}`` count, as verl's DAPO filter does."""
         if partition_id == "val":
             return set(), Counter()
         verdicts = self._dapo_classification_cache[partition_id]   # uid -> pass rate if evicted, else None
@@ -499,15 +606,17 @@ class CadenceReplayBuffer(verl_replay_buffer.ReplayBuffer):
             del verdicts[uid]
         new = finished - verdicts.keys()
         if new:
-            uids, rates = self._observe_groups(partition_id, new)
-            for uid, rate, keep in zip(uids, rates, self.regimen.keep(rates)):
+            uids, rates, redo = self._observe_groups(partition_id, new)
+            for uid, rate, keep in zip(uids, rates, self.regimen.keep(rates, redo)):
                 verdicts[uid] = None if keep else float(rate)
             for uid in new - set(uids):   # a finished group with no trajectory: nothing to learn from
                 verdicts[uid] = None
         dropped = {uid: rate for uid, rate in verdicts.items() if rate is not None}
         return set(dropped), Counter(dropped.values())
 
-    def _observe_groups(self, partition_id: str, uids: set[str]) -> tuple[list[str], np.ndarray]:
+    def _observe_groups(self, partition_id: str, uids: set[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Feed the regimen each group's trajectories (a session's last turn); returns the groups, their
+        pass rates and which to evict for a guided re-roll."""
         last: dict[tuple[str, str], tuple[int, str]] = {}   # (uid, session) -> its last turn's key
         for key in self.partitions[partition_id]:
             uid, session, turn = key.rsplit("_", 2)
@@ -515,12 +624,15 @@ class CadenceReplayBuffer(verl_replay_buffer.ReplayBuffer):
                 last[(uid, session)] = (int(turn), key)
         keys = [key for _, key in last.values()]
         if not keys:
-            return [], np.zeros(0)
+            return [], np.zeros(0), np.zeros(0, dtype=bool)
+        hinted = self.regimen.hints is not None
         data = verl_replay_buffer.tq.kv_batch_get(keys=keys, partition_id=partition_id,
-                                                  select_fields=["rm_scores", "response_mask", ITEM_KEY])
+                                                  select_fields=["rm_scores", "response_mask", ITEM_KEY]
+                                                  + ([HINT_KEY] if hinted else []))
         groups = np.array([key.split("_")[0] for key in keys], dtype=object)
-        rates = self.regimen.observe(*rollout_signals(data), groups=groups)
-        return list(dict.fromkeys(groups.tolist())), rates
+        levels = np.asarray(torch.as_tensor(data[HINT_KEY]).reshape(-1), dtype=np.int64) if hinted else None
+        rates = self.regimen.observe(*rollout_signals(data), groups=groups, levels=levels)
+        return list(dict.fromkeys(groups.tolist())), rates, self.regimen.redo
 
 
 def rollout_signals(data: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

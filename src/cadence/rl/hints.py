@@ -43,6 +43,25 @@ COUNTERS = ("all_wrong", "plateaued", "rescued", "hint_rollouts")
 a tier made learnable (a correct answer); rollouts generated with guidance."""
 
 
+def with_guidance(prompt: Any, text: str) -> Any:
+    """``prompt`` with guidance ``text`` appended: to a string, or to the last message of a
+    conversation (a list of ``{"role", "content"}`` dicts; the others are left as they are).
+
+        >>> with_guidance("2+2=", " (add)")
+        '2+2= (add)'
+        >>> with_guidance([{"role": "user", "content": "2+2="}], " 4")
+        [{'role': 'user', 'content': '2+2= 4'}]
+    """
+    if isinstance(prompt, str):
+        return prompt + text
+    try:
+        *head, last = list(prompt)
+        return [*head, {**last, "content": last["content"] + text}]
+    except (TypeError, ValueError, KeyError):
+        raise CadenceError(f"guidance goes at the end of a prompt: a string or a list of messages with 'content', "
+                           f"got {type(prompt).__name__}") from None
+
+
 class Hints:
     """Per-prompt plateau tracking and tier counters for guided re-rolls (module docs).
 
