@@ -92,6 +92,8 @@ class MemoryStore:
         return {p: {k: dict(t) for k, t in items.items()} for p, items in parts.items()}
 
     def kv_batch_put(self, keys, partition_id, tags=None, fields=None):
+        if fields is not None and not isinstance(fields, list):     # a TensorDict, as verl's trainer puts
+            fields = fields.tolist()
         for i, key in enumerate(keys):
             self.tags.setdefault(partition_id, {}).setdefault(key, {}).update(tags[i] if tags else {})
             if fields is not None:
@@ -189,6 +191,7 @@ class Host:
         batch, metrics = self.replay_buffer.sample(global_steps=self.global_steps, partition_id="train",
                                                    batch_size=self.config.data.train_batch_size)
         arms = [self.arms[int(self.store.fields["train"][k][cv.ITEM_KEY])] for k in batch.keys]
+        self.trained_fields = {k: self.store.fields["train"][k] for k in batch.keys}
         self.store.kv_clear(keys=batch.keys, partition_id=batch.partition_id)
         return batch, metrics, arms
 
@@ -603,7 +606,7 @@ def test_hints_rewrite_plateaued_prompts_where_cadence_draws_them_and_verl_refil
         Host(verl_config(tmp_path), store).replay_buffer.regimen.load_state_dict(state)
 
 
-def test_hints_need_a_band_and_a_guidance_column(tmp_path, store):
+def test_hints_and_replay_need_a_band_and_checkpointable_data(tmp_path, store):
     lines = doc_block("verl-hints")
     with pytest.raises(CadenceError, match="give sampler_kwargs.band"):
         Host(verl_config(tmp_path, ["~trainer.v1.sampler.sampler_kwargs.band", *lines], guidance=True), store)
@@ -612,3 +615,63 @@ def test_hints_need_a_band_and_a_guidance_column(tmp_path, store):
         Host(verl_config(tmp_path, lines), store)
     with pytest.raises(CadenceError, match="hints need hints.guidance"):
         cv.VerlRegimen(band={"low": 0, "high": 1}, hints={"patience": 2})
+    with pytest.raises(CadenceError, match="replay fills the places of groups the band evicts"):
+        cv.VerlRegimen(replay={"capacity": 8})
+    with pytest.raises(cv.StateError, match=r"replay\[0\]\.extra_fields holds a object"):
+        cv._checkpointable([{"extra_fields": object()}], "replay")
+
+
+def replay_run(tmp_path, monkeypatch, lines, steps):
+    """``steps`` global steps (from the last checkpoint, if any) with the docs' band and the given lines;
+    returns the host and, per step, the trained trajectories' fields as TransferQueue held them."""
+    store = MemoryStore()
+    monkeypatch.setattr(verl_replay_buffer, "tq", store)
+    monkeypatch.setattr(trainer_base, "tq", store)
+    cv._active.clear()
+    tmp_path.mkdir(exist_ok=True)
+    host = Host(verl_config(tmp_path, UNIFORM + ["trainer.save_freq=1", *lines]), store)
+    trained = []
+    for _ in range(steps):
+        host.step()
+        trained.append(host.trained_fields)
+    return host, trained
+
+
+def test_replay_puts_stored_groups_back_in_evicted_groups_places(tmp_path, monkeypatch):
+    plain, _ = replay_run(tmp_path / "plain", monkeypatch, [], steps=6)
+    host, trained = replay_run(tmp_path / "replay", monkeypatch, doc_block("verl-replay"), steps=6)
+    regimen = host.replay_buffer.regimen
+    replay = regimen.replay
+    assert replay.capacity == 64 and replay.counts["replayed"] > 0
+    generated = len(host.agent_loop_manager.prompts)
+    assert generated < len(plain.agent_loop_manager.prompts)               # the same steps from fewer rollouts
+    assert regimen.counts["rollouts"] == generated * N == regimen.clock.samples    # only generated ones are paid for
+    assert replay.counts["saved"] == replay.counts["replayed"] * N
+    stored = {g["uid"]: g for g in regimen.replay_groups.values()}
+    seen = 0
+    for step in trained:
+        assert len(step) == BATCH * N                                      # full batches
+        for key, fields in step.items():
+            uid = key.split("_")[0]
+            assert host.arms[int(fields[cv.ITEM_KEY])] == "mid"            # only groups with an advantage are kept
+            if uid in stored and key in stored[uid]["keys"]:
+                row = stored[uid]["rows"][stored[uid]["keys"].index(key)]
+                assert set(row) == set(fields) and all(torch.equal(row[k], fields[k]) for k in row)
+                seen += 1
+    assert seen > 0
+
+
+def test_replay_resumes_exactly_through_verls_data_pt(tmp_path, monkeypatch):
+    lines = doc_block("verl-replay")
+    host, _ = replay_run(tmp_path, monkeypatch, lines, steps=2)
+    host._save_checkpoint()
+    saved = torch.load(tmp_path / "ckpt" / "global_step_2" / "data.pt", weights_only=True)
+    assert "replay" in repr(saved)
+    before = len(host.agent_loop_manager.prompts)
+    for _ in range(3):
+        host.step()
+    expected, state = host.agent_loop_manager.prompts[before:], host.replay_buffer.regimen.state_dict()
+    assert state["replay"]["buffer"]["counts"]["replayed"] > 0
+    resumed, _ = replay_run(tmp_path, monkeypatch, lines, steps=3)
+    assert resumed.agent_loop_manager.prompts == expected
+    assert resumed.replay_buffer.regimen.state_dict()["replay"]["buffer"] == state["replay"]["buffer"]

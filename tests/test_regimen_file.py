@@ -254,7 +254,15 @@ def test_the_newer_rl_pieces_build_from_a_file_and_hosts_refuse_them_by_name():
     r.refuse("loop")
     with pytest.raises(PathError, match=r"^rl\.(hpt|gvm|hints|hbpo): \1 cannot run in the TRL adapter"):
         r.refuse("trl")
-    Regimen.from_dict({"budget": "10 steps", "rl": {"dynamic": {}, "replay": {"capacity": 8}}}).refuse("trl")
+    replaying = Regimen.from_dict({"budget": "10 steps", "rl": {"dynamic": {}, "replay": {"capacity": 64}}})
+    replaying.refuse("trl")                                  # TRL and verl run replay
+    from pathlib import Path
+
+    from cadence.integrations.verl_config import verl_overrides
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "integrations" / "verl.md").read_text()
+    documented = doc.split("<!-- verl-replay -->", 1)[1].split("```", 2)[1].splitlines()[1].strip()
+    assert documented in verl_overrides(replaying, train_batch_size=4)
     with pytest.raises(PathError, match=r"^rl.hpt.sft_gat"):
         Regimen.from_dict({"budget": "10 steps", "rl": {"hpt": {"sft_gat": 1}}})
     d3s = Regimen.from_dict({"budget": "10 steps", "rl": {"d3s": {"token_ratio": "ramp(start=0.5, end=1)"}}})

@@ -33,7 +33,13 @@ prompt when ``in_prompt``. ``hints`` (:class:`cadence.rl.Hints`, Scaf-GRPO / GHP
 a prompt whose plain groups stayed all wrong ``patience`` rounds is evicted like an out-of-band group,
 and the next prompts ``CadencePrompts`` serves are that prompt with guidance of tier 1, then 2, …
 (each row's tier texts from a dataset column, appended to the last message) until a tier yields a
-correct answer; verl's refill generates them. An ``allocation`` spreads each fetch's rollouts over its prompts with
+correct answer; verl's refill generates them. ``replay`` (:class:`cadence.rl.ReplayBuffer`,
+VL-Rethinker's selective sample replay, with a ``band``): each finished group with non-zero advantage
+is copied from TransferQueue (every trajectory's fields and tags); when groups are evicted, stored
+groups (drawn ∝ ``|A|``) are put back into TransferQueue under their own uid as finished groups in
+their places, before verl decides how many prompts to refill.
+
+An ``allocation`` spreads each fetch's rollouts over its prompts with
 :class:`cadence.rl.KnapsackAllocation` (Knapsack RL), or with ``method: gvm``
 :class:`cadence.rl.GVMAllocation` (GVM-RAFT), through the per-prompt ``__rollout_n__`` that verl's
 agent loop reads. verl's rollouts carry no per-sample gradient norm (the actor would need a backward
@@ -60,6 +66,7 @@ from verl.trainer.ppo import core_algos
 from verl.trainer.ppo.v1 import replay_buffer as verl_replay_buffer
 from verl.utils.config import omega_conf_to_dataclass
 from verl.utils.dataset.rl_dataset import RLHFDataset
+from verl.utils.tensordict_utils import list_of_dict_to_tensordict
 from verl.workers.utils.losses import ppo_loss
 
 from cadence.clock import Clock
@@ -69,7 +76,7 @@ from cadence.integrations.jsonstate import decode, encode
 from cadence.integrations.versions import check_version
 from cadence.regimen.link import RegimenLink
 from cadence.rl import (DynamicSampling, GVMAllocation, Hints, KnapsackAllocation, LengthBudget, PredictiveFilter,
-                        PromptSelector)
+                        PromptSelector, ReplayBuffer)
 from cadence.rl.hints import with_guidance
 from cadence.schedules.base import as_schedule
 
@@ -118,6 +125,9 @@ class VerlRegimen:
             stayed all wrong ``K`` rounds with guidance of tiers ``1..L`` (:class:`cadence.rl.Hints`);
             ``guidance`` names the dataset column (dots reach into dicts) holding each row's list of
             tier texts, tier ``l`` appending item ``l − 1`` to the prompt's last message. Needs a ``band``.
+        replay: keyword arguments of :class:`cadence.rl.ReplayBuffer` (``capacity``, ``alpha``; ``{}``
+            for its defaults): evicted groups' places are filled with stored groups of non-zero
+            advantage, put back into TransferQueue (module docs). Needs a ``band``.
         budget: the clock's budget (e.g. verl's ``trainer.total_training_steps``).
         seed: seed of the curriculum sampler and the filter.
         max_candidates: prompts the filter may look at per prompt drawn (``PromptSelector``).
@@ -131,7 +141,8 @@ class VerlRegimen:
                  band: Mapping | None = None, predictive: Mapping | None = None, correct_threshold: float = 0.5,
                  norm_adv_by_std: bool = True, knobs: Mapping[str, Any] | None = None,
                  length_budget: Mapping | None = None, allocation: Mapping | None = None, budget: Any = None,
-                 seed: int = 0, max_candidates: int = 8, hints: Mapping | None = None) -> None:
+                 seed: int = 0, max_candidates: int = 8, hints: Mapping | None = None,
+                 replay: Mapping | None = None) -> None:
         check_version("verl")
         self.policy_name, self.arm_key = str(policy), str(arm_key)
         self.policy_kwargs = dict(policy_kwargs or {})
@@ -158,6 +169,12 @@ class VerlRegimen:
             if not isinstance(self.hints_kwargs.get("guidance"), str):
                 raise CadenceError("hints need hints.guidance: the dataset column holding each row's list of "
                                    "guidance texts (tier 1, 2, ...)")
+        if replay is not None and self.band is None:
+            raise CadenceError("replay fills the places of groups the band evicts: give sampler_kwargs.band too")
+        self.replay = None if replay is None else ReplayBuffer(**{"seed": self.seed, **dict(replay)})
+        self.replay_groups: dict[int, dict] = {}  # serial (the buffer's payload) -> the group's uid, keys, tags, rows
+        self.replay_next = 0
+        self.served: set[int] = set()            # prompts served in this step (not replayed next to themselves)
         self.hints: Hints | None = None
         self.guidance: list[Any] | None = None   # per prompt: its tier texts
         self.pending: list[tuple[int, int]] = []  # (prompt, tier) to serve before the curriculum's next draw
@@ -244,10 +261,29 @@ class VerlRegimen:
     def next_prompt(self) -> tuple[int, int]:
         """``(prompt, guidance tier)``: a plateaued prompt waiting for guidance first (with hints),
         else the curriculum's draw with tier 0."""
-        if self.pending:
-            item, level = self.pending.pop(0)
-            return item, level
-        return self.next_item(), 0
+        item, level = self.pending.pop(0) if self.pending else (self.next_item(), 0)
+        self.served.add(item)
+        return item, level
+
+    def remember(self, uid: str, item: int, advantages: np.ndarray, keys: list[str], tags: list[dict],
+                 rows: list[dict]) -> bool:
+        """Offer one finished group (its trajectories' TransferQueue keys, tags and fields) to the
+        replay buffer; kept when its advantages are not all zero."""
+        serial = self.replay_next
+        if not self.replay.add(item, advantages, payload=serial):
+            return False
+        self.replay_next += 1
+        self.replay_groups[serial] = {"uid": uid, "item": int(item), "keys": list(keys),
+                                      "tags": [dict(t) for t in tags], "rows": rows}
+        live = {e.payload for e in self.replay.entries}
+        self.replay_groups = {s: g for s, g in self.replay_groups.items() if s in live}
+        return True
+
+    def replays(self, k: int, busy: set[str]) -> list[dict]:
+        """Up to ``k`` stored groups to train on in evicted groups' places: none of a prompt served in
+        this step, none whose uid is in TransferQueue now (``busy``)."""
+        exclude = self.served | {g["item"] for g in self.replay_groups.values() if g["uid"] in busy}
+        return [self.replay_groups[e.payload] for e in self.replay.draw(k, exclude=sorted(exclude))]
 
     def guided(self, row: dict, item: int, level: int) -> dict:
         """``row`` with its guidance tier under :data:`HINT_KEY` and, from tier 1, the tier's text
@@ -364,6 +400,7 @@ class VerlRegimen:
         """Put the clock at verl's ``global_step`` (``global_step - 1`` steps done; reported rollouts
         and tokens are committed) and apply the knobs that reach the trainer's KL coefficients."""
         done = int(global_step) - 1
+        self.served = set()
         if done < self.clock.steps:
             raise CadenceError(f"verl's global step {global_step} is behind the cadence clock "
                                f"({int(self.clock.steps)} steps done): the regimen state does not match this run")
@@ -405,6 +442,8 @@ class VerlRegimen:
         out.update({f"cadence/selection/{k}": float(v) for k, v in selector.values().items()})
         if self.hints is not None:
             out.update({f"cadence/hints/{k}": float(v) for k, v in self.hints.values().items()})
+        if self.replay is not None:
+            out.update({f"cadence/replay/{k}": float(v) for k, v in self.replay.values().items()})
         out.update({f"cadence/total/{k}": float(v) for k, v in self.counts.items()})
         out["cadence/step/rollouts"] = float(step["rollouts"])
         self.clock.advance(1)
@@ -419,7 +458,10 @@ class VerlRegimen:
                 "step": dict(self._step),
                 "allocation": None if self.allocation is None else self.allocation.state_dict(),
                 "hints": None if self.hints is None else {"hints": self.hints.state_dict(),
-                                                          "pending": [list(p) for p in self.pending]}}
+                                                          "pending": [list(p) for p in self.pending]},
+                "replay": None if self.replay is None else {"buffer": self.replay.state_dict(),
+                                                            "groups": _checkpointable(self.replay_groups, "replay"),
+                                                            "next": self.replay_next}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output; a state of another shape changes nothing."""
@@ -434,6 +476,21 @@ class VerlRegimen:
             step = {k: int(state["step"].get(k, 0)) for k in self.counts}
         except (AttributeError, TypeError, ValueError) as e:
             raise StateError(f"malformed {KIND} state_dict: {e!r}") from None
+        replay = state.get("replay")
+        if (replay is None) != (self.replay is None):
+            raise StateError(f"the {KIND} state {'has' if replay is not None else 'lacks'} a replay buffer and this "
+                             f"regimen {'has' if self.replay is not None else 'has none'}")
+        restored_replay, groups, serial = None, {}, 0
+        if self.replay is not None:
+            restored_replay = copy.deepcopy(self.replay)
+            try:
+                restored_replay.load_state_dict(replay["buffer"])
+                groups = {int(s): dict(g) for s, g in replay["groups"].items()}
+                serial = int(replay["next"])
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
+                raise StateError(f"malformed {KIND} replay state: {e!r}") from None
+            if {e.payload for e in restored_replay.entries} - set(groups):
+                raise StateError(f"the {KIND} replay state lacks stored groups its buffer names")
         hints = state.get("hints")
         if (hints is None) != (self.hints is None):
             raise StateError(f"the {KIND} state {'has' if hints is not None else 'lacks'} hints and this regimen "
@@ -456,6 +513,8 @@ class VerlRegimen:
         self.allocation, self.counts, self._step = restored, counts, step
         if self.hints is not None:
             self.hints, self.pending = restored_hints, pending
+        if self.replay is not None:
+            self.replay, self.replay_groups, self.replay_next = restored_replay, groups, serial
 
 
 def grpo_advantage(scores: np.ndarray, groups: np.ndarray, norm_by_std: bool = True) -> np.ndarray:
@@ -469,6 +528,24 @@ def grpo_advantage(scores: np.ndarray, groups: np.ndarray, norm_by_std: bool = T
         token_level_rewards=rewards, response_mask=torch.ones_like(rewards),
         index=np.asarray(groups, dtype=object), norm_adv_by_std_in_grpo=norm_by_std)
     return advantages[:, 0].double().numpy()
+
+
+def _checkpointable(value: Any, path: str) -> Any:
+    """A copy of ``value`` that ``torch.load(weights_only=True)`` reads: tensors (copied to the CPU),
+    numbers, strings, ``None``, lists, tuples and dicts of them (numpy arrays become lists); anything
+    else is a StateError naming the field."""
+    if torch.is_tensor(value):
+        return value.detach().to("cpu", copy=True)
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, (np.ndarray, np.generic)) and value.dtype != object:
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_checkpointable(v, f"{path}[{i}]") for i, v in enumerate(value))
+    if isinstance(value, Mapping):
+        return {k: _checkpointable(v, f"{path}.{k}") for k, v in value.items()}
+    raise StateError(f"cannot checkpoint the replay buffer: {path} holds a {type(value).__name__} "
+                     f"(tensors, numbers, strings, lists and dicts only)")
 
 
 def activate(regimen: VerlRegimen) -> None:
@@ -611,6 +688,9 @@ class CadenceReplayBuffer(verl_replay_buffer.ReplayBuffer):
                 verdicts[uid] = None if keep else float(rate)
             for uid in new - set(uids):   # a finished group with no trajectory: nothing to learn from
                 verdicts[uid] = None
+            evicted = sum(verdicts[uid] is not None for uid in new)
+            if self.regimen.replay is not None and evicted:
+                self._replay(partition_id, evicted, verdicts)
         dropped = {uid: rate for uid, rate in verdicts.items() if rate is not None}
         return set(dropped), Counter(dropped.values())
 
@@ -631,8 +711,51 @@ class CadenceReplayBuffer(verl_replay_buffer.ReplayBuffer):
                                                   + ([HINT_KEY] if hinted else []))
         groups = np.array([key.split("_")[0] for key in keys], dtype=object)
         levels = np.asarray(torch.as_tensor(data[HINT_KEY]).reshape(-1), dtype=np.int64) if hinted else None
-        rates = self.regimen.observe(*rollout_signals(data), groups=groups, levels=levels)
+        ids, scores, lengths = rollout_signals(data)
+        rates = self.regimen.observe(ids, scores, lengths, groups=groups, levels=levels)
+        if self.regimen.replay is not None:
+            self._remember(partition_id, ids, scores, groups, levels)
         return list(dict.fromkeys(groups.tolist())), rates, self.regimen.redo
+
+    def _remember(self, partition_id: str, ids: np.ndarray, scores: np.ndarray, groups: np.ndarray,
+                  levels: np.ndarray | None) -> None:
+        """Copy the finished plain groups with non-zero advantage (all their trajectories' fields and
+        tags) from TransferQueue into the replay buffer."""
+        advantage = grpo_advantage(scores, groups, self.regimen.norm_adv_by_std)
+        plain = np.ones(len(ids), dtype=bool) if levels is None else levels == 0
+        wanted = {}
+        for uid in dict.fromkeys(groups.tolist()):
+            rows = (groups == uid) & plain
+            if rows.any() and np.max(np.abs(advantage[rows])) > 1e-9:
+                wanted[uid] = (int(ids[rows][0]), advantage[rows])
+        if not wanted:
+            return
+        partition = self.partitions[partition_id]
+        keys = [key for key in partition if key.split("_")[0] in wanted]
+        data = verl_replay_buffer.tq.kv_batch_get(keys=keys, partition_id=partition_id).tolist()
+        for uid, (item, adv) in wanted.items():
+            mine = [i for i, key in enumerate(keys) if key.split("_")[0] == uid]
+            self.regimen.remember(uid, item, adv, [keys[i] for i in mine], [partition[keys[i]] for i in mine],
+                                  [_checkpointable(data[i], "a trajectory") for i in mine])
+
+    def _replay(self, partition_id: str, k: int, verdicts: dict) -> None:
+        """Put up to ``k`` stored groups back into TransferQueue as finished groups (and into this
+        poll's snapshot, so verl counts them before deciding how many prompts to refill)."""
+        busy = ({key.split("_")[0] for key in self.partitions[partition_id]} | self.pending_keys[partition_id]
+                | self.running_keys[partition_id] | self.finished_keys[partition_id] | self.failure_keys[partition_id])
+        step = int(self.regimen.clock.steps) + 1       # verl's global step
+        tq = verl_replay_buffer.tq
+        for group in self.regimen.replays(k, busy):
+            uid = group["uid"]
+            tq.kv_batch_put(keys=group["keys"], partition_id=partition_id, tags=group["tags"],
+                            fields=list_of_dict_to_tensordict(group["rows"]))
+            prompt = {"is_prompt": True, "status": "finished", "global_steps": step}
+            tq.kv_batch_put(keys=[uid], partition_id=partition_id, tags=[prompt])
+            self.finished_keys[partition_id].add(uid)
+            self.prompt_global_steps[partition_id][uid] = step
+            for key, tag in zip(group["keys"], group["tags"]):
+                self.partitions[partition_id][key] = dict(tag)
+            verdicts[uid] = None                           # trained as it is, not observed again
 
 
 def rollout_signals(data: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

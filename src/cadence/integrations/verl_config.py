@@ -29,7 +29,7 @@ OPTIM = "actor_rollout_ref.actor.optim"
 def verl_overrides(regimen: Any, *, train_batch_size: int | None = None, updates_per_step: int = 1) -> list[str]:
     """The verl overrides that build ``regimen``: the dataset and replay-buffer classes, the
     curriculum (``policy``, ``arm_key``, its arguments, ``seed``), ``rl.dynamic`` as the pass-rate
-    ``band``, ``rl.predictive``, ``rl.knapsack`` as the ``allocation``, ``rl.length_budget``,
+    ``band``, ``rl.predictive``, ``rl.knapsack`` as the ``allocation``, ``rl.replay``, ``rl.length_budget``,
     ``rl.correct_threshold``, the knobs, the budget and the LR (``ScheduledAdamW`` in the workers).
 
     Args:
@@ -76,6 +76,8 @@ def verl_overrides(regimen: Any, *, train_batch_size: int | None = None, updates
         lines += _flat(f"{SAMPLER}.predictive", rl["predictive"]) or [f"{SAMPLER}.predictive={{}}"]
     if "knapsack" in rl:
         lines += _flat(f"{SAMPLER}.allocation", rl["knapsack"]) or [f"{SAMPLER}.allocation={{}}"]
+    if "replay" in rl:
+        lines += _flat(f"{SAMPLER}.replay", rl["replay"]) or [f"{SAMPLER}.replay={{}}"]
     if "length_budget" in rl:
         lines += _flat(f"{SAMPLER}.length_budget", rl["length_budget"])
     if "correct_threshold" in rl:
