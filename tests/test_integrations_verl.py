@@ -606,7 +606,7 @@ def test_hints_rewrite_plateaued_prompts_where_cadence_draws_them_and_verl_refil
         Host(verl_config(tmp_path), store).replay_buffer.regimen.load_state_dict(state)
 
 
-def test_hints_and_replay_need_a_band_and_checkpointable_data(tmp_path, store):
+def test_hints_and_replay_need_a_band_and_checkpointable_data(tmp_path, store, monkeypatch):
     lines = doc_block("verl-hints")
     with pytest.raises(CadenceError, match="give sampler_kwargs.band"):
         Host(verl_config(tmp_path, ["~trainer.v1.sampler.sampler_kwargs.band", *lines], guidance=True), store)
@@ -619,6 +619,10 @@ def test_hints_and_replay_need_a_band_and_checkpointable_data(tmp_path, store):
         cv.VerlRegimen(replay={"capacity": 8})
     with pytest.raises(cv.StateError, match=r"replay\[0\]\.extra_fields holds a object"):
         cv._checkpointable([{"extra_fields": object()}], "replay")
+    monkeypatch.setattr(cv, "REPLAY_RELIES_ON", ("no_such_state",))    # another verl's ReplayBuffer
+    cv._active.clear()
+    with pytest.raises(CadenceError, match=r"no \['no_such_state'\].*supports verl 0.9.1"):
+        Host(verl_config(tmp_path, UNIFORM + doc_block("verl-replay")), store)
 
 
 def replay_run(tmp_path, monkeypatch, lines, steps):

@@ -73,7 +73,7 @@ from cadence.clock import Clock
 from cadence.curricula import Arms, CurriculumSampler, make_policy
 from cadence.errors import CadenceError, StateError
 from cadence.integrations.jsonstate import decode, encode
-from cadence.integrations.versions import check_version
+from cadence.integrations.versions import check_version, describe
 from cadence.regimen.link import RegimenLink
 from cadence.rl import (DynamicSampling, GVMAllocation, Hints, KnapsackAllocation, LengthBudget, PredictiveFilter,
                         PromptSelector, ReplayBuffer)
@@ -633,6 +633,10 @@ class CadencePrompts(RLHFDataset):
 
 BUFFER_KEYS = ("train_batch_size", "max_inflight_gen_batches")
 
+REPLAY_RELIES_ON = ("partitions", "pending_keys", "running_keys", "finished_keys", "failure_keys",
+                    "prompt_global_steps", "_dapo_classification_cache")
+"""The state of verl's ``ReplayBuffer`` that replay reads and extends within one poll (verl 0.9's sync sampler)."""
+
 
 class CadenceReplayBuffer(verl_replay_buffer.ReplayBuffer):
     """verl's sync replay buffer with cadence's feedback and pass-rate band (see the module docs).
@@ -661,6 +665,10 @@ class CadenceReplayBuffer(verl_replay_buffer.ReplayBuffer):
                          max_off_policy_threshold=max_off_policy_threshold,
                          max_off_policy_strategy=max_off_policy_strategy, sampler_kwargs=sampler_kwargs,
                          refill_fn=refill_fn, **kwargs)
+        missing = [name for name in REPLAY_RELIES_ON if not isinstance(getattr(self, name, None), dict)]
+        if regimen.replay is not None and missing:
+            raise CadenceError(f"verl's ReplayBuffer has no {missing}, which cadence's replay puts stored groups into; "
+                               f"it supports {describe('verl')}")
         self.regimen = regimen
         activate(regimen)
 
