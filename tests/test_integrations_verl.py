@@ -625,7 +625,7 @@ def test_hints_and_replay_need_a_band_and_checkpointable_data(tmp_path, store, m
         Host(verl_config(tmp_path, UNIFORM + doc_block("verl-replay")), store)
 
 
-def replay_run(tmp_path, monkeypatch, lines, steps):
+def replay_run(tmp_path, monkeypatch, lines, steps, guidance=False):
     """``steps`` global steps (from the last checkpoint, if any) with the docs' band and the given lines;
     returns the host and, per step, the trained trajectories' fields as TransferQueue held them."""
     store = MemoryStore()
@@ -633,7 +633,9 @@ def replay_run(tmp_path, monkeypatch, lines, steps):
     monkeypatch.setattr(trainer_base, "tq", store)
     cv._active.clear()
     tmp_path.mkdir(exist_ok=True)
-    host = Host(verl_config(tmp_path, UNIFORM + ["trainer.save_freq=1", *lines]), store)
+    host = Host(verl_config(tmp_path, UNIFORM + ["trainer.save_freq=1", *lines], guidance), store)
+    if guidance:
+        host.agent_loop_manager = GuidedRollout(store, host.arms)
     trained = []
     for _ in range(steps):
         host.step()
@@ -665,9 +667,9 @@ def test_replay_puts_stored_groups_back_in_evicted_groups_places(tmp_path, monke
     assert seen > 0
 
 
-def test_replay_resumes_exactly_through_verls_data_pt(tmp_path, monkeypatch):
-    lines = doc_block("verl-replay")
-    host, _ = replay_run(tmp_path, monkeypatch, lines, steps=2)
+def test_replay_and_hints_resume_exactly_through_verls_data_pt(tmp_path, monkeypatch):
+    lines = doc_block("verl-replay") + doc_block("verl-hints")
+    host, _ = replay_run(tmp_path, monkeypatch, lines, steps=2, guidance=True)
     host._save_checkpoint()
     saved = torch.load(tmp_path / "ckpt" / "global_step_2" / "data.pt", weights_only=True)
     assert "replay" in repr(saved)
@@ -675,7 +677,8 @@ def test_replay_resumes_exactly_through_verls_data_pt(tmp_path, monkeypatch):
     for _ in range(3):
         host.step()
     expected, state = host.agent_loop_manager.prompts[before:], host.replay_buffer.regimen.state_dict()
-    assert state["replay"]["buffer"]["counts"]["replayed"] > 0
-    resumed, _ = replay_run(tmp_path, monkeypatch, lines, steps=3)
+    assert state["replay"]["buffer"]["counts"]["replayed"] > 0 and state["hints"]["hints"]["counts"]["rescued"] > 0
+    resumed, _ = replay_run(tmp_path, monkeypatch, lines, steps=3, guidance=True)
     assert resumed.agent_loop_manager.prompts == expected
-    assert resumed.replay_buffer.regimen.state_dict()["replay"]["buffer"] == state["replay"]["buffer"]
+    again = resumed.replay_buffer.regimen.state_dict()
+    assert again["replay"]["buffer"] == state["replay"]["buffer"] and again["hints"] == state["hints"]

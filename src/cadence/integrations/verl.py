@@ -692,11 +692,12 @@ class CadenceReplayBuffer(verl_replay_buffer.ReplayBuffer):
         new = finished - verdicts.keys()
         if new:
             uids, rates, redo = self._observe_groups(partition_id, new)
-            for uid, rate, keep in zip(uids, rates, self.regimen.keep(rates, redo)):
-                verdicts[uid] = None if keep else float(rate)
+            keep = self.regimen.keep(rates, redo)
+            for uid, rate, kept in zip(uids, rates, keep):
+                verdicts[uid] = None if kept else float(rate)
             for uid in new - set(uids):   # a finished group with no trajectory: nothing to learn from
                 verdicts[uid] = None
-            evicted = sum(verdicts[uid] is not None for uid in new)
+            evicted = int((~keep & ~redo).sum())   # a group due a hinted re-roll keeps its place for it
             if self.regimen.replay is not None and evicted:
                 self._replay(partition_id, evicted, verdicts)
         dropped = {uid: rate for uid, rate in verdicts.items() if rate is not None}
