@@ -252,7 +252,7 @@ def test_the_newer_rl_pieces_build_from_a_file_and_hosts_refuse_them_by_name():
     assert isinstance(built["gvm"], GVMAllocation) and isinstance(built["replay"], ReplayBuffer)
     assert isinstance(built["hints"], Hints) and isinstance(built["hbpo"], HierarchicalBudget)
     r.refuse("loop")
-    with pytest.raises(PathError, match=r"^rl\.(hpt|gvm|hints|hbpo): \1 cannot run in the TRL adapter"):
+    with pytest.raises(PathError, match=r"^rl\.(hpt|gvm|hbpo): \1 cannot run in the TRL adapter"):
         r.refuse("trl")
     replaying = Regimen.from_dict({"budget": "10 steps", "rl": {"dynamic": {}, "replay": {"capacity": 64}}})
     replaying.refuse("trl")                                  # TRL and verl run replay
@@ -263,6 +263,18 @@ def test_the_newer_rl_pieces_build_from_a_file_and_hosts_refuse_them_by_name():
     doc = (Path(__file__).resolve().parents[1] / "docs" / "integrations" / "verl.md").read_text()
     documented = doc.split("<!-- verl-replay -->", 1)[1].split("```", 2)[1].splitlines()[1].strip()
     assert documented in verl_overrides(replaying, train_batch_size=4)
+    hinting = Regimen.from_dict({"budget": "10 steps", "rl": {"dynamic": {}, "hints": {"patience": 1, "levels": 2},
+                                                             "guidance": "hints"}})
+    hinting.refuse("trl")                                    # TRL and verl run hints, with a guidance column
+    block = doc.split("<!-- verl-hints -->", 1)[1].split("```", 2)[1].splitlines()[1:]
+    documented = {line.strip().rstrip("\\").strip() for line in block if line.strip()}
+    assert documented <= set(verl_overrides(hinting, train_batch_size=4))
+    with pytest.raises(PathError, match="^rl.guidance: verl's hints read"):
+        verl_overrides(Regimen.from_dict({"budget": "10 steps", "rl": {"dynamic": {}, "hints": {}}}), train_batch_size=4)
+    with pytest.raises(PathError, match="^rl.guidance: guidance is for hints"):
+        Regimen.from_dict({"budget": "10 steps", "rl": {"guidance": "hints"}})
+    with pytest.raises(PathError, match="^rl.guidance: must name the dataset column"):
+        Regimen.from_dict({"budget": "10 steps", "rl": {"hints": {}, "guidance": 3}})
     with pytest.raises(PathError, match=r"^rl.hpt.sft_gat"):
         Regimen.from_dict({"budget": "10 steps", "rl": {"hpt": {"sft_gat": 1}}})
     d3s = Regimen.from_dict({"budget": "10 steps", "rl": {"d3s": {"token_ratio": "ramp(start=0.5, end=1)"}}})

@@ -145,6 +145,13 @@ def test_trl_refuses_a_piece_it_cannot_run_by_name(tmp_path):
                                           "correct": "<lambda>"}})
     selector = replaying.attach(trainer).link.sampler               # TRL runs replay
     assert selector.replay.capacity == 8 and selector.dynamic is not None
+    hinting = Regimen.from_dict({**replaying.to_dict(), "rl": {"hints": {"patience": 2}, "correct": "<lambda>"}})
+    with pytest.raises(cadence.CadenceError, match="^rl.guidance: TRL re-rolls hinted prompts"):
+        hinting.attach(grpo_trainer(tmp_path, [lambda completions, **kw: [0.0] * len(completions)], max_steps=4))
+    trainer = grpo_trainer(tmp_path, [lambda completions, **kw: [0.0] * len(completions)], max_steps=4)
+    trainer.train_dataset = trainer.train_dataset.add_column("hint", [[" 1"]] * len(trainer.train_dataset))
+    hinted = Regimen.from_dict({**hinting.to_dict(), "rl": {**hinting.to_dict()["rl"], "guidance": "hint"}})
+    assert hinted.attach(trainer).link.sampler.hints.patience == 2     # TRL runs hints from a file
 
 
 def lightning_run(tmp_path, attach, ckpt_path=None):

@@ -234,8 +234,8 @@ def _wrap_token_mask(trainer: Any, link: Any, downsample: DualDownsampling) -> N
 def attach_regimen(regimen: Any, trainer: Any, *, after: Any = None, stop_on_transition: bool = False) -> CadenceCallback:
     """:func:`attach` with everything a regimen file holds (``Regimen.attach(trainer)`` calls it): its
     clock, stages, optimizer fields, knobs, the curriculum over ``trainer.train_dataset`` (one
-    round's prompts per draw), the ``rl`` section (``predictive``, ``dynamic``, ``replay``, ``length_budget``,
-    ``d3s``, ``correct``, ``correct_threshold``) and layer plans (by attribute path on ``trainer.model``);
+    round's prompts per draw), the ``rl`` section (``predictive``, ``dynamic``, ``replay``, ``hints`` with
+    ``guidance``, ``length_budget``, ``d3s``, ``correct``, ``correct_threshold``) and layer plans (by attribute path on ``trainer.model``);
     ``after`` and ``stop_on_transition`` as for :func:`cadence.integrations.hf.attach_regimen`."""
     from cadence.integrations.hf import finish, part_index, regimen_clock
 
@@ -248,13 +248,18 @@ def attach_regimen(regimen: Any, trainer: Any, *, after: Any = None, stop_on_tra
     if regimen.curriculum and regimen.curriculum.name:
         sampler = regimen.build_sampler(regimen.arms(trainer.train_dataset), clock, num_replicas=1)
     rl = regimen.data.get("rl", {})
+    if "hints" in rl and "guidance" not in rl:
+        from cadence.regimen.pieces import PathError
+
+        raise PathError("rl.guidance", "TRL re-rolls hinted prompts with each row's guidance texts: name their "
+                                       "dataset column")
     built = {k: regimen_piece(k, regimen.rl[k].args, len(trainer.train_dataset)) for k in regimen.rl}
     plans = regimen.build_plans(clock, trainer.model) if regimen.plans else None
     callback = attach(trainer, sampler=sampler, knobs=regimen.knob_schedules(stages), lr=fields.pop("lr", None),
                       correct=rl.get("correct"), correct_threshold=rl.get("correct_threshold", 1.0),
                       dynamic=built.get("dynamic"), predictive=built.get("predictive"),
                       length_budget=built.get("length_budget"), downsample=built.get("d3s"), replay=built.get("replay"),
-                      clock=clock,
+                      hints=built.get("hints"), guidance=rl.get("guidance"), clock=clock,
                       plans=plans, stages=stages, **fields)
     finish(callback, after, stop_on_transition)
     return callback

@@ -29,7 +29,8 @@ OPTIM = "actor_rollout_ref.actor.optim"
 def verl_overrides(regimen: Any, *, train_batch_size: int | None = None, updates_per_step: int = 1) -> list[str]:
     """The verl overrides that build ``regimen``: the dataset and replay-buffer classes, the
     curriculum (``policy``, ``arm_key``, its arguments, ``seed``), ``rl.dynamic`` as the pass-rate
-    ``band``, ``rl.predictive``, ``rl.knapsack`` as the ``allocation``, ``rl.replay``, ``rl.length_budget``,
+    ``band``, ``rl.predictive``, ``rl.knapsack`` as the ``allocation``, ``rl.replay``, ``rl.hints`` (with
+    ``rl.guidance``, the column of guidance texts), ``rl.length_budget``,
     ``rl.correct_threshold``, the knobs, the budget and the LR (``ScheduledAdamW`` in the workers).
 
     Args:
@@ -78,6 +79,10 @@ def verl_overrides(regimen: Any, *, train_batch_size: int | None = None, updates
         lines += _flat(f"{SAMPLER}.allocation", rl["knapsack"]) or [f"{SAMPLER}.allocation={{}}"]
     if "replay" in rl:
         lines += _flat(f"{SAMPLER}.replay", rl["replay"]) or [f"{SAMPLER}.replay={{}}"]
+    if "hints" in rl:
+        if "guidance" not in rl:
+            raise PathError("rl.guidance", "verl's hints read each row's guidance texts from a dataset column: name it")
+        lines += [f"{SAMPLER}.hints.guidance={rl['guidance']}", *_flat(f"{SAMPLER}.hints", rl["hints"])]
     if "length_budget" in rl:
         lines += _flat(f"{SAMPLER}.length_budget", rl["length_budget"])
     if "correct_threshold" in rl:

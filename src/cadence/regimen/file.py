@@ -39,7 +39,7 @@ TOP = ("name", "budget", "elapsed", "tokens_per_step", "samples_per_step", "on_b
 STAGE = ("name", "budget", "objective", "lr", "schedules", "knobs", "until", "plateau", "curriculum", "rl")
 CURRICULUM = ("kind", "policy", "arms", "batch_size", "seed", "replacement")
 ARMS = ("column", "items", "difficulty", "quality")
-RL_HOST = ("correct", "correct_threshold")  # how the host tells a correct completion (TRL)
+RL_HOST = ("correct", "correct_threshold", "guidance")  # how the host tells a correct completion; hints' column
 UNTIL = ("metric", "above", "below", "times")
 PLATEAU = ("metric", "delta", "window", "mode")
 
@@ -510,6 +510,11 @@ def _pieces(v: Any, registry: Mapping[str, Piece], path: str, extra: Sequence[st
         raise PathError(f"{path}.correct", f"must name one of the trainer's reward functions, got {d['correct']!r}")
     if "correct_threshold" in d:
         _number(d["correct_threshold"], f"{path}.correct_threshold")
+    if "guidance" in d and not isinstance(d["guidance"], str):
+        raise PathError(f"{path}.guidance", f"must name the dataset column of each row's guidance texts, "
+                                            f"got {d['guidance']!r}")
+    if "guidance" in d and "hints" not in out:
+        raise PathError(f"{path}.guidance", "guidance is for hints: add rl.hints too")
     return out
 
 

@@ -112,7 +112,7 @@ def _defaults() -> None:
     register("rl", Piece("length_budget", rl.LengthBudget, hosts=("loop", "trl", "verl")))
     register("rl", Piece("gvm", rl.GVMAllocation, needs=("arm_of",), hosts=("loop",)))
     register("rl", Piece("replay", rl.ReplayBuffer, hosts=("loop", "trl", "verl")))
-    register("rl", Piece("hints", rl.Hints, needs=("num_items",), hosts=("loop",)))
+    register("rl", Piece("hints", rl.Hints, needs=("num_items",), hosts=("loop", "trl", "verl")))
     register("rl", Piece("d3s", rl.DualDownsampling, hosts=("loop", "trl")))
     register("rl", Piece("hbpo", rl.HierarchicalBudget, hosts=("loop",)))
     register("rl", Piece("hpt", rl.HybridGate, hosts=("loop",)))
