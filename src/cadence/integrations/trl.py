@@ -80,6 +80,7 @@ from cadence.progressive.sizes import BatchSizeSchedule, SequenceLengthWarmup
 from cadence.rl import (PCL, DualDownsampling, DynamicSampling, Hints, LengthBudget, PredictiveFilter, PromptSelector,
                         ReplayBuffer)
 from cadence.rl.hints import with_guidance
+from cadence.rl.replay import ZERO as REPLAY_ZERO
 
 ID_COLUMN = "cadence_id"
 """The key through which each row carries its item id to reward functions."""
@@ -422,10 +423,12 @@ def _wrap_generation(trainer: Any, link: Any, selector: PromptSelector | None, c
             rounds.append(out)
             signals: dict[str, Any] = {k: v.numpy() for k, v in scored(out).items()}
             tokens[0] += float(signals["length"].sum())
-            if store is not None and levels is None:    # each group's tensors, should the buffer keep it
-                rows_all = whole[len(rounds) - 1] = _gathered(trainer, out)
+            if store is not None and levels is None:    # the tensors of each group the buffer will keep
+                adv = signals["advantage"].reshape(len(ids), group)
+                kept = np.all(np.isfinite(adv), axis=1) & (np.abs(np.nan_to_num(adv)).max(axis=1) > REPLAY_ZERO)
+                rows_all = whole[len(rounds) - 1] = _gathered(trainer, out) if kept.any() else {}
                 signals["replay"] = [store.add({k: v[i * group:(i + 1) * group] for k, v in rows_all.items()})
-                                     for i in range(len(ids))]
+                                     if keep else None for i, keep in enumerate(kept)]
             return signals
 
         per_round = trainer.args.generation_batch_size // group
@@ -438,7 +441,7 @@ def _wrap_generation(trainer: Any, link: Any, selector: PromptSelector | None, c
             store.keep(entry.payload for entry in selector.replay.entries)
         if len(rounds) == 1 and not replayed and [i for _, i in picks.chosen] == list(range(per_round)):
             return rounds[0]
-        gathered = [whole[r] if r in whole else _gathered(trainer, out) for r, out in enumerate(rounds)]
+        gathered = [whole[r] if whole.get(r) else _gathered(trainer, out) for r, out in enumerate(rounds)]
         return _assemble(trainer, gathered, picks.chosen, group, replayed)
 
     trainer._calculate_rewards = calculate_rewards
