@@ -237,7 +237,8 @@ def attach_regimen(regimen: Any, trainer: Any, *, after: Any = None, stop_on_tra
     clock, stages, optimizer fields, knobs, the curriculum over ``trainer.train_dataset`` (one
     round's prompts per draw), the ``rl`` section (``predictive``, ``dynamic``, ``replay``, ``hints`` with
     ``guidance``, ``length_budget``, ``d3s``, ``correct``, ``correct_threshold``) and layer plans (by
-    attribute path on ``trainer.model``); ``after`` and ``stop_on_transition`` as for :func:`cadence.integrations.hf.attach_regimen`."""
+    attribute path on ``trainer.model``); ``after`` and ``stop_on_transition`` as for
+    :func:`cadence.integrations.hf.attach_regimen`."""
     from cadence.integrations.hf import finish, part_index, regimen_clock
 
     regimen = regimen.for_part(part_index(after, stop_on_transition))
