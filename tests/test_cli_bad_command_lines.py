@@ -234,7 +234,7 @@ def test_timing_claims_are_measured_figures_with_the_machine():
     readme = " ".join((root / "README.md").read_text().split())
     assert "about 2 minutes" not in readme and "5.5 minutes of CPU time" not in readme
     assert "Run the whole test suite (measured December 2026 after the install, on this project's 2-core machine: 5.5–7 minutes" in readme
-    assert "7.5 minutes of CPU time on 2 cores shared with other jobs" in readme
+    assert "5.3 minutes of CPU time, user + sys, on 2 cores shared with other jobs at a load average of 13" in readme
     forecast = " ".join((root / "docs" / "forecast.md").read_text().split())
     assert "~15 s" not in forecast and "8–9 s of CPU time (two runs" in forecast and "17 s at a load of 6" in forecast
     ray = " ".join((root / "docs" / "integrations" / "ray-tune.md").read_text().split())

@@ -2,7 +2,9 @@
 torch.distributed.run): Accelerate shards the curriculum stream batch by batch, every rank's regimen
 state stays identical, each step's shards are disjoint and together are the global batch the
 curriculum drew, learning rates agree, resume continues each rank exactly, and GRPO prompt groups
-follow the repeat layout across both processes, and dynamic sampling's decisions agree. The same HF launch also trains with size plans and
+follow the repeat layout across both processes, and dynamic sampling's decisions agree; a 2-process TRL
+checkpoint between generation rounds resumes on 1 process with the uninterrupted run's prompts, refills and
+regimen state. The same HF launch also trains with size plans and
 layer freezing: every rank's micro-batches have their step's size and length, the ranks split each
 step's global rows, the clock counts global samples and tokens, and the weights stay identical across ranks."""
 
@@ -146,32 +148,40 @@ TRL_WORKER = textwrap.dedent("""
     from test_integrations_hf import without_seconds
     from test_integrations_trl import SOURCES, grpo_trainer
 
-    out = sys.argv[1]
+    out, resume = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else None)  # resume: a checkpoint, on 1 process
     seen, outputs = [], []
 
     def reward(completions, cadence_id, max_response_length, **kwargs):  # called with this process's rows
         seen.append({{"ids": [int(i) for i in cadence_id], "budget": list(max_response_length)}})
-        return [float(sum(map(ord, c)) % 2) for c in completions]  # right or wrong by the text: some groups all-same
+        # right or wrong by the prompt and the completion's place in its group (over all processes' rows), the
+        # same at every world size: rows 1 and 4 get all-wrong groups, the others one right and one wrong
+        first = trainer.accelerator.process_index * len(cadence_id)
+        return [float((int(i) + (first + k) % trainer.num_generations) % 3 == 0) for k, i in enumerate(cadence_id)]
 
-    trainer = grpo_trainer(out, [reward], max_steps={steps})
+    # the global batch at every world size: 8 completions, 4 prompts per generation round
+    trainer = grpo_trainer(out, [reward], max_steps={steps}, per_device=8 // int(os.environ.get("WORLD_SIZE", 1)))
+    if resume is None:
+        trainer.args.save_strategy, trainer.args.save_steps = "steps", 1  # checkpoint-1: between two rounds
     per_round = trainer.args.generation_batch_size // trainer.num_generations  # prompts of all processes
     policy = DUMP(Arms(SOURCES), seed=0)
     sampler = CurriculumSampler(policy, batch_size=per_round, num_replicas=1, rank=0, seed=1)
     drawn, observed = [], []
     next_batch, observe = sampler.next_batch, policy.observe
     sampler.next_batch = lambda *size: drawn.append(next_batch(*size).tolist()) or np.array(drawn[-1])
-    policy.observe = lambda ids, **signals: (observed.append(np.asarray(ids).tolist()), observe(ids, **signals))[1]
+    policy.observe = lambda ids, **signals: (observed.append(np.asarray(ids).tolist()), steps.append(
+        trainer.state.global_step), observe(ids, **signals))[-1]
+    steps = []  # the step each observed round was generated for
     callback = attach(trainer, sampler=sampler, knobs={{"max_response_length": "ramp(start=2, end=4)"}},
                       correct="reward", dynamic=DynamicSampling(max_extra_rounds=8))
     generate = trainer._generate_and_score_completions
     trainer._generate_and_score_completions = lambda inputs: (
         lambda o: (outputs.append(o["advantages"].tolist()) if trainer.model.training else None) or o)(generate(inputs))
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume)
 
     with open(os.path.join(out, f"rank{{trainer.args.process_index}}.json"), "w") as f:
         json.dump({{"world": trainer.args.world_size, "per_round": per_round,
                     "num_generations": trainer.num_generations, "seen": seen, "drawn": drawn,
-                    "observed": observed, "outputs": outputs,
+                    "observed": observed, "steps": steps, "outputs": outputs,
                     "state": without_seconds(callback.link.state_dict())}}, f)
     if torch.distributed.is_initialized():  # tear down gloo before exit: no threads left to abort
         torch.distributed.barrier()
@@ -254,10 +264,15 @@ def test_hf_learning_rates_are_identical_across_ranks(hf_ranks):
 
 
 @pytest.fixture(scope="module")
-def trl_ranks(tmp_path_factory) -> list[dict]:
+def trl_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("trl_multiprocess")
+
+
+@pytest.fixture(scope="module")
+def trl_ranks(trl_dir) -> list[dict]:
     pytest.importorskip("trl")
     pytest.importorskip("datasets")
-    return launch(TRL_WORKER.format(tests_dir=TESTS_DIR, steps=TRL_STEPS), tmp_path_factory.mktemp("trl_multiprocess"))
+    return launch(TRL_WORKER.format(tests_dir=TESTS_DIR, steps=TRL_STEPS), trl_dir)
 
 
 def test_trl_rounds_follow_the_repeat_layout_and_decisions_agree_on_both_ranks(trl_ranks):
@@ -292,6 +307,30 @@ def test_trl_regimen_state_is_identical_across_ranks(trl_ranks):
     generated = sum(len(r["ids"]) for rank in trl_ranks for r in rank["seen"])
     assert state0["clock"]["counts"]["samples"] == generated == selector["dynamic"]["counts"]["rollouts"]
     assert sum(policy["observed"]) == generated  # both processes' rewards reached each policy
+
+
+def test_trl_resumes_a_two_process_checkpoint_between_rounds_on_one_process_continuing_the_global_stream(
+        trl_ranks, trl_dir, tmp_path):
+    """checkpoint-1 of the 2-process run (between generation rounds) resumed by one process with the same global
+    batch: the prompts drawn and observed after it, dynamic sampling's refills and the final regimen state
+    (selector, sampler, policy and their RNGs, clock counts but the completion tokens) equal the uninterrupted
+    run's. The rewards depend on the prompt and its place in the group only, so the comparison is exact."""
+    script = tmp_path / "worker.py"
+    script.write_text(TRL_WORKER.format(tests_dir=TESTS_DIR, steps=TRL_STEPS))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1", "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([sys.executable, str(script), str(tmp_path), str(trl_dir / "checkpoint-1")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    one, straight = json.loads((tmp_path / "rank0.json").read_text()), trl_ranks[0]
+    assert one["world"] == 1 and one["per_round"] == straight["per_round"]
+    after = [k for k, step in enumerate(straight["steps"]) if step >= 1]     # the rounds generated for step 1
+    assert 0 < after[0] and one["steps"] == [1] * len(after)
+    assert one["observed"] == [straight["observed"][k] for k in after]       # refills included
+    assert one["drawn"] == straight["drawn"][-len(one["drawn"]):] and len(one["drawn"]) < len(straight["drawn"])
+    state, expected = one["state"], straight["state"]
+    for s in (state, expected):  # completion lengths differ: each world size samples its own completions
+        s["clock"]["counts"].pop("tokens")
+    assert state == expected
 
 
 def test_hf_resume_continues_each_rank_exactly(hf_ranks):

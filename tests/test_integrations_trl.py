@@ -22,13 +22,13 @@ PROMPTS = ["1+1=", "2+2=", "3+4=", "12+30=", "45+17=", "90+9="]
 SOURCES = ["small"] * 3 + ["large"] * 3
 
 
-def grpo_trainer(tmp_path, reward_funcs, max_steps=2):
+def grpo_trainer(tmp_path, reward_funcs, max_steps=2, per_device=4):
     tokenizer = char_tokenizer()
     tokenizer.eos_token = "[PAD]"
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=32, n_embd=16, n_layer=2, n_head=2,
                                        bos_token_id=0, eos_token_id=0, pad_token_id=0))
-    config = trl.GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=2,
+    config = trl.GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=per_device, num_generations=2,
                             max_completion_length=4, max_steps=max_steps, learning_rate=1e-3, logging_steps=1,
                             report_to=[], use_cpu=True, save_strategy="no", beta=0.0, disable_tqdm=True, seed=0)
     return trl.GRPOTrainer(model=model, reward_funcs=reward_funcs, args=config, processing_class=tokenizer,
