@@ -196,7 +196,7 @@ def test_hosts_refuse_pieces_they_cannot_run_by_name():
     r.refuse("loop")
 
 
-def test_a_stages_own_pieces_need_one_trainer_per_stage():
+def test_a_stages_own_pieces_per_trainer_or_switched_in_one_loop():
     r = Regimen.from_dict({"budget": "10 steps", "lr": "constant(level=0.1)",
                            "curriculum": {"policy": "uniform", "arms": {"items": ["a", "b"]}, "batch_size": 2},
                            "stages": [{"name": "sft", "budget": "50%"},
@@ -206,8 +206,11 @@ def test_a_stages_own_pieces_need_one_trainer_per_stage():
     assert Regimen.from_dict(r.to_dict()) == r
     assert r.for_part(0).curriculum.name == "uniform" and r.for_part(1).curriculum.name == "dump"
     assert set(r.for_part(1).rl) == {"dynamic"} and r.for_part(0).rl == {}
-    with pytest.raises(PathError, match=r"^stages\[1\]\.curriculum: a stage's own pieces need one trainer per stage"):
-        r.attach(torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0))
+    link = r.attach(torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0))  # one plain loop switches them
+    assert (link.sampler.policy.name, list(link.rl.current())) == ("uniform", [])
+    for _ in range(5):
+        link.step()
+    assert (link.sampler.policy.name, list(link.rl.current())) == ("dump", ["dynamic"])
 
 
 def test_verl_overrides_from_a_file_match_the_documented_lines():
