@@ -132,3 +132,141 @@ def test_foreign_stage_sampler_state_changes_nothing():
     with pytest.raises(Exception, match="stage samplers"):
         link.load_state_dict(bad)
     assert roundtrip(link.state_dict()) == before
+
+
+# ---------------------------------------------------------------------- HF Trainer, TRL, Lightning
+ROWS = ["easy"] * 4 + ["hard"] * 4  # the rows of test_integrations_hf.make_trainer's dataset
+HF_FILE = {
+    "budget": "10 steps",
+    "lr": "constant(level=0.001)",
+    "stages": [
+        {"name": "easy", "budget": "4 steps", "objective": "sft",
+         "curriculum": {"policy": "fixed", "arms": {"items": ROWS}, "batch_size": 2, "seed": 1,
+                        "weights": {"easy": 1.0, "hard": 0.0}}},
+        {"name": "all", "objective": "sft",
+         "curriculum": {"policy": "loss_reweighting", "arms": {"items": ROWS}, "batch_size": 2, "seed": 2}},
+    ],
+}
+
+
+def recorded(link):
+    """Record every step's (ids, losses) the link's policy observes, and which policy got them."""
+    seen = []
+    observe = link.observe
+
+    def spy(ids, **signals):
+        seen.append((link.policy.name, np.asarray(ids).tolist(), np.asarray(signals["loss"]).tolist()))
+        observe(ids, **signals)
+
+    link.observe = spy
+    return seen
+
+
+def test_hf_trainer_switches_curricula_at_the_transition_as_hand_built_samplers(tmp_path):
+    pytest.importorskip("transformers")
+    from cadence.curricula import FixedMixture, LossReweighting
+    from test_integrations_hf import make_trainer, without_seconds
+
+    trainer = make_trainer(tmp_path / "run", max_steps=10, save_steps=4)
+    callback = Regimen.from_dict(HF_FILE).attach(trainer)
+    seen = recorded(callback.link)
+    trainer.train()
+    assert [name for name, _, _ in seen] == ["fixed"] * 4 + ["loss_reweighting"] * 6
+
+    arms = Arms(ROWS)  # by hand: the two stages' samplers, the second's policy fed the same losses
+    first = CurriculumSampler(FixedMixture(arms, {"easy": 1.0, "hard": 0.0}), batch_size=2, seed=1)
+    second = CurriculumSampler(LossReweighting(Arms(ROWS)), batch_size=2, seed=2)
+    streams = {id(first): iter(first), id(second): iter(second)}  # a DataLoader iterates its sampler
+    for step, (_, ids, losses) in enumerate(seen):
+        sampler = first if step < 4 else second
+        assert ids == [next(streams[id(sampler)]) for _ in range(2)]
+        sampler.observe(ids, loss=losses)
+    assert all(ROWS[i] == "easy" for _, ids, _ in seen[:4] for i in ids)
+    parts = callback.link.sampler.state_dict()["parts"]
+    assert parts == [first.state_dict(), second.state_dict()]
+
+    for cut in (4, 8):  # exactly at the transition, and inside the second stage
+        resumed = make_trainer(tmp_path / "run", max_steps=10, save_steps=4)
+        again = Regimen.from_dict(HF_FILE).attach(resumed)
+        after = recorded(again.link)
+        resumed.train(resume_from_checkpoint=str(tmp_path / "run" / f"checkpoint-{cut}"))
+        assert after == seen[cut:]
+        assert without_seconds(again.link.state_dict()) == without_seconds(callback.link.state_dict())
+        for a, b in zip(trainer.model.parameters(), resumed.model.parameters()):
+            assert torch.equal(a, b)
+    roundtrip(callback.link.state_dict())  # plain data
+
+
+def test_hosts_that_draw_ahead_or_cannot_switch_refuse_by_path(tmp_path):
+    pytest.importorskip("transformers")
+    from test_integrations_hf import make_trainer
+
+    ruled = {**HF_FILE, "stages": [dict(HF_FILE["stages"][0], until={"metric": "loss", "below": 1.0}),
+                                   HF_FILE["stages"][1]]}
+    with pytest.raises(PathError, match=r"^stages\[0\]\.until: the HF Trainer's data loader draws batches ahead"):
+        Regimen.from_dict(ruled).attach(make_trainer(tmp_path, max_steps=10))
+    with pytest.raises(PathError, match=r"^stages\[0\]\.rl: the HF Trainer adapter builds its RL pieces once"):
+        Regimen.from_dict(FILE).attach(make_trainer(tmp_path, max_steps=12))
+
+
+def test_trl_refuses_a_stage_curriculum_in_one_trainer_by_path(tmp_path):
+    pytest.importorskip("trl")
+    from test_integrations_trl import SOURCES, grpo_trainer
+
+    trainer = grpo_trainer(tmp_path, [lambda completions, **kw: [0.0] * len(completions)], max_steps=4)
+    own = {"policy": "uniform", "arms": {"items": SOURCES}, "batch_size": 2}
+    r = Regimen.from_dict({"budget": "4 steps", "lr": "constant(level=0.001)",
+                           "stages": [{"name": "a", "budget": "50%", "curriculum": own}, {"name": "b"}]})
+    with pytest.raises(PathError, match=r"^stages\[0\]\.curriculum: the TRL adapter draws its prompts from one"):
+        r.attach(trainer)
+
+
+def test_lightning_switches_curricula_at_the_transition_as_hand_built_samplers(tmp_path):
+    pl = pytest.importorskip("lightning.pytorch")
+    from cadence.curricula import DoReMi, FixedMixture
+    from test_integrations_lightning import KEYS as POINTS, Points, Regression, without_seconds
+
+    d = {"budget": "6 steps", "lr": "constant(level=0.01)",
+         "stages": [{"name": "near", "budget": "3 steps",
+                     "curriculum": {"policy": "fixed", "arms": {"items": POINTS}, "batch_size": 2, "seed": 4,
+                                    "weights": {"near": 1.0, "far": 0.0}}},
+                    {"name": "both", "curriculum": {"policy": "doremi", "arms": {"items": POINTS}, "batch_size": 2,
+                                                    "seed": 2, "reference": {"near": 0.0, "far": 0.0}}}]}
+
+    def fit(root, ckpt_path=None):
+        t = pl.Trainer(max_steps=6, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                       enable_model_summary=False, default_root_dir=str(root),
+                       callbacks=[pl.callbacks.ModelCheckpoint(dirpath=str(root), every_n_train_steps=3, save_top_k=-1)])
+        callback = Regimen.from_dict(d).attach(t)
+        seen = []  # the link is built when training starts: record at the stage samplers' policies
+        for part in callback.curriculum.parts:
+            def spy(ids, observe=part.policy.observe, name=part.policy.name, **signals):
+                seen.append((name, np.asarray(ids).tolist(), np.asarray(signals["loss"]).tolist()))
+                observe(ids, **signals)
+            part.policy.observe = spy
+        t.fit(Regression(), torch.utils.data.DataLoader(Points(), batch_size=2, sampler=callback.sampler),
+              ckpt_path=ckpt_path)
+        return callback, seen, t
+
+    callback, seen, t = fit(tmp_path / "a")
+    assert [name for name, _, _ in seen] == ["fixed"] * 3 + ["doremi"] * 3
+    first = CurriculumSampler(FixedMixture(Arms(POINTS), {"near": 1.0, "far": 0.0}), batch_size=2, seed=4)
+    second = CurriculumSampler(DoReMi(Arms(POINTS), reference={"near": 0.0, "far": 0.0}), batch_size=2, seed=2)
+    streams = {id(first): iter(first), id(second): iter(second)}
+
+    def draw(step):  # Lightning's fetcher draws one batch ahead: step k + 1's before step k's feedback
+        return [next(streams[id(first if step < 3 else second)]) for _ in range(2)]  # (also past the end)
+
+    ahead = draw(0)
+    for step, (_, ids, losses) in enumerate(seen):
+        batch, ahead = ahead, draw(step + 1)
+        assert ids == batch
+        (first if step < 3 else second).observe(ids, loss=losses)
+    assert [p["policy"] for p in callback.link.sampler.state_dict()["parts"]] == \
+        [first.policy.state_dict(), second.policy.state_dict()]
+
+    resumed, after, t2 = fit(tmp_path / "b", ckpt_path=str(tmp_path / "a" / "epoch=0-step=3.ckpt"))  # at the transition
+    assert after == seen[3:]
+    assert without_seconds(resumed.link.state_dict()) == without_seconds(callback.link.state_dict())
+    for a, b in zip(t.lightning_module.parameters(), t2.lightning_module.parameters()):
+        assert torch.equal(a, b)
