@@ -119,7 +119,8 @@ class Regimen:
         return cls(lr=lr, budget=budget, elapsed=elapsed, rates=rates, schedules=schedules,
                    curriculum=str(curriculum.get("kind", "random")), averaging=averaging.get("kind"),
                    continual=bool(d.get("continual")), rewarm=rewarm,
-                   replay=_replay_fraction(continual.get("replay", 0.0)))
+                   replay=_replay_fraction(continual.get("replay", curriculum.get("fraction", 0.0)  # a replay curriculum
+                                                          if curriculum.get("policy") == "replay" else 0.0)))
 
     def axis(self) -> Axis:
         """The frame the schedules are evaluated in: the budget's unit and total, and the given rates."""

@@ -121,6 +121,9 @@ class Regimen:
             canon["averaging"] = dict(averaging.args, kind=averaging.name)
         if d.get("continual") is not None:
             canon["continual"] = _continual(d["continual"])
+        replayed = _replayed(d, curriculum)
+        if replayed is not None:
+            raise PathError("continual.replay", replayed)
         raw_stages = _list(d.get("stages"), "stages")
         stages = tuple(_stage(s, f"stages[{i}]") for i, s in enumerate(raw_stages))
         stage_pieces = []
@@ -518,6 +521,8 @@ def _curriculum(v: Any, path: str) -> Section | None:
     if not isinstance(fixed.get("replacement", True), bool):
         raise PathError(f"{path}.replacement", f"must be true or false, got {fixed['replacement']!r}")
     piece = CURRICULA[name]
+    if getattr(piece.make, "exact_batches", False) and fixed.get("replacement") is False:
+        raise PathError(f"{path}.replacement", f"{name} counts each draw as one batch; it draws with replacement")
     arms = fixed.get("arms")
     if arms is None:
         raise PathError(f"{path}.arms", "give the arms: {column: <dataset column>} or {items: [...]}")
@@ -623,6 +628,19 @@ def _continual(v: Any) -> Any:
     if "replay" in d:
         _number(d["replay"], "continual.replay", lo=0, hi=1)
     return dict(d)
+
+
+def _replayed(d: Mapping[str, Any], curriculum: Section | None) -> str | None:
+    """Why ``continual.replay`` disagrees with a replay curriculum's fraction (``None``: it agrees)."""
+    c = d.get("continual")
+    told = c.get("replay") if isinstance(c, Mapping) else None
+    if told is None or curriculum is None or curriculum.name != "replay":
+        return None
+    if isinstance(told, Mapping):
+        told = told.get("fraction")
+    drawn = curriculum.args.get("fraction")
+    return None if told == drawn else (f"is {told!r}, but the replay curriculum draws fraction {drawn!r}; "
+                                       f"give one value (the doctor reads the curriculum's when this is left out)")
 
 
 def _stage(v: Any, path: str) -> Stage:
