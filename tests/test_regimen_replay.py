@@ -61,7 +61,7 @@ def test_tokens_per_row_count_tokens_and_a_resumed_stream_is_identical():
 def test_bad_replay_pieces_are_one_error_naming_the_field():
     with pytest.raises(PathError, match=r"^curriculum\.replacement: replay counts each draw as one batch"):
         Regimen.from_dict(cpt(replacement=False))
-    with pytest.raises(PathError, match=r"^continual\.replay: is 0\.25, but the replay curriculum draws fraction 0\.05"):
+    with pytest.raises(PathError, match=r"^continual\.replay: is 0\.25, but the replay curriculum draws 0\.05"):
         Regimen.from_dict({**cpt(), "continual": {"rewarm": True, "replay": 0.25}})
     with pytest.raises(PathError, match="^curriculum: replay: .*no arm 'old'"):
         loop(cpt(), {"corpus": ["a", "b"]})

@@ -234,9 +234,9 @@ def test_lightning_switches_curricula_at_the_transition_as_hand_built_samplers(t
                                                     "seed": 2, "reference": {"near": 0.0, "far": 0.0}}}]}
 
     def fit(root, ckpt_path=None):
+        saver = pl.callbacks.ModelCheckpoint(dirpath=str(root), every_n_train_steps=3, save_top_k=-1)
         t = pl.Trainer(max_steps=6, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                       enable_model_summary=False, default_root_dir=str(root),
-                       callbacks=[pl.callbacks.ModelCheckpoint(dirpath=str(root), every_n_train_steps=3, save_top_k=-1)])
+                       enable_model_summary=False, default_root_dir=str(root), callbacks=[saver])
         callback = Regimen.from_dict(d).attach(t)
         seen = []  # the link is built when training starts: record at the stage samplers' policies
         for part in callback.curriculum.parts:

@@ -229,7 +229,8 @@ class Regimen:
         if "rl" in own:
             changes["rl"], data["rl"] = own["rl"]
         if self.stages:
-            data["stages"] = [{k: v for k, v in s.items() if k not in ("curriculum", "rl")} for s in self.data["stages"]]
+            data["stages"] = [{k: v for k, v in s.items() if k not in ("curriculum", "rl")}
+                              for s in self.data["stages"]]
         return replace(self, data=data, **changes)
 
     def refuse(self, host: str) -> None:
@@ -414,7 +415,8 @@ def attach_loop(r: Regimen, optimizer: Any, *, model: Any = None, dataset: Any =
     rl = r.stage_rl(stages, **rl_host) if rl_host or any("rl" in own for own in r.stage_pieces) else None
     return RegimenLink(scheduler=scheduler, clock=None if scheduler else clock, knobs=r.knob_schedules(stages),
                        policy=getattr(sampler, "policy", None), sampler=sampler,
-                       plans=r.build_plans(clock, model) if r.plans else None, stages=stages, owns_scheduler=True, rl=rl)
+                       plans=r.build_plans(clock, model) if r.plans else None, stages=stages, owns_scheduler=True,
+                       rl=rl)
 
 
 # ---------------------------------------------------------------------- validation helpers
@@ -639,7 +641,7 @@ def _replayed(d: Mapping[str, Any], curriculum: Section | None) -> str | None:
     if isinstance(told, Mapping):
         told = told.get("fraction")
     drawn = curriculum.args.get("fraction")
-    return None if told == drawn else (f"is {told!r}, but the replay curriculum draws fraction {drawn!r}; "
+    return None if told == drawn else (f"is {told!r}, but the replay curriculum draws {drawn!r}; "
                                        f"give one value (the doctor reads the curriculum's when this is left out)")
 
 
