@@ -209,16 +209,45 @@ def test_hosts_that_draw_ahead_or_cannot_switch_refuse_by_path(tmp_path):
         Regimen.from_dict(FILE).attach(make_trainer(tmp_path, max_steps=12))
 
 
-def test_trl_refuses_a_stage_curriculum_in_one_trainer_by_path(tmp_path):
+def test_trl_switches_curricula_at_the_transition_as_hand_built_samplers(tmp_path):
     pytest.importorskip("trl")
+    from cadence.curricula import FixedMixture
     from test_integrations_trl import SOURCES, grpo_trainer
 
-    trainer = grpo_trainer(tmp_path, [lambda completions, **kw: [0.0] * len(completions)], max_steps=4)
-    own = {"policy": "uniform", "arms": {"items": SOURCES}, "batch_size": 2}
-    r = Regimen.from_dict({"budget": "4 steps", "lr": "constant(level=0.001)",
-                           "stages": [{"name": "a", "budget": "50%", "curriculum": own}, {"name": "b"}]})
-    with pytest.raises(PathError, match=r"^stages\[0\]\.curriculum: the TRL adapter draws its prompts from one"):
-        r.attach(trainer)
+    rounds = []
+
+    def reward(completions, cadence_id, **kwargs):
+        rounds.append(list(cadence_id))
+        return [float(len(c) % 3) for c in completions]
+
+    d = {"budget": "4 steps", "lr": "constant(level=0.001)",
+         "stages": [{"name": "small", "budget": "50%", "objective": "grpo",
+                     "curriculum": {"policy": "fixed", "arms": {"items": SOURCES}, "batch_size": 2, "seed": 1,
+                                    "weights": {"small": 1.0, "large": 0.0}}},
+                    {"name": "large", "objective": "grpo",
+                     "curriculum": {"policy": "fixed", "arms": {"items": SOURCES}, "batch_size": 2, "seed": 2,
+                                    "weights": {"small": 0.0, "large": 1.0}}}]}
+    trainer = grpo_trainer(tmp_path, [reward], max_steps=4)
+    callback = Regimen.from_dict(d).attach(trainer)
+    trainer.train()
+    first = CurriculumSampler(FixedMixture(Arms(SOURCES), {"small": 1.0, "large": 0.0}), batch_size=2, seed=1)
+    second = CurriculumSampler(FixedMixture(Arms(SOURCES), {"small": 0.0, "large": 1.0}), batch_size=2, seed=2)
+    from cadence.rl import PromptSelector
+
+    by_hand = [PromptSelector(first), PromptSelector(second)]  # each round: distinct prompts, 2 answers each
+    hand = [np.repeat(by_hand[r >= 2].draw(2), 2).tolist() for r in range(4)]
+    assert rounds == hand and callback.link.policy is callback.link.sampler.sampler.parts[1].policy
+    assert all(SOURCES[i] == "small" for r in rounds[:2] for i in r)
+    roundtrip(callback.link.state_dict())
+
+    trainer = grpo_trainer(tmp_path, [reward], max_steps=4)
+    trainer.args.steps_per_generation = 2
+    with pytest.raises(PathError, match=r"^stages\[0\]\.curriculum: a stage's own curriculum switches at the "
+                                        r"generation round"):
+        Regimen.from_dict(d).attach(trainer)
+    d["stages"][1]["rl"] = {"dynamic": {"low": 0.0, "high": 1.0}}
+    with pytest.raises(PathError, match=r"^stages\[1\]\.rl: the TRL adapter builds its RL pieces once"):
+        Regimen.from_dict(d).attach(grpo_trainer(tmp_path, [reward], max_steps=4))
 
 
 def test_lightning_switches_curricula_at_the_transition_as_hand_built_samplers(tmp_path):

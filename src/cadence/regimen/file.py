@@ -273,7 +273,7 @@ class Regimen:
         its own or the top-level one (``None``: no curriculum)."""
         top = ("curriculum", self.curriculum, self.data["curriculum"]) if self.curriculum and self.curriculum.name \
             else None
-        if not self.stages:
+        if not self.stages or not self.stage_pieces:  # (a trainer that runs one stage: its pieces are the top level)
             return [top]
         out = []
         for i, own in enumerate(self.stage_pieces):
@@ -328,7 +328,8 @@ class Regimen:
         current stage's. ``host``: what the pieces need (``num_items``, ``arm_of``)."""
         from cadence.regimen.staged import StageRL
 
-        sections = [own["rl"][0] if "rl" in own else self.rl for own in self.stage_pieces] if stages else [self.rl]
+        owns = (self.stage_pieces or [{}] * len(self.stages)) if stages else [{}]
+        sections = [own["rl"][0] if "rl" in own else self.rl for own in owns]
         built: dict[int, dict[str, Any]] = {}
         for i, section in enumerate(sections):
             if id(section) not in built:
@@ -392,7 +393,7 @@ class Regimen:
         return attach_regimen(self, host, **context)
 
 
-SWITCHES_CURRICULA = ("loop", "hf", "lightning")  # hosts whose data stream switches curricula at a stage transition
+SWITCHES_CURRICULA = ("loop", "hf", "trl", "lightning")  # hosts whose data stream switches curricula at a stage transition
 HOST_NAMES = {"loop": "plain-loop", "hf": "HF Trainer", "trl": "TRL", "lightning": "Lightning", "verl": "verl"}
 
 

@@ -102,7 +102,9 @@ class RegimenLink:
         """The curriculum policy that receives :meth:`observe` (the current stage's, when it switches)."""
         from cadence.regimen.staged import StageSampler
 
-        return self.sampler.policy if isinstance(self.sampler, StageSampler) else self._policy
+        switching = isinstance(self.sampler, StageSampler) or isinstance(getattr(self.sampler, "sampler", None),
+                                                                          StageSampler)  # a prompt selector over one
+        return self.sampler.policy if switching else self._policy
 
     @policy.setter
     def policy(self, policy: Any) -> None:
