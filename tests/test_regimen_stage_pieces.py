@@ -299,3 +299,50 @@ def test_lightning_switches_curricula_at_the_transition_as_hand_built_samplers(t
     assert without_seconds(resumed.link.state_dict()) == without_seconds(callback.link.state_dict())
     for a, b in zip(t.lightning_module.parameters(), t2.lightning_module.parameters()):
         assert torch.equal(a, b)
+
+
+def test_a_stage_averages_with_its_own_averager_as_hand_built_averagers():
+    from cadence.averaging import EMA, CheckpointAverage
+    from cadence.clock import Clock
+
+    d = {"budget": "10 steps", "lr": "constant(level=0.1)", "averaging": {"kind": "ema", "half_life": "2 steps"},
+         "stages": [{"name": "train", "budget": "60%"},
+                    {"name": "anneal", "averaging": {"kind": "tail", "every": "1 steps", "keep": 3}}]}
+    assert Regimen.from_dict(Regimen.from_dict(d).to_dict()) == Regimen.from_dict(d)
+
+    def train(model, opt, steps, after):
+        for _ in range(steps):
+            opt.zero_grad()
+            model(torch.ones(1, 2)).pow(2).sum().backward()
+            opt.step()
+            after()
+
+    def filed(steps=10, state=None):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(2, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        regimen = Regimen.from_dict(d)
+        link = regimen.attach(opt, model=model)
+        averaging = regimen.build_averaging(model, link.clock, link.stages)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            link.load_state_dict(state["link"])
+            averaging.load_state_dict(state["averaging"])
+        train(model, opt, steps, lambda: (link.step(), averaging.update()))
+        return model, link, averaging
+
+    model, link, averaging = filed()
+    torch.manual_seed(0)
+    hand = torch.nn.Linear(2, 1)
+    opt, clock = torch.optim.SGD(hand.parameters(), lr=0.1), Clock(budget=10)
+    ema = EMA(hand, clock, half_life="2 steps", start="0 steps")
+    tail = CheckpointAverage(hand, clock, every="1 steps", keep=3, start="6 steps")
+    train(hand, opt, 10, lambda: (clock.advance(), clock.steps < 6 and ema.update(), tail.update()))
+    for name, value in averaging.averaged().items():
+        assert torch.equal(value, tail.averaged()[name])
+    assert all(torch.equal(a, b) for a, b in zip(averaging.averagers[0].averaged().values(), ema.averaged().values()))
+
+    half, half_link, half_avg = filed(steps=6)  # resumed exactly at the transition
+    saved = roundtrip({"model": half.state_dict(), "link": half_link.state_dict(), "averaging": half_avg.state_dict()})
+    _, _, resumed = filed(steps=4, state=saved)
+    assert all(torch.equal(a, b) for a, b in zip(resumed.averaged().values(), averaging.averaged().values()))

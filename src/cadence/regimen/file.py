@@ -36,7 +36,7 @@ from cadence.schedules.base import Schedule, as_schedule
 
 TOP = ("name", "budget", "elapsed", "tokens_per_step", "samples_per_step", "on_budget_change", "lr", "schedules",
        "knobs", "curriculum", "rl", "plans", "averaging", "continual", "stages")
-STAGE = ("name", "budget", "objective", "lr", "schedules", "knobs", "until", "plateau", "curriculum", "rl")
+STAGE = ("name", "budget", "objective", "lr", "schedules", "knobs", "until", "plateau", "curriculum", "rl", "averaging")
 CURRICULUM = ("kind", "policy", "arms", "batch_size", "seed", "replacement")
 ARMS = ("column", "items", "difficulty", "quality")
 RL_HOST = ("correct", "correct_threshold")  # how the host tells a correct completion (TRL)
@@ -135,6 +135,9 @@ class Regimen:
             if s.get("rl") is not None:
                 own["rl"] = (_pieces(s["rl"], RL, f"stages[{i}].rl", extra=RL_HOST),
                              {k: dict(v) if isinstance(v, Mapping) else v for k, v in s["rl"].items()})
+            if s.get("averaging") is not None:
+                section = _averaging(s["averaging"], f"stages[{i}].averaging")
+                own["averaging"] = (section, dict(section.args, kind=section.name))
             stage_pieces.append(own)
         if stages:
             canon["stages"] = [_stage_dict(s) | {k: v[1] for k, v in own.items()}
@@ -252,6 +255,8 @@ class Regimen:
                                 f"curriculum built with the trainer; run the stage in a trainer of its own "
                                 f"(attach(..., after=link), stop_on_transition=True)")
             named += [(f"stages[{i}].rl.{k}", RL[k]) for k in own.get("rl", ({},))[0]]
+            if "averaging" in own:
+                named.append((f"stages[{i}].averaging", AVERAGING[own["averaging"][0].name]))
         for path, piece in named:
             if piece.hosts is not None and host not in piece.hosts:
                 raise PathError(path, f"{piece.name} cannot run in the {HOST_NAMES[host]} adapter "
@@ -353,11 +358,28 @@ class Regimen:
         for a loop that runs them itself (the RL lab, a plain loop); trainer adapters build their own."""
         return {name: RL[name].build(s.args, host, f"rl.{name}") for name, s in self.rl.items()}
 
-    def build_averaging(self, model: Any, clock: Clock) -> Any:
-        """The averager on ``clock`` over ``model`` (``None`` without one); ``update()`` it after each step."""
-        if self.averaging is None:
-            return None
-        return AVERAGING[self.averaging.name].build(self.averaging.args, {"model": model, "clock": clock}, "averaging")
+    def build_averaging(self, model: Any, clock: Clock, stages: StageRun | None = None) -> Any:
+        """The averager on ``clock`` over ``model`` (``None`` without one); ``update()`` it after each step.
+        With ``stages`` (``link.stages``) and a stage that has its own ``averaging``, a
+        :class:`~cadence.regimen.staged.StageAveraging`: each stage averages with its own averager (or the
+        top-level one), which starts at the stage's planned start unless its ``start`` says otherwise."""
+        own = [p.get("averaging", (None,))[0] for p in self.stage_pieces]
+        if stages is None or not any(own):
+            if self.averaging is None:
+                return None
+            return AVERAGING[self.averaging.name].build(self.averaging.args, {"model": model, "clock": clock},
+                                                        "averaging")
+        from cadence.regimen.staged import StageAveraging
+
+        starts = [0.0] + [end * clock.schedule_total for end in stages.planned]
+        built = []
+        for i, section in enumerate(own):
+            path = f"stages[{i}].averaging" if section is not None else "averaging"
+            section = section or self.averaging
+            args = {"start": Duration(starts[i], clock.unit)} | dict(section.args) if section else None
+            built.append(None if section is None else
+                         AVERAGING[section.name].build(args, {"model": model, "clock": clock}, path))
+        return StageAveraging(built, stages)
 
     def attach(self, host: Any, **context: Any) -> Any:
         """Put this regimen into ``host`` and return what carries it.
@@ -606,18 +628,18 @@ def _plans(v: Any) -> dict[str, Section]:
     return out
 
 
-def _averaging(v: Any) -> Section | None:
+def _averaging(v: Any, path: str = "averaging") -> Section | None:
     if v is None:
         return None
-    d = dict(_mapping({"kind": v} if isinstance(v, str) else v, "averaging"))
+    d = dict(_mapping({"kind": v} if isinstance(v, str) else v, path))
     name = d.pop("kind", None)
     if name not in AVERAGING:
-        raise PathError("averaging.kind", f"unknown averaging {name!r}; choose from {sorted(AVERAGING)}")
+        raise PathError(f"{path}.kind", f"unknown averaging {name!r}; choose from {sorted(AVERAGING)}")
     piece = AVERAGING[name]
     if d:  # the doctor's {kind: ...} names the kind only; its arguments are checked when built
         import torch
 
-        piece.build(d, {"model": torch.nn.Linear(1, 1), "clock": Clock(budget=100)}, "averaging")
+        piece.build(d, {"model": torch.nn.Linear(1, 1), "clock": Clock(budget=100)}, path)
     return Section(name, d)
 
 
@@ -648,10 +670,8 @@ def _replayed(d: Mapping[str, Any], curriculum: Section | None) -> str | None:
 
 def _stage(v: Any, path: str) -> Stage:
     d = _mapping(v, path)
-    for k in ("plans", "averaging"):
-        if k in d:
-            raise PathError(f"{path}.{k}", "per-stage plans and averaging are not supported yet; give them at the "
-                                           "top level")
+    if "plans" in d:
+        raise PathError(f"{path}.plans", "per-stage plans are not supported yet; give them at the top level")
     _known(d, STAGE, path)
     name = _text(d.get("name"), f"{path}.name")
     budget = _read(Duration.parse, d["budget"], f"{path}.budget") if d.get("budget") is not None else None

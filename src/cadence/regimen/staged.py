@@ -231,3 +231,69 @@ class StageRL:
             for piece, backup in done:
                 piece.load_state_dict(backup)
             raise
+
+
+class StageAveraging:
+    """Weight averaging per stage: each stage's averager (``None``: none in that stage) is updated until its
+    stage ends and then kept; before its stage it has not started (it tracks the parameters). :meth:`averaged`
+    is the current stage's average (the last averaging stage's once a stage without one runs).
+    Built by ``Regimen.build_averaging(model, clock, link.stages)``; call :meth:`update` after each step.
+
+        >>> import torch
+        >>> from cadence.averaging import EMA
+        >>> from cadence.clock import Clock
+        >>> from cadence.regimen.stages import Stage, StageRun
+        >>> clock, model = Clock(budget=4), torch.nn.Linear(1, 1, bias=False)
+        >>> run = StageRun([Stage("train", budget=0.5), Stage("anneal")], clock)
+        >>> averaging = StageAveraging([None, EMA(model, clock, half_life="1 steps", start="2 steps")], run)
+        >>> for step in range(4):
+        ...     with torch.no_grad():
+        ...         _ = model.weight.fill_(float(step + 1))
+        ...     clock.advance(); _ = run.update(); averaging.update()
+        >>> averaging.averaged()["weight"].item()     # weights 1, 2 | 3, 4: halved toward each from the anneal's start
+        3.125
+    """
+
+    def __init__(self, averagers: Sequence[Any], stages: StageRun) -> None:
+        if len(averagers) != len(stages.stages):
+            raise CadenceError("give one averager (or None) per stage")
+        if all(a is None for a in averagers):
+            raise CadenceError("no stage has an averager")
+        self.averagers, self.stages = list(averagers), stages
+        self._unique = [a for i, a in enumerate(self.averagers) if a is not None and
+                        all(a is not b for b in self.averagers[:i])]
+
+    def update(self) -> None:
+        """Fold the parameters into the averagers of the current stage and the stages to come."""
+        for a in self._unique:
+            if any(a is b for b in self.averagers[self.stages.index:]):
+                a.update()
+
+    def current(self) -> Any:
+        """The averager whose average :meth:`averaged` gives."""
+        found = [a for a in self.averagers[: self.stages.index + 1] if a is not None]
+        return found[-1] if found else next(a for a in self.averagers if a is not None)
+
+    def averaged(self) -> dict[str, Any]:
+        return self.current().averaged()
+
+    def copy_to(self, model: Any) -> None:
+        self.current().copy_to(model)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": "cadence.StageAveraging", "averagers": [a.state_dict() for a in self._unique]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Every averager's state, or none (a mismatch raises, changing nothing)."""
+        saved = state.get("averagers") if isinstance(state, Mapping) else None
+        if not isinstance(state, Mapping) or state.get("kind") != "cadence.StageAveraging" \
+                or not isinstance(saved, list) or len(saved) != len(self._unique):
+            raise StateError(f"not the state of these {len(self._unique)} stage averagers")
+        backup = [a.state_dict() for a in self._unique]
+        try:
+            for a, s in zip(self._unique, saved):
+                a.load_state_dict(s)
+        except Exception:
+            for a, s in zip(self._unique, backup):
+                a.load_state_dict(s)
+            raise
