@@ -212,13 +212,21 @@ def test_hosts_that_draw_ahead_or_cannot_switch_refuse_by_path(tmp_path):
 def test_trl_switches_curricula_at_the_transition_as_hand_built_samplers(tmp_path):
     pytest.importorskip("trl")
     from cadence.curricula import FixedMixture
+    from cadence.rl import PromptSelector
     from test_integrations_trl import SOURCES, grpo_trainer
 
-    rounds = []
+    def run(resume=None):
+        rounds = []
 
-    def reward(completions, cadence_id, **kwargs):
-        rounds.append(list(cadence_id))
-        return [float(len(c) % 3) for c in completions]
+        def reward(completions, cadence_id, **kwargs):
+            rounds.append(list(cadence_id))
+            return [float(len(c) % 3) for c in completions]
+
+        trainer = grpo_trainer(tmp_path, [reward], max_steps=4)
+        trainer.args.save_strategy, trainer.args.save_steps = "steps", 2
+        callback = Regimen.from_dict(d).attach(trainer)
+        trainer.train(resume_from_checkpoint=resume)
+        return rounds, callback, reward
 
     d = {"budget": "4 steps", "lr": "constant(level=0.001)",
          "stages": [{"name": "small", "budget": "50%", "objective": "grpo",
@@ -227,18 +235,17 @@ def test_trl_switches_curricula_at_the_transition_as_hand_built_samplers(tmp_pat
                     {"name": "large", "objective": "grpo",
                      "curriculum": {"policy": "fixed", "arms": {"items": SOURCES}, "batch_size": 2, "seed": 2,
                                     "weights": {"small": 0.0, "large": 1.0}}}]}
-    trainer = grpo_trainer(tmp_path, [reward], max_steps=4)
-    callback = Regimen.from_dict(d).attach(trainer)
-    trainer.train()
+    rounds, callback, reward = run()
     first = CurriculumSampler(FixedMixture(Arms(SOURCES), {"small": 1.0, "large": 0.0}), batch_size=2, seed=1)
     second = CurriculumSampler(FixedMixture(Arms(SOURCES), {"small": 0.0, "large": 1.0}), batch_size=2, seed=2)
-    from cadence.rl import PromptSelector
-
     by_hand = [PromptSelector(first), PromptSelector(second)]  # each round: distinct prompts, 2 answers each
     hand = [np.repeat(by_hand[r >= 2].draw(2), 2).tolist() for r in range(4)]
     assert rounds == hand and callback.link.policy is callback.link.sampler.sampler.parts[1].policy
     assert all(SOURCES[i] == "small" for r in rounds[:2] for i in r)
     roundtrip(callback.link.state_dict())
+    resumed_rounds, resumed, _ = run(str(tmp_path / "checkpoint-2"))  # exactly at the transition
+    assert resumed_rounds == rounds[2:]
+    assert resumed.link.sampler.state_dict() == callback.link.sampler.state_dict()
 
     trainer = grpo_trainer(tmp_path, [reward], max_steps=4)
     trainer.args.steps_per_generation = 2
