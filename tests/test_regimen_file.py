@@ -70,6 +70,14 @@ def regimens(draw) -> dict:
                                 "mode": draw(st.sampled_from(["max", "min"]))}
             elif draw(st.booleans()):
                 s["until"] = {"metric": "eval_loss", "below": draw(st.floats(-5, 5)), "times": draw(st.integers(1, 4))}
+            if draw(st.booleans()):  # a stage's own pieces
+                s["curriculum"] = {"policy": "replay", "fraction": draw(st.floats(0, 0.99)), "old": "old",
+                                   "arms": {"items": ["old", "new", "new"]}, "batch_size": draw(st.integers(1, 8))}
+            if draw(st.booleans()):
+                s["rl"] = {"dynamic": {"low": 0.0, "high": draw(st.floats(0.5, 1.0))}}
+            if draw(st.booleans()):
+                s["averaging"] = {"kind": "tail", "every": f"{draw(st.integers(1, 9))} steps",
+                                  "keep": draw(st.integers(1, 5))}
             stages.append(s)
         d["stages"] = stages
     return d
@@ -82,6 +90,8 @@ def test_every_field_round_trips_exactly(d):
     again = Regimen.from_dict(r.to_dict())
     assert again == r and again.to_dict() == r.to_dict()
     assert again.schedules == r.schedules and again.knobs == r.knobs and again.stages == r.stages
+    assert [{k: v[0] for k, v in own.items()} for own in again.stage_pieces] == \
+        [{k: v[0] for k, v in own.items()} for own in r.stage_pieces]
     assert Regimen.from_dict(json.loads(json.dumps(r.to_dict()))).to_dict() == r.to_dict()  # JSON-safe
 
 
