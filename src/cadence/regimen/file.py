@@ -127,7 +127,7 @@ class Regimen:
         raw_stages = _list(d.get("stages"), "stages")
         stages = tuple(_stage(s, f"stages[{i}]") for i, s in enumerate(raw_stages))
         stage_pieces = []
-        for i, s in enumerate(raw_stages):  # a stage's own curriculum / RL pieces (one trainer per stage)
+        for i, s in enumerate(raw_stages):  # a stage's own curriculum / RL pieces / averaging
             own = {}
             if s.get("curriculum") is not None:
                 own["curriculum"] = (_curriculum(s["curriculum"], f"stages[{i}].curriculum"),
