@@ -307,9 +307,12 @@ class Regimen:
         if missing is not None:
             raise PathError(f"stages[{missing}].curriculum", "other stages draw their data from a curriculum, and the "
                             "host has one data stream: give this stage a curriculum, or give one at the top level")
+        built: dict[int, Any] = {}
+        for path, section, data in found:
+            if id(section) not in built:
+                built[id(section)] = _sampler(section, data, _arms(data, dataset, path), clock, overrides, path)
         if callable(ids_per_step):
-            ids_per_step = ids_per_step(_sampler(found[0][1], found[0][2], _arms(found[0][2], dataset, found[0][0]),
-                                                 clock, overrides, found[0][0]))
+            ids_per_step = ids_per_step(built[id(found[0][1])])
         if ids_per_step is not None:
             for i, (stage, now, then) in enumerate(zip(self.stages, found, found[1:])):
                 if stage.rules and now is not then:
@@ -318,10 +321,6 @@ class Regimen:
                                     f"of training, so when this rule ends the stage, batches for the next stage are "
                                     f"already drawn from this stage's curriculum; end the stage on its budget, or "
                                     f"let the next stage draw from the same curriculum")
-        built: dict[int, Any] = {}
-        for path, section, data in found:
-            if id(section) not in built:
-                built[id(section)] = _sampler(section, data, _arms(data, dataset, path), clock, overrides, path)
         try:
             return StageSampler([built[id(c[1])] for c in found], stages, ids_per_step=ids_per_step)
         except CadenceError as e:
