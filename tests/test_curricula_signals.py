@@ -23,7 +23,7 @@ N = 12
 KEYS = [i % 3 for i in range(N)]
 DIFFICULTY = np.arange(N, dtype=float) % 5
 FLOAT_MAX = float(np.finfo(np.float64).max)
-LEARNING = sorted(n for n in POLICIES if n not in ("uniform", "fixed", "scheduled", "ordered"))
+LEARNING = sorted(n for n in POLICIES if n not in ("uniform", "fixed", "scheduled", "ordered", "replay"))
 
 
 def build(name: str, **extra):
@@ -36,6 +36,7 @@ def build(name: str, **extra):
         "doremi": {"reference": np.full(N, 1.0)},
         "skillit": {"graph": np.eye(3) + 0.5 * np.eye(3, k=1)},
         "pudf": {"difficulty": DIFFICULTY - 2},
+        "replay": {"fraction": 0.3, "old": 0},
     }.get(name, {})
     return make_policy(name, arms, seed=0, **{**kwargs, **extra})
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -79,10 +80,33 @@ def test_the_sft_then_grpo_file_trains_in_trl_one_trainer_per_stage(tmp_path):
 def test_the_continual_pretraining_file_loads_and_checks_clean(tmp_path, capsys):
     d = documented_files()[1]
     r = Regimen.from_dict(d)
-    assert r.curriculum.name == "fixed" and r.data["continual"] == {"rewarm": True, "replay": 0.05}
+    assert r.curriculum.name == "replay" and r.data["continual"] == {"rewarm": True}
     path = tmp_path / "cpt.yaml"
     path.write_text(yaml.safe_dump(d))
     assert main(["check", str(path)]) == 0
-    d["continual"]["replay"] = 0.0
+    d["curriculum"]["fraction"] = 0.0
     path.write_text(yaml.safe_dump(d))
     assert main(["check", str(path)]) == 1 and "rewarm-without-replay" in capsys.readouterr().out
+
+
+def test_the_continual_pretraining_file_draws_its_replay_share_in_a_plain_loop():
+    d = {**documented_files()[1], "budget": "40 steps", "curriculum": {**documented_files()[1]["curriculum"],
+                                                                      "batch_size": 10}}
+    rows = {"corpus": ["old"] * 30 + ["new"] * 70}
+    link = Regimen.from_dict(d).attach(torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0), dataset=rows)
+    drawn = [i for _ in range(40) for i in link.sampler.next_batch()]
+    assert sum(i < 30 for i in drawn) == 20  # 5% of 400 rows
+
+
+def test_the_two_curricula_file_switches_at_the_stage_start_in_one_plain_loop():
+    d = documented_files()[2]
+    rows = {"level": ["easy"] * 4 + ["hard"] * 4}
+    link = Regimen.from_dict(d).attach(torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0), dataset=rows)
+    levels = []
+    for _ in range(1000):
+        ids = link.sampler.next_batch()
+        levels.append({rows["level"][i] for i in ids})
+        link.observe(ids, loss=np.ones(len(ids)))
+        link.step()
+    assert all(seen == {"easy"} for seen in levels[:200]) and {"hard"} <= set().union(*levels[200:])
+    assert link.policy.name == "doremi"

@@ -70,6 +70,14 @@ def regimens(draw) -> dict:
                                 "mode": draw(st.sampled_from(["max", "min"]))}
             elif draw(st.booleans()):
                 s["until"] = {"metric": "eval_loss", "below": draw(st.floats(-5, 5)), "times": draw(st.integers(1, 4))}
+            if draw(st.booleans()):  # a stage's own pieces
+                s["curriculum"] = {"policy": "replay", "fraction": draw(st.floats(0, 0.99)), "old": "old",
+                                   "arms": {"items": ["old", "new", "new"]}, "batch_size": draw(st.integers(1, 8))}
+            if draw(st.booleans()):
+                s["rl"] = {"dynamic": {"low": 0.0, "high": draw(st.floats(0.5, 1.0))}}
+            if draw(st.booleans()):
+                s["averaging"] = {"kind": "tail", "every": f"{draw(st.integers(1, 9))} steps",
+                                  "keep": draw(st.integers(1, 5))}
             stages.append(s)
         d["stages"] = stages
     return d
@@ -82,6 +90,8 @@ def test_every_field_round_trips_exactly(d):
     again = Regimen.from_dict(r.to_dict())
     assert again == r and again.to_dict() == r.to_dict()
     assert again.schedules == r.schedules and again.knobs == r.knobs and again.stages == r.stages
+    assert [{k: v[0] for k, v in own.items()} for own in again.stage_pieces] == \
+        [{k: v[0] for k, v in own.items()} for own in r.stage_pieces]
     assert Regimen.from_dict(json.loads(json.dumps(r.to_dict()))).to_dict() == r.to_dict()  # JSON-safe
 
 
@@ -196,7 +206,7 @@ def test_hosts_refuse_pieces_they_cannot_run_by_name():
     r.refuse("loop")
 
 
-def test_a_stages_own_pieces_need_one_trainer_per_stage():
+def test_a_stages_own_pieces_per_trainer_or_switched_in_one_loop():
     r = Regimen.from_dict({"budget": "10 steps", "lr": "constant(level=0.1)",
                            "curriculum": {"policy": "uniform", "arms": {"items": ["a", "b"]}, "batch_size": 2},
                            "stages": [{"name": "sft", "budget": "50%"},
@@ -206,8 +216,11 @@ def test_a_stages_own_pieces_need_one_trainer_per_stage():
     assert Regimen.from_dict(r.to_dict()) == r
     assert r.for_part(0).curriculum.name == "uniform" and r.for_part(1).curriculum.name == "dump"
     assert set(r.for_part(1).rl) == {"dynamic"} and r.for_part(0).rl == {}
-    with pytest.raises(PathError, match=r"^stages\[1\]\.curriculum: a stage's own pieces need one trainer per stage"):
-        r.attach(torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0))
+    link = r.attach(torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0))  # one plain loop switches them
+    assert (link.sampler.policy.name, list(link.rl.current())) == ("uniform", [])
+    for _ in range(5):
+        link.step()
+    assert (link.sampler.policy.name, list(link.rl.current())) == ("dump", ["dynamic"])
 
 
 def test_verl_overrides_from_a_file_match_the_documented_lines():

@@ -46,6 +46,7 @@ def policy(name: str, clock: Clock, seed: int = 3):
         "loss_reweighting": {"temperature": "linear(peak=2, floor=0.25)", "clock": clock},
         "pudf": {"difficulty": (DIFFICULTY - 3) / 2},
         "pass_rate": {"low": 0.2, "high": 0.8, "closed": "both"},
+        "replay": {"fraction": 0.3, "old": arms.names[0], "tokens_per_row": 5},
     }.get(name, {})
     return make_policy(name, arms, seed=seed, **kwargs)
 

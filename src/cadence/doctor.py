@@ -119,7 +119,7 @@ class Regimen:
         return cls(lr=lr, budget=budget, elapsed=elapsed, rates=rates, schedules=schedules,
                    curriculum=str(curriculum.get("kind", "random")), averaging=averaging.get("kind"),
                    continual=bool(d.get("continual")), rewarm=rewarm,
-                   replay=_replay_fraction(continual.get("replay", 0.0)))
+                   replay=_replay_fraction(continual.get("replay", _replayed(curriculum))))
 
     def axis(self) -> Axis:
         """The frame the schedules are evaluated in: the budget's unit and total, and the given rates."""
@@ -135,6 +135,11 @@ def _number(v: Any, name: str, *, lo: float | None = None, hi: float | None = No
     if (lo is not None and (v < lo or (open_lo and v == lo))) or (hi is not None and v > hi):
         raise RegimenError(f"{name} must lie in {'(' if open_lo else '['}{lo}, {hi if hi is not None else 'inf'}], got {v!r}")
     return float(v)
+
+
+def _replayed(curriculum: Mapping[str, Any]) -> Any:
+    """The share a replay curriculum (``policy: replay``) draws from the old data; 0 for any other."""
+    return curriculum.get("fraction", 0.0) if curriculum.get("policy") == "replay" else 0.0
 
 
 def _replay_fraction(v: Any) -> float:

@@ -21,10 +21,10 @@ from cadence.curricula.base import POLICIES, SIGNALS, MissingSignalError, Policy
 from cadence.curricula.log import CurriculumLog, read_log
 from cadence.curricula.policies import *  # noqa: F403
 from cadence.curricula.policies import __all__ as _policies
-from cadence.curricula.replay import Replay
+from cadence.curricula.replay import Replay, ReplayMixture
 from cadence.curricula.sampler import CurriculumDataset, CurriculumSampler, SamplerExhausted
 
 __all__ = ["Arms", "EmptyArmWarning", "UnknownItemError", "Policy", "MissingSignalError", "POLICIES", "SIGNALS",
-           "make_policy", "Replay", "CurriculumSampler", "CurriculumDataset", "SamplerExhausted", "CurriculumLog",
+           "make_policy", "Replay", "ReplayMixture", "CurriculumSampler", "CurriculumDataset", "SamplerExhausted", "CurriculumLog",
            "read_log",
            *_policies]

@@ -18,6 +18,12 @@ data are drawn is the host's sampler's business (uniform over D₀ in the paper,
     0.05
     >>> Replay.from_dict(replay.to_dict()).fraction
     0.05
+
+:class:`ReplayMixture` puts it into a data stream: a curriculum policy over arms that tag each row
+old or new, whose every draw of a batch takes :meth:`Replay.split`'s old rows uniformly from the old
+arm and the rest uniformly from the new rows. In a regimen file it is ``curriculum: {policy: replay,
+fraction: 0.05, old: old, arms: {column: corpus}, batch_size: ...}``, so every host that draws from a
+curriculum (plain loop, HF Trainer, Lightning) draws from the mixture.
 """
 
 from __future__ import annotations
@@ -25,6 +31,10 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
+import numpy as np
+
+from cadence.curricula.arms import Arms
+from cadence.curricula.base import Policy
 from cadence.errors import CadenceError, SpecError, StateError
 
 
@@ -100,3 +110,85 @@ class Replay:
 
 
 __all__ = ["Replay"]
+
+
+class ReplayMixture(Policy):
+    """A curriculum policy drawing a fraction ``fraction`` of every batch's tokens from the ``old`` arm.
+
+    Each :meth:`draw` of ``n`` rows is one batch: :meth:`Replay.split` gives its old rows (exact over
+    many batches), drawn uniformly with replacement from the old arm's items, and its new rows, drawn
+    uniformly from every other item; the rows are then shuffled. Use it with a sampler that draws
+    with replacement (a without-replacement sampler redraws, which would count batches twice).
+
+    Args:
+        arms: the items' arms; ``old`` names the old data's arm, every other arm is new data.
+        fraction: ρ in [0, 1).
+        old: the old data's arm name.
+        tokens_per_row: tokens in each row (rows of one length: the token share equals the row share).
+
+        >>> policy = ReplayMixture(Arms(["old"] * 4 + ["new"] * 12), 0.25)
+        >>> rng = np.random.default_rng(0)
+        >>> sum(int(i < 4) for _ in range(10) for i in policy.draw(6, rng)), policy.tokens
+        (15, 60)
+    """
+
+    name = "replay"
+    exact_batches = True  # each draw is one batch (samplers that redraw refuse it)
+    _state = ("old_tokens", "tokens")
+
+    def __init__(self, arms: Arms, fraction: float, *, old: Any = "old", tokens_per_row: int = 1, seed: int = 0,
+                 clock: Any = None) -> None:
+        super().__init__(arms, seed=seed, clock=clock)
+        self.replay = Replay(fraction)
+        if old not in arms.names:
+            raise CadenceError(f"ReplayMixture: no arm {old!r} for the old data; arms are {arms.names!r}")
+        if isinstance(tokens_per_row, bool) or not isinstance(tokens_per_row, int) or tokens_per_row < 1:
+            raise CadenceError(f"ReplayMixture: tokens_per_row must be a positive integer, got {tokens_per_row!r}")
+        self.old, self.tokens_per_row = arms.index(old), tokens_per_row
+        self.old_items = arms.items(self.old).astype(np.int64)
+        self.new_items = np.flatnonzero(arms.item_arm != self.old).astype(np.int64)
+        if len(self.old_items) == 0 and self.replay.fraction > 0:
+            raise CadenceError(f"ReplayMixture: the old arm {old!r} has no items to replay")
+        if len(self.new_items) == 0:
+            raise CadenceError("ReplayMixture: no new data (every item is in the old arm)")
+
+    @property
+    def old_tokens(self) -> int:
+        return self.replay.old_tokens
+
+    @old_tokens.setter
+    def old_tokens(self, value: int) -> None:
+        self.replay.old_tokens = int(value)
+
+    @property
+    def tokens(self) -> int:
+        return self.replay.tokens
+
+    @tokens.setter
+    def tokens(self, value: int) -> None:
+        self.replay.tokens = int(value)
+
+    def _arm_weights(self) -> np.ndarray:
+        """The expected share of rows per arm: ρ on the old arm, the rest over the new arms by size."""
+        w = self.arms.sizes * (1 - self.replay.fraction) / len(self.new_items)
+        w[self.old] = self.replay.fraction
+        return w
+
+    def draw(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """One batch of ``n`` rows: :meth:`Replay.split`'s old rows from the old arm, the rest new, shuffled."""
+        if n < 0:
+            raise CadenceError(f"cannot draw a negative number of items ({n})")
+        if n == 0:
+            return np.zeros(0, dtype=np.int64)
+        old, new = self.replay.split(int(n), self.tokens_per_row)
+        ids = np.concatenate([self.old_items[rng.integers(len(self.old_items), size=old)] if old else
+                              np.zeros(0, dtype=np.int64), self.new_items[rng.integers(len(self.new_items), size=new)]])
+        return ids[rng.permutation(n)]
+
+    def stats(self) -> dict[str, Any]:
+        return super().stats() | {"replayed": self.replay.realized}
+
+    def _check_state(self, staged: dict[str, Any]) -> None:
+        old, total = staged["old_tokens"], staged["tokens"]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (old, total)) or old > total:
+            raise StateError(f"malformed ReplayMixture state: old_tokens={old!r}, tokens={total!r}")

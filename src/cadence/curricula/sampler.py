@@ -89,6 +89,8 @@ class CurriculumSampler(Sampler[int]):
             raise CadenceError(f"on_exhausted must be 'stop' or 'refill', got {on_exhausted!r}")
         if batches_per_epoch is not None and batches_per_epoch < 1:
             raise CadenceError(f"batches_per_epoch must be positive or None, got {batches_per_epoch!r}")
+        if not replacement and getattr(policy, "exact_batches", False):
+            raise CadenceError(f"{type(policy).__name__} counts each draw as one batch; draw it with replacement=True")
         if not replacement and batch_size > policy.arms.num_items:
             raise CadenceError(f"batch_size {batch_size} exceeds the {policy.arms.num_items} items; "
                                f"a without-replacement batch cannot be filled")

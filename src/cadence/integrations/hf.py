@@ -142,16 +142,16 @@ class CadenceCallback(TrainerCallback, ExportableState):
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._step = state.global_step
+        if self._ids:  # before the stage may end: the step's feedback goes to the policy that drew its ids
+            ids, losses = np.concatenate(self._ids), np.concatenate(self._losses)
+            self._ids, self._losses = [], []
+            self.link.observe(ids, loss=losses)
         if self.link.scheduler is None:
             self.link.step()
         else:
             self.link.after_step()  # stages whose budget is used up end here
         if self._stop:
             control.should_training_stop = True
-        if self._ids:
-            ids, losses = np.concatenate(self._ids), np.concatenate(self._losses)
-            self._ids, self._losses = [], []
-            self.link.observe(ids, loss=losses)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
         if logs is not None:
@@ -265,9 +265,10 @@ def attach(
         policy = getattr(sampler, "policy", None)
         if policy is None:
             raise CadenceError(f"{type(sampler).__name__} has no .policy; pass a cadence CurriculumSampler")
-        if set(policy.requires) - {"loss"}:
-            raise CadenceError(f"{type(policy).__name__} needs {sorted(policy.requires)}, but a Trainer gives per-sample "
-                               f"loss; choose a loss-driven policy (DoReMi, LossReweighting, ...)")
+        for each in [getattr(part, "policy", None) for part in getattr(sampler, "parts", [sampler])]:
+            if set(each.requires) - {"loss"}:
+                raise CadenceError(f"{type(each).__name__} needs {sorted(each.requires)}, but a Trainer gives "
+                                   f"per-sample loss; choose a loss-driven policy (DoReMi, LossReweighting, ...)")
         # the whole run's ids over all processes: Accelerate gives each process every world_size-th batch
         total = args.max_steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
         tracked = TrackedSampler(sampler, total, world=args.world_size, rank=args.process_index,
@@ -339,8 +340,9 @@ def _plan_batches(trainer: Trainer, link: RegimenLink, sized: BatchSizeSchedule 
 def attach_regimen(regimen: Regimen, trainer: Trainer, *, after: RegimenLink | None = None,
                    stop_on_transition: bool = False, per_sample_loss: PerSampleLoss = causal_lm_loss) -> CadenceCallback:
     """:func:`attach` with everything a regimen file holds (``Regimen.attach(trainer)`` calls it):
-    its clock, stages, optimizer fields, knobs, curriculum (arms from ``trainer.train_dataset``) and
-    plans (layers by attribute path on ``trainer.model``).
+    its clock, stages, optimizer fields, knobs, curriculum (arms from ``trainer.train_dataset``; stages
+    with curricula of their own switch at their first step: :class:`~cadence.regimen.staged.StageSampler`)
+    and plans (layers by attribute path on ``trainer.model``).
 
     A run whose stages need different trainers (SFT, then GRPO) hands the regimen on: ``after`` is
     the previous trainer's link, whose clock and stages this trainer continues (its ``max_steps``
@@ -350,7 +352,9 @@ def attach_regimen(regimen: Regimen, trainer: Trainer, *, after: RegimenLink | N
     clock = regimen_clock(regimen, trainer, after, stop_on_transition)
     stages = regimen.stage_run(clock)
     fields = regimen.lr_schedules(stages)
-    sampler = regimen.build_sampler(regimen.arms(trainer.train_dataset), clock) if regimen.curriculum and regimen.curriculum.name else None
+    args = trainer.args  # a stage's own curriculum switches at the step its stage starts: ids per step of the stream
+    sampler = regimen.build_data(trainer.train_dataset, clock, stages, host="hf", ids_per_step=args.world_size
+                                 * args.per_device_train_batch_size * args.gradient_accumulation_steps)
     plans = regimen.build_plans(clock, trainer.model) if regimen.plans else None
     callback = attach(trainer, lr=fields.pop("lr", None), clock=clock, knobs=regimen.knob_schedules(stages),
                       sampler=sampler, plans=plans, per_sample_loss=per_sample_loss, stages=stages, **fields)

@@ -85,9 +85,10 @@ class CadenceCallback(pl.Callback):
         check_version("lightning")
         if sampler is not None and getattr(sampler, "policy", None) is None:
             raise CadenceError(f"{type(sampler).__name__} has no .policy; pass a cadence CurriculumSampler")
-        if sampler is not None and set(sampler.policy.requires) - {"loss"}:
-            raise CadenceError(f"{type(sampler.policy).__name__} needs {sorted(sampler.policy.requires)}, but the "
-                               f"callback feeds per-sample loss; choose a loss-driven policy (DoReMi, ...)")
+        for each in [part.policy for part in getattr(sampler, "parts", [sampler])] if sampler is not None else []:
+            if set(each.requires) - {"loss"}:
+                raise CadenceError(f"{type(each).__name__} needs {sorted(each.requires)}, but the callback feeds "
+                                   f"per-sample loss; choose a loss-driven policy (DoReMi, ...)")
         self.lr, self.fields, self.budget, self.knobs, self.plans = lr, fields, budget, knobs, plans
         self.clock = clock if clock is not None else plans_clock(plans)
         self.curriculum, self.loss_key, self.log = sampler, loss_key, log
@@ -189,16 +190,16 @@ class CadenceCallback(pl.Callback):
             return
         self._seen_step = trainer.global_step
         self._count_global_step()
+        if self._ids:  # before the stage may end: the step's feedback goes to the policy that drew its ids
+            ids, losses = np.concatenate(self._ids), np.concatenate(self._losses)
+            self._ids, self._losses = [], []
+            link.observe(ids, loss=losses)
         if self._owns_scheduler:
             link.scheduler.step()
         if link.scheduler is None:
             link.step()
         else:
             link.after_step()  # stages whose budget is used up end here
-        if self._ids:
-            ids, losses = np.concatenate(self._ids), np.concatenate(self._losses)
-            self._ids, self._losses = [], []
-            link.observe(ids, loss=losses)
         if self.log:
             pl_module.log_dict(link.values(), on_step=True, on_epoch=False)  # identical on every rank
 
@@ -258,7 +259,8 @@ def attach_regimen(regimen: Any, trainer: pl.Trainer, *, model: pl.LightningModu
     """A :class:`CadenceCallback` with everything a regimen file holds, appended to ``trainer``'s
     callbacks (``Regimen.attach(trainer)`` calls it). ``model`` is needed for plans (layers by
     attribute path), ``dataset`` for arms from a column; put ``callback.sampler`` in the DataLoader
-    when there is a curriculum. ``options``: ``loss_key``, ``log``."""
+    when there is a curriculum (stages with curricula of their own switch at their first step:
+    :class:`~cadence.regimen.staged.StageSampler`). ``options``: ``loss_key``, ``log``."""
     regimen = regimen.for_part(None)
     regimen.refuse("lightning")
     if any(isinstance(c, CadenceCallback) for c in trainer.callbacks):
@@ -273,9 +275,8 @@ def attach_regimen(regimen: Any, trainer: pl.Trainer, *, model: pl.LightningModu
     clock = regimen.clock(default_budget=None if budget is not None else steps)
     stages = regimen.stage_run(clock)
     fields = regimen.lr_schedules(stages)
-    sampler = None
-    if regimen.curriculum and regimen.curriculum.name:
-        sampler = regimen.build_sampler(regimen.arms(dataset), clock)
+    sampler = regimen.build_data(dataset, clock, stages, host="lightning",  # ids per step of this process's stream
+                                 ids_per_step=lambda first: first.local_batch_size * trainer.accumulate_grad_batches)
     plans = regimen.build_plans(clock, model) if regimen.plans else None
     callback = CadenceCallback(lr=fields.pop("lr", None), clock=clock, knobs=regimen.knob_schedules(stages),
                                sampler=sampler, plans=plans, stages=stages, **options, **fields)

@@ -240,15 +240,24 @@ def attach_regimen(regimen: Any, trainer: Any, *, after: Any = None, stop_on_tra
     attribute path on ``trainer.model``); ``after`` and ``stop_on_transition`` as for
     :func:`cadence.integrations.hf.attach_regimen`."""
     from cadence.integrations.hf import finish, part_index, regimen_clock
+    from cadence.regimen.pieces import PathError
 
     regimen = regimen.for_part(part_index(after, stop_on_transition))
     regimen.refuse("trl")
     clock = regimen_clock(regimen, trainer, after, stop_on_transition)
     stages = regimen.stage_run(clock)
     fields = regimen.lr_schedules(stages)
-    sampler = None
-    if regimen.curriculum and regimen.curriculum.name:
-        sampler = regimen.build_sampler(regimen.arms(trainer.train_dataset), clock, num_replicas=1)
+    args = trainer.args
+    if any("curriculum" in own for own in regimen.stage_pieces) and (
+            args.steps_per_generation != args.gradient_accumulation_steps or args.num_iterations != 1):
+        raise PathError(next(f"stages[{i}].curriculum" for i, own in enumerate(regimen.stage_pieces)
+                             if "curriculum" in own),
+                        f"a stage's own curriculum switches at the generation round of the stage's first step; "
+                        f"with steps_per_generation={args.steps_per_generation} (gradient_accumulation_steps="
+                        f"{args.gradient_accumulation_steps}) and num_iterations={args.num_iterations} a round spans "
+                        f"several steps: set them equal and num_iterations=1, or run the stage in a trainer of its own")
+    # one generation round per optimizer step: the stage current at the draw is the stage the round trains in
+    sampler = regimen.build_data(trainer.train_dataset, clock, stages, host="trl", num_replicas=1)
     rl = regimen.data.get("rl", {})
     if "hints" in rl and "guidance" not in rl:
         from cadence.regimen.pieces import PathError
@@ -330,8 +339,11 @@ def _selector(trainer: Any, sampler: Any, dynamic: Any, predictive: Any, has_cor
     policy = getattr(sampler, "policy", None)
     if policy is None:
         raise CadenceError(f"{type(sampler).__name__} has no .policy; pass a cadence CurriculumSampler")
-    if "loss" in policy.requires:
-        raise CadenceError(f"{type(policy).__name__} needs per-item 'loss': {LOSS_REFUSAL}")
+    for each in [part.policy for part in getattr(sampler, "parts", [sampler])]:  # every stage's (a StageSampler)
+        if "loss" in each.requires:
+            raise CadenceError(f"{type(each).__name__} needs per-item 'loss': {LOSS_REFUSAL}")
+        if "correct" in each.requires:
+            policy = each
     parts = {"dynamic sampling": dynamic, "the predictive filter": predictive, "PCL": pcl, "hints": hints}
     if not has_correct and ("correct" in policy.requires or any(p is not None for p in parts.values())):
         needs = type(policy).__name__ if "correct" in policy.requires else next(

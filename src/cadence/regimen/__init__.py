@@ -5,6 +5,8 @@
 * :mod:`cadence.regimen.stages` — :class:`Stage`, :class:`Rule`, :class:`StageRun`: stages on one clock;
 * :mod:`cadence.regimen.pieces` — the registries the file's ``curriculum``/``rl``/``plans``/``averaging``
   sections name (:func:`register` adds a piece);
+* :mod:`cadence.regimen.staged` — :class:`StageSampler`, :class:`StageRL`, :class:`StageAveraging`: a
+  stage's own curriculum, RL pieces and averaging, switched at the transition within one host;
 * :mod:`cadence.regimen.link` — :class:`RegimenLink`: the framework-free runtime bundle that the
   adapters in ``cadence.integrations`` translate into their host's hooks.
 
@@ -16,6 +18,8 @@
 from cadence.regimen.file import Regimen
 from cadence.regimen.link import RegimenLink
 from cadence.regimen.pieces import PathError, Piece, register
+from cadence.regimen.staged import StageAveraging, StageRL, StageSampler
 from cadence.regimen.stages import Rule, Stage, StageEvent, StageRun
 
-__all__ = ["Regimen", "RegimenLink", "Stage", "Rule", "StageRun", "StageEvent", "PathError", "Piece", "register"]
+__all__ = ["Regimen", "RegimenLink", "Stage", "Rule", "StageRun", "StageEvent", "StageSampler", "StageRL",
+           "StageAveraging", "PathError", "Piece", "register"]

@@ -36,7 +36,7 @@ from cadence.schedules.base import Schedule, as_schedule
 
 TOP = ("name", "budget", "elapsed", "tokens_per_step", "samples_per_step", "on_budget_change", "lr", "schedules",
        "knobs", "curriculum", "rl", "plans", "averaging", "continual", "stages")
-STAGE = ("name", "budget", "objective", "lr", "schedules", "knobs", "until", "plateau", "curriculum", "rl")
+STAGE = ("name", "budget", "objective", "lr", "schedules", "knobs", "until", "plateau", "curriculum", "rl", "averaging")
 CURRICULUM = ("kind", "policy", "arms", "batch_size", "seed", "replacement")
 ARMS = ("column", "items", "difficulty", "quality")
 RL_HOST = ("correct", "correct_threshold", "guidance")  # how the host tells a correct completion; hints' column
@@ -121,10 +121,13 @@ class Regimen:
             canon["averaging"] = dict(averaging.args, kind=averaging.name)
         if d.get("continual") is not None:
             canon["continual"] = _continual(d["continual"])
+        replayed = _replayed(d, curriculum)
+        if replayed is not None:
+            raise PathError("continual.replay", replayed)
         raw_stages = _list(d.get("stages"), "stages")
         stages = tuple(_stage(s, f"stages[{i}]") for i, s in enumerate(raw_stages))
         stage_pieces = []
-        for i, s in enumerate(raw_stages):  # a stage's own curriculum / RL pieces (one trainer per stage)
+        for i, s in enumerate(raw_stages):  # a stage's own curriculum / RL pieces / averaging
             own = {}
             if s.get("curriculum") is not None:
                 own["curriculum"] = (_curriculum(s["curriculum"], f"stages[{i}].curriculum"),
@@ -132,6 +135,9 @@ class Regimen:
             if s.get("rl") is not None:
                 own["rl"] = (_pieces(s["rl"], RL, f"stages[{i}].rl", extra=RL_HOST),
                              {k: dict(v) if isinstance(v, Mapping) else v for k, v in s["rl"].items()})
+            if s.get("averaging") is not None:
+                section = _averaging(s["averaging"], f"stages[{i}].averaging")
+                own["averaging"] = (section, dict(section.args, kind=section.name))
             stage_pieces.append(own)
         if stages:
             canon["stages"] = [_stage_dict(s) | {k: v[1] for k, v in own.items()}
@@ -214,22 +220,20 @@ class Regimen:
     def for_part(self, index: int | None) -> Regimen:
         """The regimen a trainer builds: with ``index``, the trainer runs stage ``index`` only (one trainer
         per stage), and that stage's own ``curriculum``/``rl`` replace the top-level ones; without, it
-        runs every stage, which is refused if a stage has pieces of its own."""
+        runs every stage: a stage's own curriculum is switched in by :meth:`build_data`, a stage's own RL
+        pieces by :meth:`stage_rl` (a plain loop); hosts that cannot switch them refuse them (:meth:`refuse`)."""
         if index is None:
-            for i, own in enumerate(self.stage_pieces):
-                if own:
-                    raise PathError(f"stages[{i}].{next(iter(own))}", "a stage's own pieces need one trainer per "
-                                    "stage: attach with stop_on_transition=True, then the next trainer with after=")
             return self
         own = self.stage_pieces[index] if index < len(self.stage_pieces) else {}
-        data = dict(self.data)
-        changes: dict[str, Any] = {}
+        data = {k: v for k, v in self.data.items() if k != "stages"}
+        changes: dict[str, Any] = {"stage_pieces": ()}
         if "curriculum" in own:
             changes["curriculum"], data["curriculum"] = own["curriculum"]
         if "rl" in own:
             changes["rl"], data["rl"] = own["rl"]
-        if not changes:
-            return self
+        if self.stages:
+            data["stages"] = [{k: v for k, v in s.items() if k not in ("curriculum", "rl")}
+                              for s in self.data["stages"]]
         return replace(self, data=data, **changes)
 
     def refuse(self, host: str) -> None:
@@ -241,42 +245,101 @@ class Regimen:
         named += [(f"plans.{k}", PLANS[s.name]) for k, s in self.plans.items()]
         if self.averaging is not None:
             named.append(("averaging", AVERAGING[self.averaging.name]))
+        for i, own in enumerate(self.stage_pieces):
+            if "rl" in own and host != "loop":
+                raise PathError(f"stages[{i}].rl", f"the {HOST_NAMES[host]} adapter builds its RL pieces once, with "
+                                f"the trainer; a stage's own RL pieces switch in a plain loop (link.rl), or run the "
+                                f"stage in a trainer of its own (attach(..., after=link), stop_on_transition=True)")
+            if "curriculum" in own and host not in SWITCHES_CURRICULA:
+                raise PathError(f"stages[{i}].curriculum", f"the {HOST_NAMES[host]} adapter draws its prompts from one "
+                                f"curriculum built with the trainer; run the stage in a trainer of its own "
+                                f"(attach(..., after=link), stop_on_transition=True)")
+            named += [(f"stages[{i}].rl.{k}", RL[k]) for k in own.get("rl", ({},))[0]]
+            if "averaging" in own:
+                named.append((f"stages[{i}].averaging", AVERAGING[own["averaging"][0].name]))
         for path, piece in named:
             if piece.hosts is not None and host not in piece.hosts:
                 raise PathError(path, f"{piece.name} cannot run in the {HOST_NAMES[host]} adapter "
                                       f"(it runs in: {', '.join(HOST_NAMES[h] for h in piece.hosts)})")
 
     def build_policy(self, arms: Any, clock: Clock) -> Any:
-        return CURRICULA[self.curriculum.name].build(self.curriculum.args, {"arms": arms, "clock": clock}, "curriculum")
+        return _policy(self.curriculum, arms, clock, "curriculum")
 
     def build_sampler(self, arms: Any, clock: Clock, **overrides: Any) -> Any:
         """The curriculum's ``CurriculumSampler`` over ``arms`` (policies that follow schedules read ``clock``)."""
-        from cadence.curricula import CurriculumSampler
-
-        c = self.data["curriculum"]
-        opts = {"seed": c.get("seed", 0), "replacement": c.get("replacement", True)} | overrides
-        try:
-            return CurriculumSampler(self.build_policy(arms, clock), c["batch_size"], **opts)
-        except CadenceError as e:
-            raise PathError("curriculum", str(e)) from None
+        return _sampler(self.curriculum, self.data["curriculum"], arms, clock, overrides, "curriculum")
 
     def arms(self, dataset: Any = None) -> Any:
         """The curriculum's arms: from ``curriculum.arms.items``, or a column of ``dataset``."""
-        from cadence.curricula import Arms
+        return _arms(self.data["curriculum"], dataset, "curriculum")
 
-        spec = self.data["curriculum"].get("arms")
-        if spec is None:
-            raise PathError("curriculum.arms", "give the arms: {column: <dataset column>} or {items: [...]}")
-        if "items" in spec:
-            return Arms(spec["items"])
-        if dataset is None:
-            raise PathError("curriculum.arms.column", "arms from a column need the host's dataset")
-        columns = {k: spec[k] for k in ("column", "difficulty", "quality") if k in spec}
+    def curricula(self) -> list[tuple[str, Section, Mapping[str, Any]] | None]:
+        """Per stage (one entry without stages): the curriculum it draws from as ``(path, section, data)``,
+        its own or the top-level one (``None``: no curriculum)."""
+        top = ("curriculum", self.curriculum, self.data["curriculum"]) if self.curriculum and self.curriculum.name \
+            else None
+        if not self.stages or not self.stage_pieces:  # (a trainer that runs one stage: its pieces are the top level)
+            return [top]
+        out = []
+        for i, own in enumerate(self.stage_pieces):
+            section = own.get("curriculum", (None,))[0]
+            has = section is not None and section.name
+            out.append((f"stages[{i}].curriculum", section, own["curriculum"][1]) if has else top)
+        return out
+
+    def build_data(self, dataset: Any, clock: Clock, stages: StageRun | None, *, ids_per_step: Any = None,
+                   host: str = "loop", **overrides: Any) -> Any:
+        """The sampler the host draws its data from: ``None`` without a curriculum; the curriculum's
+        ``CurriculumSampler``; or, when stages have curricula of their own, a
+        :class:`~cadence.regimen.staged.StageSampler` that switches curricula with the stage (stages
+        without one share the top-level curriculum). ``ids_per_step``: for hosts whose loaders draw ahead
+        (see :class:`~cadence.regimen.staged.StageSampler`; or a function of the first stage's sampler
+        giving it); such a host refuses a stage that ends on a rule and is followed by another curriculum."""
+        found = self.curricula()
+        if all(c is None for c in found):
+            return None
+        if len(found) == 1 or all(c is found[0] for c in found):
+            path, section, data = found[0]
+            return _sampler(section, data, _arms(data, dataset, path), clock, overrides, path)
+        from cadence.regimen.staged import StageSampler
+
+        missing = next(i for i, c in enumerate(found) if c is None) if None in found else None
+        if missing is not None:
+            raise PathError(f"stages[{missing}].curriculum", "other stages draw their data from a curriculum, and the "
+                            "host has one data stream: give this stage a curriculum, or give one at the top level")
+        built: dict[int, Any] = {}
+        for path, section, data in found:
+            if id(section) not in built:
+                built[id(section)] = _sampler(section, data, _arms(data, dataset, path), clock, overrides, path)
+        if callable(ids_per_step):
+            ids_per_step = ids_per_step(built[id(found[0][1])])
+        if ids_per_step is not None:
+            for i, (stage, now, then) in enumerate(zip(self.stages, found, found[1:])):
+                if stage.rules and now is not then:
+                    rule = "until" if stage.rules[0].kind != "plateau" else "plateau"
+                    raise PathError(f"stages[{i}].{rule}", f"the {HOST_NAMES[host]}'s data loader draws batches ahead "
+                                    f"of training, so when this rule ends the stage, batches for the next stage are "
+                                    f"already drawn from this stage's curriculum; end the stage on its budget, or "
+                                    f"let the next stage draw from the same curriculum")
         try:
-            values = {k: list(dataset[c]) for k, c in columns.items()}
-        except (KeyError, TypeError, IndexError) as e:
-            raise PathError(f"curriculum.arms.{k}", f"the dataset has no column {spec[k]!r} ({e})") from None
-        return Arms(values.pop("column"), **values)
+            return StageSampler([built[id(c[1])] for c in found], stages, ids_per_step=ids_per_step)
+        except CadenceError as e:
+            raise PathError("stages", str(e)) from None
+
+    def stage_rl(self, stages: StageRun | None, **host: Any) -> Any:
+        """The RL pieces per stage for a loop that runs them itself (:class:`~cadence.regimen.staged.StageRL`):
+        each stage's own ``rl`` section, or the top-level one (built once, shared); ``current()`` gives the
+        current stage's. ``host``: what the pieces need (``num_items``, ``arm_of``)."""
+        from cadence.regimen.staged import StageRL
+
+        owns = (self.stage_pieces or [{}] * len(self.stages)) if stages else [{}]
+        sections = [own["rl"][0] if "rl" in own else self.rl for own in owns]
+        built: dict[int, dict[str, Any]] = {}
+        for i, section in enumerate(sections):
+            if id(section) not in built:
+                at = "rl" if section is self.rl else f"stages[{i}].rl"
+                built[id(section)] = {name: RL[name].build(s.args, host, f"{at}.{name}") for name, s in section.items()}
+        return StageRL([built[id(s)] for s in sections], stages)
 
     def build_plans(self, clock: Clock, model: Any = None) -> dict[str, Any]:
         """The progressive plans on ``clock``; layer plans read their layers from ``model`` by attribute path."""
@@ -294,11 +357,28 @@ class Regimen:
         for a loop that runs them itself (the RL lab, a plain loop); trainer adapters build their own."""
         return {name: RL[name].build(s.args, host, f"rl.{name}") for name, s in self.rl.items()}
 
-    def build_averaging(self, model: Any, clock: Clock) -> Any:
-        """The averager on ``clock`` over ``model`` (``None`` without one); ``update()`` it after each step."""
-        if self.averaging is None:
-            return None
-        return AVERAGING[self.averaging.name].build(self.averaging.args, {"model": model, "clock": clock}, "averaging")
+    def build_averaging(self, model: Any, clock: Clock, stages: StageRun | None = None) -> Any:
+        """The averager on ``clock`` over ``model`` (``None`` without one); ``update()`` it after each step.
+        With ``stages`` (``link.stages``) and a stage that has its own ``averaging``, a
+        :class:`~cadence.regimen.staged.StageAveraging`: each stage averages with its own averager (or the
+        top-level one), which starts at the stage's planned start unless its ``start`` says otherwise."""
+        own = [p.get("averaging", (None,))[0] for p in self.stage_pieces]
+        if stages is None or not any(own):
+            if self.averaging is None:
+                return None
+            return AVERAGING[self.averaging.name].build(self.averaging.args, {"model": model, "clock": clock},
+                                                        "averaging")
+        from cadence.regimen.staged import StageAveraging
+
+        starts = [0.0] + [end * clock.schedule_total for end in stages.planned]
+        built = []
+        for i, section in enumerate(own):
+            path = f"stages[{i}].averaging" if section is not None else "averaging"
+            section = section or self.averaging
+            args = {"start": Duration(starts[i], clock.unit)} | dict(section.args) if section else None
+            built.append(None if section is None else
+                         AVERAGING[section.name].build(args, {"model": model, "clock": clock}, path))
+        return StageAveraging(built, stages)
 
     def attach(self, host: Any, **context: Any) -> Any:
         """Put this regimen into ``host`` and return what carries it.
@@ -334,24 +414,31 @@ class Regimen:
         return attach_regimen(self, host, **context)
 
 
+SWITCHES_CURRICULA = ("loop", "hf", "trl", "lightning")  # hosts whose data stream switches curricula at a stage transition
 HOST_NAMES = {"loop": "plain-loop", "hf": "HF Trainer", "trl": "TRL", "lightning": "Lightning", "verl": "verl"}
 
 
-def attach_loop(r: Regimen, optimizer: Any, *, model: Any = None, dataset: Any = None) -> Any:
-    """A plain loop's link: the LR binding on the regimen's clock, knobs, stages, curriculum, plans."""
+def attach_loop(r: Regimen, optimizer: Any, *, model: Any = None, dataset: Any = None, **rl_host: Any) -> Any:
+    """A plain loop's link: the LR binding on the regimen's clock, knobs, stages, curriculum (switched
+    with the stage when stages have their own), plans, and ``link.rl`` (:meth:`Regimen.stage_rl`) when
+    a stage has RL pieces of its own or ``rl_host`` (``num_items=``, ``arm_of=``) is given."""
     from cadence.optim import ScheduledLR
     from cadence.regimen.link import RegimenLink
 
-    r = r.for_part(None)
+    unknown = set(rl_host) - {"num_items", "arm_of"}
+    if unknown:
+        raise CadenceError(f"attach(optimizer) takes model=, dataset=, num_items=, arm_of=; got {sorted(unknown)}")
     r.refuse("loop")
     clock = r.clock()
     stages = r.stage_run(clock)
     fields = r.lr_schedules(stages)
     scheduler = ScheduledLR(optimizer, clock=clock, **fields) if fields else None
-    sampler = r.build_sampler(r.arms(dataset), clock) if r.curriculum and r.curriculum.name else None
+    sampler = r.build_data(dataset, clock, stages)
+    rl = r.stage_rl(stages, **rl_host) if rl_host or any("rl" in own for own in r.stage_pieces) else None
     return RegimenLink(scheduler=scheduler, clock=None if scheduler else clock, knobs=r.knob_schedules(stages),
                        policy=getattr(sampler, "policy", None), sampler=sampler,
-                       plans=r.build_plans(clock, model) if r.plans else None, stages=stages, owns_scheduler=True)
+                       plans=r.build_plans(clock, model) if r.plans else None, stages=stages, owns_scheduler=True,
+                       rl=rl)
 
 
 # ---------------------------------------------------------------------- validation helpers
@@ -458,6 +545,8 @@ def _curriculum(v: Any, path: str) -> Section | None:
     if not isinstance(fixed.get("replacement", True), bool):
         raise PathError(f"{path}.replacement", f"must be true or false, got {fixed['replacement']!r}")
     piece = CURRICULA[name]
+    if getattr(piece.make, "exact_batches", False) and fixed.get("replacement") is False:
+        raise PathError(f"{path}.replacement", f"{name} counts each draw as one batch; it draws with replacement")
     arms = fixed.get("arms")
     if arms is None:
         raise PathError(f"{path}.arms", "give the arms: {column: <dataset column>} or {items: [...]}")
@@ -543,18 +632,18 @@ def _plans(v: Any) -> dict[str, Section]:
     return out
 
 
-def _averaging(v: Any) -> Section | None:
+def _averaging(v: Any, path: str = "averaging") -> Section | None:
     if v is None:
         return None
-    d = dict(_mapping({"kind": v} if isinstance(v, str) else v, "averaging"))
+    d = dict(_mapping({"kind": v} if isinstance(v, str) else v, path))
     name = d.pop("kind", None)
     if name not in AVERAGING:
-        raise PathError("averaging.kind", f"unknown averaging {name!r}; choose from {sorted(AVERAGING)}")
+        raise PathError(f"{path}.kind", f"unknown averaging {name!r}; choose from {sorted(AVERAGING)}")
     piece = AVERAGING[name]
     if d:  # the doctor's {kind: ...} names the kind only; its arguments are checked when built
         import torch
 
-        piece.build(d, {"model": torch.nn.Linear(1, 1), "clock": Clock(budget=100)}, "averaging")
+        piece.build(d, {"model": torch.nn.Linear(1, 1), "clock": Clock(budget=100)}, path)
     return Section(name, d)
 
 
@@ -570,12 +659,23 @@ def _continual(v: Any) -> Any:
     return dict(d)
 
 
+def _replayed(d: Mapping[str, Any], curriculum: Section | None) -> str | None:
+    """Why ``continual.replay`` disagrees with a replay curriculum's fraction (``None``: it agrees)."""
+    c = d.get("continual")
+    told = c.get("replay") if isinstance(c, Mapping) else None
+    if told is None or curriculum is None or curriculum.name != "replay":
+        return None
+    if isinstance(told, Mapping):
+        told = told.get("fraction")
+    drawn = curriculum.args.get("fraction")
+    return None if told == drawn else (f"is {told!r}, but the replay curriculum draws {drawn!r}; "
+                                       f"give one value (the doctor reads the curriculum's when this is left out)")
+
+
 def _stage(v: Any, path: str) -> Stage:
     d = _mapping(v, path)
-    for k in ("plans", "averaging"):
-        if k in d:
-            raise PathError(f"{path}.{k}", "per-stage plans and averaging are not supported yet; give them at the "
-                                           "top level")
+    if "plans" in d:
+        raise PathError(f"{path}.plans", "per-stage plans are not supported yet; give them at the top level")
     _known(d, STAGE, path)
     name = _text(d.get("name"), f"{path}.name")
     budget = _read(Duration.parse, d["budget"], f"{path}.budget") if d.get("budget") is not None else None
@@ -639,3 +739,39 @@ def _attribute(model: Any, path: str, where: str) -> Any:
             raise PathError(where, f"the model has no attribute path {path!r} (stopped at {part!r})")
         obj = getattr(obj, part)
     return obj
+
+
+def _policy(section: Section, arms: Any, clock: Clock, path: str) -> Any:
+    return CURRICULA[section.name].build(section.args, {"arms": arms, "clock": clock}, path)
+
+
+def _sampler(section: Section, data: Mapping[str, Any], arms: Any, clock: Clock, overrides: Mapping[str, Any],
+             path: str) -> Any:
+    from cadence.curricula import CurriculumSampler
+
+    opts = {"seed": data.get("seed", 0), "replacement": data.get("replacement", True)} | dict(overrides)
+    try:
+        return CurriculumSampler(_policy(section, arms, clock, path), data["batch_size"], **opts)
+    except PathError:
+        raise
+    except CadenceError as e:
+        raise PathError(path, str(e)) from None
+
+
+def _arms(data: Mapping[str, Any], dataset: Any, path: str) -> Any:
+    from cadence.curricula import Arms
+
+    spec = data.get("arms")
+    if spec is None:
+        raise PathError(f"{path}.arms", "give the arms: {column: <dataset column>} or {items: [...]}")
+    if "items" in spec:
+        return Arms(spec["items"])
+    if dataset is None:
+        raise PathError(f"{path}.arms.column", "arms from a column need the host's dataset")
+    columns = {k: spec[k] for k in ("column", "difficulty", "quality") if k in spec}
+    for k, c in columns.items():
+        try:
+            columns[k] = list(dataset[c])
+        except (KeyError, TypeError, IndexError) as e:
+            raise PathError(f"{path}.arms.{k}", f"the dataset has no column {c!r} ({e})") from None
+    return Arms(columns.pop("column"), **columns)

@@ -54,6 +54,11 @@ class RegimenLink:
         stages: a :class:`~cadence.regimen.stages.StageRun` on the link's clock; the scheduler's fields
             and the knobs it names are replaced by its joins (again whenever a rule ends a stage).
         owns_scheduler: if true, :meth:`step` steps the scheduler (a plain loop); else the host does.
+        rl: a :class:`~cadence.regimen.staged.StageRL`: the RL pieces a plain loop runs, per stage
+            (``link.rl.current()``), checkpointed with the link.
+
+    With a :class:`~cadence.regimen.staged.StageSampler` (stages with curricula of their own),
+    :attr:`policy` is the current stage's: feed a step's signals before the step that may end its stage.
     """
 
     def __init__(
@@ -69,6 +74,7 @@ class RegimenLink:
         prefix: str = "cadence/",
         stages: StageRun | None = None,
         owns_scheduler: bool = False,
+        rl: Any = None,
     ) -> None:
         if scheduler is not None and clock is not None and scheduler.clock is not clock:
             raise CadenceError("the scheduler runs on another clock; pass one clock to both, or leave clock out")
@@ -77,8 +83,9 @@ class RegimenLink:
         self.knobs = {name: as_schedule(s) for name, s in (knobs or {}).items()}
         self.clock.check(self.knobs.values())
         self.clock.watch(self.knobs.values())
-        self.policy = policy
+        self._policy = policy
         self.sampler = sampler
+        self.rl = rl
         self.tracker = tracker
         self.plans = PlanSet(plans or {}, self.clock)
         self.prefix = prefix
@@ -89,6 +96,19 @@ class RegimenLink:
                 raise CadenceError("the stages run on another clock; build them with the link's clock")
             self._bind_stages()
             stages.listen(self._bind_stages)
+
+    @property
+    def policy(self) -> Any:
+        """The curriculum policy that receives :meth:`observe` (the current stage's, when it switches)."""
+        from cadence.regimen.staged import StageSampler
+
+        switching = isinstance(self.sampler, StageSampler) or isinstance(getattr(self.sampler, "sampler", None),
+                                                                          StageSampler)  # a prompt selector over one
+        return self.sampler.policy if switching else self._policy
+
+    @policy.setter
+    def policy(self, policy: Any) -> None:
+        self._policy = policy
 
     # ------------------------------------------------------------------ time
     def begin_step(self) -> None:
@@ -216,7 +236,8 @@ class RegimenLink:
     def _parts(self) -> dict[str, Any]:
         # a sampler's state holds its policy's, so the policy is stored on its own only without one
         parts = {"stages": self.stages, "scheduler": self.scheduler, "sampler": self.sampler, "tracker": self.tracker,
-                 "policy": self.policy if self.sampler is None else None, "plans": self.plans or None}
+                 "policy": self.policy if self.sampler is None else None, "plans": self.plans or None,
+                 "rl": self.rl}
         return {k: v for k, v in parts.items() if v is not None}
 
     def state_dict(self) -> dict[str, Any]:
@@ -229,7 +250,7 @@ class RegimenLink:
         """Restore a :meth:`state_dict`. All parts load or none does: on any error every part is put back.
 
         ``only`` restricts the load to some roles (``"clock"``, ``"stages"``, ``"scheduler"``, ``"sampler"``,
-        ``"tracker"``, ``"policy"``, ``"plans"``), for hosts that need the data side back before the optimizer exists.
+        ``"tracker"``, ``"policy"``, ``"plans"``, ``"rl"``), for hosts that need the data side back before the optimizer exists.
         """
         if not isinstance(state, Mapping) or state.get("kind") != KIND:
             raise StateError(f"not a cadence RegimenLink state_dict (missing kind={KIND!r})")

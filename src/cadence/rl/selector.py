@@ -105,7 +105,9 @@ class PromptSelector:
                  seed: int = 0) -> None:
         if isinstance(source, Policy):
             source = CurriculumSampler(source, batch_size=1, num_replicas=1, seed=seed)
-        if not isinstance(source, CurriculumSampler):
+        if not isinstance(source, CurriculumSampler) and not all(
+                hasattr(source, a) for a in ("next_batch", "policy", "num_replicas", "state_dict", "load_state_dict")):
+            # (or a sampler that delegates to curriculum samplers, such as the regimen's StageSampler)
             raise CadenceError(f"PromptSelector needs a curriculum policy or CurriculumSampler, got {type(source).__name__}")
         if source.num_replicas != 1:
             raise CadenceError("build the CurriculumSampler with num_replicas=1: every process draws the same prompts")
@@ -122,12 +124,17 @@ class PromptSelector:
                 raise CadenceError(f"{name}= takes a cadence.rl.{cls.__name__}, got {type(part).__name__}")
         if round_multiple < 1 or max_candidates < 1:
             raise CadenceError(f"round_multiple and max_candidates must be >= 1, got {round_multiple}, {max_candidates}")
-        self.sampler, self.policy = source, source.policy
+        self.sampler = source
         self.predictive, self.dynamic = predictive, dynamic
         self.pcl, self.replay, self.hints = pcl, replay, hints
         self.round_multiple, self.max_candidates = int(round_multiple), int(max_candidates)
         self.forced = 0       # prompts generated although the filter skipped them (candidates ran out)
         self.repeated = 0     # prompts put twice in one batch because no other could be drawn
+
+    @property
+    def policy(self) -> Any:
+        """The curriculum policy the prompts are drawn by (a stage sampler's current stage's)."""
+        return self.sampler.policy
 
     @property
     def needs_correct(self) -> bool:

@@ -1,0 +1,299 @@
+"""One data stream whose curriculum changes with the stage: :class:`StageSampler`.
+
+A host builds its data loader once, over one sampler. When the stages of a regimen draw their data
+from different curricula, that one sampler is a :class:`StageSampler`: it holds one
+:class:`~cadence.curricula.CurriculumSampler` per stage (stages that give no curriculum of their own
+share the regimen-wide one, whose stream then simply continues) and hands out each id from the
+sampler of the stage that id trains in. Its ``policy`` is the current stage's, so feedback
+(``link.observe``) reaches the policy that drew the step's ids.
+
+Which stage an id trains in:
+
+* ``ids_per_step=None`` (a plain loop): the stage that is current when the id is drawn. Exact when
+  a step's ids are drawn after the previous step moved the clock (``link.step()``), which is how a
+  plain loop draws; stages that end on a rule switch at the next draw.
+* ``ids_per_step=k`` (hosts whose data loaders draw ahead: HF Trainer, Lightning): the id at
+  position ``n`` of this process's stream trains in step ``n // k``, in the stage whose planned span
+  holds that step. Exact however far ahead the loader draws, for stages that end on their budget;
+  the adapters refuse a stage that ends on a rule and is followed by another curriculum, since the
+  loader has drawn past the rule's step before the rule is met.
+
+The state is every stage sampler's state (policy and RNG included) and the number of ids drawn.
+
+    >>> from cadence.clock import Clock
+    >>> from cadence.curricula import Arms, CurriculumSampler, FixedMixture
+    >>> from cadence.regimen.stages import Stage, StageRun
+    >>> arms = Arms(["a", "a", "b", "b"])
+    >>> first, second = (CurriculumSampler(FixedMixture(arms, w), batch_size=2) for w in ([1, 0], [0, 1]))
+    >>> run = StageRun([Stage("one", budget=0.5), Stage("two")], Clock(budget=4))
+    >>> stream = iter(StageSampler([first, second], run, ids_per_step=2))
+    >>> [arms.names[arms.item_arm[next(stream)]] for _ in range(8)]
+    ['a', 'a', 'a', 'a', 'b', 'b', 'b', 'b']
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+from torch.utils.data import Sampler
+
+from cadence.errors import CadenceError, StateError
+from cadence.regimen.stages import StageRun
+
+KIND = "cadence.StageSampler"
+
+
+class StageSampler(Sampler[int]):
+    """Each id from the sampler of the stage it trains in (see the module docs).
+
+    Args:
+        samplers: one curriculum sampler per stage, in stage order; one object may serve several
+            stages (it continues its stream). All share ``batch_size``, ``replacement`` and ``num_replicas``.
+        stages: the run's :class:`~cadence.regimen.stages.StageRun`.
+        ids_per_step: ids of this process's stream per optimizer step, for hosts that draw ahead
+            (needs a budget in steps); ``None``: the stage current at each draw.
+    """
+
+    def __init__(self, samplers: Sequence[Any], stages: StageRun, *, ids_per_step: int | None = None) -> None:
+        if len(samplers) != len(stages.stages):
+            raise CadenceError(f"give one sampler per stage: {len(samplers)} samplers for {len(stages.stages)} stages")
+        parts: list[Any] = []
+        for s in samplers:
+            if all(s is not p for p in parts):
+                parts.append(s)
+        first = parts[0]
+        for i, s in enumerate(samplers):
+            for name in ("batch_size", "replacement", "num_replicas", "rank"):
+                if getattr(s, name) != getattr(first, name):
+                    raise CadenceError(f"stages[{i}].curriculum: {name} is {getattr(s, name)!r}, stage 0's is "
+                                       f"{getattr(first, name)!r}; one data loader draws every stage's batches, so "
+                                       f"the stages' curricula share it")
+        if ids_per_step is not None:
+            if isinstance(ids_per_step, bool) or not isinstance(ids_per_step, int) or ids_per_step < 1:
+                raise CadenceError(f"ids_per_step must be a positive integer, got {ids_per_step!r}")
+            if stages.clock.unit != "steps":
+                raise CadenceError(f"a data loader that draws ahead learns a stage's span in steps; this run's budget "
+                                   f"is in {stages.clock.unit}")
+        self.parts, self.stages, self.ids_per_step = parts, stages, ids_per_step
+        self.part_of = [next(j for j, p in enumerate(parts) if p is s) for s in samplers]  # stage → part
+        self.batch_size, self.replacement = first.batch_size, first.replacement
+        self.num_replicas, self.rank, self.local_batch_size = first.num_replicas, first.rank, first.local_batch_size
+        self.drawn = 0  # ids this process's stream has handed out (position mode: the step they train in)
+        self._last = 0  # the part that drew the latest ids
+        self._iters: dict[int, Iterator[int]] = {}
+
+    # ------------------------------------------------------------------ which stage
+    def stage_of_next(self, count: int = 1) -> int:
+        """The stage the next ``count`` ids train in (they must all train in one)."""
+        if self.ids_per_step is None:
+            return self.stages.index
+        step = self.drawn // self.ids_per_step
+        last = (self.drawn + max(count, 1) - 1) // self.ids_per_step
+        ends = self.stages.boundaries()
+        stage = bisect.bisect_right(ends, step)
+        if bisect.bisect_right(ends, last) != stage:
+            raise CadenceError(f"a draw of {count} ids crosses the end of stage {stage}; draw each step's ids "
+                               f"separately")
+        return max(stage, self.stages.index)
+
+    @property
+    def sampler(self) -> Any:
+        """The current stage's sampler."""
+        return self.parts[self.part_of[self.stages.index]]
+
+    @property
+    def policy(self) -> Any:
+        """The current stage's curriculum policy (it receives the step's feedback)."""
+        return self.sampler.policy
+
+    # ------------------------------------------------------------------ drawing
+    def __iter__(self) -> Iterator[int]:
+        self._iters = {}  # a fresh iter() of a part continues its stream (its position is in its state)
+        while True:
+            j = self.part_of[self.stage_of_next()]
+            if j not in self._iters:
+                self._iters[j] = iter(self.parts[j])
+            try:
+                item = next(self._iters[j])
+            except StopIteration:
+                return
+            self.drawn += 1
+            self._last = j
+            yield item
+
+    def __len__(self) -> int:
+        return len(self.parts[0])
+
+    def next_batch(self, size: int | None = None) -> np.ndarray:
+        """The next global batch (``size`` ids), from the sampler of the stage it trains in."""
+        n = self.batch_size if size is None else size
+        j = self.part_of[self.stage_of_next(n // self.num_replicas)]
+        ids = self.parts[j].next_batch(size)
+        self.drawn += n // self.num_replicas
+        self._last = j
+        return ids
+
+    def local(self, global_batch: np.ndarray) -> np.ndarray:
+        return self.parts[0].local(global_batch)
+
+    def observe(self, item_ids: Any, **signals: Any) -> None:
+        """Feedback for the current stage's policy."""
+        self.sampler.observe(item_ids, **signals)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": KIND, "parts": [p.state_dict() for p in self.parts], "drawn": self.drawn, "last": self._last}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Every stage sampler's state, or none (a mismatch raises, changing nothing)."""
+        if not isinstance(state, Mapping) or state.get("kind") != KIND:
+            raise StateError(f"not a cadence StageSampler state_dict (missing kind={KIND!r})")
+        parts, drawn, last = state.get("parts"), state.get("drawn"), state.get("last")
+        if not isinstance(parts, list) or len(parts) != len(self.parts):
+            raise StateError(f"the state_dict holds {len(parts) if isinstance(parts, list) else 'no'} stage samplers, "
+                             f"this one has {len(self.parts)}")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (drawn, last)) \
+                or last >= len(self.parts):
+            raise StateError(f"malformed StageSampler state: drawn={drawn!r}, last={last!r}")
+        backup = [p.state_dict() for p in self.parts]
+        try:
+            for p, s in zip(self.parts, parts):
+                p.load_state_dict(s)
+        except Exception:
+            for p, s in zip(self.parts, backup):
+                p.load_state_dict(s)
+            raise
+        self.drawn, self._last, self._iters = drawn, last, {}
+
+    def unyield_state(self, state: Mapping[str, Any], ids: Any) -> dict[str, Any] | None:
+        """``state`` with ``ids``, the latest ids handed out (a loader prefetched them), counted as not yet
+        drawn; ``None`` when they cannot be put back (see ``CurriculumSampler.unyield_state``)."""
+        ids = list(ids)
+        last = int(state["last"])
+        if self.ids_per_step is None and ids:
+            return None  # the stage of a put-back id would be decided anew by the clock
+        folded = self.parts[last].unyield_state(state["parts"][last], ids)
+        if folded is None:
+            return None
+        parts = list(state["parts"])
+        parts[last] = folded
+        return {**state, "parts": parts, "drawn": int(state["drawn"]) - len(ids)}
+
+
+class StageRL:
+    """A plain loop's RL pieces per stage: :meth:`current` is the current stage's ``{name: piece}``
+    (a stage without an ``rl`` section of its own shares the top-level pieces, which keep their state).
+    Built by ``Regimen.stage_rl``; the link checkpoints it (role ``"rl"``).
+
+        >>> from cadence.clock import Clock
+        >>> from cadence.regimen.stages import Stage, StageRun
+        >>> from cadence.rl import DynamicSampling
+        >>> run = StageRun([Stage("easy", budget=0.5), Stage("hard")], Clock(budget=4))
+        >>> rl = StageRL([{}, {"dynamic": DynamicSampling()}], run)
+        >>> list(rl.current()), run.clock.advance(), run.clock.advance(), run.update()[0].current, list(rl.current())
+        ([], None, None, 'hard', ['dynamic'])
+    """
+
+    def __init__(self, pieces: Sequence[Mapping[str, Any]], stages: StageRun | None) -> None:
+        if len(pieces) != (len(stages.stages) if stages is not None else 1):
+            raise CadenceError("give one set of RL pieces per stage")
+        parts: list[Mapping[str, Any]] = []
+        for p in pieces:
+            if all(p is not q for q in parts):
+                parts.append(p)
+        self.parts, self.stages = parts, stages
+        self.part_of = [next(j for j, q in enumerate(parts) if q is p) for p in pieces]
+
+    def current(self) -> dict[str, Any]:
+        """The current stage's pieces by name."""
+        return dict(self.parts[self.part_of[self.stages.index if self.stages is not None else 0]])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": "cadence.StageRL", "parts": [{name: piece.state_dict() for name, piece in part.items()
+                                                       if hasattr(piece, "state_dict")} for part in self.parts]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Every stateful piece's state, or none (a mismatch raises, changing nothing)."""
+        mine = self.state_dict()["parts"]
+        if not isinstance(state, Mapping) or state.get("kind") != "cadence.StageRL" \
+                or not isinstance(state.get("parts"), list) \
+                or [sorted(p) for p in state["parts"] if isinstance(p, Mapping)] != [sorted(p) for p in mine]:
+            raise StateError(f"not the state of these RL pieces per stage: {[sorted(p) for p in mine]}")
+        done: list[tuple[Any, Any]] = []
+        try:
+            for part, saved, backup in zip(self.parts, state["parts"], mine):
+                for name, s in saved.items():
+                    part[name].load_state_dict(s)
+                    done.append((part[name], backup[name]))
+        except Exception:
+            for piece, backup in done:
+                piece.load_state_dict(backup)
+            raise
+
+
+class StageAveraging:
+    """Weight averaging per stage: each stage's averager (``None``: none in that stage) is updated until its
+    stage ends and then kept; before its stage it has not started (it tracks the parameters). :meth:`averaged`
+    is the current stage's average (the last averaging stage's once a stage without one runs).
+    Built by ``Regimen.build_averaging(model, clock, link.stages)``; call :meth:`update` after each step.
+
+        >>> import torch
+        >>> from cadence.averaging import EMA
+        >>> from cadence.clock import Clock
+        >>> from cadence.regimen.stages import Stage, StageRun
+        >>> clock, model = Clock(budget=4), torch.nn.Linear(1, 1, bias=False)
+        >>> run = StageRun([Stage("train", budget=0.5), Stage("anneal")], clock)
+        >>> averaging = StageAveraging([None, EMA(model, clock, half_life="1 steps", start="2 steps")], run)
+        >>> for step in range(4):
+        ...     with torch.no_grad():
+        ...         _ = model.weight.fill_(float(step + 1))
+        ...     clock.advance(); _ = run.update(); averaging.update()
+        >>> averaging.averaged()["weight"].item()     # weights 1, 2 | 3, 4: halved toward each from the anneal's start
+        3.125
+    """
+
+    def __init__(self, averagers: Sequence[Any], stages: StageRun) -> None:
+        if len(averagers) != len(stages.stages):
+            raise CadenceError("give one averager (or None) per stage")
+        if all(a is None for a in averagers):
+            raise CadenceError("no stage has an averager")
+        self.averagers, self.stages = list(averagers), stages
+        self._unique = [a for i, a in enumerate(self.averagers) if a is not None and
+                        all(a is not b for b in self.averagers[:i])]
+
+    def update(self) -> None:
+        """Fold the parameters into the averagers of the current stage and the stages to come."""
+        for a in self._unique:
+            if any(a is b for b in self.averagers[self.stages.index:]):
+                a.update()
+
+    def current(self) -> Any:
+        """The averager whose average :meth:`averaged` gives."""
+        found = [a for a in self.averagers[: self.stages.index + 1] if a is not None]
+        return found[-1] if found else next(a for a in self.averagers if a is not None)
+
+    def averaged(self) -> dict[str, Any]:
+        return self.current().averaged()
+
+    def copy_to(self, model: Any) -> None:
+        self.current().copy_to(model)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": "cadence.StageAveraging", "averagers": [a.state_dict() for a in self._unique]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Every averager's state, or none (a mismatch raises, changing nothing)."""
+        saved = state.get("averagers") if isinstance(state, Mapping) else None
+        if not isinstance(state, Mapping) or state.get("kind") != "cadence.StageAveraging" \
+                or not isinstance(saved, list) or len(saved) != len(self._unique):
+            raise StateError(f"not the state of these {len(self._unique)} stage averagers")
+        backup = [a.state_dict() for a in self._unique]
+        try:
+            for a, s in zip(self._unique, saved):
+                a.load_state_dict(s)
+        except Exception:
+            for a, s in zip(self._unique, backup):
+                a.load_state_dict(s)
+            raise
