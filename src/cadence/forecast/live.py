@@ -98,7 +98,8 @@ def forecast_final(steps: Sequence[int], loss: Sequence[float], lr: np.ndarray, 
 
     Only the points after the warmup are fitted. Raises :class:`CadenceError` for a log that ends
     inside the warmup, fewer than :data:`MIN_POINTS` points after it, or ``logged_lr`` (the LRs
-    the log recorded at ``steps``) that the schedule does not give.
+    the log recorded at ``steps``) that the schedule does not give, and for a fit that predicts a
+    non-positive final loss (an extrapolation from too early a part of the run).
     """
     steps, loss, lr = np.asarray(steps, dtype=np.int64), np.asarray(loss, dtype=float), np.asarray(lr, dtype=float)
     if steps.shape != loss.shape:
@@ -114,6 +115,9 @@ def forecast_final(steps: Sequence[int], loss: Sequence[float], lr: np.ndarray, 
         options["lams"] = tuple(lams)
     fit = fit_law([*runs, FitTarget(steps, loss, lr, "partial")], **options)
     final = float(fit.law.predict(lr, np.array([len(lr)]))[0])
+    if not np.isfinite(final) or final <= 0:
+        raise CadenceError(f"the fit on {len(steps)} point(s) predicts a final loss of {final:.4g}: "
+                           "too few points to extrapolate from yet")
     half = len(steps) // 2
     early = fit_law([*runs, FitTarget(steps[:half], loss[:half], lr, "partial")], **options).law
     residuals = loss[half:] / early.predict(lr, steps[half:]) - 1.0
