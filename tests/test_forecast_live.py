@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import threading
 
 import numpy as np
@@ -55,17 +56,23 @@ def test_bad_partial_logs_are_clear_errors(steps, logged_lr, match) -> None:
     assert matching.final_loss > 0
 
 
-def test_the_live_forecast_fits_off_the_training_thread_at_the_right_steps(monkeypatch) -> None:
-    calls, release = [], threading.Event()
-    real = live.forecast_final
+@pytest.mark.parametrize("worker", ["thread", "process"])
+def test_the_live_forecast_fits_off_the_training_thread_at_the_right_steps(worker, monkeypatch) -> None:
+    calls, release, pids = [], threading.Event(), []
+    forecast = LiveForecast(LR, every=200, lams=(0.95,), prefix="x/", worker=worker)
+    real = live.forecast_final if worker == "thread" else forecast.worker.forecast
 
     def held(steps, *args, **kwargs):
         calls.append((threading.get_ident(), int(steps[-1])))
         assert release.wait(30)  # a fit that lasts until the test lets it finish
-        return real(steps, *args, **kwargs)
+        result = real(steps, *args, **kwargs)
+        pids.append(os.getpid() if worker == "thread" else forecast.worker.pid)
+        return result
 
-    monkeypatch.setattr(live, "forecast_final", held)
-    forecast = LiveForecast(LR, every=200, lams=(0.95,), prefix="x/")
+    if worker == "thread":
+        monkeypatch.setattr(live, "forecast_final", held)
+    else:
+        monkeypatch.setattr(forecast.worker, "forecast", held)
     loss = TRUTH.predict(LR)
     for step in range(1, 601):
         forecast.observe(step, float(loss[step - 1]))  # returns while a fit is held: the step never waits
@@ -82,6 +89,11 @@ def test_the_live_forecast_fits_off_the_training_thread_at_the_right_steps(monke
     assert set(values) == {"x/forecast/final_loss", "x/forecast/low", "x/forecast/high", "x/forecast/at_step"}
     assert values["x/forecast/at_step"] == 600 and forecast.fits == 3
     assert values["x/forecast/final_loss"] == pytest.approx(loss[-1], rel=1e-3)
+    # the process worker runs the fit in another process and gives the same forecast as a direct call
+    assert (set(pids) == {os.getpid()}) == (worker == "thread") and len(set(pids)) == 1
+    direct = forecast_final(np.array(forecast.steps), np.array(forecast.losses), LR, lams=(0.95,))
+    assert forecast.latest.final_loss == direct.final_loss and forecast.latest.high == direct.high
+    forecast.close()
     # resumed: the points come back as plain data
     again = LiveForecast(LR, every=100)
     buffer = io.BytesIO()

@@ -8,7 +8,9 @@ predicts the second half, and the relative residuals' ``(1 ∓ level)/2`` quanti
 docs/forecast.md).
 
 :class:`LiveForecast` does this while training: the training thread only appends ``(step, loss)``;
-every ``every`` steps a fit starts in a background thread (never two at once), and
+every ``every`` steps a background thread hands a fit to a separate worker process
+(:class:`~cadence.forecast.worker.FitWorker`; never two fits at once, and the fit never holds the
+training process's GIL), and
 :meth:`LiveForecast.values` returns the latest finished forecast as
 ``cadence/forecast/final_loss``, ``…/low``, ``…/high`` and ``…/at_step``. The Hugging Face and
 Lightning callbacks (``cadence.integrations``) and :meth:`RegimenLink.live_forecast
@@ -38,6 +40,7 @@ from cadence.forecast.fit import DEFAULT_LAMS, DEFAULT_LEVEL, INTERVAL_SCALE, Fi
     residual_quantiles
 from cadence.forecast.law import warmup_end
 from cadence.forecast.laws import DEFAULT_LAW
+from cadence.forecast.worker import FitWorker
 
 MIN_POINTS = 6
 """Fewest logged points after the warmup a forecast is made from (the backtest halves them)."""
@@ -139,6 +142,10 @@ class LiveForecast:
         runs: earlier finished runs fitted alongside (:class:`~cadence.forecast.FitTarget`).
         law, lams, level: as :func:`forecast_final`.
         prefix: prefix of the keys :meth:`values` returns.
+        worker: where a fit runs: ``"process"`` (default: a separate Python process, started at
+            the first fit, ended by :meth:`close` or at exit) or ``"thread"`` (the background
+            thread itself: no extra process, but the fit holds the GIL and stalls training steps).
+            Both give identical forecasts.
 
     The training thread's share of the work is :meth:`observe` (an append, and every ``every``
     steps a copy of the points and a thread start); :attr:`slowest_observe` records the longest
@@ -146,13 +153,17 @@ class LiveForecast:
     """
 
     def __init__(self, lr: np.ndarray, *, every: int = 100, runs: Sequence[FitTarget] = (), law: str = DEFAULT_LAW,
-                 lams: Sequence[float] = DEFAULT_LAMS, level: float = DEFAULT_LEVEL, prefix: str = "cadence/") -> None:
+                 lams: Sequence[float] = DEFAULT_LAMS, level: float = DEFAULT_LEVEL, prefix: str = "cadence/",
+                 worker: str = "process") -> None:
         self.lr = np.asarray(lr, dtype=float)
         if self.lr.ndim != 1 or len(self.lr) < 2 or not np.all(np.isfinite(self.lr)) or np.any(self.lr < 0):
             raise CadenceError("LiveForecast needs the finite, non-negative LR of every step of the budget")
         if int(every) < 1:
             raise CadenceError(f"every must be a whole number of steps >= 1, got {every}")
+        if worker not in ("process", "thread"):
+            raise CadenceError(f"worker must be 'process' or 'thread', got {worker!r}")
         self.every, self.runs, self.law, self.level, self.prefix = int(every), tuple(runs), law, level, prefix
+        self.worker = FitWorker() if worker == "process" else None
         self.lams = tuple(lams)
         self.steps: list[int] = []
         self.losses: list[float] = []
@@ -191,9 +202,9 @@ class LiveForecast:
         self._start()
 
     def _fit(self, steps: np.ndarray, losses: np.ndarray) -> None:
+        fit = self.worker.forecast if self.worker is not None else forecast_final
         try:
-            result = forecast_final(steps, losses, self.lr, runs=self.runs, law=self.law, lams=self.lams,
-                                    level=self.level)
+            result = fit(steps, losses, self.lr, runs=self.runs, law=self.law, lams=self.lams, level=self.level)
         except CadenceError as e:
             with self._lock:
                 self.error = str(e)
@@ -206,6 +217,12 @@ class LiveForecast:
         if self._thread is not None:
             self._thread.join(timeout)
         return self._thread is None or not self._thread.is_alive()
+
+    def close(self) -> None:
+        """Wait for a running fit, then end the worker process (a later fit starts a new one)."""
+        self.wait()
+        if self.worker is not None:
+            self.worker.close()
 
     def values(self) -> dict[str, float]:
         """The latest finished forecast (empty before the first)."""
