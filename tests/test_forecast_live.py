@@ -15,6 +15,7 @@ from cadence.errors import CadenceError, StateError
 from cadence.forecast import AnnealingLaw, FitTarget, lr_per_step
 from cadence.forecast import live
 from cadence.forecast.live import LiveForecast, forecast_final
+from cadence.forecast.worker import NICE
 from cadence.regimen.link import RegimenLink
 from cadence.optim import ScheduledLR
 
@@ -93,7 +94,10 @@ def test_the_live_forecast_fits_off_the_training_thread_at_the_right_steps(worke
     assert (set(pids) == {os.getpid()}) == (worker == "thread") and len(set(pids)) == 1
     direct = forecast_final(np.array(forecast.steps), np.array(forecast.losses), LR, lams=(0.95,))
     assert forecast.latest.final_loss == direct.final_loss and forecast.latest.high == direct.high
+    if worker == "process":  # the fit runs at a lower CPU priority than training
+        assert os.getpriority(os.PRIO_PROCESS, forecast.worker.pid) == min(19, os.nice(0) + NICE)
     forecast.close()
+    assert forecast.worker is None or forecast.worker.pid is None
     # resumed: the points come back as plain data
     again = LiveForecast(LR, every=100)
     buffer = io.BytesIO()
@@ -221,3 +225,34 @@ def test_the_forecast_stopper_stops_a_trial_forecast_worse_and_keeps_a_better_on
     assert ranking("b", {"training_iteration": 3, "grad_norm": 2.0, "loss": 2.0}) is True  # dominated by a
     assert ranking("c", {"training_iteration": 3, "grad_norm": 0.5, "loss": 2.5}) is False  # lower norm
     assert ranking.stopped == ["b"]
+
+
+def test_a_dead_fit_worker_is_a_clear_error_and_the_next_fit_starts_a_new_one() -> None:
+    import signal
+
+    from cadence.forecast.worker import FitWorker
+
+    seen = np.arange(40, 401, 10)
+    worker = FitWorker()
+    first = worker.forecast(seen, TRUTH.predict(LR, seen), LR, lams=(0.95,))
+    with pytest.raises(CadenceError, match="inside the warmup"):  # the fit's own errors come back as they are
+        worker.forecast(np.arange(1, 10), TRUTH.predict(LR, np.arange(1, 10)), LR)
+    pid = worker.pid
+    os.kill(pid, signal.SIGKILL)  # dead between fits: the next fit starts a new worker
+    worker._proc.wait()
+    again = worker.forecast(seen, TRUTH.predict(LR, seen), LR, lams=(0.95,))
+    assert worker.pid != pid and again.final_loss == first.final_loss
+    start = worker._start
+
+    def dies_during_the_fit():
+        proc = start()
+        proc.kill()
+        proc.wait()
+        return proc
+
+    worker._start = dies_during_the_fit
+    with pytest.raises(CadenceError, match="ended unexpectedly"):
+        worker.forecast(seen, TRUTH.predict(LR, seen), LR, lams=(0.95,))
+    worker._start = start
+    assert worker.forecast(seen, TRUTH.predict(LR, seen), LR, lams=(0.95,)).final_loss == first.final_loss
+    worker.close()

@@ -5,7 +5,12 @@
 back over its stdout. A fresh interpreter (not ``multiprocessing``'s fork or spawn) is used on
 purpose: it never re-runs the user's training script, which ``spawn`` would import again as
 ``__main__`` (a script without an ``if __name__ == "__main__":`` guard would train twice), and it
-inherits no torch threads. The worker ends when its stdin closes (:meth:`FitWorker.close`, the
+inherits no torch threads. It runs at a lower CPU priority (:data:`NICE` more than the training
+process), so on a machine without a free core the fit takes the time training leaves, not a share
+of the training's. It runs in its own session: a Ctrl-C in the terminal reaches the training
+process alone (no second traceback), and where Linux groups CPU time by session (autogroup
+scheduling) the fit's CPU time is not taken from the training's group. The worker ends when its
+stdin closes (:meth:`FitWorker.close`, the
 worker's garbage collection, or the parent's exit).
 
     >>> import numpy as np
@@ -31,7 +36,10 @@ from typing import Any
 
 from cadence.errors import CadenceError
 
-__all__ = ["FitWorker"]
+__all__ = ["FitWorker", "NICE"]
+
+NICE = 10
+"""How much lower the worker's CPU priority is than the training process's (``os.nice`` increment)."""
 
 
 class FitWorker:
@@ -50,7 +58,7 @@ class FitWorker:
         if self._proc is None or self._proc.poll() is not None:
             env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if isinstance(p, str) and p))
             self._proc = subprocess.Popen([sys.executable, "-m", "cadence.forecast.worker"], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, env=env)
+                                          stdout=subprocess.PIPE, env=env, start_new_session=True)
             self._finalizer = weakref.finalize(self, _stop, self._proc)
         return self._proc
 
@@ -87,6 +95,10 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def main() -> None:
     """The worker's loop: read ``(args, kwargs)``, answer ``(True, forecast)`` or ``(False, error)``."""
+    try:
+        os.nice(NICE)
+    except (AttributeError, OSError):  # no nice on this platform: run at the training's priority
+        pass
     source = sys.stdin.buffer
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints go to stderr, not into the answers
