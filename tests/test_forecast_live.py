@@ -222,6 +222,11 @@ def test_the_forecast_stopper_stops_a_trial_forecast_worse_and_keeps_a_better_on
     assert stopper("early", result(9.0, 0.01, iteration=1)) is False  # too early to judge
     assert stopper("none", {"training_iteration": 5, "loss": 9.0}) is False  # no forecast reported
     assert stopper.stopped == ["worse", "best"] and stopper.stop_all() is False
+    # a stopped trial's forecast is forgotten: it cannot stop the trials that go on
+    again = ForecastStopper()
+    assert again("a", result(3.0, 0.01, 1)) is False and again("b", result(2.9, 0.01, 1)) is False
+    assert again("a", result(3.0, 0.01, 2)) is True  # clearly worse than b: stopped at 3.0
+    assert again("b", result(3.2, 0.01, 2)) is False and set(again.latest) == {"b"}  # b's rise is not judged by a
 
     ranking = EarlyRankingStopper(at_iteration=3)
     assert ranking("a", {"training_iteration": 2, "grad_norm": 9.0, "loss": 1.0}) is False  # before t0

@@ -55,11 +55,14 @@ def _bench_stoppers(args: argparse.Namespace) -> int:
     trials = args.trials if args.trials is not None else (3 if args.size == "tiny" else 12)
     if args.reports > steps // 2:
         raise CadenceError(f"--reports {args.reports} needs at least {2 * args.reports} steps, got {steps}")
+    def save(bench: Any) -> None:  # after every seed, so a long run keeps what it measured
+        if args.output:
+            args.output.write_text(json.dumps(bench.as_dict(), indent=1))
+
     bench = run_stopper_benchmark(size=args.size, steps=steps, trials=trials, seeds=args.seeds,
-                                  reports=args.reports, peak=args.peak)
+                                  reports=args.reports, peak=args.peak, after_seed=save)
     print_stopper_benchmark(bench, cli_console())
     if args.output:
-        args.output.write_text(json.dumps(bench.as_dict(), indent=1))
         print(f"wrote {args.output}")
     return 0
 

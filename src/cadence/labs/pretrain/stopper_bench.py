@@ -195,14 +195,17 @@ def search_rows(seed: int, trials: list[Trial], step_seconds: float) -> list[Sea
         ended = replay(stopper, trials, forecast=forecast)
         overhead = (sum(t.forecast_seconds for t in trials) - before) / step_seconds if forecast else 0.0
         done = [i for i, e in enumerate(ended) if e == steps]
-        rows.append(SearchRow(method, seed, int(sum(ended)), full, min(finals[i] for i in done), finals[best],
-                              best in done, len(trials) - len(done), overhead))
+        best_kept = min((finals[i] for i in done), default=math.inf)  # inf: the stopper ended every trial
+        rows.append(SearchRow(method, seed, int(sum(ended)), full, best_kept, finals[best], best in done,
+                              len(trials) - len(done), overhead))
     return rows
 
 
 def run_stopper_benchmark(*, size: str = "default", steps: int = 400, trials: int = 12, seeds: int = 5,
-                          reports: int = 10, peak: float = 4e-3, progress: bool = True) -> StopperBenchmark:
-    """Train every seed's trials and replay the three searches on them (see the module docstring)."""
+                          reports: int = 10, peak: float = 4e-3, progress: bool = True,
+                          after_seed: Callable[[StopperBenchmark], None] | None = None) -> StopperBenchmark:
+    """Train every seed's trials and replay the three searches on them (see the module docstring);
+    ``after_seed`` receives the benchmark so far after each seed (e.g. to save partial results)."""
     if steps < 20 or trials < 2 or seeds < 1 or not 3 <= reports <= steps // 2:
         raise CadenceError(f"need steps >= 20, trials >= 2, seeds >= 1 and 3 <= reports <= steps/2; "
                            f"got {steps}, {trials}, {seeds}, {reports}")
@@ -224,4 +227,7 @@ def run_stopper_benchmark(*, size: str = "default", steps: int = 400, trials: in
                 train_seconds, trained = train_seconds + runs[-1].seconds, trained + steps
                 task.advance()
             rows += search_rows(seed, runs, train_seconds / trained)
+            if after_seed is not None:
+                after_seed(StopperBenchmark(list(rows), list(specs), steps, trials, size, time.perf_counter() - t0,
+                                            train_seconds / trained))
     return StopperBenchmark(rows, specs, steps, trials, size, time.perf_counter() - t0, train_seconds / trained)
