@@ -6,11 +6,11 @@ back over its stdout. A fresh interpreter (not ``multiprocessing``'s fork or spa
 purpose: it never re-runs the user's training script, which ``spawn`` would import again as
 ``__main__`` (a script without an ``if __name__ == "__main__":`` guard would train twice), and it
 inherits no torch threads. It runs at a lower CPU priority (:data:`NICE` more than the training
-process), so on a machine without a free core the fit takes the time training leaves. It runs in
-its own session, so a Ctrl-C in the terminal reaches the training process alone (no second
-traceback); where Linux shares CPU time between sessions (autogroup scheduling, where a process's
-nice value counts only inside its session), the worker gives its session the same lower priority
-(``/proc/self/autogroup``). The worker ends when its stdin closes (:meth:`FitWorker.close`, the
+process), so on a machine without a free core the fit takes the time training leaves, not a share
+of the training's. It runs in its own session: a Ctrl-C in the terminal reaches the training
+process alone (no second traceback), and where Linux groups CPU time by session (autogroup
+scheduling) the fit's CPU time is not taken from the training's group. The worker ends when its
+stdin closes (:meth:`FitWorker.close`, the
 worker's garbage collection, or the parent's exit).
 
     >>> import numpy as np
@@ -40,7 +40,6 @@ __all__ = ["FitWorker", "NICE"]
 
 NICE = 10
 """How much lower the worker's CPU priority is than the training process's (``os.nice`` increment)."""
-AUTOGROUP = "/proc/self/autogroup"
 
 
 class FitWorker:
@@ -97,15 +96,9 @@ def _stop(proc: subprocess.Popen) -> None:
 def main() -> None:
     """The worker's loop: read ``(args, kwargs)``, answer ``(True, forecast)`` or ``(False, error)``."""
     try:
-        niceness = os.nice(NICE)
+        os.nice(NICE)
     except (AttributeError, OSError):  # no nice on this platform: run at the training's priority
-        niceness = None
-    if niceness is not None and os.path.exists(AUTOGROUP):
-        try:  # Linux autogroup scheduling shares CPU between sessions by the session's own nice value
-            with open(AUTOGROUP, "w") as f:
-                f.write(str(niceness))
-        except OSError:
-            pass
+        pass
     source = sys.stdin.buffer
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints go to stderr, not into the answers
