@@ -6,12 +6,13 @@ back over its stdout. A fresh interpreter (not ``multiprocessing``'s fork or spa
 purpose: it never re-runs the user's training script, which ``spawn`` would import again as
 ``__main__`` (a script without an ``if __name__ == "__main__":`` guard would train twice), and it
 inherits no torch threads. It runs at a lower CPU priority (:data:`NICE` more than the training
-process), so on a machine without a free core the fit takes the time training leaves, not a share
-of the training's. It runs in its own session: a Ctrl-C in the terminal reaches the training
-process alone (no second traceback), and where Linux groups CPU time by session (autogroup
-scheduling) the fit's CPU time is not taken from the training's group. The worker ends when its
-stdin closes (:meth:`FitWorker.close`, the
-worker's garbage collection, or the parent's exit).
+process) and in its own session: a Ctrl-C in the terminal reaches the training process alone (no
+second traceback). Where Linux shares CPU time between sessions (autogroup scheduling; a nice value
+then orders processes only inside their session), the worker's session competes like any other:
+on a machine without a free core the fit takes one session's share of the CPU, not the training
+session's. (Giving the session the lowest priority too was tried and rejected: on an
+oversubscribed machine the fit then did not finish in minutes.) The worker ends when its stdin
+closes (:meth:`FitWorker.close`, the worker's garbage collection, or the parent's exit).
 
     >>> import numpy as np
     >>> from cadence.forecast import AnnealingLaw, lr_per_step
