@@ -9,8 +9,9 @@ load changes hit all three alike; the forecast refits every ``--every`` steps, i
 running most of the time. The worker process is started (and its imports done) before measuring.
 
 Prints the median step time of each arm, the ratios to no forecast, the median over the steps
-taken while a fit was running, the longest ``observe`` call, and that both workers' final
-forecasts are identical.
+taken while a fit was running, the longest ``observe`` call, the ratio of the training thread's
+own CPU time per step (near 1: the slowdown is waiting, for the GIL or for a core), and that both
+workers' final forecasts are identical.
 
     python benchmarks/live_forecast_overhead.py                   # ~3 min on one free core
     python benchmarks/live_forecast_overhead.py --hidden 256 --blocks 4
@@ -60,6 +61,7 @@ def main() -> None:
         train_step()
     arms = ("none", "thread", "process")
     times: dict[str, list[float]] = {a: [] for a in arms}
+    cpu: dict[str, list[float]] = {a: [] for a in arms}  # the training thread's own CPU time per step
     busy: dict[str, list[float]] = {a: [] for a in arms[1:]}
     step = 0
     for b in range(args.blocks):
@@ -68,12 +70,13 @@ def main() -> None:
             for _ in range(args.block):
                 step += 1
                 running = forecast is not None and forecast._thread is not None and forecast._thread.is_alive()
-                started = time.perf_counter()
+                started, started_cpu = time.perf_counter(), time.thread_time()
                 train_step()
                 if forecast is not None:
                     forecast.observe(step, float(curve[step - 1]))
                 took = time.perf_counter() - started
                 times[arm].append(took)
+                cpu[arm].append(time.thread_time() - started_cpu)
                 if running:
                     busy[arm].append(took)
             if forecast is not None:
@@ -87,7 +90,8 @@ def main() -> None:
                 f"(goal <= 1.05: {'met' if med / base <= 1.05 else 'MISSED'}); {f.fits} fits")
         if busy[arm]:
             line += f"; while a fit ran ({len(busy[arm])} steps) ratio {np.median(busy[arm]) / base:.3f}"
-        print(line + f"; longest observe {f.slowest_observe * 1e3:.2f} ms")
+        print(line + f"; longest observe {f.slowest_observe * 1e3:.2f} ms; training thread's CPU per step: ratio "
+              f"{np.median(cpu[arm]) / np.median(cpu['none']):.3f}")
     final = {}
     forecasts["process"].load_state_dict(forecasts["thread"].state_dict())
     for arm in arms[1:]:
