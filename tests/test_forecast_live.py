@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -60,7 +61,7 @@ def test_bad_partial_logs_are_clear_errors(steps, logged_lr, match) -> None:
 @pytest.mark.parametrize("worker", ["thread", "process"])
 def test_the_live_forecast_fits_off_the_training_thread_at_the_right_steps(worker, monkeypatch) -> None:
     calls, release, pids = [], threading.Event(), []
-    forecast = LiveForecast(LR, every=200, lams=(0.95,), prefix="x/", worker=worker)
+    forecast = LiveForecast(LR, every=200, lams=(0.95,), prefix="x/", worker=worker, max_share=1.0)
     real = live.forecast_final if worker == "thread" else forecast.worker.forecast
 
     def held(steps, *args, **kwargs):
@@ -109,6 +110,28 @@ def test_the_live_forecast_fits_off_the_training_thread_at_the_right_steps(worke
         again.load_state_dict({"kind": "other"})
     with pytest.raises(CadenceError, match="not after"):
         again.observe(5, 1.0)
+
+
+def test_fits_take_at_most_max_share_of_the_wall_time(monkeypatch) -> None:
+    def slow(*args, **kwargs):
+        time.sleep(0.2)
+        raise CadenceError("no forecast")
+
+    monkeypatch.setattr(live, "forecast_final", slow)
+    forecast = LiveForecast(LR, every=1, worker="thread", max_share=0.25)
+    forecast.observe(1, 3.0)  # the first fit starts at once
+    first = forecast._thread
+    forecast.wait()
+    rest = forecast._rest_until - time.perf_counter()
+    assert rest >= 3 * 0.2 - 0.1  # after a fit of d seconds, a rest of d·(1/0.25 − 1)
+    forecast.observe(2, 3.0)
+    assert forecast._thread is first  # resting: no new fit although step 2 is a multiple of every
+    time.sleep(max(0.0, forecast._rest_until - time.perf_counter()) + 0.01)
+    forecast.observe(3, 3.0)
+    assert forecast._thread is not first  # rested: the next fit starts
+    forecast.wait()
+    with pytest.raises(CadenceError, match="max_share"):
+        LiveForecast(LR, max_share=0)
 
 
 def test_a_fit_that_cannot_forecast_yet_leaves_a_reason_not_a_crash() -> None:

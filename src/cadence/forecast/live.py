@@ -146,6 +146,11 @@ class LiveForecast:
             the first fit, ended by :meth:`close` or at exit) or ``"thread"`` (the background
             thread itself: no extra process, but the fit holds the GIL and stalls training steps).
             Both give identical forecasts.
+        max_share: the largest fraction of wall time fits may take: after a fit that took ``d``
+            seconds, the next one starts no sooner than ``d·(1/max_share − 1)`` after it ended (at
+            the first :meth:`observe` from then on at or after a multiple of ``every``). This bounds
+            how many steps overlap a fit, and so the mean stall wherever a fit slows steps down
+            (1: no limit; :meth:`refit` ignores it).
 
     The training thread's share of the work is :meth:`observe` (an append, and every ``every``
     steps a copy of the points and a thread start); :attr:`slowest_observe` records the longest
@@ -154,16 +159,20 @@ class LiveForecast:
 
     def __init__(self, lr: np.ndarray, *, every: int = 100, runs: Sequence[FitTarget] = (), law: str = DEFAULT_LAW,
                  lams: Sequence[float] = DEFAULT_LAMS, level: float = DEFAULT_LEVEL, prefix: str = "cadence/",
-                 worker: str = "process") -> None:
+                 worker: str = "process", max_share: float = 0.1) -> None:
         self.lr = np.asarray(lr, dtype=float)
         if self.lr.ndim != 1 or len(self.lr) < 2 or not np.all(np.isfinite(self.lr)) or np.any(self.lr < 0):
             raise CadenceError("LiveForecast needs the finite, non-negative LR of every step of the budget")
         if int(every) < 1:
             raise CadenceError(f"every must be a whole number of steps >= 1, got {every}")
+        if not 0 < float(max_share) <= 1:
+            raise CadenceError(f"max_share must lie in (0, 1], got {max_share}")
         if worker not in ("process", "thread"):
             raise CadenceError(f"worker must be 'process' or 'thread', got {worker!r}")
         self.every, self.runs, self.law, self.level, self.prefix = int(every), tuple(runs), law, level, prefix
         self.worker = FitWorker() if worker == "process" else None
+        self.max_share = float(max_share)
+        self._rest_until = -np.inf  # perf_counter time before which no scheduled fit starts
         self.lams = tuple(lams)
         self.steps: list[int] = []
         self.losses: list[float] = []
@@ -177,7 +186,8 @@ class LiveForecast:
 
     def observe(self, step: int, loss: float) -> None:
         """Record the loss logged after optimizer step ``step`` (1-based); start a background fit
-        when a multiple of ``every`` is reached and none is running. Non-finite losses are skipped."""
+        when a multiple of ``every`` is reached, none is running and the last one's rest is over
+        (``max_share``). Non-finite losses are skipped."""
         started = time.perf_counter()
         step, loss = int(step), float(loss)
         if self.steps and step <= self.steps[-1]:
@@ -185,7 +195,8 @@ class LiveForecast:
         if np.isfinite(loss) and loss > 0 and step <= len(self.lr):
             self.steps.append(step)
             self.losses.append(loss)
-        if step >= self._next and (self._thread is None or not self._thread.is_alive()):
+        if step >= self._next and (self._thread is None or not self._thread.is_alive()) and \
+                started >= self._rest_until:
             self._next = (step // self.every + 1) * self.every
             self._start()
         self.slowest_observe = max(self.slowest_observe, time.perf_counter() - started)
@@ -203,12 +214,16 @@ class LiveForecast:
 
     def _fit(self, steps: np.ndarray, losses: np.ndarray) -> None:
         fit = self.worker.forecast if self.worker is not None else forecast_final
+        started = time.perf_counter()
         try:
             result = fit(steps, losses, self.lr, runs=self.runs, law=self.law, lams=self.lams, level=self.level)
         except CadenceError as e:
             with self._lock:
                 self.error = str(e)
             return
+        finally:
+            ended = time.perf_counter()
+            self._rest_until = ended + (ended - started) * (1 / self.max_share - 1)
         with self._lock:
             self.latest, self.error, self.fits = result, None, self.fits + 1
 
