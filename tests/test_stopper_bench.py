@@ -56,6 +56,12 @@ def test_bench_stoppers_tiny_writes_every_search(tmp_path, capsys) -> None:
     bench = json.loads(out.read_text())
     rows = {r["method"]: r for r in bench["rows"]}
     assert set(rows) == set(METHODS) and len(bench["specs"]) == 1 and len(bench["specs"][0]) == 3
+    # the recorded trials replay to the same rows
+    trials = [Trial(**{k: np.asarray(v) if k.startswith("val_") else v for k, v in r.items()})
+              for r in bench["records"][0]]
+    again = search_rows(0, trials, bench["step_seconds"])
+    assert [(r.method, r.trial_steps, r.best_final) for r in again] == \
+        [(r["method"], r["trial_steps"], r["best_final"]) for r in bench["rows"]]
     assert rows["no stopper"]["saved"] == 0 and rows["no stopper"]["best_survives"]
     for r in rows.values():
         assert 0 < r["trial_steps"] <= r["full_steps"] == 120

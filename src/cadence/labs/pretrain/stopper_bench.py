@@ -95,6 +95,12 @@ class Trial:
             out.update(self.forecast(r))
         return out
 
+    def record(self) -> dict[str, Any]:
+        """The trial as plain data (no forecasts): ``Trial(**record)`` rebuilds it."""
+        return {"spec": self.spec, "steps": self.steps, "val_steps": self.val_steps.tolist(),
+                "val_loss": self.val_loss.tolist(), "report_steps": list(self.report_steps), "loss": list(self.loss),
+                "grad_norm": list(self.grad_norm), "final": self.final, "seconds": self.seconds}
+
     def forecast(self, r: int) -> dict[str, float]:
         if r not in self.forecasts:
             started = time.process_time()
@@ -163,6 +169,9 @@ class SearchRow:
 
 @dataclass(frozen=True)
 class StopperBenchmark:
+    """Every search's row, the drawn schedules and each trial's recorded results (``records``:
+    per seed, per trial, what :meth:`Trial.record` gives; replay other stoppers on them)."""
+
     rows: list[SearchRow]
     specs: list[list[str]]
     steps: int
@@ -170,6 +179,7 @@ class StopperBenchmark:
     size: str
     seconds: float
     step_seconds: float
+    records: list[list[dict[str, Any]]] = field(default_factory=list)
 
     def of(self, method: str) -> list[SearchRow]:
         return [r for r in self.rows if r.method == method]
@@ -177,7 +187,8 @@ class StopperBenchmark:
     def as_dict(self) -> dict[str, Any]:
         return {"steps": self.steps, "trials": self.trials, "size": self.size, "seconds": self.seconds,
                 "step_seconds": self.step_seconds, "specs": self.specs,
-                "rows": [dict(r.__dict__, saved=r.saved, net_saved=r.net_saved) for r in self.rows]}
+                "rows": [dict(r.__dict__, saved=r.saved, net_saved=r.net_saved) for r in self.rows],
+                "records": self.records}
 
 
 def search_rows(seed: int, trials: list[Trial], step_seconds: float) -> list[SearchRow]:
@@ -215,7 +226,7 @@ def run_stopper_benchmark(*, size: str = "default", steps: int = 400, trials: in
     t0 = time.perf_counter()
     cfg = lab_config(size)
     eval_every = max(1, steps // 50)
-    rows, specs = [], []
+    rows, specs, records = [], [], []
     train_seconds, trained = 0.0, 0
     with Progress(enabled=progress, transient=True) as bar:
         task = bar.task("stopper benchmark", total=seeds * trials, unit="trials")
@@ -227,7 +238,9 @@ def run_stopper_benchmark(*, size: str = "default", steps: int = 400, trials: in
                 train_seconds, trained = train_seconds + runs[-1].seconds, trained + steps
                 task.advance()
             rows += search_rows(seed, runs, train_seconds / trained)
+            records.append([t.record() for t in runs])
             if after_seed is not None:
                 after_seed(StopperBenchmark(list(rows), list(specs), steps, trials, size, time.perf_counter() - t0,
-                                            train_seconds / trained))
-    return StopperBenchmark(rows, specs, steps, trials, size, time.perf_counter() - t0, train_seconds / trained)
+                                            train_seconds / trained, list(records)))
+    return StopperBenchmark(rows, specs, steps, trials, size, time.perf_counter() - t0, train_seconds / trained,
+                            records)
