@@ -29,7 +29,8 @@ def main() -> None:
                 for seed in bench["records"]]
     reports = len(searches[0][0].report_steps)
     print(f"{len(searches)} searches of {len(searches[0])} trials, {reports} reports each")
-    print("| stopper | first decision (report) | trial-steps saved, mean | best trial kept | best final kept / full, geometric mean |")
+    print("| stopper | first decision (report) | trial-steps saved, mean | best trial kept "
+          "| best final kept / full, geometric mean |")
     print("|---|---|---|---|---|")
     for name in ("ForecastStopper", "EarlyRankingStopper"):
         for k in (int(x) for x in args.at.split(",")):
