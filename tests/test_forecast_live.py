@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from cadence.errors import CadenceError, StateError
 from cadence.forecast import AnnealingLaw, FitTarget, lr_per_step
 from cadence.forecast import live
 from cadence.forecast.live import LiveForecast, forecast_final
+from cadence.forecast.worker import NICE
 from cadence.regimen.link import RegimenLink
 from cadence.optim import ScheduledLR
 
@@ -55,17 +58,23 @@ def test_bad_partial_logs_are_clear_errors(steps, logged_lr, match) -> None:
     assert matching.final_loss > 0
 
 
-def test_the_live_forecast_fits_off_the_training_thread_at_the_right_steps(monkeypatch) -> None:
-    calls, release = [], threading.Event()
-    real = live.forecast_final
+@pytest.mark.parametrize("worker", ["thread", "process"])
+def test_the_live_forecast_fits_off_the_training_thread_at_the_right_steps(worker, monkeypatch) -> None:
+    calls, release, pids = [], threading.Event(), []
+    forecast = LiveForecast(LR, every=200, lams=(0.95,), prefix="x/", worker=worker, max_share=1.0)
+    real = live.forecast_final if worker == "thread" else forecast.worker.forecast
 
     def held(steps, *args, **kwargs):
         calls.append((threading.get_ident(), int(steps[-1])))
         assert release.wait(30)  # a fit that lasts until the test lets it finish
-        return real(steps, *args, **kwargs)
+        result = real(steps, *args, **kwargs)
+        pids.append(os.getpid() if worker == "thread" else forecast.worker.pid)
+        return result
 
-    monkeypatch.setattr(live, "forecast_final", held)
-    forecast = LiveForecast(LR, every=200, lams=(0.95,), prefix="x/")
+    if worker == "thread":
+        monkeypatch.setattr(live, "forecast_final", held)
+    else:
+        monkeypatch.setattr(forecast.worker, "forecast", held)
     loss = TRUTH.predict(LR)
     for step in range(1, 601):
         forecast.observe(step, float(loss[step - 1]))  # returns while a fit is held: the step never waits
@@ -82,6 +91,14 @@ def test_the_live_forecast_fits_off_the_training_thread_at_the_right_steps(monke
     assert set(values) == {"x/forecast/final_loss", "x/forecast/low", "x/forecast/high", "x/forecast/at_step"}
     assert values["x/forecast/at_step"] == 600 and forecast.fits == 3
     assert values["x/forecast/final_loss"] == pytest.approx(loss[-1], rel=1e-3)
+    # the process worker runs the fit in another process and gives the same forecast as a direct call
+    assert (set(pids) == {os.getpid()}) == (worker == "thread") and len(set(pids)) == 1
+    direct = forecast_final(np.array(forecast.steps), np.array(forecast.losses), LR, lams=(0.95,))
+    assert forecast.latest.final_loss == direct.final_loss and forecast.latest.high == direct.high
+    if worker == "process":  # the fit runs at a lower CPU priority than training
+        assert os.getpriority(os.PRIO_PROCESS, forecast.worker.pid) == min(19, os.nice(0) + NICE)
+    forecast.close()
+    assert forecast.worker is None or forecast.worker.pid is None
     # resumed: the points come back as plain data
     again = LiveForecast(LR, every=100)
     buffer = io.BytesIO()
@@ -93,6 +110,28 @@ def test_the_live_forecast_fits_off_the_training_thread_at_the_right_steps(monke
         again.load_state_dict({"kind": "other"})
     with pytest.raises(CadenceError, match="not after"):
         again.observe(5, 1.0)
+
+
+def test_fits_take_at_most_max_share_of_the_wall_time(monkeypatch) -> None:
+    def slow(*args, **kwargs):
+        time.sleep(0.2)
+        raise CadenceError("no forecast")
+
+    monkeypatch.setattr(live, "forecast_final", slow)
+    forecast = LiveForecast(LR, every=1, worker="thread", max_share=0.25)
+    forecast.observe(1, 3.0)  # the first fit starts at once
+    first = forecast._thread
+    forecast.wait()
+    rest = forecast._rest_until - time.perf_counter()
+    assert rest >= 3 * 0.2 - 0.1  # after a fit of d seconds, a rest of d·(1/0.25 − 1)
+    forecast.observe(2, 3.0)
+    assert forecast._thread is first  # resting: no new fit although step 2 is a multiple of every
+    time.sleep(max(0.0, forecast._rest_until - time.perf_counter()) + 0.01)
+    forecast.observe(3, 3.0)
+    assert forecast._thread is not first  # rested: the next fit starts
+    forecast.wait()
+    with pytest.raises(CadenceError, match="max_share"):
+        LiveForecast(LR, max_share=0)
 
 
 def test_a_fit_that_cannot_forecast_yet_leaves_a_reason_not_a_crash() -> None:
@@ -202,6 +241,11 @@ def test_the_forecast_stopper_stops_a_trial_forecast_worse_and_keeps_a_better_on
     assert stopper("early", result(9.0, 0.01, iteration=1)) is False  # too early to judge
     assert stopper("none", {"training_iteration": 5, "loss": 9.0}) is False  # no forecast reported
     assert stopper.stopped == ["worse", "best"] and stopper.stop_all() is False
+    # a stopped trial's forecast is forgotten: it cannot stop the trials that go on
+    again = ForecastStopper()
+    assert again("a", result(3.0, 0.01, 1)) is False and again("b", result(2.9, 0.01, 1)) is False
+    assert again("a", result(3.0, 0.01, 2)) is True  # clearly worse than b: stopped at 3.0
+    assert again("b", result(3.2, 0.01, 2)) is False and set(again.latest) == {"b"}  # b's rise is not judged by a
 
     ranking = EarlyRankingStopper(at_iteration=3)
     assert ranking("a", {"training_iteration": 2, "grad_norm": 9.0, "loss": 1.0}) is False  # before t0
@@ -209,3 +253,34 @@ def test_the_forecast_stopper_stops_a_trial_forecast_worse_and_keeps_a_better_on
     assert ranking("b", {"training_iteration": 3, "grad_norm": 2.0, "loss": 2.0}) is True  # dominated by a
     assert ranking("c", {"training_iteration": 3, "grad_norm": 0.5, "loss": 2.5}) is False  # lower norm
     assert ranking.stopped == ["b"]
+
+
+def test_a_dead_fit_worker_is_a_clear_error_and_the_next_fit_starts_a_new_one() -> None:
+    import signal
+
+    from cadence.forecast.worker import FitWorker
+
+    seen = np.arange(40, 401, 10)
+    worker = FitWorker()
+    first = worker.forecast(seen, TRUTH.predict(LR, seen), LR, lams=(0.95,))
+    with pytest.raises(CadenceError, match="inside the warmup"):  # the fit's own errors come back as they are
+        worker.forecast(np.arange(1, 10), TRUTH.predict(LR, np.arange(1, 10)), LR)
+    pid = worker.pid
+    os.kill(pid, signal.SIGKILL)  # dead between fits: the next fit starts a new worker
+    worker._proc.wait()
+    again = worker.forecast(seen, TRUTH.predict(LR, seen), LR, lams=(0.95,))
+    assert worker.pid != pid and again.final_loss == first.final_loss
+    start = worker._start
+
+    def dies_during_the_fit():
+        proc = start()
+        proc.kill()
+        proc.wait()
+        return proc
+
+    worker._start = dies_during_the_fit
+    with pytest.raises(CadenceError, match="ended unexpectedly"):
+        worker.forecast(seen, TRUTH.predict(LR, seen), LR, lams=(0.95,))
+    worker._start = start
+    assert worker.forecast(seen, TRUTH.predict(LR, seen), LR, lams=(0.95,)).final_loss == first.final_loss
+    worker.close()

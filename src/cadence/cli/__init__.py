@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "cadence.cli.tree",
     "cadence.cli.continual",
     "cadence.cli.pbt",
+    "cadence.cli.stoppers",
     "cadence.cli.doctor",
 )
 

@@ -8,7 +8,9 @@ predicts the second half, and the relative residuals' ``(1 ∓ level)/2`` quanti
 docs/forecast.md).
 
 :class:`LiveForecast` does this while training: the training thread only appends ``(step, loss)``;
-every ``every`` steps a fit starts in a background thread (never two at once), and
+every ``every`` steps a background thread hands a fit to a separate worker process
+(:class:`~cadence.forecast.worker.FitWorker`; never two fits at once, and the fit never holds the
+training process's GIL), and
 :meth:`LiveForecast.values` returns the latest finished forecast as
 ``cadence/forecast/final_loss``, ``…/low``, ``…/high`` and ``…/at_step``. The Hugging Face and
 Lightning callbacks (``cadence.integrations``) and :meth:`RegimenLink.live_forecast
@@ -38,6 +40,7 @@ from cadence.forecast.fit import DEFAULT_LAMS, DEFAULT_LEVEL, INTERVAL_SCALE, Fi
     residual_quantiles
 from cadence.forecast.law import warmup_end
 from cadence.forecast.laws import DEFAULT_LAW
+from cadence.forecast.worker import FitWorker
 
 MIN_POINTS = 6
 """Fewest logged points after the warmup a forecast is made from (the backtest halves them)."""
@@ -98,7 +101,8 @@ def forecast_final(steps: Sequence[int], loss: Sequence[float], lr: np.ndarray, 
 
     Only the points after the warmup are fitted. Raises :class:`CadenceError` for a log that ends
     inside the warmup, fewer than :data:`MIN_POINTS` points after it, or ``logged_lr`` (the LRs
-    the log recorded at ``steps``) that the schedule does not give.
+    the log recorded at ``steps``) that the schedule does not give, and for a fit that predicts a
+    non-positive final loss (an extrapolation from too early a part of the run).
     """
     steps, loss, lr = np.asarray(steps, dtype=np.int64), np.asarray(loss, dtype=float), np.asarray(lr, dtype=float)
     if steps.shape != loss.shape:
@@ -114,6 +118,9 @@ def forecast_final(steps: Sequence[int], loss: Sequence[float], lr: np.ndarray, 
         options["lams"] = tuple(lams)
     fit = fit_law([*runs, FitTarget(steps, loss, lr, "partial")], **options)
     final = float(fit.law.predict(lr, np.array([len(lr)]))[0])
+    if not np.isfinite(final) or final <= 0:
+        raise CadenceError(f"the fit on {len(steps)} point(s) predicts a final loss of {final:.4g}: "
+                           "too few points to extrapolate from yet")
     half = len(steps) // 2
     early = fit_law([*runs, FitTarget(steps[:half], loss[:half], lr, "partial")], **options).law
     residuals = loss[half:] / early.predict(lr, steps[half:]) - 1.0
@@ -135,6 +142,15 @@ class LiveForecast:
         runs: earlier finished runs fitted alongside (:class:`~cadence.forecast.FitTarget`).
         law, lams, level: as :func:`forecast_final`.
         prefix: prefix of the keys :meth:`values` returns.
+        worker: where a fit runs: ``"process"`` (default: a separate Python process, started at
+            the first fit, ended by :meth:`close` or at exit) or ``"thread"`` (the background
+            thread itself: no extra process, but the fit holds the GIL and stalls training steps).
+            Both give identical forecasts.
+        max_share: the largest fraction of wall time fits may take: after a fit that took ``d``
+            seconds, the next one starts no sooner than ``d·(1/max_share − 1)`` after it ended (at
+            the first :meth:`observe` from then on at or after a multiple of ``every``). This bounds
+            how many steps overlap a fit, and so the mean stall wherever a fit slows steps down
+            (1: no limit; :meth:`refit` ignores it).
 
     The training thread's share of the work is :meth:`observe` (an append, and every ``every``
     steps a copy of the points and a thread start); :attr:`slowest_observe` records the longest
@@ -142,13 +158,21 @@ class LiveForecast:
     """
 
     def __init__(self, lr: np.ndarray, *, every: int = 100, runs: Sequence[FitTarget] = (), law: str = DEFAULT_LAW,
-                 lams: Sequence[float] = DEFAULT_LAMS, level: float = DEFAULT_LEVEL, prefix: str = "cadence/") -> None:
+                 lams: Sequence[float] = DEFAULT_LAMS, level: float = DEFAULT_LEVEL, prefix: str = "cadence/",
+                 worker: str = "process", max_share: float = 0.1) -> None:
         self.lr = np.asarray(lr, dtype=float)
         if self.lr.ndim != 1 or len(self.lr) < 2 or not np.all(np.isfinite(self.lr)) or np.any(self.lr < 0):
             raise CadenceError("LiveForecast needs the finite, non-negative LR of every step of the budget")
         if int(every) < 1:
             raise CadenceError(f"every must be a whole number of steps >= 1, got {every}")
+        if not 0 < float(max_share) <= 1:
+            raise CadenceError(f"max_share must lie in (0, 1], got {max_share}")
+        if worker not in ("process", "thread"):
+            raise CadenceError(f"worker must be 'process' or 'thread', got {worker!r}")
         self.every, self.runs, self.law, self.level, self.prefix = int(every), tuple(runs), law, level, prefix
+        self.worker = FitWorker() if worker == "process" else None
+        self.max_share = float(max_share)
+        self._rest_until = -np.inf  # perf_counter time before which no scheduled fit starts
         self.lams = tuple(lams)
         self.steps: list[int] = []
         self.losses: list[float] = []
@@ -162,7 +186,8 @@ class LiveForecast:
 
     def observe(self, step: int, loss: float) -> None:
         """Record the loss logged after optimizer step ``step`` (1-based); start a background fit
-        when a multiple of ``every`` is reached and none is running. Non-finite losses are skipped."""
+        when a multiple of ``every`` is reached, none is running and the last one's rest is over
+        (``max_share``). Non-finite losses are skipped."""
         started = time.perf_counter()
         step, loss = int(step), float(loss)
         if self.steps and step <= self.steps[-1]:
@@ -170,7 +195,8 @@ class LiveForecast:
         if np.isfinite(loss) and loss > 0 and step <= len(self.lr):
             self.steps.append(step)
             self.losses.append(loss)
-        if step >= self._next and (self._thread is None or not self._thread.is_alive()):
+        if step >= self._next and (self._thread is None or not self._thread.is_alive()) and \
+                started >= self._rest_until:
             self._next = (step // self.every + 1) * self.every
             self._start()
         self.slowest_observe = max(self.slowest_observe, time.perf_counter() - started)
@@ -187,13 +213,17 @@ class LiveForecast:
         self._start()
 
     def _fit(self, steps: np.ndarray, losses: np.ndarray) -> None:
+        fit = self.worker.forecast if self.worker is not None else forecast_final
+        started = time.perf_counter()
         try:
-            result = forecast_final(steps, losses, self.lr, runs=self.runs, law=self.law, lams=self.lams,
-                                    level=self.level)
+            result = fit(steps, losses, self.lr, runs=self.runs, law=self.law, lams=self.lams, level=self.level)
         except CadenceError as e:
             with self._lock:
                 self.error = str(e)
             return
+        finally:
+            ended = time.perf_counter()
+            self._rest_until = ended + (ended - started) * (1 / self.max_share - 1)
         with self._lock:
             self.latest, self.error, self.fits = result, None, self.fits + 1
 
@@ -202,6 +232,12 @@ class LiveForecast:
         if self._thread is not None:
             self._thread.join(timeout)
         return self._thread is None or not self._thread.is_alive()
+
+    def close(self) -> None:
+        """Wait for a running fit, then end the worker process (a later fit starts a new one)."""
+        self.wait()
+        if self.worker is not None:
+            self.worker.close()
 
     def values(self) -> dict[str, float]:
         """The latest finished forecast (empty before the first)."""

@@ -175,7 +175,7 @@ class CadenceCallback(TrainerCallback, ExportableState):
 class LiveForecastCallback(TrainerCallback):
     """Feeds the Trainer's logged training loss to a :class:`~cadence.forecast.live.LiveForecast`
     (main process only) and adds its latest ``cadence/forecast/final_loss``, ``…/low``, ``…/high``
-    to every log that has a loss. Fits run in a background thread, never on the training step.
+    to every log that has a loss. Fits run in a worker process (or thread), never on the training step.
 
     Build the forecast from the run's link: ``LiveForecastCallback(link.live_forecast(every=100))``.
     """

@@ -286,7 +286,7 @@ class LiveForecastCallback(pl.Callback):
     """Feeds the training loss to a :class:`~cadence.forecast.live.LiveForecast` every
     ``record_every`` optimizer steps (global zero only; one ``float()`` of the loss then) and logs
     its latest ``cadence/forecast/final_loss``, ``…/low``, ``…/high`` to the trainer's loggers at
-    every multiple of the forecast's ``every``. Fits run in a background thread.
+    every multiple of the forecast's ``every``. Fits run in a worker process (or thread), off the training step.
 
     Build the forecast from the run's link (``link.live_forecast(every=100)``), or directly from the
     schedule's per-step LRs (``LiveForecast(lr_per_step(spec, steps))``).

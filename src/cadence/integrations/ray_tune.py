@@ -518,7 +518,8 @@ class ForecastStopper:
 
     Each trial reports its live forecast (``cadence/forecast/final_loss``, ``…/low``, ``…/high``,
     e.g. the ``values()`` of ``link.live_forecast()``) with its results; results without one are
-    never stopped, nor any before ``min_iterations`` (``training_iteration``).
+    never stopped, nor any before ``min_iterations`` (``training_iteration``). A stopped trial's
+    forecast is forgotten: a trial that will not finish is never the best one to compare with.
     """
 
     def __init__(self, *, prefix: str = "cadence/", min_iterations: int = 1) -> None:
@@ -539,6 +540,7 @@ class ForecastStopper:
         if best == trial_id or forecast[1] <= self.latest[best][2]:
             return False
         self.stopped.append(trial_id)
+        del self.latest[trial_id]
         return True
 
     def stop_all(self) -> bool:

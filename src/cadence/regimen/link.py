@@ -219,7 +219,8 @@ class RegimenLink:
     def live_forecast(self, *, every: int = 100, **options: Any) -> Any:
         """A :class:`~cadence.forecast.live.LiveForecast` of this run's final loss under its LR
         schedule (the first param group's, over the step budget); feed it ``(step, loss)`` from a
-        plain loop with ``observe`` and log its ``values()``. ``options``: ``runs``, ``law``, ``level``."""
+        plain loop with ``observe`` and log its ``values()``. ``options``: ``runs``, ``law``, ``level``,
+        ``worker``, ``max_share``."""
         from cadence.forecast.law import lr_per_step
         from cadence.forecast.live import LiveForecast
 

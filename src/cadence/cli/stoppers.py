@@ -1,0 +1,88 @@
+"""``cadence bench stoppers``: the compute Ray Tune's ForecastStopper and EarlyRankingStopper save on a
+random search of LR schedules on the pre-training lab, at the best final loss they keep
+(:mod:`cadence.labs.pretrain.stopper_bench`). Needs ``pip install "cadence[ray]"`` (the stoppers live
+in the Ray integration; the search itself is replayed without starting Ray).
+
+    cadence bench stoppers --seeds 5
+    cadence bench stoppers --size tiny --steps 40 --trials 3 --seeds 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from cadence.cli.arguments import add_size_option, file_arg, number, whole
+from cadence.errors import CadenceError
+
+
+def print_stopper_benchmark(bench: Any, console: Console) -> None:
+    from cadence.cli import interval_text
+    from cadence.labs.pretrain.stopper_bench import METHODS
+    from cadence.labs.rl.bench import interval
+
+    seeds = len(bench.specs)
+    table = Table(title=f"Early stoppers on a random search of {bench.trials} LR schedules ({bench.size} lab, "
+                        f"{bench.steps} steps, {seeds} seed(s))")
+    for col in ("search", "trial-steps saved", "net of forecast fits", "trials stopped",
+                "best final loss / full search's [95% CI]", "best trial kept"):
+        table.add_column(col, justify="right")
+    for m in METHODS:
+        rows = bench.of(m)
+        saved = [r.saved for r in rows]
+        net = [r.net_saved for r in rows]
+        ratio = interval([r.best_final / r.full_best_final for r in rows])
+        table.add_row(m, f"{100 * sum(saved) / seeds:.1f}% ({', '.join(f'{100 * s:.0f}' for s in saved)})",
+                      f"{100 * sum(net) / seeds:.1f}%", f"{sum(r.stopped for r in rows) / seeds:.1f}",
+                      interval_text(*ratio, seeds=seeds), f"{sum(r.best_survives for r in rows)}/{seeds}")
+    console.print(table)
+    console.print(f"training step {1e3 * bench.step_seconds:.1f} ms CPU; wall {bench.seconds:.0f} s", highlight=False)
+
+
+def _bench_stoppers(args: argparse.Namespace) -> int:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise CadenceError('cadence bench stoppers needs Ray Tune: pip install "cadence[ray]"') from None
+    from cadence.cli import console as cli_console
+    from cadence.labs.pretrain.stopper_bench import run_stopper_benchmark
+
+    steps = args.steps if args.steps is not None else (40 if args.size == "tiny" else 400)
+    trials = args.trials if args.trials is not None else (3 if args.size == "tiny" else 12)
+    if args.reports > steps // 2:
+        raise CadenceError(f"--reports {args.reports} needs at least {2 * args.reports} steps, got {steps}")
+    def save(bench: Any) -> None:  # after every seed, so a long run keeps what it measured
+        if args.output:
+            args.output.write_text(json.dumps(bench.as_dict(), indent=1))
+
+    bench = run_stopper_benchmark(size=args.size, steps=steps, trials=trials, seeds=args.seeds,
+                                  reports=args.reports, peak=args.peak, after_seed=save)
+    print_stopper_benchmark(bench, cli_console())
+    if args.output:
+        print(f"wrote {args.output}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``cadence bench stoppers`` to the shared ``bench`` group."""
+    from cadence.cli import bench_subcommands
+
+    p = bench_subcommands(subparsers).add_parser(
+        "stoppers", help="compute saved by ForecastStopper and EarlyRankingStopper on a random LR search",
+        description="A random search of LR schedules (cosine or WSD, random peak and decay) on the pre-training "
+                    "lab, with no stopper, with ForecastStopper and with EarlyRankingStopper: trial-steps saved, "
+                    "the best final validation loss kept and whether the best trial survives, per seed. "
+                    "Needs pip install \"cadence[ray]\".")
+    p.add_argument("--steps", type=whole(20), default=None, help="steps per trial (default 400; 40 with --size tiny)")
+    p.add_argument("--trials", type=whole(2), default=None, help="trials per search (default 12; 3 with --size tiny)")
+    p.add_argument("--seeds", type=whole(1), default=5, help="searches, each with its own draws and seed (default 5)")
+    p.add_argument("--reports", type=whole(3), default=10, help="results each trial reports (default 10)")
+    p.add_argument("--peak", type=number(0, low_open=True), default=4e-3,
+                   help="centre of the peak LR range [peak/4, 2 peak] (default 4e-3)")
+    add_size_option(p, "lab model size: 'tiny' (seconds, a smoke test) or 'default' (the benchmark)")
+    p.add_argument("-o", "--output", type=file_arg, help="write every search's figures and schedules here (.json)")
+    p.set_defaults(func=_bench_stoppers)
