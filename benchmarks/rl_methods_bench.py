@@ -41,6 +41,19 @@ def at_budget(history, budget: int) -> float:
     return float(acc[-1])
 
 
+def freed(history) -> tuple[int, float]:
+    """``(prompts, share)``: prompts whose trained group was ever all wrong, and the share of them with
+    a correct answer in a later group (patience 1, as :class:`cadence.rl.Hints` counts; for policies
+    whose trained groups are all plain, e.g. uniform)."""
+    stuck, later = set(), set()
+    for step in history.step_samples:
+        for item, mean in step:
+            if mean > 0 and item in stuck:
+                later.add(item)
+        stuck.update(item for item, mean in step if mean == 0)
+    return len(stuck), len(later) / len(stuck) if stuck else 0.0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=("default", "tiny"), default="default")
@@ -51,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--families", default=None)
     parser.add_argument("--prompts", type=int, default=None, help="prompts per step (default: the size's)")
     parser.add_argument("--warm-steps", type=int, default=None, help="warm-start steps (default: the size's)")
+    parser.add_argument("--equal-rollouts", action="store_true",
+                        help="train uniform first and stop every other policy at uniform's rollouts (saves the "
+                             "compute past that budget; to-target ratios of unreached runs are then censored there)")
     parser.add_argument("-o", "--output", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=None, help="run this one seed and pickle it to --save")
     parser.add_argument("--save", type=Path, default=None, help="where --seed pickles its comparison")
@@ -60,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         raise CadenceError("--seeds, --steps and --workers must be at least 1")
     if args.output is not None and not args.output.parent.is_dir():
         raise CadenceError(f"the output folder {args.output.parent} does not exist")
+    if args.seed is not None and (args.save is None or not args.save.parent.is_dir()):
+        raise CadenceError("--seed needs --save in an existing folder")
     torch.set_num_threads(1)
     families = None if args.families is None else [f.strip() for f in args.families.split(",")]
     lab = lab_for(args.size, args.steps, None, args.policies, families)
@@ -76,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seed {seed} done after {time.time() - start:.0f} s", file=sys.stderr, flush=True)
 
     if args.seed is not None:       # one seed per process: seeds run side by side, summarised with --load
-        comparison = compare(lab, args.seed, workers=args.workers)
+        comparison = compare(lab, args.seed, workers=args.workers, equal_rollouts=args.equal_rollouts)
         args.save.write_bytes(pickle.dumps(comparison))
         return 0
     if args.load is not None:
@@ -85,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         lab = comparisons[0].lab
         args.seeds = len(comparisons)
     else:
-        rows, comparisons = bench_curricula(lab, args.seeds, on_seed=on_seed, workers=args.workers)
+        rows, comparisons = bench_curricula(lab, args.seeds, on_seed=on_seed, workers=args.workers,
+                                            equal_rollouts=args.equal_rollouts)
     out = {"command": " ".join(sys.argv), "seconds": time.time() - start, "families": lab.suite.family_names,
            "warm_steps": lab.warm.steps, "eval_every": lab.grpo.eval_every,
            "steps": lab.grpo.steps, "prompts_per_step": lab.grpo.prompts_per_step, "group": lab.grpo.group,
@@ -107,12 +126,20 @@ def main(argv: list[str] | None = None) -> int:
         if r.policy == "hints":
             extra = {"plateaued_groups": float(np.mean([v["hints/plateaued"] for v in last])),
                      "rescued_share": float(np.mean([v["hints/rescued_share"] for v in last])),
+                     "learnable_share": float(np.mean([v["hints/learnable_share"] for v in last])),
+                     "stuck_prompts": float(np.mean([v["hints/stuck_prompts"] for v in last])),
+                     "freed_share": float(np.mean([v["hints/freed_share"] for v in last])),
                      "hint_rollouts": float(np.mean([v["hints/hint_rollouts"] for v in last]))}
+        if r.policy == "uniform":
+            extra = {"stuck_prompts": float(np.mean([freed(h)[0] for h in hs])),
+                     "freed_share": float(np.mean([freed(h)[1] for h in hs]))}
         out["policies"][r.policy] = {
             "rollouts_ratio": r.rollouts_ratio, "steps_ratio": r.steps_ratio, "reached": r.reached,
             "final_pass@1": r.final_accuracy, "final_pass@1_per_seed": [float(c.final_accuracy(r.policy).mean())
                                                                        for c in comparisons],
-            "pass@1_at_uniform_rollouts": equal, "rollouts_per_step": per_step, **extra}
+            "pass@1_at_uniform_rollouts": equal, "rollouts_per_step": per_step,
+            "rollouts_per_seed": [h.rollouts for h in hs], "steps_per_seed": [len(h.step_rollouts) for h in hs],
+            "seconds_per_seed": [c.seconds[r.policy] for c in comparisons], **extra}
         diff = np.array(equal) - np.array([at_budget(c.histories["uniform"], b) for c, b in zip(comparisons, budget)])
         ci = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
         ratio = f"{r.rollouts_ratio[0]:.2f} [{r.rollouts_ratio[1]:.2f}, {r.rollouts_ratio[2]:.2f}]"
