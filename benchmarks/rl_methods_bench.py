@@ -54,6 +54,37 @@ def freed(history) -> tuple[int, float]:
     return len(stuck), len(later) / len(stuck) if stuck else 0.0
 
 
+def merged(comparisons: list) -> list:
+    """Pickled comparisons of the same seed (and lab) as one: their policies' histories together. The
+    runs of a policy in two of them must agree (the lab is deterministic: uniform, run in each, checks it)."""
+    by_seed: dict = {}
+    for c in comparisons:
+        if c.seed not in by_seed:
+            by_seed[c.seed] = replace(c, histories=dict(c.histories), seconds=dict(c.seconds))
+            continue
+        into = by_seed[c.seed]
+        if (into.lab.suite, into.lab.warm, into.lab.grpo, into.lab.target) != (c.lab.suite, c.lab.warm, c.lab.grpo,
+                                                                            c.lab.target):
+            raise CadenceError(f"the pickles of seed {c.seed} come from different labs")
+        for name, history in c.histories.items():
+            if name in into.histories and into.histories[name] != history:
+                raise CadenceError(f"seed {c.seed}: the two runs of {name} differ (not the same code or lab)")
+            into.histories.setdefault(name, history)
+            into.seconds.setdefault(name, c.seconds[name])
+    return [by_seed[s] for s in sorted(by_seed)]
+
+
+def per_policy(comparisons: list) -> list:
+    """``(row, comparisons)`` per policy, over the seeds that ran it (each against uniform on its seed)."""
+    names = list(dict.fromkeys(n for c in comparisons for n in c.histories))
+    out = []
+    for name in names:
+        having = [replace(c, histories={"uniform": c.histories["uniform"], name: c.histories[name]})
+                  for c in comparisons if name in c.histories]
+        out.append(([r for r in ratio_rows(having) if r.policy == name][0], having))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=("default", "tiny"), default="default")
@@ -98,20 +129,19 @@ def main(argv: list[str] | None = None) -> int:
         args.save.write_bytes(pickle.dumps(comparison))
         return 0
     if args.load is not None:
-        comparisons = [pickle.loads(f.read_bytes()) for f in args.load]
-        rows = ratio_rows(comparisons)
+        comparisons = merged([pickle.loads(f.read_bytes()) for f in args.load])
         lab = comparisons[0].lab
         args.seeds = len(comparisons)
     else:
-        rows, comparisons = bench_curricula(lab, args.seeds, on_seed=on_seed, workers=args.workers,
-                                            equal_rollouts=args.equal_rollouts)
+        _, comparisons = bench_curricula(lab, args.seeds, on_seed=on_seed, workers=args.workers,
+                                         equal_rollouts=args.equal_rollouts)
     out = {"command": " ".join(sys.argv), "seconds": time.time() - start, "families": lab.suite.family_names,
            "warm_steps": lab.warm.steps, "eval_every": lab.grpo.eval_every,
            "steps": lab.grpo.steps, "prompts_per_step": lab.grpo.prompts_per_step, "group": lab.grpo.group,
            "seeds": args.seeds, "policies": {}}
     print(f"{'policy':10} {'rollouts ratio [95% CI]':>26} {'reached':>8} {'final pass@1':>12} "
           f"{'pass@1 @ uniform rollouts':>26} {'rollouts/step':>13}  extra")
-    for r in rows:
+    for r, comparisons in per_policy(comparisons):
         hs = [c.histories[r.policy] for c in comparisons]
         budget = [c.histories["uniform"].rollouts for c in comparisons]
         equal = [at_budget(h, b) for h, b in zip(hs, budget)]
@@ -138,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
             "final_pass@1": r.final_accuracy, "final_pass@1_per_seed": [float(c.final_accuracy(r.policy).mean())
                                                                        for c in comparisons],
             "pass@1_at_uniform_rollouts": equal, "rollouts_per_step": per_step,
-            "rollouts_per_seed": [h.rollouts for h in hs], "steps_per_seed": [len(h.step_rollouts) for h in hs],
+            "seeds": [c.seed for c in comparisons],
+            "warm_pass@1_per_seed": [float(c.warm_accuracy.mean()) for c in comparisons],
+            "target_per_seed": [float(c.target) for c in comparisons], "rollouts_per_seed": [h.rollouts for h in hs], "steps_per_seed": [len(h.step_rollouts) for h in hs],
             "seconds_per_seed": [c.seconds[r.policy] for c in comparisons], **extra}
         diff = np.array(equal) - np.array([at_budget(c.histories["uniform"], b) for c, b in zip(comparisons, budget)])
         ci = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
