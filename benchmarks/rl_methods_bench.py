@@ -41,12 +41,12 @@ def at_budget(history, budget: int) -> float:
     return float(acc[-1])
 
 
-def freed(history) -> tuple[int, float]:
+def freed(history, steps: int | None = None) -> tuple[int, float]:
     """``(prompts, share)``: prompts whose trained group was ever all wrong, and the share of them with
     a correct answer in a later group (patience 1, as :class:`cadence.rl.Hints` counts; for policies
-    whose trained groups are all plain, e.g. uniform)."""
+    whose trained groups are all plain, e.g. uniform), over the first ``steps`` steps (default: all)."""
     stuck, later = set(), set()
-    for step in history.step_samples:
+    for step in history.step_samples[:steps]:
         for item, mean in step:
             if mean > 0 and item in stuck:
                 later.add(item)
@@ -159,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
                      "learnable_share": float(np.mean([v["hints/learnable_share"] for v in last])),
                      "stuck_prompts": float(np.mean([v["hints/stuck_prompts"] for v in last])),
                      "freed_share": float(np.mean([v["hints/freed_share"] for v in last])),
+                     "uniform_same_steps_stuck_prompts": float(np.mean(
+                         [freed(c.histories["uniform"], len(h.step_rollouts))[0] for c, h in zip(comparisons, hs)])),
+                     "uniform_same_steps_freed_share": float(np.mean(
+                         [freed(c.histories["uniform"], len(h.step_rollouts))[1] for c, h in zip(comparisons, hs)])),
                      "hint_rollouts": float(np.mean([v["hints/hint_rollouts"] for v in last]))}
         if r.policy == "uniform":
             extra = {"stuck_prompts": float(np.mean([freed(h)[0] for h in hs])),
