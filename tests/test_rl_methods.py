@@ -422,3 +422,22 @@ def test_bench_rl_runs_every_new_policy_at_tiny_size(capsys, monkeypatch):
     printed = capsys.readouterr().out
     for name in ("PCL", "GVM-RAFT", "replay", "hints"):
         assert name in printed
+
+
+def test_methods_bench_counts_prompts_freed_and_merges_only_agreeing_runs():
+    from dataclasses import replace
+
+    from benchmarks.rl_methods_bench import freed, merged
+    from cadence.labs.rl.experiment import SIZES, Comparison
+    from cadence.labs.rl.grpo import History
+
+    h = History(step_samples=[[[0, 0.0], [1, 0.0]], [[0, 0.5], [2, 0.0]], [[1, 0.0], [2, 0.25]]])
+    assert freed(h) == (3, 2 / 3) and freed(h, steps=2) == (3, 1 / 3) and freed(h, steps=1) == (2, 0.0)
+    a = Comparison(SIZES["tiny"], 0, [], None, 0.1, {"uniform": h, "replay": History(step_rollouts=[4])}, {"uniform": 1.0,
+                   "replay": 2.0})
+    b = replace(a, histories={"uniform": h, "pcl": History(step_rollouts=[3])}, seconds={"uniform": 1.0, "pcl": 3.0})
+    (both,) = merged([a, b])
+    assert list(both.histories) == ["uniform", "replay", "pcl"] and both.seconds["pcl"] == 3.0
+    assert list(a.histories) == ["uniform", "replay"]          # the inputs are left as they were
+    with pytest.raises(CadenceError, match="uniform"):
+        merged([a, replace(b, histories={"uniform": History(step_rollouts=[1])})])
