@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             "pass@1_at_uniform_rollouts": equal, "rollouts_per_step": per_step,
             "seeds": [c.seed for c in comparisons],
             "warm_pass@1_per_seed": [float(c.warm_accuracy.mean()) for c in comparisons],
-            "target_per_seed": [float(c.target) for c in comparisons], "rollouts_per_seed": [h.rollouts for h in hs], "steps_per_seed": [len(h.step_rollouts) for h in hs],
+            "target_per_seed": [float(c.target) for c in comparisons], "rollouts_per_seed": [h.rollouts for h in hs],
+            "steps_per_seed": [len(h.step_rollouts) for h in hs],
             "seconds_per_seed": [c.seconds[r.policy] for c in comparisons], **extra}
         diff = np.array(equal) - np.array([at_budget(c.histories["uniform"], b) for c, b in zip(comparisons, budget)])
         ci = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0

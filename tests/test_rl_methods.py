@@ -433,8 +433,8 @@ def test_methods_bench_counts_prompts_freed_and_merges_only_agreeing_runs():
 
     h = History(step_samples=[[[0, 0.0], [1, 0.0]], [[0, 0.5], [2, 0.0]], [[1, 0.0], [2, 0.25]]])
     assert freed(h) == (3, 2 / 3) and freed(h, steps=2) == (3, 1 / 3) and freed(h, steps=1) == (2, 0.0)
-    a = Comparison(SIZES["tiny"], 0, [], None, 0.1, {"uniform": h, "replay": History(step_rollouts=[4])}, {"uniform": 1.0,
-                   "replay": 2.0})
+    a = Comparison(SIZES["tiny"], 0, [], None, 0.1, {"uniform": h, "replay": History(step_rollouts=[4])},
+                   {"uniform": 1.0, "replay": 2.0})
     b = replace(a, histories={"uniform": h, "pcl": History(step_rollouts=[3])}, seconds={"uniform": 1.0, "pcl": 3.0})
     (both,) = merged([a, b])
     assert list(both.histories) == ["uniform", "replay", "pcl"] and both.seconds["pcl"] == 3.0
