@@ -4,11 +4,18 @@ sampling (and dynamic sampling, the baseline replay improves on), through the sa
 
 * rollouts per step, and pass@1 at uniform's total rollouts (the last evaluation within that budget:
   the equal-rollout-budget comparison for policies that generate more per step);
-* replay: groups replayed and rollouts saved; hints: all-wrong groups past the plateau and the share
-  a guidance tier made learnable.
+* replay: groups replayed and rollouts saved; hints: all-wrong groups past the plateau, the shares a
+  guidance tier gave a correct answer / a learnable (not all right) group, and the share of prompts
+  that were ever all wrong later solved without guidance (uniform's over the same steps beside it).
+
+``--equal-rollouts`` trains uniform first and stops every other policy at uniform's rollouts (each
+run is its full run's prefix, so pass@1 at uniform's rollouts is unchanged; to-target ratios of runs
+that never reach the target are censored at that budget). ``--seed S --save F`` runs one seed into a
+pickle; ``--load F ...`` summarises pickles, merging those of one seed (policies split over processes).
 
     python benchmarks/rl_methods_bench.py --size default --steps 40 --prompts 16 --seeds 5 --workers 2
-    python benchmarks/rl_methods_bench.py --families benchmarks.rl_families:REV,benchmarks.rl_families:SUB
+    python benchmarks/rl_methods_bench.py --policies uniform,replay,hints --equal-rollouts --seed 0 --save a0.pkl
+    python benchmarks/rl_methods_bench.py --load a*.pkl b*.pkl -o rows.json
 
 Prints a table and writes the raw numbers as JSON (``-o``).
 """
