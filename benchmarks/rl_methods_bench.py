@@ -183,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
             "warm_pass@1_per_seed": [float(c.warm_accuracy.mean()) for c in comparisons],
             "target_per_seed": [float(c.target) for c in comparisons], "rollouts_per_seed": [h.rollouts for h in hs],
             "steps_per_seed": [len(h.step_rollouts) for h in hs],
+            "rollouts_to_target_per_seed": [c.reach(r.policy)[1] for c in comparisons],  # None: not reached
+            "pass@1_per_eval_per_seed": [[[s, r_, float(np.mean(a))] for s, r_, a in
+                                          zip(h.eval_steps, h.eval_rollouts, h.eval_accuracy)] for h in hs],
             "seconds_per_seed": [c.seconds[r.policy] for c in comparisons], **extra}
         diff = np.array(equal) - np.array([at_budget(c.histories["uniform"], b) for c, b in zip(comparisons, budget)])
         ci = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
