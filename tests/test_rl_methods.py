@@ -246,6 +246,34 @@ def test_hint_tiers_escalate_only_after_the_plateau_and_reset_when_solved():
     assert calls == [1, 2]
 
 
+def test_hints_count_learnable_groups_and_prompts_later_solved_without_guidance():
+    hints = Hints(3, patience=1, levels=1)
+    selector = PromptSelector(Uniform(Arms(["a"] * 3), seed=0), hints=hints, seed=0)
+    plain = {0: [0.0] * 4, 1: [0.0] * 4, 2: [1.0, 0, 0, 0]}
+    guided = {0: [1.0] * 4, 1: [1.0, 0, 1, 0], 2: [0.0] * 4}   # prompt 0: all right with the hint
+
+    def rollout(ids):
+        return {"correct": np.concatenate([plain[int(i)] for i in ids])}
+
+    def hinted(ids, levels):
+        return {"correct": np.concatenate([guided[int(i)] for i in ids])}
+
+    selector.select(3, rollout, hinted)          # 0 and 1 all wrong: both rescued, only 1 learnable
+    assert hints.counts["plateaued"] == 2 and hints.counts["rescued"] == 2 and hints.counts["learnable"] == 1
+    values = hints.values()
+    assert values["rescued_share"] == 1.0 and values["learnable_share"] == 0.5
+    assert values["stuck_prompts"] == 2 and values["freed_share"] == 0.0
+    plain[1] = [0.0, 1.0, 0.0, 0.0]              # prompt 1 now solved without guidance
+    selector.select(3, rollout, hinted)
+    assert hints.values()["freed_share"] == 0.5 and hints.freed.tolist() == [False, True, False]
+    restored = Hints(3, patience=1, levels=1)
+    restored.load_state_dict(roundtrip(hints.state_dict()))
+    assert restored.values() == hints.values()
+    with pytest.raises(CadenceError, match="learnable"):
+        hints.record(1, rescued=1, rollouts=4, learnable=2)
+    assert restored.values() == hints.values()
+
+
 def test_hints_bad_input_is_refused_with_nothing_half_applied():
     hints = Hints(3, patience=2)
     hints.observe([0], [0.0])
@@ -350,6 +378,43 @@ def test_lab_policies_resume_exactly_through_weights_only_state(warm, policy):
     assert straight.history.step_rollouts == resumed.history.step_rollouts
 
 
+def test_a_rollout_cap_stops_the_same_run_with_its_last_evaluation_within_the_cap(warm):
+    from cadence.labs.rl.experiment import make_source
+
+    config = GRPOConfig(steps=6, prompts_per_step=4, group=4, eval_every=3, lr="constant(3e-3)")
+
+    def make():
+        return GRPOTrainer(copy.deepcopy(warm), SUITE, make_source("dynamic", SUITE, config, 0), config,
+                           max_new_tokens=WARM.max_new_tokens(SUITE), seed=1)
+
+    full = make().run()
+    cap = int(np.cumsum(full.step_rollouts)[2]) - 1            # inside the third step
+    capped = make().run(max_rollouts=cap)
+    n = len(capped.step_rollouts)
+    assert n == 3 and capped.step_rollouts == full.step_rollouts[:n] and capped.rollouts > cap
+    within = [r for r in capped.eval_rollouts if r <= cap]
+    assert within[-1] == sum(capped.step_rollouts[:2])          # evaluated after the last step within the cap
+    at = capped.eval_steps[capped.eval_rollouts.index(within[-1])]
+    assert at == 2 and 2 not in full.eval_steps                 # an evaluation the full run does not make
+    assert capped.eval_accuracy[0] == full.eval_accuracy[0]
+    with pytest.raises(CadenceError, match="max_rollouts"):
+        make().run(max_rollouts=0)
+
+
+def test_compare_at_equal_rollouts_stops_every_policy_at_uniforms_rollouts(warm):
+    from cadence.labs.rl.experiment import LabConfig, compare
+
+    lab = LabConfig(suite=SUITE, warm=WARM, grpo=GRPOConfig(steps=4, prompts_per_step=4, group=4, eval_every=2),
+                    policies=("uniform", "replay"))
+    capped = compare(lab, 0, equal_rollouts=True)
+    budget = capped.histories["uniform"].rollouts
+    replay = capped.histories["replay"]
+    assert budget == 4 * 16 and sum(replay.step_rollouts[:-1]) < budget <= replay.rollouts
+    assert list(capped.histories) == ["uniform", "replay"]
+    with pytest.raises(CadenceError, match="uniform"):
+        compare(LabConfig(suite=SUITE, warm=WARM, policies=("replay",), target=0.5), 0, equal_rollouts=True)
+
+
 def test_bench_rl_runs_every_new_policy_at_tiny_size(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     assert main(["bench", "rl", "--size", "tiny", "--seeds", "1", "--steps", "2", "--target", "0.01",
@@ -357,3 +422,22 @@ def test_bench_rl_runs_every_new_policy_at_tiny_size(capsys, monkeypatch):
     printed = capsys.readouterr().out
     for name in ("PCL", "GVM-RAFT", "replay", "hints"):
         assert name in printed
+
+
+def test_methods_bench_counts_prompts_freed_and_merges_only_agreeing_runs():
+    from dataclasses import replace
+
+    from benchmarks.rl_methods_bench import freed, merged
+    from cadence.labs.rl.experiment import SIZES, Comparison
+    from cadence.labs.rl.grpo import History
+
+    h = History(step_samples=[[[0, 0.0], [1, 0.0]], [[0, 0.5], [2, 0.0]], [[1, 0.0], [2, 0.25]]])
+    assert freed(h) == (3, 2 / 3) and freed(h, steps=2) == (3, 1 / 3) and freed(h, steps=1) == (2, 0.0)
+    a = Comparison(SIZES["tiny"], 0, [], None, 0.1, {"uniform": h, "replay": History(step_rollouts=[4])},
+                   {"uniform": 1.0, "replay": 2.0})
+    b = replace(a, histories={"uniform": h, "pcl": History(step_rollouts=[3])}, seconds={"uniform": 1.0, "pcl": 3.0})
+    (both,) = merged([a, b])
+    assert list(both.histories) == ["uniform", "replay", "pcl"] and both.seconds["pcl"] == 3.0
+    assert list(a.histories) == ["uniform", "replay"]          # the inputs are left as they were
+    with pytest.raises(CadenceError, match="uniform"):
+        merged([a, replace(b, histories={"uniform": History(step_rollouts=[1])})])

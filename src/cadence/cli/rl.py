@@ -19,7 +19,7 @@ def _size_options(parser: argparse.ArgumentParser, default_size: str) -> None:
                         help="target mean pass@1 (default: the best uniform sampling reaches in the run)")
     parser.add_argument("--policies", default=None,
                         help="comma-separated policies to compare (default: uniform,dump,sec,pass_rate,predictive,"
-                             "predictive_dump; also: dynamic, d3s)")
+                             "predictive_dump; also: dynamic, d3s, pcl, gvm, replay, hints)")
     parser.add_argument("--families", default=None, metavar="NAMES",
                         help="comma-separated task families: registered names or module:attr of a TaskFamily "
                              "(e.g. add,sort,mytasks:rev; default: the size's)")

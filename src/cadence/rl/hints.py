@@ -38,9 +38,10 @@ from cadence.errors import CadenceError, StateError
 GHPO_FRACTIONS = (0.25, 0.5, 0.75)
 """GHPO's tiers: the share of the reference solution given as the beginning of the answer."""
 
-COUNTERS = ("all_wrong", "plateaued", "rescued", "hint_rollouts")
+COUNTERS = ("all_wrong", "plateaued", "rescued", "learnable", "hint_rollouts")
 """Plain all-wrong groups; of them, those past the plateau (re-rolled with hints); of those, groups
-a tier made learnable (a correct answer); rollouts generated with guidance."""
+a tier gave a correct answer, and those whose guided group is also not all right (non-zero
+advantage: learnable); rollouts generated with guidance."""
 
 
 def with_guidance(prompt: Any, text: str) -> Any:
@@ -81,6 +82,8 @@ class Hints:
         self.streak = np.zeros(self.num_items, dtype=np.int64)
         self.counts = dict.fromkeys(COUNTERS, 0)
         self.tier_counts = np.zeros(self.levels, dtype=np.int64)   # rescues per tier
+        self.stuck = np.zeros(self.num_items, dtype=bool)     # prompts that ever plateaued
+        self.freed = np.zeros(self.num_items, dtype=bool)     # of them, solved later without guidance
 
     def _ids(self, item_ids: Any) -> np.ndarray:
         ids = np.asarray(item_ids).reshape(-1)
@@ -102,27 +105,40 @@ class Hints:
             streak[i] = streak[i] + 1 if w else (0 if s else streak[i])
         self.streak = streak
         hint = wrong & (streak[ids] >= self.patience)
+        self.freed[ids[solved & self.stuck[ids]]] = True
+        self.stuck[ids[hint]] = True
         self.counts["all_wrong"] += int(wrong.sum())
         self.counts["plateaued"] += int(hint.sum())
         return hint
 
-    def record(self, level: int, rescued: int, rollouts: int) -> None:
-        """Count one guided round at tier ``level``: groups it made learnable, rollouts it cost."""
+    def record(self, level: int, rescued: int, rollouts: int, learnable: int | None = None) -> None:
+        """Count one guided round at tier ``level``: groups it gave a correct answer, rollouts it
+        cost, and of those groups the ones not all right (``None``: all of them)."""
         if not 1 <= level <= self.levels:
             raise CadenceError(f"hint level must lie in 1..{self.levels}, got {level}")
+        learnable = rescued if learnable is None else learnable
+        if not 0 <= learnable <= rescued:
+            raise CadenceError(f"learnable groups must lie in 0..{rescued} (the rescued ones), got {learnable}")
         self.counts["rescued"] += int(rescued)
+        self.counts["learnable"] += int(learnable)
         self.counts["hint_rollouts"] += int(rollouts)
         self.tier_counts[level - 1] += int(rescued)
 
     def values(self) -> dict[str, float]:
-        """Logged: share of plateaued all-wrong groups that guidance made learnable, guided rollouts."""
+        """Logged: shares of plateaued all-wrong groups that guidance gave a correct answer
+        (``rescued_share``) and a non-zero advantage (``learnable_share``), guided rollouts; prompts
+        that ever plateaued and the share of them later solved without guidance (``freed_share``)."""
         c = self.counts
+        stuck = int(self.stuck.sum())
         return {"rescued_share": c["rescued"] / c["plateaued"] if c["plateaued"] else 0.0,
-                "plateaued": float(c["plateaued"]), "hint_rollouts": float(c["hint_rollouts"])}
+                "learnable_share": c["learnable"] / c["plateaued"] if c["plateaued"] else 0.0,
+                "plateaued": float(c["plateaued"]), "hint_rollouts": float(c["hint_rollouts"]),
+                "stuck_prompts": float(stuck), "freed_share": float(self.freed.sum()) / stuck if stuck else 0.0}
 
     def state_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "num_items": self.num_items, "patience": self.patience, "levels": self.levels,
-                "streak": self.streak.tolist(), "counts": dict(self.counts), "tier_counts": self.tier_counts.tolist()}
+                "streak": self.streak.tolist(), "counts": dict(self.counts), "tier_counts": self.tier_counts.tolist(),
+                "stuck": self.stuck.tolist(), "freed": self.freed.tolist()}
 
     def load_state_dict(self, state: Any) -> None:
         if not isinstance(state, dict) or state.get("kind") != self.kind:
@@ -136,8 +152,10 @@ class Hints:
             streak = np.asarray(state["streak"], dtype=np.int64)
             counts = {k: int(state["counts"][k]) for k in COUNTERS}
             tiers = np.asarray(state["tier_counts"], dtype=np.int64)
+            stuck, freed = np.asarray(state["stuck"], dtype=bool), np.asarray(state["freed"], dtype=bool)
         except (KeyError, TypeError, ValueError) as e:
             raise StateError(f"malformed {self.kind} state_dict: {e!r}") from None
-        if streak.shape != (self.num_items,) or tiers.shape != (self.levels,):
+        if (streak.shape != (self.num_items,) or tiers.shape != (self.levels,) or stuck.shape != (self.num_items,)
+                or freed.shape != (self.num_items,)):
             raise StateError(f"{self.kind} state arrays do not match {self.num_items} prompts, {self.levels} levels")
-        self.streak, self.counts, self.tier_counts = streak, counts, tiers
+        self.streak, self.counts, self.tier_counts, self.stuck, self.freed = streak, counts, tiers, stuck, freed

@@ -292,7 +292,7 @@ class PromptSelector:
             generated.append(got > 0)
             levels.append(level)
             spent += int(got.sum())
-            self.hints.record(level, int(hit.sum()), int(got.sum()))
+            self.hints.record(level, int(hit.sum()), int(got.sum()), learnable=int((hit & (rate_h < 1)).sum()))
             for j in np.flatnonzero(hit):
                 slots[todo[j]] = (r, int(j))
             todo = todo[~hit]

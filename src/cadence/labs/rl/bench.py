@@ -91,13 +91,14 @@ def ratio_rows(comparisons: list[Comparison], baseline: str = "uniform") -> list
 
 def bench_curricula(lab: LabConfig, seeds: int, on_step: Callable[[str], None] | None = None,
                     on_seed: Callable[[int], None] | None = None,
-                    workers: int = 1) -> tuple[list[RatioRow], list[Comparison]]:
-    """Run :func:`compare` on seeds ``0..seeds-1`` and summarise the ratios vs uniform."""
+                    workers: int = 1, equal_rollouts: bool = False) -> tuple[list[RatioRow], list[Comparison]]:
+    """Run :func:`compare` on seeds ``0..seeds-1`` and summarise the ratios vs uniform
+    (``equal_rollouts`` as in :func:`compare`)."""
     if "uniform" not in lab.policies:
         raise CadenceError("the bench compares against uniform; include it in the policies")
     comparisons = []
     for seed in range(seeds):
-        comparisons.append(compare(lab, seed, on_step=on_step, workers=workers))
+        comparisons.append(compare(lab, seed, on_step=on_step, workers=workers, equal_rollouts=equal_rollouts))
         if on_seed is not None:
             on_seed(seed)
     return ratio_rows(comparisons), comparisons

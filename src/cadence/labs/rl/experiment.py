@@ -165,25 +165,26 @@ class Comparison:
 
 def train_policy(name: str, weights: TinyGPT, lab: LabConfig, seed: int,
                  on_step: Callable[[], None] | None = None, *, reward: Reward = correctness_reward,
-                 allocator: Any = None) -> History:
+                 allocator: Any = None, max_rollouts: int | None = None) -> History:
     """GRPO from a copy of ``weights`` with prompts chosen by policy ``name`` (reward and rollout
-    allocator as in :class:`GRPOTrainer`)."""
+    allocator as in :class:`GRPOTrainer`; ``max_rollouts`` as in :meth:`GRPOTrainer.run`)."""
     source = make_source(name, lab.suite, lab.grpo, seed)
     if allocator is None and name == "gvm":
         allocator = GVMAllocation(lab.suite.arm_of, lab.grpo.group)
     trainer = GRPOTrainer(copy.deepcopy(weights), lab.suite, source, lab.grpo,
                           max_new_tokens=lab.warm.max_new_tokens(lab.suite), reward=reward, allocator=allocator, seed=seed,
                           downsample=DualDownsampling() if name == "d3s" else None)
-    return trainer.run(on_step=on_step)
+    return trainer.run(on_step=on_step, max_rollouts=max_rollouts)
 
 
-def _train_in_worker(name: str, state: dict, lab: LabConfig, seed: int, queue) -> tuple[History, float]:
+def _train_in_worker(name: str, state: dict, lab: LabConfig, seed: int, max_rollouts: int | None,
+                     queue) -> tuple[History, float]:
     """Worker-process entry: rebuild the warm-started model and train one policy."""
     torch.set_num_threads(1)
     model = TinyGPT(lab.warm.model_config(lab.suite))
     model.load_state_dict(state)
     start = time.perf_counter()
-    history = train_policy(name, model, lab, seed, lambda: queue.put(name))
+    history = train_policy(name, model, lab, seed, lambda: queue.put(name), max_rollouts=max_rollouts)
     return history, time.perf_counter() - start
 
 
@@ -207,32 +208,45 @@ def side_by_side(worker: Callable[..., Any], names: Sequence[str], args: tuple, 
         return {name: f.result() for name, f in futures.items()}
 
 
-def _train_parallel(weights: TinyGPT, lab: LabConfig, seed: int, workers: int,
-                    on_step: Callable[[str], None] | None) -> tuple[dict[str, History], dict[str, float]]:
-    results = side_by_side(_train_in_worker, lab.policies, (weights.state_dict(), lab, seed), workers, on_step)
+def _train_parallel(weights: TinyGPT, lab: LabConfig, seed: int, workers: int, on_step: Callable[[str], None] | None,
+                    names: Sequence[str], max_rollouts: int | None = None
+                    ) -> tuple[dict[str, History], dict[str, float]]:
+    results = side_by_side(_train_in_worker, names, (weights.state_dict(), lab, seed, max_rollouts), workers, on_step)
     return {n: r[0] for n, r in results.items()}, {n: r[1] for n, r in results.items()}
 
 
 def compare(lab: LabConfig, seed: int = 0, on_step: Callable[[str], None] | None = None,
-            on_warm: Callable[[], None] | None = None, workers: int = 1) -> Comparison:
+            on_warm: Callable[[], None] | None = None, workers: int = 1, equal_rollouts: bool = False) -> Comparison:
     """Warm-start once, then train every policy of ``lab`` from those weights on ``seed``.
 
     ``workers > 1`` trains policies in that many processes (one thread each); results are the
-    same as with one worker."""
+    same as with one worker. ``equal_rollouts``: train uniform first and stop every other policy
+    once it has generated uniform's rollouts (each run is the same prefix as its full run; its
+    last evaluation is its pass@1 at uniform's rollouts), which saves the compute of policies
+    that generate more per step."""
+    if equal_rollouts and "uniform" not in lab.policies:
+        raise CadenceError("equal_rollouts stops every policy at uniform's rollouts: include 'uniform' in the policies")
     torch.set_num_threads(1)
     lab = lab.with_seed(seed)
     weights = warm_start(lab.suite, lab.warm, seed=seed)
     if on_warm is not None:
         on_warm()
     warm = evaluate(weights, lab.suite, lab.suite.tokenizer, lab.warm.max_new_tokens(lab.suite), lab.grpo.temperature)
-    if workers > 1:
-        histories, seconds = _train_parallel(weights, lab, seed, workers, on_step)
-    else:
-        histories, seconds = {}, {}
-        for name in lab.policies:
+    stages = [(["uniform"], False), ([p for p in lab.policies if p != "uniform"], True)] if equal_rollouts \
+        else [(list(lab.policies), False)]
+    histories, seconds = {}, {}
+    for names, capped in stages:
+        cap = histories["uniform"].rollouts if capped else None
+        if workers > 1 and len(names) > 1:
+            h, sec = _train_parallel(weights, lab, seed, workers, on_step, names, cap)
+            histories.update(h)
+            seconds.update(sec)
+            continue
+        for name in names:
             start = time.perf_counter()
             histories[name] = train_policy(name, weights, lab, seed,
-                                           None if on_step is None else (lambda n=name: on_step(n)))
+                                           None if on_step is None else (lambda n=name: on_step(n)), max_rollouts=cap)
             seconds[name] = time.perf_counter() - start
+    histories = {name: histories[name] for name in lab.policies}
     target = lab.target if lab.target is not None else best_accuracy(histories["uniform"])
     return Comparison(lab, seed, lab.suite.arm_names, warm, target, histories, seconds)

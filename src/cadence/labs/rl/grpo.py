@@ -332,13 +332,32 @@ class GRPOTrainer:
         h.eval_length.append(result.length)
         return result
 
-    def run(self, steps: int | None = None, on_step: Callable[[], None] | None = None) -> History:
-        """Run ``steps`` more steps (default: to the end of the budget)."""
+    def run(self, steps: int | None = None, on_step: Callable[[], None] | None = None,
+            max_rollouts: int | None = None) -> History:
+        """Run ``steps`` more steps (default: to the end of the budget).
+
+        ``max_rollouts``: also stop once the run has generated that many rollouts (the equal-rollout
+        comparison). A policy's pass@1 within that budget is its last evaluation there, so a step that
+        may be the last one within it (the most rollouts a step has used so far would cross it) is
+        evaluated too; evaluation draws nothing from the sampling generator, so the run is the same
+        prefix as without the cap."""
+        if max_rollouts is not None and (isinstance(max_rollouts, bool) or not isinstance(max_rollouts, int)
+                                         or max_rollouts < 1):
+            raise CadenceError(f"max_rollouts must be a positive integer, got {max_rollouts!r}")
         remaining = self.config.steps - int(self.clock.steps)
+        h = self.history
         for _ in range(remaining if steps is None else min(steps, remaining)):
             self.step()
             if on_step is not None:
                 on_step()
+            if max_rollouts is None:
+                continue
+            near = h.rollouts + max(h.step_rollouts) > max_rollouts
+            if h.rollouts <= max_rollouts and (near or h.rollouts == max_rollouts) \
+                    and h.eval_steps[-1] != int(self.clock.steps):
+                self.record_eval()
+            if h.rollouts >= max_rollouts:
+                break
         return self.history
 
     # ------------------------------------------------------------------ state
