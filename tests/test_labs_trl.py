@@ -110,6 +110,40 @@ def test_bench_trl_tiny_end_to_end_summary_matches_its_records(tmp_path, capsys)
     assert all(r["rollouts_to_target"] is not None and r["target"] == max(r["eval_pass@1"]) for r in base)
 
 
+def test_compare_lab_runs_the_lab_on_the_same_suite_and_seeds_and_prints_both_tables(tmp_path, capsys, monkeypatch):
+    import cadence.labs.rl.bench as lab_bench
+
+    seen: dict[str, list] = {"trl": [], "lab": []}
+
+    def spy(kind, real):
+        def wrapped(lab, seed, **kwargs):
+            seen[kind].append((lab.with_seed(seed).suite, lab.grpo, seed))
+            return real(lab, seed, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(bench, "compare", spy("trl", bench.compare))
+    monkeypatch.setattr(lab_bench, "compare", spy("lab", lab_bench.compare))
+    out = tmp_path / "trl.png"
+    assert main(["bench", "trl", "--size", "tiny", "--seeds", "2", "--steps", "2", "--policies", "trl,uniform,dump",
+                 "--compare-lab", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "TRL GRPOTrainer" in printed and "the lab's GRPO" in printed
+    assert printed.index("TRL + DUMP") < printed.index("the lab's GRPO")            # TRL's table, then the lab's
+    assert len(seen["lab"]) == len(seen["trl"]) == 2
+    for (trl_suite, trl_grpo, trl_seed), (lab_suite, lab_grpo, lab_seed) in zip(seen["trl"], seen["lab"]):
+        assert trl_seed == lab_seed and trl_suite == lab_suite and trl_grpo == lab_grpo
+        np.testing.assert_array_equal(trl_suite.prompts, lab_suite.prompts)
+    data = json.loads(out.with_suffix(".json").read_text())
+    lab_records = data["lab"]["records"]
+    assert {(r["seed"], r["policy"]) for r in lab_records} == {(s, p) for s in (0, 1) for p in ("uniform", "dump")}
+    assert {r["seed"] for r in data["records"]} == {r["seed"] for r in lab_records}
+    assert [r["policy"] for r in data["lab"]["rows"]] == ["uniform", "dump"]
+    for row in data["lab"]["rows"]:          # the lab's summary is against its uniform, from its own records
+        assert row["reached"] == sum(r["rollouts_to_target"] is not None for r in lab_records
+                                     if r["policy"] == row["policy"])
+    assert all(r["target"] == max(r["eval_pass@1"]) for r in lab_records if r["policy"] == "uniform")
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--policies", "trl,bogus"], "unknown or repeated policies"),
     (["--families", "add,nope"], "unknown task family 'nope'"),

@@ -67,18 +67,22 @@ def overhead(comparisons: list[TrlComparison], policy: str = "uniform") -> tuple
 
 def records(comparisons: list[TrlComparison]) -> list[dict]:
     """Per seed and policy: steps and rollouts to target (``None``: not reached), budget, final pass@1,
-    informative groups, timings, and the eval curve (steps, rollouts, mean pass@1, mean greedy)."""
+    informative groups, timings, and the eval curve (steps, rollouts, mean pass@1, mean greedy).
+    Also reads the lab's own comparisons (:class:`cadence.labs.rl.experiment.Comparison`), whose
+    records have no timings (``None``)."""
     out = []
     for c in comparisons:
-        for name, run in c.runs.items():
-            h = run.history
+        runs = getattr(c, "runs", {})
+        for name, h in c.histories.items():
+            run = runs.get(name)
             steps, rollouts = c.reach(name)
             out.append({"seed": c.seed, "policy": name, "target": c.target, "steps_to_target": steps,
                         "rollouts_to_target": rollouts, "steps": len(h.step_rollouts), "rollouts": h.rollouts,
                         "final_pass@1": float(c.final_accuracy(name).mean()),
                         "final_greedy": float(c.final_greedy(name).mean()),
                         "informative_groups": int(np.sum(h.step_informative)), "groups": int(np.sum(h.step_groups)),
-                        "step_seconds": run.step_seconds, "refill_seconds": run.refill_seconds,
+                        "step_seconds": None if run is None else run.step_seconds,
+                        "refill_seconds": None if run is None else run.refill_seconds,
                         "eval_steps": h.eval_steps, "eval_rollouts": h.eval_rollouts,
                         "eval_pass@1": [float(np.mean(a)) for a in h.eval_accuracy],
                         "eval_greedy": [float(np.mean(a)) for a in h.eval_greedy]})
