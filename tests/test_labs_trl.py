@@ -73,6 +73,9 @@ def test_uniform_through_cadence_draws_what_trl_alone_draws_and_runs_repeat(warm
     assert alone.history.step_rollouts == uniform.history.step_rollouts == [per_step] * TINY.grpo.steps
     assert alone.history.eval_accuracy[0] == uniform.history.eval_accuracy[0]     # same warm start, same eval
     assert len(alone.step_seconds) == TINY.grpo.steps and all(s == 0 for s in uniform.refill_seconds)
+    assert alone.cadence_seconds == [0.0] * TINY.grpo.steps                        # no cadence, no hook time
+    assert len(uniform.cadence_seconds) == TINY.grpo.steps and min(uniform.cadence_seconds) > 0
+    assert 0 < bench.hook_share(uniform) < 0.5          # TRL's generation and loss inside the wrappers are not counted
     again = train_policy("trl", warm, TINY, 0)
     assert again.history == alone.history                                          # same seed, same run
     dynamic = train_policy("dynamic", warm, TINY, 0)
@@ -177,3 +180,4 @@ def test_overhead_alternates_trl_alone_and_uniform(warm):
     assert all(len(v) == 2 and min(v) > 0 for v in result["median_step_seconds"].values())
     mean, low, high = result["overhead"]
     assert 0 < low <= mean <= high and len(result["ratios"]) == 2
+    assert len(result["hook_share"]) == 2 and all(0 < share < 0.5 for share in result["hook_share"])

@@ -155,6 +155,8 @@ def _add_lab(path, lab, rows, comparisons) -> None:
 
 
 def _run_overhead(lab, args, console) -> str:
+    import numpy as np
+
     from cadence.labs.trl import bench
     from cadence.progress import Progress
 
@@ -163,6 +165,10 @@ def _run_overhead(lab, args, console) -> str:
         result = bench.measure_overhead(lab, 0, args.seeds, on_step=lambda *_: task.advance())
     med = result["median_step_seconds"]
     pairs = ", ".join(f"{u:.3f}/{t:.3f}" for u, t in zip(med["uniform"], med["trl"]))
+    shares = ", ".join(f"{s:.2%}" for s in result["hook_share"])
     return (f"overhead of cadence (uniform sampling) over TRL alone, {args.seeds} alternating pairs of "
             f"{lab.grpo.steps}-step runs: {_fmt(result['overhead'])}× median s/step "
-            f"(per pair, uniform/TRL alone: {pairs})")
+            f"(per pair, uniform/TRL alone: {pairs})\n"
+            f"time inside cadence's own code (its wrappers of TRL's methods minus TRL's, and its callback): "
+            f"{1000 * np.mean(result['hook_seconds_per_step']):.1f} ms per step, {np.mean(result['hook_share']):.2%} "
+            f"of the step (per uniform run: {shares})")

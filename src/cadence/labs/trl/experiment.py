@@ -16,6 +16,7 @@ excluded) and the generation rounds after a step's first (refills).
 
 from __future__ import annotations
 
+import functools
 import math
 import tempfile
 import time
@@ -91,11 +92,46 @@ def lab_for(size: str, steps: int | None = None, target: float | None = None, po
 @dataclass
 class Run:
     """One policy's run: its :class:`History` and timings (seconds per optimizer step with evaluation
-    excluded, and the seconds of each step spent generating refill rounds)."""
+    excluded, the seconds of each step spent generating refill rounds, and the seconds spent inside
+    cadence's own code: :func:`~cadence.integrations.trl.attach`'s wrappers minus the TRL methods they
+    call, and its callback; all zero for TRL alone)."""
 
     history: History
     step_seconds: list[float]
     refill_seconds: list[float]
+    cadence_seconds: list[float] = field(default_factory=list)
+
+
+class HookClock:
+    """Seconds spent inside cadence's code in a TRL run: wrap each TRL method before ``attach`` with
+    ``inner`` and each of cadence's wrappers (and callback hooks) after it with ``outer``; ``spent`` is
+    the outer time minus the inner time, so only cadence's own work counts.
+
+        >>> clock = HookClock()
+        >>> clock.outer(lambda: clock.inner(lambda: 1)())()
+        1
+        >>> clock.spent >= 0
+        True
+    """
+
+    def __init__(self) -> None:
+        self.spent = 0.0
+
+    def _timed(self, fn: Callable, sign: float) -> Callable:
+        @functools.wraps(fn)                           # the same signature: attach checks TRL's methods' parameters
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.spent += sign * (time.perf_counter() - start)
+        return timed
+
+    def inner(self, fn: Callable) -> Callable:
+        return self._timed(fn, -1.0)
+
+    def outer(self, fn: Callable) -> Callable:
+        return self._timed(fn, 1.0)
 
 
 def grpo_args(lab: TrlLabConfig, seed: int, output_dir: str) -> Any:
@@ -131,6 +167,7 @@ def train_policy(name: str, state: dict, lab: TrlLabConfig, seed: int,
     history = History()
     step_seconds: list[float] = []
     refill_seconds: list[float] = []
+    cadence_seconds: list[float] = []
     max_new = lab.warm.max_new_tokens(suite)
 
     def record_eval(model: Any, step: int) -> None:
@@ -155,11 +192,18 @@ def train_policy(name: str, state: dict, lab: TrlLabConfig, seed: int,
             return result
 
         trainer._generate_and_score_completions = timed
+        hooks = HookClock()
         if name != BASELINE:
             selector = make_source(name, suite, g, seed).selector
-            attach(trainer, sampler=CurriculumSampler(selector.policy, batch_size=g.prompts_per_step, seed=seed,
-                                                      num_replicas=1),
-                   correct="correctness", dynamic=selector.dynamic, predictive=selector.predictive)
+            for method in ("_generate_and_score_completions", "_calculate_rewards"):
+                setattr(trainer, method, hooks.inner(getattr(trainer, method)))
+            callback = attach(trainer, sampler=CurriculumSampler(selector.policy, batch_size=g.prompts_per_step,
+                                                                 seed=seed, num_replicas=1),
+                              correct="correctness", dynamic=selector.dynamic, predictive=selector.predictive)
+            for method in ("_generate_and_score_completions", "_calculate_rewards"):
+                setattr(trainer, method, hooks.outer(getattr(trainer, method)))
+            for event in [e for e in dir(callback) if e.startswith("on_")]:
+                setattr(callback, event, hooks.outer(getattr(callback, event)))
         trained = trainer._generate_and_score_completions
 
         def groups_of(inputs):
@@ -176,6 +220,7 @@ def train_policy(name: str, state: dict, lab: TrlLabConfig, seed: int,
         class Recorder(TrainerCallback):
             def on_train_begin(self, args, state, control, model=None, **kwargs):
                 record_eval(model, 0)
+                self.hooks = hooks.spent
 
             def on_step_begin(self, args, state, control, **kwargs):
                 rounds.clear()
@@ -184,6 +229,8 @@ def train_policy(name: str, state: dict, lab: TrlLabConfig, seed: int,
             def on_step_end(self, args, state, control, model=None, **kwargs):
                 step_seconds.append(time.perf_counter() - self.start)
                 refill_seconds.append(float(sum(rounds[1:])))
+                cadence_seconds.append(hooks.spent - self.hooks)      # since the last step ended: its hooks too
+                self.hooks = hooks.spent
                 history.step_rollouts.append(int(sum(counter)) - self.spent)
                 step = state.global_step
                 if step % g.eval_every == 0 or step >= g.steps:
@@ -196,7 +243,7 @@ def train_policy(name: str, state: dict, lab: TrlLabConfig, seed: int,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # transformers' renamed-argument notices
             trainer.train()
-    return Run(history, step_seconds, refill_seconds)
+    return Run(history, step_seconds, refill_seconds, cadence_seconds)
 
 
 def _train_in_worker(name: str, state: dict, lab: TrlLabConfig, seed: int, queue: Any) -> Run:
