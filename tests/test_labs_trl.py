@@ -83,6 +83,43 @@ def test_uniform_through_cadence_draws_what_trl_alone_draws_and_runs_repeat(warm
     assert dynamic.history.step_groups == [TINY.grpo.prompts_per_step] * TINY.grpo.steps
 
 
+def test_hinted_prompts_are_scored_with_the_given_answer_characters():
+    from cadence.labs.trl.workload import answer_prefix_guidance, padded_prompt
+
+    suite, tok = TINY.suite, TINY.suite.tokenizer
+    guide = answer_prefix_guidance(suite)
+    items = [i for i in range(len(suite.prompts)) if len(str(suite.answers[i])) >= 2][:20]
+    rows = [{"prompt": padded_prompt(suite, str(suite.prompts[i])), "answer": str(suite.answers[i])} for i in items]
+    hinted = [guide(row, 3) for row in rows]
+    assert all(h.startswith(r["prompt"]) and len(r["prompt"]) < len(h) < len(r["prompt"]) + len(r["answer"])
+               for h, r in zip(hinted, rows))
+    rest = [r["answer"][len(h) - len(r["prompt"]):] for h, r in zip(hinted, rows)]     # what the model must write
+    ids = [tok.encode(t).tolist() + [tok.eos_id] for t in rest]
+    reward = correctness_reward(suite)
+    answers = [r["answer"] for r in rows]
+    assert reward(completions=[""] * len(ids), completion_ids=ids, answer=answers, prompts=hinted) == [1.0] * len(ids)
+    unhinted = reward(completions=[""] * len(ids), completion_ids=ids, answer=answers, prompts=[r["prompt"] for r in rows])
+    assert unhinted == [0.0] * len(ids)                  # the rest alone is not the answer
+
+
+def test_pcl_and_hints_run_in_trl_and_lab_only_policies_are_refused(warm):
+    from dataclasses import replace
+
+    from cadence.errors import CadenceError
+
+    uniform = train_policy("uniform", warm, TINY, 0)
+    pcl = train_policy("pcl", warm, TINY, 0)
+    per_step = TINY.grpo.prompts_per_step * TINY.grpo.group
+    assert pcl.history.step_rollouts == [per_step] * TINY.grpo.steps                 # PCL spends uniform's rollouts
+    assert pcl.history != uniform.history                                             # on other prompts
+    hints = train_policy("hints", warm, TINY, 0)
+    assert sum(hints.history.step_rollouts) > TINY.grpo.steps * per_step             # all-wrong groups re-rolled
+    assert sum(hints.history.step_informative) > sum(uniform.history.step_informative)
+    for name in ("gvm", "replay", "d3s"):
+        with pytest.raises(CadenceError, match="lab only"):
+            replace(TINY, policies=("trl", name))
+
+
 def test_warm_start_is_cached_per_seed(warm):
     first = warm_start_hf(TINY.suite, TINY.warm, TINY.warm_lr, seed=0)
     cached = warm_start_hf(TINY.suite, TINY.warm, TINY.warm_lr, seed=0)

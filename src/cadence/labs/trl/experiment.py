@@ -35,11 +35,16 @@ from cadence.labs.rl.policy import Evaluation
 from cadence.labs.rl.tasks import TaskSuite
 from cadence.labs.rl.warmstart import WarmStartConfig
 from cadence.labs.trl.warmstart import warm_start_hf
-from cadence.labs.trl.workload import build_model, correctness_reward, evaluate_hf, suite_tokenizer, train_dataset
+from cadence.labs.trl.workload import (answer_prefix_guidance, build_model, correctness_reward, evaluate_hf,
+                                       suite_tokenizer, train_dataset)
 
 BASELINE = "trl"
 """TRL's ``GRPOTrainer`` alone: the policy every other is measured against."""
-TRL_POLICIES = (BASELINE,) + POLICIES
+LAB_ONLY = {"gvm": "GVM-RAFT allocates rollouts per prompt, and TRL's group advantages need num_generations each",
+            "replay": "selective replay is not wired in TRL's GRPOTrainer",
+            "d3s": "in TRL only D³S's token level runs (attach(downsample=)); its rollout level is lab-only"}
+"""The lab's policies ``bench trl`` does not run, and why (see docs/rl.md)."""
+TRL_POLICIES = (BASELINE,) + tuple(p for p in POLICIES if p not in LAB_ONLY)
 DEFAULT_POLICIES = (BASELINE, "uniform", "dump", "sec", "pass_rate", "dynamic", "predictive_dump")
 
 
@@ -61,6 +66,9 @@ class TrlLabConfig:
     """TRL's (HF's) default gradient clipping, kept; the lab's loop does not clip (0 turns it off here)."""
 
     def __post_init__(self) -> None:
+        lab_only = [p for p in self.policies if p in LAB_ONLY]
+        if lab_only:
+            raise CadenceError(f"policy {lab_only[0]!r} runs in the lab only: {LAB_ONLY[lab_only[0]]}")
         unknown = [p for p in self.policies if p not in TRL_POLICIES]
         if unknown or not self.policies or len(set(self.policies)) != len(self.policies):
             raise CadenceError(f"unknown or repeated policies {unknown or list(self.policies)}; choose from {TRL_POLICIES}")
@@ -199,7 +207,9 @@ def train_policy(name: str, state: dict, lab: TrlLabConfig, seed: int,
                 setattr(trainer, method, hooks.inner(getattr(trainer, method)))
             callback = attach(trainer, sampler=CurriculumSampler(selector.policy, batch_size=g.prompts_per_step,
                                                                  seed=seed, num_replicas=1),
-                              correct="correctness", dynamic=selector.dynamic, predictive=selector.predictive)
+                              correct="correctness", dynamic=selector.dynamic, predictive=selector.predictive,
+                              pcl=selector.pcl, hints=selector.hints,
+                              guidance=None if selector.hints is None else answer_prefix_guidance(suite))
             for method in ("_generate_and_score_completions", "_calculate_rewards"):
                 setattr(trainer, method, hooks.outer(getattr(trainer, method)))
             for event in [e for e in dir(callback) if e.startswith("on_")]:
