@@ -120,6 +120,30 @@ def test_pcl_and_hints_run_in_trl_and_lab_only_policies_are_refused(warm):
             replace(TINY, policies=("trl", name))
 
 
+def test_separate_processes_with_other_hash_seeds_give_the_same_records(tmp_path):
+    """torch seeds every new process differently and Python salts string hashes per process: neither may
+    reach the bench (warm start, TRL alone, a cadence policy), each process building its own warm start."""
+    import os
+    import subprocess
+    import sys
+
+    runs = {}
+    for hash_seed in ("1", "2"):                    # both at once
+        out = tmp_path / hash_seed / "trl.png"
+        out.parent.mkdir()
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "CADENCE_CACHE": str(out.parent / "cache")}
+        runs[out] = subprocess.Popen([sys.executable, "-m", "cadence", "bench", "trl", "--size", "tiny", "--seeds", "1",
+                                      "--steps", "2", "--policies", "trl,dump", "-o", str(out)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    got = []
+    for out, run in runs.items():
+        _, err = run.communicate(timeout=280)
+        assert run.returncode == 0, err[-2000:]
+        records = json.loads(out.with_suffix(".json").read_text())["records"]
+        got.append([{k: v for k, v in r.items() if not k.endswith("seconds")} for r in records])
+    assert got[0] == got[1] and len(got[0]) == 2
+
+
 def test_warm_start_is_cached_per_seed(warm):
     first = warm_start_hf(TINY.suite, TINY.warm, TINY.warm_lr, seed=0)
     cached = warm_start_hf(TINY.suite, TINY.warm, TINY.warm_lr, seed=0)
