@@ -18,6 +18,7 @@ from cadence.integrations.trl import attach
 from cadence.rl import DynamicSampling, LengthBudget
 
 torch.set_num_threads(1)
+torch.manual_seed(0)                                          # the model's initial weights: torch seeds each process anew
 CHARS = "0123456789+= "
 vocab = {"[PAD]": 0, **{c: i + 1 for i, c in enumerate(CHARS)}}
 backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[PAD]"))

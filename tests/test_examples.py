@@ -1,6 +1,7 @@
 """The example scripts run as written, and the integration pages show them verbatim."""
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -16,8 +17,14 @@ PAGES = [("hf_trainer.py", "integrations/hf.md"), ("trl_grpo.py", "integrations/
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_example_runs_as_written(script, tmp_path):
-    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=280)
+    env = {**os.environ, "PYTHONHASHSEED": "1"}      # the documented log was printed under PYTHONHASHSEED=2
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=280,
+                          env=env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    if script.name == "trl_grpo.py":  # the same log in every process, as docs/rl.md shows it
+        documented = re.search(r"^Its log .*?^```text\n(.*?)^```", (ROOT / "docs" / "rl.md").read_text(), re.S | re.M)
+        printed = [line for line in done.stdout.splitlines() if line.startswith(("{'cadence", "prompt mixture"))]
+        assert printed == documented.group(1).splitlines(), done.stdout
     if script.name == "ddp.py":  # each rank's line whole and in rank order, not interleaved
         lines = [line for line in done.stdout.splitlines() if "rank" in line]
         assert [line.split(":")[0] for line in lines] == ["rank 0", "rank 1"], done.stdout

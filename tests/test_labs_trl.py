@@ -73,11 +73,75 @@ def test_uniform_through_cadence_draws_what_trl_alone_draws_and_runs_repeat(warm
     assert alone.history.step_rollouts == uniform.history.step_rollouts == [per_step] * TINY.grpo.steps
     assert alone.history.eval_accuracy[0] == uniform.history.eval_accuracy[0]     # same warm start, same eval
     assert len(alone.step_seconds) == TINY.grpo.steps and all(s == 0 for s in uniform.refill_seconds)
+    assert alone.cadence_seconds == [0.0] * TINY.grpo.steps                        # no cadence, no hook time
+    assert len(uniform.cadence_seconds) == TINY.grpo.steps and min(uniform.cadence_seconds) > 0
+    assert 0 < bench.hook_share(uniform) < 0.5          # TRL's generation and loss inside the wrappers are not counted
     again = train_policy("trl", warm, TINY, 0)
     assert again.history == alone.history                                          # same seed, same run
     dynamic = train_policy("dynamic", warm, TINY, 0)
     assert sum(dynamic.history.step_rollouts) >= sum(alone.history.step_rollouts)  # refills are counted
     assert dynamic.history.step_groups == [TINY.grpo.prompts_per_step] * TINY.grpo.steps
+
+
+def test_hinted_prompts_are_scored_with_the_given_answer_characters():
+    from cadence.labs.trl.workload import answer_prefix_guidance, padded_prompt
+
+    suite, tok = TINY.suite, TINY.suite.tokenizer
+    guide = answer_prefix_guidance(suite)
+    items = [i for i in range(len(suite.prompts)) if len(str(suite.answers[i])) >= 2][:20]
+    rows = [{"prompt": padded_prompt(suite, str(suite.prompts[i])), "answer": str(suite.answers[i])} for i in items]
+    hinted = [guide(row, 3) for row in rows]
+    assert all(h.startswith(r["prompt"]) and len(r["prompt"]) < len(h) < len(r["prompt"]) + len(r["answer"])
+               for h, r in zip(hinted, rows))
+    rest = [r["answer"][len(h) - len(r["prompt"]):] for h, r in zip(hinted, rows)]     # what the model must write
+    ids = [tok.encode(t).tolist() + [tok.eos_id] for t in rest]
+    reward = correctness_reward(suite)
+    answers = [r["answer"] for r in rows]
+    assert reward(completions=[""] * len(ids), completion_ids=ids, answer=answers, prompts=hinted) == [1.0] * len(ids)
+    unhinted = reward(completions=[""] * len(ids), completion_ids=ids, answer=answers, prompts=[r["prompt"] for r in rows])
+    assert unhinted == [0.0] * len(ids)                  # the rest alone is not the answer
+
+
+def test_pcl_and_hints_run_in_trl_and_lab_only_policies_are_refused(warm):
+    from dataclasses import replace
+
+    from cadence.errors import CadenceError
+
+    uniform = train_policy("uniform", warm, TINY, 0)
+    pcl = train_policy("pcl", warm, TINY, 0)
+    per_step = TINY.grpo.prompts_per_step * TINY.grpo.group
+    assert pcl.history.step_rollouts == [per_step] * TINY.grpo.steps                 # PCL spends uniform's rollouts
+    assert pcl.history != uniform.history                                             # on other prompts
+    hints = train_policy("hints", warm, TINY, 0)
+    assert sum(hints.history.step_rollouts) > TINY.grpo.steps * per_step             # all-wrong groups re-rolled
+    assert sum(hints.history.step_informative) > sum(uniform.history.step_informative)
+    for name in ("gvm", "replay", "d3s"):
+        with pytest.raises(CadenceError, match="lab only"):
+            replace(TINY, policies=("trl", name))
+
+
+def test_separate_processes_with_other_hash_seeds_give_the_same_records(tmp_path):
+    """torch seeds every new process differently and Python salts string hashes per process: neither may
+    reach the bench (warm start, TRL alone, a cadence policy), each process building its own warm start."""
+    import os
+    import subprocess
+    import sys
+
+    runs = {}
+    for hash_seed in ("1", "2"):                    # both at once
+        out = tmp_path / hash_seed / "trl.png"
+        out.parent.mkdir()
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "CADENCE_CACHE": str(out.parent / "cache")}
+        runs[out] = subprocess.Popen([sys.executable, "-m", "cadence", "bench", "trl", "--size", "tiny", "--seeds", "1",
+                                      "--steps", "2", "--policies", "trl,dump", "-o", str(out)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    got = []
+    for out, run in runs.items():
+        _, err = run.communicate(timeout=280)
+        assert run.returncode == 0, err[-2000:]
+        records = json.loads(out.with_suffix(".json").read_text())["records"]
+        got.append([{k: v for k, v in r.items() if not k.endswith("seconds")} for r in records])
+    assert got[0] == got[1] and len(got[0]) == 2
 
 
 def test_warm_start_is_cached_per_seed(warm):
@@ -108,6 +172,40 @@ def test_bench_trl_tiny_end_to_end_summary_matches_its_records(tmp_path, capsys)
                                    np.mean([r["final_pass@1"] for r in records if r["policy"] == row["policy"]]))
     base = [r for r in records if r["policy"] == "trl"]
     assert all(r["rollouts_to_target"] is not None and r["target"] == max(r["eval_pass@1"]) for r in base)
+
+
+def test_compare_lab_runs_the_lab_on_the_same_suite_and_seeds_and_prints_both_tables(tmp_path, capsys, monkeypatch):
+    import cadence.labs.rl.bench as lab_bench
+
+    seen: dict[str, list] = {"trl": [], "lab": []}
+
+    def spy(kind, real):
+        def wrapped(lab, seed, **kwargs):
+            seen[kind].append((lab.with_seed(seed).suite, lab.grpo, seed))
+            return real(lab, seed, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(bench, "compare", spy("trl", bench.compare))
+    monkeypatch.setattr(lab_bench, "compare", spy("lab", lab_bench.compare))
+    out = tmp_path / "trl.png"
+    assert main(["bench", "trl", "--size", "tiny", "--seeds", "2", "--steps", "2", "--policies", "trl,uniform,dump",
+                 "--compare-lab", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "TRL GRPOTrainer" in printed and "the lab's GRPO" in printed
+    assert printed.index("TRL + DUMP") < printed.index("the lab's GRPO")            # TRL's table, then the lab's
+    assert len(seen["lab"]) == len(seen["trl"]) == 2
+    for (trl_suite, trl_grpo, trl_seed), (lab_suite, lab_grpo, lab_seed) in zip(seen["trl"], seen["lab"]):
+        assert trl_seed == lab_seed and trl_suite == lab_suite and trl_grpo == lab_grpo
+        np.testing.assert_array_equal(trl_suite.prompts, lab_suite.prompts)
+    data = json.loads(out.with_suffix(".json").read_text())
+    lab_records = data["lab"]["records"]
+    assert {(r["seed"], r["policy"]) for r in lab_records} == {(s, p) for s in (0, 1) for p in ("uniform", "dump")}
+    assert {r["seed"] for r in data["records"]} == {r["seed"] for r in lab_records}
+    assert [r["policy"] for r in data["lab"]["rows"]] == ["uniform", "dump"]
+    for row in data["lab"]["rows"]:          # the lab's summary is against its uniform, from its own records
+        assert row["reached"] == sum(r["rollouts_to_target"] is not None for r in lab_records
+                                     if r["policy"] == row["policy"])
+    assert all(r["target"] == max(r["eval_pass@1"]) for r in lab_records if r["policy"] == "uniform")
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -143,3 +241,4 @@ def test_overhead_alternates_trl_alone_and_uniform(warm):
     assert all(len(v) == 2 and min(v) > 0 for v in result["median_step_seconds"].values())
     mean, low, high = result["overhead"]
     assert 0 < low <= mean <= high and len(result["ratios"]) == 2
+    assert len(result["hook_share"]) == 2 and all(0 < share < 0.5 for share in result["hook_share"])

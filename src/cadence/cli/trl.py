@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="target mean pass@1 (default: the best TRL alone reaches in the run)")
     trl.add_argument("--policies", default=None,
                      help="comma-separated policies (default: trl,uniform,dump,sec,pass_rate,dynamic,predictive_dump; "
-                          "also: predictive); 'trl' is GRPOTrainer without cadence")
+                          "also: predictive, pcl, hints); 'trl' is GRPOTrainer without cadence")
     trl.add_argument("--families", default=None, metavar="NAMES",
                      help="comma-separated task families: registered names or module:attr of a TaskFamily "
                           "(default: the size's)")
@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "seconds per step, alternating runs in one process (--seeds pairs of runs, seed 0)")
     trl.add_argument("--compare-lab", action="store_true",
                      help="also run 'bench rl' (the lab's own GRPO loop) on the same suite, seeds and knobs, and "
-                          "print its table too")
+                          "print its table too (with -o, its rows and records go into the JSON under 'lab')")
     trl.add_argument("-o", "--output", type=image_arg, default=None,
                      help="plot of pass@1 against rollouts (e.g. trl.png); the per-seed records go next to it as .json")
     trl.set_defaults(func=run_bench_trl)
@@ -70,7 +70,10 @@ def run_bench_trl(args: argparse.Namespace) -> int:
     console.print(trl_table)
     console.print(overhead_line)
     if lab_twin is not None:
-        console.print(_run_lab(lab_twin, args, console))
+        table, rows, comparisons = _run_lab(lab_twin, args, console)
+        console.print(table)
+        if out is not None:
+            _add_lab(out.with_suffix(".json"), lab_twin, rows, comparisons)
     console.print(f"wall time: {seconds:.0f} s for TRL" + ("" if lab_twin is None else " (the lab's run follows it)"))
     return 0
 
@@ -136,10 +139,24 @@ def _run_lab(lab, args, console):
         rows, comparisons = bench.bench_curricula(lab, args.seeds, on_step=lambda *_: task.advance(),
                                                   workers=args.workers)
     return ratio_table(f"the lab's GRPO · to reach uniform's best pass@1 vs uniform · {args.seeds} seeds · "
-                       f"geometric mean [95% CI]", rows)
+                       f"geometric mean [95% CI]", rows), rows, comparisons
+
+
+def _add_lab(path, lab, rows, comparisons) -> None:
+    """Add the lab's run (``--compare-lab``) to the bench's JSON under ``"lab"``: config, rows, records."""
+    import json
+    from dataclasses import asdict
+
+    from cadence.labs.trl import bench
+
+    data = json.loads(path.read_text())
+    data["lab"] = {"config": repr(lab), "rows": [asdict(r) for r in rows], "records": bench.records(comparisons)}
+    path.write_text(json.dumps(data, indent=1))
 
 
 def _run_overhead(lab, args, console) -> str:
+    import numpy as np
+
     from cadence.labs.trl import bench
     from cadence.progress import Progress
 
@@ -148,6 +165,10 @@ def _run_overhead(lab, args, console) -> str:
         result = bench.measure_overhead(lab, 0, args.seeds, on_step=lambda *_: task.advance())
     med = result["median_step_seconds"]
     pairs = ", ".join(f"{u:.3f}/{t:.3f}" for u, t in zip(med["uniform"], med["trl"]))
+    shares = ", ".join(f"{s:.2%}" for s in result["hook_share"])
     return (f"overhead of cadence (uniform sampling) over TRL alone, {args.seeds} alternating pairs of "
             f"{lab.grpo.steps}-step runs: {_fmt(result['overhead'])}× median s/step "
-            f"(per pair, uniform/TRL alone: {pairs})")
+            f"(per pair, uniform/TRL alone: {pairs})\n"
+            f"time inside cadence's own code (its wrappers of TRL's methods minus TRL's, and its callback): "
+            f"{1000 * np.mean(result['hook_seconds_per_step']):.1f} ms per step, {np.mean(result['hook_share']):.2%} "
+            f"of the step (per uniform run: {shares})")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -65,20 +65,36 @@ def overhead(comparisons: list[TrlComparison], policy: str = "uniform") -> tuple
     return interval(np.array(ratios))
 
 
+def hook_share(run: Any) -> float:
+    """The share of a run's optimizer-step time spent inside cadence's own code (its wrappers of TRL's
+    methods minus the TRL methods they call, and its callback; see :class:`~cadence.labs.trl.experiment.HookClock`).
+
+        >>> from cadence.labs.trl.experiment import Run
+        >>> hook_share(Run(None, step_seconds=[0.5, 0.5], refill_seconds=[0, 0], cadence_seconds=[0.01, 0.01]))
+        0.02
+    """
+    return float(np.sum(run.cadence_seconds) / np.sum(run.step_seconds))
+
+
 def records(comparisons: list[TrlComparison]) -> list[dict]:
     """Per seed and policy: steps and rollouts to target (``None``: not reached), budget, final pass@1,
-    informative groups, timings, and the eval curve (steps, rollouts, mean pass@1, mean greedy)."""
+    informative groups, timings, and the eval curve (steps, rollouts, mean pass@1, mean greedy).
+    Also reads the lab's own comparisons (:class:`cadence.labs.rl.experiment.Comparison`), whose
+    records have no timings (``None``)."""
     out = []
     for c in comparisons:
-        for name, run in c.runs.items():
-            h = run.history
+        runs = getattr(c, "runs", {})
+        for name, h in c.histories.items():
+            run = runs.get(name)
             steps, rollouts = c.reach(name)
             out.append({"seed": c.seed, "policy": name, "target": c.target, "steps_to_target": steps,
                         "rollouts_to_target": rollouts, "steps": len(h.step_rollouts), "rollouts": h.rollouts,
                         "final_pass@1": float(c.final_accuracy(name).mean()),
                         "final_greedy": float(c.final_greedy(name).mean()),
                         "informative_groups": int(np.sum(h.step_informative)), "groups": int(np.sum(h.step_groups)),
-                        "step_seconds": run.step_seconds, "refill_seconds": run.refill_seconds,
+                        "step_seconds": None if run is None else run.step_seconds,
+                        "refill_seconds": None if run is None else run.refill_seconds,
+                        "cadence_seconds": None if run is None else run.cadence_seconds,
                         "eval_steps": h.eval_steps, "eval_rollouts": h.eval_rollouts,
                         "eval_pass@1": [float(np.mean(a)) for a in h.eval_accuracy],
                         "eval_greedy": [float(np.mean(a)) for a in h.eval_greedy]})
@@ -125,7 +141,9 @@ def measure_overhead(lab: TrlLabConfig, seed: int = 0, repeats: int = 3,
     of runs from the same warm start, the order alternating (AB, BA, ...) so drifting machine load
     hits both alike. Per pair, the ratio of median seconds per optimizer step (evaluation excluded;
     uniform sampling generates no refills); returns the medians, the per-pair ratios and their
-    geometric mean with a 95% interval."""
+    geometric mean with a 95% interval; and, per uniform run, the seconds per step spent inside
+    cadence's own code and their share of the step (:func:`hook_share`), which machine load moves
+    far less than it moves the ratio of two runs."""
     from dataclasses import replace
 
     import torch
@@ -137,9 +155,14 @@ def measure_overhead(lab: TrlLabConfig, seed: int = 0, repeats: int = 3,
     lab = replace(lab.with_seed(seed), policies=(BASELINE, "uniform"))
     state = warm_start_hf(lab.suite, lab.warm, lab.warm_lr, seed=seed)
     medians: dict[str, list[float]] = {BASELINE: [], "uniform": []}
+    hook_seconds, shares = [], []
     for r in range(repeats):
         for name in ((BASELINE, "uniform") if r % 2 == 0 else ("uniform", BASELINE)):
             run = train_policy(name, state, lab, seed, None if on_step is None else (lambda n=name: on_step(n)))
             medians[name].append(float(np.median(run.step_seconds)))
+            if name == "uniform":
+                hook_seconds.append(float(np.mean(run.cadence_seconds)))
+                shares.append(hook_share(run))
     ratios = np.array(medians["uniform"]) / np.array(medians[BASELINE])
-    return {"median_step_seconds": medians, "ratios": ratios.tolist(), "overhead": interval(ratios)}
+    return {"median_step_seconds": medians, "ratios": ratios.tolist(), "overhead": interval(ratios),
+            "hook_seconds_per_step": hook_seconds, "hook_share": shares}

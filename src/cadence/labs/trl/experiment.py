@@ -16,6 +16,7 @@ excluded) and the generation rounds after a step's first (refills).
 
 from __future__ import annotations
 
+import functools
 import math
 import tempfile
 import time
@@ -34,11 +35,16 @@ from cadence.labs.rl.policy import Evaluation
 from cadence.labs.rl.tasks import TaskSuite
 from cadence.labs.rl.warmstart import WarmStartConfig
 from cadence.labs.trl.warmstart import warm_start_hf
-from cadence.labs.trl.workload import build_model, correctness_reward, evaluate_hf, suite_tokenizer, train_dataset
+from cadence.labs.trl.workload import (answer_prefix_guidance, build_model, correctness_reward, evaluate_hf,
+                                       suite_tokenizer, train_dataset)
 
 BASELINE = "trl"
 """TRL's ``GRPOTrainer`` alone: the policy every other is measured against."""
-TRL_POLICIES = (BASELINE,) + POLICIES
+LAB_ONLY = {"gvm": "GVM-RAFT allocates rollouts per prompt, and TRL's group advantages need num_generations each",
+            "replay": "selective replay is not wired in TRL's GRPOTrainer",
+            "d3s": "in TRL only D³S's token level runs (attach(downsample=)); its rollout level is lab-only"}
+"""The lab's policies ``bench trl`` does not run, and why (see docs/rl.md)."""
+TRL_POLICIES = (BASELINE,) + tuple(p for p in POLICIES if p not in LAB_ONLY)
 DEFAULT_POLICIES = (BASELINE, "uniform", "dump", "sec", "pass_rate", "dynamic", "predictive_dump")
 
 
@@ -60,6 +66,9 @@ class TrlLabConfig:
     """TRL's (HF's) default gradient clipping, kept; the lab's loop does not clip (0 turns it off here)."""
 
     def __post_init__(self) -> None:
+        lab_only = [p for p in self.policies if p in LAB_ONLY]
+        if lab_only:
+            raise CadenceError(f"policy {lab_only[0]!r} runs in the lab only: {LAB_ONLY[lab_only[0]]}")
         unknown = [p for p in self.policies if p not in TRL_POLICIES]
         if unknown or not self.policies or len(set(self.policies)) != len(self.policies):
             raise CadenceError(f"unknown or repeated policies {unknown or list(self.policies)}; choose from {TRL_POLICIES}")
@@ -91,11 +100,46 @@ def lab_for(size: str, steps: int | None = None, target: float | None = None, po
 @dataclass
 class Run:
     """One policy's run: its :class:`History` and timings (seconds per optimizer step with evaluation
-    excluded, and the seconds of each step spent generating refill rounds)."""
+    excluded, the seconds of each step spent generating refill rounds, and the seconds spent inside
+    cadence's own code: :func:`~cadence.integrations.trl.attach`'s wrappers minus the TRL methods they
+    call, and its callback; all zero for TRL alone)."""
 
     history: History
     step_seconds: list[float]
     refill_seconds: list[float]
+    cadence_seconds: list[float] = field(default_factory=list)
+
+
+class HookClock:
+    """Seconds spent inside cadence's code in a TRL run: wrap each TRL method before ``attach`` with
+    ``inner`` and each of cadence's wrappers (and callback hooks) after it with ``outer``; ``spent`` is
+    the outer time minus the inner time, so only cadence's own work counts.
+
+        >>> clock = HookClock()
+        >>> clock.outer(lambda: clock.inner(lambda: 1)())()
+        1
+        >>> clock.spent >= 0
+        True
+    """
+
+    def __init__(self) -> None:
+        self.spent = 0.0
+
+    def _timed(self, fn: Callable, sign: float) -> Callable:
+        @functools.wraps(fn)                           # the same signature: attach checks TRL's methods' parameters
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.spent += sign * (time.perf_counter() - start)
+        return timed
+
+    def inner(self, fn: Callable) -> Callable:
+        return self._timed(fn, -1.0)
+
+    def outer(self, fn: Callable) -> Callable:
+        return self._timed(fn, 1.0)
 
 
 def grpo_args(lab: TrlLabConfig, seed: int, output_dir: str) -> Any:
@@ -131,6 +175,7 @@ def train_policy(name: str, state: dict, lab: TrlLabConfig, seed: int,
     history = History()
     step_seconds: list[float] = []
     refill_seconds: list[float] = []
+    cadence_seconds: list[float] = []
     max_new = lab.warm.max_new_tokens(suite)
 
     def record_eval(model: Any, step: int) -> None:
@@ -155,11 +200,20 @@ def train_policy(name: str, state: dict, lab: TrlLabConfig, seed: int,
             return result
 
         trainer._generate_and_score_completions = timed
+        hooks = HookClock()
         if name != BASELINE:
             selector = make_source(name, suite, g, seed).selector
-            attach(trainer, sampler=CurriculumSampler(selector.policy, batch_size=g.prompts_per_step, seed=seed,
-                                                      num_replicas=1),
-                   correct="correctness", dynamic=selector.dynamic, predictive=selector.predictive)
+            for method in ("_generate_and_score_completions", "_calculate_rewards"):
+                setattr(trainer, method, hooks.inner(getattr(trainer, method)))
+            callback = attach(trainer, sampler=CurriculumSampler(selector.policy, batch_size=g.prompts_per_step,
+                                                                 seed=seed, num_replicas=1),
+                              correct="correctness", dynamic=selector.dynamic, predictive=selector.predictive,
+                              pcl=selector.pcl, hints=selector.hints,
+                              guidance=None if selector.hints is None else answer_prefix_guidance(suite))
+            for method in ("_generate_and_score_completions", "_calculate_rewards"):
+                setattr(trainer, method, hooks.outer(getattr(trainer, method)))
+            for event in [e for e in dir(callback) if e.startswith("on_")]:
+                setattr(callback, event, hooks.outer(getattr(callback, event)))
         trained = trainer._generate_and_score_completions
 
         def groups_of(inputs):
@@ -176,6 +230,7 @@ def train_policy(name: str, state: dict, lab: TrlLabConfig, seed: int,
         class Recorder(TrainerCallback):
             def on_train_begin(self, args, state, control, model=None, **kwargs):
                 record_eval(model, 0)
+                self.hooks = hooks.spent
 
             def on_step_begin(self, args, state, control, **kwargs):
                 rounds.clear()
@@ -184,6 +239,8 @@ def train_policy(name: str, state: dict, lab: TrlLabConfig, seed: int,
             def on_step_end(self, args, state, control, model=None, **kwargs):
                 step_seconds.append(time.perf_counter() - self.start)
                 refill_seconds.append(float(sum(rounds[1:])))
+                cadence_seconds.append(hooks.spent - self.hooks)      # since the last step ended: its hooks too
+                self.hooks = hooks.spent
                 history.step_rollouts.append(int(sum(counter)) - self.spent)
                 step = state.global_step
                 if step % g.eval_every == 0 or step >= g.steps:
@@ -196,7 +253,7 @@ def train_policy(name: str, state: dict, lab: TrlLabConfig, seed: int,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # transformers' renamed-argument notices
             trainer.train()
-    return Run(history, step_seconds, refill_seconds)
+    return Run(history, step_seconds, refill_seconds, cadence_seconds)
 
 
 def _train_in_worker(name: str, state: dict, lab: TrlLabConfig, seed: int, queue: Any) -> Run:

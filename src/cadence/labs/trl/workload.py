@@ -65,15 +65,38 @@ def train_dataset(suite: TaskSuite) -> Any:
                               "arm": [suite.arm_names[a] for a in suite.arm_of]})
 
 
+def answer_prefix_guidance(suite: TaskSuite) -> Callable[[dict, int], str]:
+    """Hints' guidance as the lab gives it (:mod:`cadence.labs.rl.guidance`, GHPO's tiers): at tier ``l``
+    the answer's first ``round(ω_l · len)`` characters follow the prompt (``ω`` = 0.25, 0.5, 0.75), and
+    the model writes the rest; :func:`correctness_reward` scores those characters plus the completion.
+
+        >>> from cadence.labs.rl.tasks import TaskSuite
+        >>> guide = answer_prefix_guidance(TaskSuite(families=("add",), levels=(1,), items_per_arm=4, eval_per_arm=2))
+        >>> guide({"prompt": "__7+5=", "answer": "12"}, 2)
+        '__7+5=1'
+    """
+    from cadence.labs.rl.guidance import hint_length
+    from cadence.rl.hints import GHPO_FRACTIONS
+
+    def guidance(row: dict, level: int) -> str:
+        answer = str(row["answer"])
+        return row["prompt"] + answer[:hint_length(answer, GHPO_FRACTIONS[min(level, len(GHPO_FRACTIONS)) - 1])]
+
+    return guidance
+
+
 def correctness_reward(suite: TaskSuite, counter: list[int] | None = None) -> Callable[..., list[float]]:
     """A TRL reward function named ``correctness``: :meth:`TaskSuite.score` of each completion's
-    tokens read as the lab reads a response (up to its first end token). ``counter``, if given,
-    gets the number of completions of every call appended (every rollout TRL scores)."""
+    tokens read as the lab reads a response (up to its first end token), after the answer characters
+    a hint gave in the prompt (what follows the suite's prompt width; none without hints). ``counter``,
+    if given, gets the number of completions of every call appended (every rollout TRL scores)."""
     tokenizer = suite.tokenizer
 
-    def correctness(completions: list, completion_ids: list, answer: list, **kwargs: Any) -> list[float]:
-        texts = np.array([tokenizer.response_text([i for i in ids if i < tokenizer.vocab_size])
-                          for ids in completion_ids], dtype=object)
+    def correctness(completions: list, completion_ids: list, answer: list, prompts: list | None = None,
+                    **kwargs: Any) -> list[float]:
+        given = [""] * len(completion_ids) if prompts is None else [str(p)[suite.prompt_len:] for p in prompts]
+        texts = np.array([g + tokenizer.response_text([i for i in ids if i < tokenizer.vocab_size])
+                          for g, ids in zip(given, completion_ids)], dtype=object)
         if counter is not None:
             counter.append(len(completion_ids))
         return suite.score(texts.astype(str), np.asarray(answer, dtype=str)).tolist()
