@@ -102,7 +102,7 @@ def test_hinted_prompts_are_scored_with_the_given_answer_characters():
     assert unhinted == [0.0] * len(ids)                  # the rest alone is not the answer
 
 
-def test_pcl_and_hints_run_in_trl_and_lab_only_policies_are_refused(warm):
+def test_pcl_hints_and_replay_run_in_trl_and_lab_only_policies_are_refused(warm):
     from dataclasses import replace
 
     from cadence.errors import CadenceError
@@ -115,7 +115,11 @@ def test_pcl_and_hints_run_in_trl_and_lab_only_policies_are_refused(warm):
     hints = train_policy("hints", warm, TINY, 0)
     assert sum(hints.history.step_rollouts) > TINY.grpo.steps * per_step             # all-wrong groups re-rolled
     assert sum(hints.history.step_informative) > sum(uniform.history.step_informative)
-    for name in ("gvm", "replay", "d3s"):
+    dynamic = train_policy("dynamic", warm, TINY, 0)
+    replay = train_policy("replay", warm, TINY, 0)                                   # dynamic sampling + replay
+    assert sum(replay.history.step_rollouts) < sum(dynamic.history.step_rollouts)   # replayed, not regenerated
+    assert sum(replay.history.step_informative) >= sum(dynamic.history.step_informative)
+    for name in ("gvm", "d3s"):
         with pytest.raises(CadenceError, match="lab only"):
             replace(TINY, policies=("trl", name))
 

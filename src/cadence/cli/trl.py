@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="target mean pass@1 (default: the best TRL alone reaches in the run)")
     trl.add_argument("--policies", default=None,
                      help="comma-separated policies (default: trl,uniform,dump,sec,pass_rate,dynamic,predictive_dump; "
-                          "also: predictive, pcl, hints); 'trl' is GRPOTrainer without cadence")
+                          "also: predictive, pcl, hints, replay); 'trl' is GRPOTrainer without cadence")
     trl.add_argument("--families", default=None, metavar="NAMES",
                      help="comma-separated task families: registered names or module:attr of a TaskFamily "
                           "(default: the size's)")

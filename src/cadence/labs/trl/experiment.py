@@ -41,7 +41,6 @@ from cadence.labs.trl.workload import (answer_prefix_guidance, build_model, corr
 BASELINE = "trl"
 """TRL's ``GRPOTrainer`` alone: the policy every other is measured against."""
 LAB_ONLY = {"gvm": "GVM-RAFT allocates rollouts per prompt, and TRL's group advantages need num_generations each",
-            "replay": "selective replay is not wired in TRL's GRPOTrainer",
             "d3s": "in TRL only D³S's token level runs (attach(downsample=)); its rollout level is lab-only"}
 """The lab's policies ``bench trl`` does not run, and why (see docs/rl.md)."""
 TRL_POLICIES = (BASELINE,) + tuple(p for p in POLICIES if p not in LAB_ONLY)
@@ -208,7 +207,7 @@ def train_policy(name: str, state: dict, lab: TrlLabConfig, seed: int,
             callback = attach(trainer, sampler=CurriculumSampler(selector.policy, batch_size=g.prompts_per_step,
                                                                  seed=seed, num_replicas=1),
                               correct="correctness", dynamic=selector.dynamic, predictive=selector.predictive,
-                              pcl=selector.pcl, hints=selector.hints,
+                              pcl=selector.pcl, hints=selector.hints, replay=selector.replay,
                               guidance=None if selector.hints is None else answer_prefix_guidance(suite))
             for method in ("_generate_and_score_completions", "_calculate_rewards"):
                 setattr(trainer, method, hooks.outer(getattr(trainer, method)))
