@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -82,6 +83,16 @@ def console(**kwargs: Any) -> Any:
     if not out.is_terminal and "width" not in kwargs:
         out = Console(width=LOG_WIDTH, **kwargs)
     return out
+
+
+def require_ray(command: str) -> None:
+    """A one-line :class:`CadenceError` naming the extra when Ray Tune is not installed (``command``: what needs it)."""
+    try:
+        found = importlib.util.find_spec("ray.tune") is not None   # not a bare 'ray' folder (Ray's /tmp/ray) on the path
+    except ModuleNotFoundError:
+        found = False
+    if not found:
+        raise CadenceError(f'{command} needs Ray Tune: pip install "cadence[ray]"')
 
 
 def interval_text(mean: float, low: float, high: float, seeds: int, digits: int = 4) -> str:

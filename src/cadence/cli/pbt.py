@@ -15,7 +15,6 @@ from rich.console import Console
 from rich.table import Table
 
 from cadence.cli.arguments import add_size_option, duration, image_arg, number, whole
-from cadence.errors import CadenceError
 
 
 def print_pbt_benchmark(bench: Any, console: Console) -> None:
@@ -38,11 +37,10 @@ def print_pbt_benchmark(bench: Any, console: Console) -> None:
 
 
 def _bench_pbt(args: argparse.Namespace) -> int:
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        raise CadenceError('cadence bench pbt needs Ray Tune: pip install "cadence[ray]"') from None
     from cadence.cli import console as cli_console
+    from cadence.cli import require_ray
+
+    require_ray("cadence bench pbt")
     from cadence.labs.pretrain.pbt_bench import plot_pbt_benchmark, run_pbt_benchmark
 
     steps = args.steps if args.steps is not None else (32 if args.size == "tiny" else 400)

@@ -44,11 +44,10 @@ def print_stopper_benchmark(bench: Any, console: Console) -> None:
 
 
 def _bench_stoppers(args: argparse.Namespace) -> int:
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        raise CadenceError('cadence bench stoppers needs Ray Tune: pip install "cadence[ray]"') from None
     from cadence.cli import console as cli_console
+    from cadence.cli import require_ray
+
+    require_ray("cadence bench stoppers")
     from cadence.labs.pretrain.stopper_bench import run_stopper_benchmark
 
     steps = args.steps if args.steps is not None else (40 if args.size == "tiny" else 400)
