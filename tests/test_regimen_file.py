@@ -76,6 +76,9 @@ def regimens(draw) -> dict:
             if draw(st.booleans()):
                 s["rl"] = {"dynamic": {"low": 0.0, "high": draw(st.floats(0.5, 1.0))}}
             if draw(st.booleans()):
+                s["plans"] = {"seq": {"plan": "sequence_length_warmup", "length": draw(st.sampled_from(
+                    ["ramp(start=8, end=64)", "constant(level=32)"]))}}
+            if draw(st.booleans()):
                 s["averaging"] = {"kind": "tail", "every": f"{draw(st.integers(1, 9))} steps",
                                   "keep": draw(st.integers(1, 5))}
             stages.append(s)
@@ -116,7 +119,7 @@ def test_file_round_trip_yaml_and_json(tmp_path):
      "in tokens"),
     ({"stages": [{"name": "a", "until": {"metric": "r", "above": 1, "below": 0}}]}, "stages[0].until", "exactly one"),
     ({"stages": [{"name": "a", "plateau": {"metric": "r", "window": 0}}]}, "stages[0].plateau.window", "[1"),
-    ({"stages": [{"name": "a", "plans": {}}]}, "stages[0].plans", "not supported"),
+    ({"stages": [{"name": "a", "plans": {"f": {"plan": "freeze_all"}}}]}, "stages[0].plans.f.plan", "unknown plan"),
     ({"stages": [{"name": "a", "curriculum": {"policy": "uniform", "arms": {"items": [1, 2]}, "batch_size": 2,
                                               "tempo": 1}}]}, "stages[0].curriculum.tempo", "takes no argument"),
     ({"rl": {"dynamic": {"low": 0.0, "high": 1.0, "max_extra": 2}}}, "rl.dynamic.max_extra", "takes no argument"),

@@ -205,7 +205,7 @@ def test_hosts_that_draw_ahead_or_cannot_switch_refuse_by_path(tmp_path):
                                    HF_FILE["stages"][1]]}
     with pytest.raises(PathError, match=r"^stages\[0\]\.until: the HF Trainer's data loader draws batches ahead"):
         Regimen.from_dict(ruled).attach(make_trainer(tmp_path, max_steps=10))
-    with pytest.raises(PathError, match=r"^stages\[0\]\.rl: the HF Trainer adapter builds its RL pieces once"):
+    with pytest.raises(PathError, match=r"^stages\[0\]\.rl: the HF Trainer adapter runs no RL step"):
         Regimen.from_dict(FILE).attach(make_trainer(tmp_path, max_steps=12))
 
 
@@ -252,8 +252,8 @@ def test_trl_switches_curricula_at_the_transition_as_hand_built_samplers(tmp_pat
     with pytest.raises(PathError, match=r"^stages\[0\]\.curriculum: a stage's own curriculum switches at the "
                                         r"generation round"):
         Regimen.from_dict(d).attach(trainer)
-    d["stages"][1]["rl"] = {"dynamic": {"low": 0.0, "high": 1.0}}
-    with pytest.raises(PathError, match=r"^stages\[1\]\.rl: the TRL adapter builds its RL pieces once"):
+    d["stages"][1]["rl"] = {"d3s": {}}
+    with pytest.raises(PathError, match=r"^stages\[1\]\.rl\.d3s: D3S masks TRL's loss through one hook"):
         Regimen.from_dict(d).attach(grpo_trainer(tmp_path, [reward], max_steps=4))
 
 

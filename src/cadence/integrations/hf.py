@@ -21,6 +21,10 @@ One call, :func:`attach`, after building the Trainer:
   the step it trains in (see ``docs/integrations/hf.md``).
 * learning rates per group, knob values, progress, arm probabilities and plan values are added to
   every log (``on_log``), so TensorBoard, W&B or the console show them with no extra code.
+* ``averaging=EMA(trainer.model, clock, ...)`` (``cadence.averaging``; or a regimen's
+  ``StageAveraging``) is updated after every optimizer step, once the clock and the stages have
+  moved, as a plain loop does; its state travels in each checkpoint's :data:`AVERAGING_FILE`.
+  Read the average from ``callback.averaging``.
 
 Example (see ``docs/integrations/hf.md`` for a complete script)::
 
@@ -36,6 +40,7 @@ placeholders for those, so the Trainer's RNG restore (dropout) stays exact too.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -58,6 +63,12 @@ from cadence.progressive.sizes import BatchSizeSchedule, ScheduledBatchSampler
 
 WRAPPED = {"_get_train_sampler": None, "get_batch_samples": ("epoch_iterator", "num_batches", "device")}
 """The ``Trainer`` methods :func:`attach` replaces or wraps, with the parameters it calls them with."""
+
+AVERAGING_WRAPPED = {"_save_checkpoint": ("model", "trial"), "_load_optimizer_and_scheduler": ("checkpoint",)}
+"""What ``averaging`` wraps as well: its averages travel in a checkpoint file of their own."""
+
+AVERAGING_FILE = "cadence_averaging.pt"
+"""A checkpoint's file for the averager's state (tensors; ``torch.load(weights_only=True)`` reads it)."""
 
 PerSampleLoss = Callable[[Any, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 
@@ -83,10 +94,11 @@ class CadenceCallback(TrainerCallback, ExportableState):
     Built by :func:`attach`; construct it yourself only to log/checkpoint a link without a curriculum.
     """
 
-    def __init__(self, link: RegimenLink | None = None, per_sample_loss: PerSampleLoss = causal_lm_loss) -> None:
+    def __init__(self, link: RegimenLink | None = None, per_sample_loss: PerSampleLoss = causal_lm_loss,
+                 averaging: Any = None) -> None:
         if link is None:
             raise CadenceError("CadenceCallback needs a RegimenLink; build it with cadence.integrations.hf.attach")
-        self.link, self.per_sample_loss = link, per_sample_loss
+        self.link, self.per_sample_loss, self.averaging = link, per_sample_loss, averaging
         self._ids: list[np.ndarray] = []
         self._losses: list[np.ndarray] = []
         self._local = np.zeros(2)  # this process's samples and label tokens in the current step
@@ -150,6 +162,8 @@ class CadenceCallback(TrainerCallback, ExportableState):
             self.link.step()
         else:
             self.link.after_step()  # stages whose budget is used up end here
+        if self.averaging is not None:  # after the clock and the stages moved, as in a plain loop
+            self.averaging.update()
         if self._stop:
             control.should_training_stop = True
 
@@ -204,6 +218,7 @@ def attach(
     plans: Plans | None = None,
     per_sample_loss: PerSampleLoss = causal_lm_loss,
     stages: StageRun | None = None,
+    averaging: Any = None,
     **fields: Any,
 ) -> CadenceCallback:
     """Add cadence to a built ``Trainer`` and return the callback that carries it.
@@ -226,6 +241,9 @@ def attach(
         stages: a :class:`~cadence.regimen.StageRun` on ``clock``: stages end on their budget after a
             step, or on their rules over the Trainer's logs (evaluation metrics included); when the
             last stage ends on a rule the Trainer stops.
+        averaging: a weight averager over ``trainer.model`` on the run's clock (``cadence.averaging.EMA``,
+            ``CheckpointAverage``, or a regimen's ``StageAveraging``), updated after every optimizer step
+            and checkpointed in :data:`AVERAGING_FILE`.
 
     Raises:
         CadenceError: for a Trainer that already has a non-cadence scheduler and ``lr`` is given,
@@ -233,7 +251,7 @@ def attach(
             curriculum or the wrong ``batches_per_step``, a ``compute_loss_func`` already set, or
             ``restore_callback_states_from_checkpoint=True`` (cadence restores its own state).
     """
-    check_methods(trainer, "transformers", WRAPPED)
+    check_methods(trainer, "transformers", WRAPPED if averaging is None else {**WRAPPED, **AVERAGING_WRAPPED})
     check_version("transformers")
     check_version("accelerate")
     args = trainer.args
@@ -279,7 +297,11 @@ def attach(
                        policy=policy, sampler=sampler, tracker=tracked, plans=plans, stages=stages)
     if link.plans:
         _plan_batches(trainer, link, sized)
-    callback = CadenceCallback(link, per_sample_loss)
+    callback = CadenceCallback(link, per_sample_loss, averaging)
+    if averaging is not None:
+        if link.clock is not getattr(averaging, "clock", getattr(getattr(averaging, "stages", None), "clock", None)):
+            raise CadenceError("the averager runs on another clock; build it on the run's clock")
+        _checkpoint_averaging(trainer, averaging)
     if stages is not None and scheduler is not None:
         # the scheduler's joins follow the stages, whose state comes back (with the scheduler's own) in
         # on_train_begin; the Trainer loads scheduler.pt before that, against the joins of a fresh run
@@ -288,6 +310,31 @@ def attach(
         trainer.compute_loss_func = callback.compute_loss
     trainer.callback_handler.callbacks.insert(0, callback)  # first, so reporting callbacks see its log values
     return callback
+
+
+def _checkpoint_averaging(trainer: Trainer, averaging: Any) -> None:
+    """Save the averager's state with each checkpoint (main process; every process holds the same average)
+    and load it back on resume, before training continues."""
+    save, load = trainer._save_checkpoint, trainer._load_optimizer_and_scheduler
+
+    def save_checkpoint(model, trial):
+        save(model, trial)
+        if trainer.is_world_process_zero():
+            folder = os.path.join(trainer._get_output_dir(trial=trial), f"checkpoint-{trainer.state.global_step}")
+            os.makedirs(folder, exist_ok=True)
+            torch.save(averaging.state_dict(), os.path.join(folder, AVERAGING_FILE))
+
+    def load_optimizer_and_scheduler(checkpoint):
+        load(checkpoint)
+        if checkpoint is None:
+            return
+        path = os.path.join(checkpoint, AVERAGING_FILE)
+        if not os.path.exists(path):
+            raise StateError(f"{checkpoint} holds no averager state ({AVERAGING_FILE}): it was saved without averaging")
+        averaging.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+    trainer._save_checkpoint = save_checkpoint
+    trainer._load_optimizer_and_scheduler = load_optimizer_and_scheduler
 
 
 class TrainerBatchSampler(ScheduledBatchSampler, BatchRebalanceSampler):
@@ -341,8 +388,10 @@ def attach_regimen(regimen: Regimen, trainer: Trainer, *, after: RegimenLink | N
                    stop_on_transition: bool = False, per_sample_loss: PerSampleLoss = causal_lm_loss) -> CadenceCallback:
     """:func:`attach` with everything a regimen file holds (``Regimen.attach(trainer)`` calls it):
     its clock, stages, optimizer fields, knobs, curriculum (arms from ``trainer.train_dataset``; stages
-    with curricula of their own switch at their first step: :class:`~cadence.regimen.staged.StageSampler`)
-    and plans (layers by attribute path on ``trainer.model``).
+    with curricula of their own switch at their first step: :class:`~cadence.regimen.staged.StageSampler`),
+    plans (layers by attribute path on ``trainer.model``; a stage's own plans run on its progress:
+    :class:`~cadence.regimen.staged.StagePlans`) and averaging over ``trainer.model`` (a stage's own:
+    :class:`~cadence.regimen.staged.StageAveraging`), ``callback.averaging``.
 
     A run whose stages need different trainers (SFT, then GRPO) hands the regimen on: ``after`` is
     the previous trainer's link, whose clock and stages this trainer continues (its ``max_steps``
@@ -355,9 +404,10 @@ def attach_regimen(regimen: Regimen, trainer: Trainer, *, after: RegimenLink | N
     args = trainer.args  # a stage's own curriculum switches at the step its stage starts: ids per step of the stream
     sampler = regimen.build_data(trainer.train_dataset, clock, stages, host="hf", ids_per_step=args.world_size
                                  * args.per_device_train_batch_size * args.gradient_accumulation_steps)
-    plans = regimen.build_plans(clock, trainer.model) if regimen.plans else None
+    plans = regimen.build_plans(clock, trainer.model, stages) if regimen.has_plans() else None
     callback = attach(trainer, lr=fields.pop("lr", None), clock=clock, knobs=regimen.knob_schedules(stages),
-                      sampler=sampler, plans=plans, per_sample_loss=per_sample_loss, stages=stages, **fields)
+                      sampler=sampler, plans=plans, per_sample_loss=per_sample_loss, stages=stages,
+                      averaging=regimen.build_averaging(trainer.model, clock, stages), **fields)
     finish(callback, after, stop_on_transition)
     return callback
 

@@ -24,6 +24,10 @@
 * under DDP every process counts the global step: the samples a curriculum sees and the tokens
   the plans report are summed over processes at each optimizer step, so clocks (and sample or
   token budgets) agree on every rank.
+* ``averaging=EMA(module, clock, ...)`` (``cadence.averaging``, a regimen's ``StageAveraging``, or a
+  function of the module building one when training starts) is updated after every optimizer step,
+  once the clock and the stages have moved, as a plain loop does, and checkpointed with the rest
+  (its tensors as they are). Read the average from ``callback.averaging``.
 * learning rates, knobs, progress, arm probabilities and plan values are logged with
   ``pl_module.log_dict`` at every optimizer step, so any Lightning logger receives them; so are the
   step's gradient norms before clipping (``cadence/grad_norm``, ``cadence/grad_norm_l1``), from which
@@ -46,7 +50,7 @@ import lightning.pytorch as pl
 import numpy as np
 
 from cadence.clock import Clock
-from cadence.errors import CadenceError
+from cadence.errors import CadenceError, StateError
 from cadence.gradnorm import grad_norms
 from cadence.integrations.jsonstate import decode, encode
 from cadence.regimen.link import Plans, RegimenLink, plans_clock
@@ -76,12 +80,14 @@ class CadenceCallback(pl.Callback):
         stages: a :class:`~cadence.regimen.StageRun` on ``clock``: stages end on their budget after a
             step, or on their rules over the metrics of each validation run (``trainer.callback_metrics``);
             when the last stage ends on a rule the Trainer stops.
+        averaging: a weight averager on the run's clock, or a function ``module -> averager`` called
+            when training starts; updated after every optimizer step, checkpointed with the rest.
     """
 
     def __init__(self, *, lr: Any = None, budget: Any = None, clock: Clock | None = None,
                  knobs: Mapping[str, Any] | None = None, sampler: Any = None, plans: Plans | None = None,
                  loss_key: str = "sample_loss", log: bool = True, stages: StageRun | None = None,
-                 **fields: Any) -> None:
+                 averaging: Any = None, **fields: Any) -> None:
         check_version("lightning")
         if sampler is not None and getattr(sampler, "policy", None) is None:
             raise CadenceError(f"{type(sampler).__name__} has no .policy; pass a cadence CurriculumSampler")
@@ -93,6 +99,8 @@ class CadenceCallback(pl.Callback):
         self.clock = clock if clock is not None else plans_clock(plans)
         self.curriculum, self.loss_key, self.log = sampler, loss_key, log
         self.stages = stages
+        self.averaging = averaging
+        self._averaging_saved: dict | None = None  # an averager's state a checkpoint held before it was built
         if stages is not None and self.clock is None:
             self.clock = stages.clock
         # each rank draws its own shard, so the tracker consumes this rank's ids only
@@ -127,6 +135,11 @@ class CadenceCallback(pl.Callback):
         if self._saved is not None:  # the data side came back in load_state_dict
             self.link.load_state_dict(self._saved, only=set(self._saved) - {"kind", "sampler", "tracker"})
             self._saved = None
+        if callable(self.averaging) and not hasattr(self.averaging, "update"):
+            self.averaging = self.averaging(pl_module)
+        if self.averaging is not None and self._averaging_saved is not None:
+            self.averaging.load_state_dict(self._averaging_saved)
+            self._averaging_saved = None
         self._seen_step = trainer.global_step
         self._local = np.zeros(2)
         if self.link.plans:
@@ -200,6 +213,8 @@ class CadenceCallback(pl.Callback):
             link.step()
         else:
             link.after_step()  # stages whose budget is used up end here
+        if self.averaging is not None:  # after the clock and the stages moved, as in a plain loop
+            self.averaging.update()
         if self.log:
             pl_module.log_dict(link.values(), on_step=True, on_epoch=False)  # identical on every rank
 
@@ -227,23 +242,35 @@ class CadenceCallback(pl.Callback):
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """The link's state, JSON-safe (checkpoints load with ``weights_only=True``)."""
+        """The link's state, JSON-safe, and the averager's (tensors; checkpoints load with ``weights_only=True``)."""
         if self.link is not None:
             state = self.link.state_dict()
             if self.sampler is not None:  # prefetched ids back into the sampler: no per-process ids saved
                 state["sampler"], state["tracker"] = self.sampler.fold(state["sampler"], state["tracker"])
-            return encode(state)
-        return encode(self._saved) if self._saved is not None else {}
+            state = encode(state)
+        else:
+            state = encode(self._saved) if self._saved is not None else {}
+        if self.averaging is not None and hasattr(self.averaging, "state_dict"):
+            state["averaging"] = self.averaging.state_dict()
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the curriculum's sampler and the plans' clock now (Lightning's fetcher draws a
         batch before training starts); the rest once :meth:`on_train_start` has built the link."""
         if not state_dict:
             return
+        state_dict = dict(state_dict)
+        averaged = state_dict.pop("averaging", None)
+        if (averaged is None) != (self.averaging is None):
+            raise StateError(f"the checkpoint {'holds' if averaged is not None else 'lacks'} an averager's state; "
+                             f"this callback {'has no' if self.averaging is None else 'has an'} averager")
         state = decode(state_dict)
         if self.link is not None:
             self.link.load_state_dict(state)
+            if averaged is not None:
+                self.averaging.load_state_dict(averaged)
             return
+        self._averaging_saved = averaged
         if self.sampler is not None:
             data_side = RegimenLink(policy=self.curriculum.policy, sampler=self.curriculum, tracker=self.sampler)
             data_side.load_state_dict(state, only=("sampler", "tracker"))
@@ -258,7 +285,8 @@ def attach_regimen(regimen: Any, trainer: pl.Trainer, *, model: pl.LightningModu
                    dataset: Any = None, **options: Any) -> CadenceCallback:
     """A :class:`CadenceCallback` with everything a regimen file holds, appended to ``trainer``'s
     callbacks (``Regimen.attach(trainer)`` calls it). ``model`` is needed for plans (layers by
-    attribute path), ``dataset`` for arms from a column; put ``callback.sampler`` in the DataLoader
+    attribute path; a stage's own plans run on its progress), ``dataset`` for arms from a column;
+    averaging is built over ``model`` (default: the module being fit) when training starts; put ``callback.sampler`` in the DataLoader
     when there is a curriculum (stages with curricula of their own switch at their first step:
     :class:`~cadence.regimen.staged.StageSampler`). ``options``: ``loss_key``, ``log``."""
     regimen = regimen.for_part(None)
@@ -277,9 +305,12 @@ def attach_regimen(regimen: Any, trainer: pl.Trainer, *, model: pl.LightningModu
     fields = regimen.lr_schedules(stages)
     sampler = regimen.build_data(dataset, clock, stages, host="lightning",  # ids per step of this process's stream
                                  ids_per_step=lambda first: first.local_batch_size * trainer.accumulate_grad_batches)
-    plans = regimen.build_plans(clock, model) if regimen.plans else None
+    plans = regimen.build_plans(clock, model, stages) if regimen.has_plans() else None
+    averaging = None
+    if regimen.averaging is not None or any("averaging" in own for own in regimen.stage_pieces):
+        averaging = lambda module: regimen.build_averaging(module if model is None else model, clock, stages)  # noqa: E731
     callback = CadenceCallback(lr=fields.pop("lr", None), clock=clock, knobs=regimen.knob_schedules(stages),
-                               sampler=sampler, plans=plans, stages=stages, **options, **fields)
+                               sampler=sampler, plans=plans, stages=stages, averaging=averaging, **options, **fields)
     trainer.callbacks.insert(0, callback)  # before checkpointing callbacks, so a checkpoint holds the stepped link
     return callback
 class LiveForecastCallback(pl.Callback):

@@ -130,7 +130,8 @@ def attach(trainer: Any, *, sampler: CurriculumSampler | None = None, knobs: Map
            dynamic: DynamicSampling | None = None, predictive: PredictiveFilter | None = None,
            length_budget: LengthBudget | None = None, downsample: DualDownsampling | None = None,
            pcl: PCL | None = None, hints: Hints | None = None, replay: ReplayBuffer | None = None,
-           guidance: str | Callable[[dict, int], Any] | None = None, **kwargs: Any) -> CadenceCallback:
+           guidance: str | Callable[[dict, int], Any] | None = None, stage_rl: Any = None,
+           **kwargs: Any) -> CadenceCallback:
     """Add cadence to a built ``trl.GRPOTrainer``; returns the callback (``callback.link`` holds the regimen).
 
     Args:
@@ -160,8 +161,12 @@ def attach(trainer: Any, *, sampler: CurriculumSampler | None = None, knobs: Map
             ``|A|·H``, through TRL's entropy-mask hook (``get_high_entropy_mask``; TRL's own
             ``top_entropy_quantile`` must stay 1). Its rollout level is lab-only (a group's rows may
             be split over micro-batches and processes).
+        stage_rl: the RL pieces per stage, a :class:`~cadence.regimen.StageRL` on ``stages=``: its current
+            stage's ``predictive``, ``dynamic``, ``replay``, ``hints`` and ``length_budget`` act in each
+            generation round (a :class:`~cadence.regimen.staged.StageSelector`), switching at the round of
+            a stage's first step, as a plain loop's ``link.rl.current()``; instead of those keywords.
         lr, **kwargs: as for :func:`cadence.integrations.hf.attach` (``budget``, ``clock``, ``plans``
-            (layer plans only), fields).
+            (layer plans only), ``averaging``, ``stages``, fields).
 
     Raises:
         CadenceError: for a ``GRPOTrainer`` missing a wrapped method or whose method takes other parameters
@@ -183,6 +188,15 @@ def attach(trainer: Any, *, sampler: CurriculumSampler | None = None, knobs: Map
         knobs[length_budget.name] = length_budget.schedule
     correct_of = _correctness(trainer, correct, correct_threshold)
     selector = None
+    per_stage = None
+    if stage_rl is not None:
+        if any(p is not None for p in (dynamic, predictive, pcl, hints, replay, length_budget)):
+            raise CadenceError("give the RL pieces per stage (stage_rl=) or once (dynamic=, ...), not both")
+        if stage_rl.stages is None or stage_rl.stages is not kwargs.get("stages"):
+            raise CadenceError("stage_rl switches with the run's stages: build it on the StageRun given as stages=")
+        per_stage = stage_rl.parts
+        hints = next((p["hints"] for p in per_stage if p.get("hints") is not None), None)
+        replay = next((p["replay"] for p in per_stage if p.get("replay") is not None), None)
     if sampler is None and any(p is not None for p in (dynamic, predictive, pcl, hints, replay)):
         raise CadenceError("dynamic sampling, the predictive filter, PCL, replay and hints choose among a curriculum's "
                            "prompts: pass sampler=CurriculumSampler(Uniform(arms), batch_size=..., num_replicas=1) too")
@@ -193,7 +207,16 @@ def attach(trainer: Any, *, sampler: CurriculumSampler | None = None, knobs: Map
         raise CadenceError(f"guidance={guidance!r} names no column of the train_dataset")
     if guidance is not None and not isinstance(guidance, str) and not callable(guidance):
         raise CadenceError(f"guidance must be a column name or a function, got {type(guidance).__name__}")
-    if sampler is not None:
+    if per_stage is not None:
+        if sampler is None and any(per_stage):
+            raise CadenceError("RL pieces choose among a curriculum's prompts: pass sampler= too")
+        if sampler is not None:
+            from cadence.regimen.staged import StageSelector
+
+            selectors = [_selector(trainer, sampler, p.get("dynamic"), p.get("predictive"), correct_of is not None,
+                                   None, p.get("hints"), p.get("replay")) for p in per_stage]
+            selector = StageSelector(selectors[0], stage_rl)
+    elif sampler is not None:
         selector = _selector(trainer, sampler, dynamic, predictive, correct_of is not None, pcl, hints, replay)
     callback = attach_hf(trainer, lr=lr, knobs=knobs, **kwargs)
     link = callback.link
@@ -208,7 +231,8 @@ def attach(trainer: Any, *, sampler: CurriculumSampler | None = None, knobs: Map
         _wrap_token_mask(trainer, link, downsample)
     if replay is not None:
         trainer._cadence_replay = ReplayGroups()
-    _wrap_generation(trainer, link, selector, correct_of, length_budget, guidance)
+    lengths = (lambda: length_budget) if stage_rl is None else (lambda: stage_rl.current().get("length_budget"))
+    _wrap_generation(trainer, link, selector, correct_of, lengths, guidance)
     _wrap_checkpoints(trainer)
     trainer._cadence_attached = True
     return callback
@@ -248,32 +272,82 @@ def attach_regimen(regimen: Any, trainer: Any, *, after: Any = None, stop_on_tra
     stages = regimen.stage_run(clock)
     fields = regimen.lr_schedules(stages)
     args = trainer.args
-    if any("curriculum" in own for own in regimen.stage_pieces) and (
-            args.steps_per_generation != args.gradient_accumulation_steps or args.num_iterations != 1):
-        raise PathError(next(f"stages[{i}].curriculum" for i, own in enumerate(regimen.stage_pieces)
-                             if "curriculum" in own),
-                        f"a stage's own curriculum switches at the generation round of the stage's first step; "
+    switched = [f"stages[{i}].{k}" for i, own in enumerate(regimen.stage_pieces) for k in ("curriculum", "rl")
+                if k in own]
+    if switched and (args.steps_per_generation != args.gradient_accumulation_steps or args.num_iterations != 1):
+        raise PathError(switched[0],
+                        f"a stage's own {switched[0].split('.')[-1]} switches at the generation round of the stage's "
+                        f"first step; "
                         f"with steps_per_generation={args.steps_per_generation} (gradient_accumulation_steps="
                         f"{args.gradient_accumulation_steps}) and num_iterations={args.num_iterations} a round spans "
                         f"several steps: set them equal and num_iterations=1, or run the stage in a trainer of its own")
     # one generation round per optimizer step: the stage current at the draw is the stage the round trains in
     sampler = regimen.build_data(trainer.train_dataset, clock, stages, host="trl", num_replicas=1)
-    rl = regimen.data.get("rl", {})
-    if "hints" in rl and "guidance" not in rl:
-        from cadence.regimen.pieces import PathError
-
-        raise PathError("rl.guidance", "TRL re-rolls hinted prompts with each row's guidance texts: name their "
-                                       "dataset column")
-    built = {k: regimen_piece(k, regimen.rl[k].args, len(trainer.train_dataset)) for k in regimen.rl}
-    plans = regimen.build_plans(clock, trainer.model) if regimen.plans else None
+    rl = _host_fields(regimen)
+    hinted = [p for p, names in [("rl", regimen.rl)] + [(f"stages[{i}].rl", own["rl"][0]) for i, own in
+                                                        enumerate(regimen.stage_pieces) if "rl" in own]
+              if "hints" in names]
+    if hinted and "guidance" not in rl:
+        raise PathError(f"{hinted[0]}.guidance", "TRL re-rolls hinted prompts with each row's guidance texts: name "
+                                                 "their dataset column")
+    staged = stages is not None and any("rl" in own for own in regimen.stage_pieces)
+    pieces: dict[str, Any] = {}
+    if staged:  # the selector's pieces and the length budget switch with the stage; D3S hooks TRL's loss once
+        for i, own in enumerate(regimen.stage_pieces):
+            if "d3s" in own.get("rl", ({},))[0]:
+                raise PathError(f"stages[{i}].rl.d3s", "D3S masks TRL's loss through one hook set when attaching; "
+                                                       "give it at the top level")
+        pieces["stage_rl"] = regimen.stage_rl(stages, exclude=("d3s",), num_items=len(trainer.train_dataset))
+        _check_stage_lengths(regimen, pieces["stage_rl"])
+        if "d3s" in regimen.rl:
+            pieces["downsample"] = regimen_piece("d3s", regimen.rl["d3s"].args, len(trainer.train_dataset))
+    else:
+        built = {k: regimen_piece(k, regimen.rl[k].args, len(trainer.train_dataset)) for k in regimen.rl}
+        pieces = dict(dynamic=built.get("dynamic"), predictive=built.get("predictive"),
+                      length_budget=built.get("length_budget"), downsample=built.get("d3s"),
+                      replay=built.get("replay"), hints=built.get("hints"))
+    plans = regimen.build_plans(clock, trainer.model, stages) if regimen.has_plans() else None
     callback = attach(trainer, sampler=sampler, knobs=regimen.knob_schedules(stages), lr=fields.pop("lr", None),
                       correct=rl.get("correct"), correct_threshold=rl.get("correct_threshold", 1.0),
-                      dynamic=built.get("dynamic"), predictive=built.get("predictive"),
-                      length_budget=built.get("length_budget"), downsample=built.get("d3s"), replay=built.get("replay"),
-                      hints=built.get("hints"), guidance=rl.get("guidance"), clock=clock,
-                      plans=plans, stages=stages, **fields)
+                      guidance=rl.get("guidance") if hinted else None, clock=clock, plans=plans, stages=stages,
+                      averaging=regimen.build_averaging(trainer.model, clock, stages), **pieces, **fields)
     finish(callback, after, stop_on_transition)
     return callback
+
+
+def _host_fields(regimen: Any) -> dict[str, Any]:
+    """``rl.correct``, ``correct_threshold`` and ``guidance``, from the top level and every stage's ``rl``: TRL
+    tells correct completions (and finds guidance) one way for the whole run, so they must agree."""
+    from cadence.regimen.file import RL_HOST
+    from cadence.regimen.pieces import PathError
+
+    found: dict[str, Any] = {}
+    sections = [("rl", regimen.data.get("rl", {}))] + [(f"stages[{i}].rl", own["rl"][1]) for i, own in
+                                                       enumerate(regimen.stage_pieces) if "rl" in own]
+    for path, section in sections:
+        for k in RL_HOST:
+            if k in section:
+                if k in found and found[k] != section[k]:
+                    raise PathError(f"{path}.{k}", f"is {section[k]!r}, but another rl section gives {found[k]!r}; "
+                                                   f"one TRL trainer reads it one way for the whole run")
+                found[k] = section[k]
+    return found
+
+
+def _check_stage_lengths(regimen: Any, stage_rl: Any) -> None:
+    """Every stage has a length budget under one name, or none has: the reward functions read its column
+    in every round."""
+    from cadence.regimen.pieces import PathError
+
+    budgets = [stage_rl.parts[j].get("length_budget") for j in stage_rl.part_of]
+    if all(b is None for b in budgets):
+        return
+    names = {b.name for b in budgets if b is not None}
+    for i, b in enumerate(budgets):
+        if b is None or len(names) > 1:
+            raise PathError(f"stages[{i}].rl", f"another stage has a length budget ({sorted(names)}); the reward "
+                                               f"functions read its column in every round: give every stage one, "
+                                               f"under one name (or one at the top level)")
 
 
 def regimen_piece(name: str, args: Mapping[str, Any], num_items: int) -> Any:
@@ -373,9 +447,11 @@ def _selector(trainer: Any, sampler: Any, dynamic: Any, predictive: Any, has_cor
                           round_multiple=world // math.gcd(group, world))
 
 
-def _wrap_generation(trainer: Any, link: Any, selector: PromptSelector | None, correct_of: Correctness | None,
-                     length_budget: LengthBudget | None, guidance: Any = None) -> None:
-    """Choose each training round's prompts, observe its signals, apply dynamic sampling, count rollouts."""
+def _wrap_generation(trainer: Any, link: Any, selector: Any, correct_of: Correctness | None,
+                     lengths: Callable[[], LengthBudget | None], guidance: Any = None) -> None:
+    """Choose each training round's prompts, observe its signals, apply dynamic sampling, count rollouts.
+    ``selector``: a ``PromptSelector`` or a ``StageSelector`` (pieces per stage); ``lengths()``: the length
+    budget of the round (the current stage's)."""
     generate, calculate = trainer._generate_and_score_completions, trainer._calculate_rewards
     accelerator = trainer.accelerator
     rows = _rows(trainer) if selector is not None else None
@@ -392,6 +468,9 @@ def _wrap_generation(trainer: Any, link: Any, selector: PromptSelector | None, c
 
     def with_knobs(inputs: list[dict]) -> list[dict]:
         values = {name: link.knob(name) for name in link.knobs}
+        length_budget = lengths()
+        if length_budget is not None and length_budget.name not in values:  # a stage's own: not a link knob
+            values[length_budget.name] = length_budget(link.clock)
         out = [{**row, **values} for row in inputs]
         if length_budget is not None and length_budget.in_prompt:
             out = [{**row, "prompt": length_budget.prompt(row["prompt"], values[length_budget.name])} for row in out]
@@ -418,6 +497,7 @@ def _wrap_generation(trainer: Any, link: Any, selector: PromptSelector | None, c
             signals = scored(out)
             link.clock.report(samples=len(signals["length"]), tokens=float(signals["length"].sum()))
             return out
+        active = selector.current() if hasattr(selector, "current") else selector  # the stage's pieces in place
         rounds: list[dict] = []
         whole: dict[int, dict] = {}                      # round -> every process's rows (with replay)
         tokens = [0.0]                                   # completion tokens of every round, all processes
@@ -445,13 +525,14 @@ def _wrap_generation(trainer: Any, link: Any, selector: PromptSelector | None, c
             return signals
 
         per_round = trainer.args.generation_batch_size // group
-        picks = selector.select(per_round, rollout, hinted=rollout if selector.hints is not None else None)
+        picks = active.select(per_round, rollout, hinted=rollout if active.hints is not None else None)
         link.clock.report(samples=picks.rollouts, tokens=tokens[0])
-        for key, value in {"rollouts": picks.rollouts, **selector.values()}.items():
+        for key, value in {"rollouts": picks.rollouts, **active.values()}.items():
             trainer._metrics["train"][f"cadence/rl/{key}"].append(float(value))
-        replayed = [store.get(serial) for serial in picks.replayed] if store is not None else []
-        if store is not None:
-            store.keep(entry.payload for entry in selector.replay.entries)
+        replayed = [store.get(serial) for serial in picks.replayed or ()] if store is not None else []
+        if store is not None:  # the groups some stage's buffer still holds
+            buffers = selector.every("replay") if hasattr(selector, "every") else [selector.replay]
+            store.keep(entry.payload for buffer in buffers for entry in buffer.entries)
         if len(rounds) == 1 and not replayed and [i for _, i in picks.chosen] == list(range(per_round)):
             return rounds[0]
         gathered = [whole[r] if whole.get(r) else _gathered(trainer, out) for r, out in enumerate(rounds)]

@@ -36,7 +36,8 @@ from cadence.schedules.base import Schedule, as_schedule
 
 TOP = ("name", "budget", "elapsed", "tokens_per_step", "samples_per_step", "on_budget_change", "lr", "schedules",
        "knobs", "curriculum", "rl", "plans", "averaging", "continual", "stages")
-STAGE = ("name", "budget", "objective", "lr", "schedules", "knobs", "until", "plateau", "curriculum", "rl", "averaging")
+STAGE = ("name", "budget", "objective", "lr", "schedules", "knobs", "until", "plateau", "curriculum", "rl", "plans",
+         "averaging")
 CURRICULUM = ("kind", "policy", "arms", "batch_size", "seed", "replacement")
 ARMS = ("column", "items", "difficulty", "quality")
 RL_HOST = ("correct", "correct_threshold", "guidance")  # how the host tells a correct completion; hints' column
@@ -71,7 +72,7 @@ class Regimen:
     rl: Mapping[str, Section] = field(default_factory=dict)
     plans: Mapping[str, Section] = field(default_factory=dict)
     averaging: Section | None = None
-    stage_pieces: tuple[Mapping[str, Any], ...] = ()  # per stage: {"curriculum"|"rl": (built, canonical)}
+    stage_pieces: tuple[Mapping[str, Any], ...] = ()  # per stage: {"curriculum"|"rl"|"plans"|"averaging": (built, canonical)}
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Regimen) and self.to_dict() == other.to_dict()
@@ -113,7 +114,7 @@ class Regimen:
         rl = _pieces(d.get("rl"), RL, "rl", extra=RL_HOST)
         if d.get("rl"):
             canon["rl"] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in d["rl"].items()}
-        plans = _plans(d.get("plans"))
+        plans = _plans(d.get("plans"), "plans")
         if d.get("plans"):
             canon["plans"] = {k: dict(v) for k, v in d["plans"].items()}
         averaging = _averaging(d.get("averaging"))
@@ -127,7 +128,7 @@ class Regimen:
         raw_stages = _list(d.get("stages"), "stages")
         stages = tuple(_stage(s, f"stages[{i}]") for i, s in enumerate(raw_stages))
         stage_pieces = []
-        for i, s in enumerate(raw_stages):  # a stage's own curriculum / RL pieces / averaging
+        for i, s in enumerate(raw_stages):  # a stage's own curriculum / RL pieces / plans / averaging
             own = {}
             if s.get("curriculum") is not None:
                 own["curriculum"] = (_curriculum(s["curriculum"], f"stages[{i}].curriculum"),
@@ -135,6 +136,9 @@ class Regimen:
             if s.get("rl") is not None:
                 own["rl"] = (_pieces(s["rl"], RL, f"stages[{i}].rl", extra=RL_HOST),
                              {k: dict(v) if isinstance(v, Mapping) else v for k, v in s["rl"].items()})
+            if s.get("plans"):
+                own["plans"] = (_plans(s["plans"], f"stages[{i}].plans"),
+                                {k: dict(v) for k, v in s["plans"].items()})
             if s.get("averaging") is not None:
                 section = _averaging(s["averaging"], f"stages[{i}].averaging")
                 own["averaging"] = (section, dict(section.args, kind=section.name))
@@ -219,14 +223,17 @@ class Regimen:
 
     def for_part(self, index: int | None) -> Regimen:
         """The regimen a trainer builds: with ``index``, the trainer runs stage ``index`` only (one trainer
-        per stage), and that stage's own ``curriculum``/``rl`` replace the top-level ones; without, it
-        runs every stage: a stage's own curriculum is switched in by :meth:`build_data`, a stage's own RL
-        pieces by :meth:`stage_rl` (a plain loop); hosts that cannot switch them refuse them (:meth:`refuse`)."""
+        per stage), and that stage's own ``curriculum``/``rl`` replace the top-level ones (its own ``plans``
+        and ``averaging`` stay the stage's: they run on the stage's progress); without, it runs every
+        stage: a stage's own curriculum is switched in by :meth:`build_data`, a stage's own RL pieces by
+        :meth:`stage_rl` (a plain loop) or the host's selector (TRL), its plans by :meth:`build_plans`;
+        hosts that cannot switch them refuse them (:meth:`refuse`)."""
         if index is None:
             return self
         own = self.stage_pieces[index] if index < len(self.stage_pieces) else {}
         data = {k: v for k, v in self.data.items() if k != "stages"}
-        changes: dict[str, Any] = {"stage_pieces": ()}
+        kept = tuple({k: v for k, v in p.items() if k in ("plans", "averaging")} for p in self.stage_pieces)
+        changes: dict[str, Any] = {"stage_pieces": kept if any(kept) else ()}
         if "curriculum" in own:
             changes["curriculum"], data["curriculum"] = own["curriculum"]
         if "rl" in own:
@@ -245,11 +252,22 @@ class Regimen:
         named += [(f"plans.{k}", PLANS[s.name]) for k, s in self.plans.items()]
         if self.averaging is not None:
             named.append(("averaging", AVERAGING[self.averaging.name]))
+        staged_plans = any("plans" in own for own in self.stage_pieces)
+        for k, s in self.plans.items():
+            if staged_plans and s.name == "batch_size":
+                raise PathError(f"plans.{k}", "a batch-size plan sizes the host's one batch sampler for the whole run; "
+                                              "it cannot be left for a stage's own plans: give every plan per stage, "
+                                              "without a batch-size plan")
         for i, own in enumerate(self.stage_pieces):
-            if "rl" in own and host != "loop":
-                raise PathError(f"stages[{i}].rl", f"the {HOST_NAMES[host]} adapter builds its RL pieces once, with "
-                                f"the trainer; a stage's own RL pieces switch in a plain loop (link.rl), or run the "
-                                f"stage in a trainer of its own (attach(..., after=link), stop_on_transition=True)")
+            if "rl" in own and host not in SWITCHES_RL:
+                raise PathError(f"stages[{i}].rl", f"the {HOST_NAMES[host]} adapter runs no RL step (no rollouts for "
+                                f"RL pieces to choose or filter); a stage's own RL pieces switch in a plain loop "
+                                f"(link.rl) and in TRL's GRPOTrainer")
+            for k, s in own.get("plans", ({},))[0].items():
+                if s.name == "batch_size":
+                    raise PathError(f"stages[{i}].plans.{k}", "a batch-size plan sizes the host's one batch sampler, "
+                                                              "built once for the run; give it at the top level")
+                named.append((f"stages[{i}].plans.{k}", PLANS[s.name]))
             if "curriculum" in own and host not in SWITCHES_CURRICULA:
                 raise PathError(f"stages[{i}].curriculum", f"the {HOST_NAMES[host]} adapter draws its prompts from one "
                                 f"curriculum built with the trainer; run the stage in a trainer of its own "
@@ -326,10 +344,11 @@ class Regimen:
         except CadenceError as e:
             raise PathError("stages", str(e)) from None
 
-    def stage_rl(self, stages: StageRun | None, **host: Any) -> Any:
+    def stage_rl(self, stages: StageRun | None, *, exclude: Sequence[str] = (), **host: Any) -> Any:
         """The RL pieces per stage for a loop that runs them itself (:class:`~cadence.regimen.staged.StageRL`):
         each stage's own ``rl`` section, or the top-level one (built once, shared); ``current()`` gives the
-        current stage's. ``host``: what the pieces need (``num_items``, ``arm_of``)."""
+        current stage's. ``host``: what the pieces need (``num_items``, ``arm_of``); ``exclude``: pieces the
+        host builds once itself (TRL's ``d3s``)."""
         from cadence.regimen.staged import StageRL
 
         owns = (self.stage_pieces or [{}] * len(self.stages)) if stages else [{}]
@@ -338,19 +357,29 @@ class Regimen:
         for i, section in enumerate(sections):
             if id(section) not in built:
                 at = "rl" if section is self.rl else f"stages[{i}].rl"
-                built[id(section)] = {name: RL[name].build(s.args, host, f"{at}.{name}") for name, s in section.items()}
+                built[id(section)] = {name: RL[name].build(s.args, host, f"{at}.{name}") for name, s in section.items()
+                                      if name not in exclude}
         return StageRL([built[id(s)] for s in sections], stages)
 
-    def build_plans(self, clock: Clock, model: Any = None) -> dict[str, Any]:
-        """The progressive plans on ``clock``; layer plans read their layers from ``model`` by attribute path."""
-        out = {}
-        for key, s in self.plans.items():
-            args = dict(s.args)
-            host: dict[str, Any] = {"clock": clock}
-            if "layers" in PLANS[s.name].needs:
-                host["layers"] = _attribute(model, args.pop("layers"), f"plans.{key}.layers")
-            out[key] = PLANS[s.name].build(args, host, f"plans.{key}")
-        return out
+    def has_plans(self) -> bool:
+        """Whether the regimen has plans, at the top level or in a stage."""
+        return bool(self.plans) or any("plans" in own for own in self.stage_pieces)
+
+    def build_plans(self, clock: Clock, model: Any = None, stages: StageRun | None = None) -> Any:
+        """The progressive plans on ``clock`` (``{name: plan}``); layer plans read their layers from ``model``
+        by attribute path. With ``stages`` and a stage that has plans of its own, a
+        :class:`~cadence.regimen.staged.StagePlans`: each stage's own plans on its
+        :class:`~cadence.regimen.staged.StageClock` (its own progress), the top-level ones shared by the others."""
+        top = _build_plans(self.plans, clock, model, "plans")
+        own = [p.get("plans", (None,))[0] for p in self.stage_pieces]
+        if stages is None or not any(own):
+            return top
+        from cadence.regimen.staged import StageClock, StagePlans
+
+        per_stage = [top if section is None else _build_plans(section, StageClock(stages, i), model,
+                                                                  f"stages[{i}].plans")
+                     for i, section in enumerate(own)]
+        return StagePlans(per_stage, stages)
 
     def build_rl(self, **host: Any) -> dict[str, Any]:
         """The ``rl`` section's pieces by name, built with what the host provides (``num_items``, ``arm_of``),
@@ -415,6 +444,7 @@ class Regimen:
 
 
 SWITCHES_CURRICULA = ("loop", "hf", "trl", "lightning")  # hosts whose data stream switches curricula at a stage transition
+SWITCHES_RL = ("loop", "trl")  # hosts that switch a stage's own RL pieces at its transition
 HOST_NAMES = {"loop": "plain-loop", "hf": "HF Trainer", "trl": "TRL", "lightning": "Lightning", "verl": "verl"}
 
 
@@ -437,7 +467,8 @@ def attach_loop(r: Regimen, optimizer: Any, *, model: Any = None, dataset: Any =
     rl = r.stage_rl(stages, **rl_host) if rl_host or any("rl" in own for own in r.stage_pieces) else None
     return RegimenLink(scheduler=scheduler, clock=None if scheduler else clock, knobs=r.knob_schedules(stages),
                        policy=getattr(sampler, "policy", None), sampler=sampler,
-                       plans=r.build_plans(clock, model) if r.plans else None, stages=stages, owns_scheduler=True,
+                       plans=r.build_plans(clock, model, stages) if r.has_plans() else None, stages=stages,
+                       owns_scheduler=True,
                        rl=rl)
 
 
@@ -607,12 +638,12 @@ def _pieces(v: Any, registry: Mapping[str, Piece], path: str, extra: Sequence[st
     return out
 
 
-def _plans(v: Any) -> dict[str, Section]:
+def _plans(v: Any, at: str) -> dict[str, Section]:
     if v is None:
         return {}
     out = {}
-    for key, spec in _mapping(v, "plans").items():
-        path = f"plans.{key}"
+    for key, spec in _mapping(v, at).items():
+        path = f"{at}.{key}"
         spec = dict(_mapping(spec, path))
         name = _text(spec.pop("plan", None), f"{path}.plan") if "plan" in spec else None
         if name not in PLANS:
@@ -674,8 +705,6 @@ def _replayed(d: Mapping[str, Any], curriculum: Section | None) -> str | None:
 
 def _stage(v: Any, path: str) -> Stage:
     d = _mapping(v, path)
-    if "plans" in d:
-        raise PathError(f"{path}.plans", "per-stage plans are not supported yet; give them at the top level")
     _known(d, STAGE, path)
     name = _text(d.get("name"), f"{path}.name")
     budget = _read(Duration.parse, d["budget"], f"{path}.budget") if d.get("budget") is not None else None
@@ -727,6 +756,17 @@ def _stage_dict(s: Stage) -> dict[str, Any]:
             out["plateau"] = {"metric": r.metric, "delta": r.delta, "window": r.window, "mode": r.mode}
         else:
             out["until"] = {"metric": r.metric, r.kind: r.threshold, "times": r.times}
+    return out
+
+
+def _build_plans(sections: Mapping[str, Section], clock: Clock, model: Any, at: str) -> dict[str, Any]:
+    out = {}
+    for key, s in sections.items():
+        args = dict(s.args)
+        host: dict[str, Any] = {"clock": clock}
+        if "layers" in PLANS[s.name].needs:
+            host["layers"] = _attribute(model, args.pop("layers"), f"{at}.{key}.layers")
+        out[key] = PLANS[s.name].build(args, host, f"{at}.{key}")
     return out
 
 

@@ -49,7 +49,8 @@ class RegimenLink:
         tracker: the :class:`~cadence.integrations.tracking.TrackedSampler` wrapping ``sampler``
             in the host's DataLoader, checkpointed with the link (its pending ids).
         plans: progressive plans on the link's clock, as ``{name: plan}`` or a sequence (named after
-            their classes: ``LayerFreezing`` → ``layer_freezing``); see :meth:`begin_step`.
+            their classes: ``LayerFreezing`` → ``layer_freezing``); see :meth:`begin_step`. Or a
+            :class:`~cadence.regimen.staged.StagePlans` (plans per stage, each on its stage's progress).
         prefix: prefix of the keys :meth:`values` returns.
         stages: a :class:`~cadence.regimen.stages.StageRun` on the link's clock; the scheduler's fields
             and the knobs it names are replaced by its joins (again whenever a rule ends a stage).
@@ -87,7 +88,7 @@ class RegimenLink:
         self.sampler = sampler
         self.rl = rl
         self.tracker = tracker
-        self.plans = PlanSet(plans or {}, self.clock)
+        self.plans = plans if isinstance(plans, PlanSet) else PlanSet(plans or {}, self.clock)
         self.prefix = prefix
         self.owns_scheduler = owns_scheduler and scheduler is not None
         self.stages = stages
@@ -356,6 +357,8 @@ def plans_clock(plans: Plans | None) -> Clock | None:
     Raises:
         CadenceError: if the plans run on different clocks.
     """
+    if isinstance(plans, PlanSet) and hasattr(plans, "stages"):  # a StagePlans: its stages run on the run's clock
+        return plans.stages.clock
     found = list((plans.values() if isinstance(plans, Mapping) else plans) or ())
     clocks = {id(getattr(p, "clock", None)): getattr(p, "clock", None) for p in found}
     if len(clocks) > 1:

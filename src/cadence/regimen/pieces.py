@@ -123,8 +123,9 @@ def _defaults() -> None:
     register("plans", Piece("sequence_length_warmup", progressive.SequenceLengthWarmup, needs=("clock",),
                             hosts=("loop", "hf", "lightning")))
     register("plans", Piece("batch_size", progressive.BatchSizeSchedule, needs=("clock",), hosts=("loop", "hf", "lightning")))
-    register("averaging", Piece("ema", averaging.EMA, needs=("model", "clock"), hosts=("loop",)))
-    register("averaging", Piece("tail", averaging.CheckpointAverage, needs=("model", "clock"), hosts=("loop",)))
+    register("averaging", Piece("ema", averaging.EMA, needs=("model", "clock"), hosts=("loop", "hf", "trl", "lightning")))
+    register("averaging", Piece("tail", averaging.CheckpointAverage, needs=("model", "clock"),
+                                hosts=("loop", "hf", "trl", "lightning")))
 
 
 _defaults()

@@ -39,7 +39,10 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
+from cadence.clock import Axis, Clock, Duration
 from cadence.errors import CadenceError, StateError
+from cadence.progressive.base import Plan
+from cadence.regimen.link import PlanSet
 from cadence.regimen.stages import StageRun
 
 KIND = "cadence.StageSampler"
@@ -297,3 +300,250 @@ class StageAveraging:
             for a, s in zip(self._unique, backup):
                 a.load_state_dict(s)
             raise
+
+
+class StageSelector:
+    """A prompt selector whose RL pieces are the current stage's: before each :meth:`select` the
+    :class:`~cadence.rl.PromptSelector`'s parts (``predictive``, ``dynamic``, ``pcl``, ``replay``,
+    ``hints``) become :meth:`StageRL.current`'s, so a host that draws through one selector (TRL)
+    switches them at the transition exactly as a plain loop switches ``link.rl.current()``. The
+    curriculum sampler (one, or a :class:`StageSampler`) is shared; the state is the sampler's, the
+    selector's counters and every stage's pieces (:class:`StageRL`).
+
+        >>> from cadence.clock import Clock
+        >>> from cadence.curricula import Arms, CurriculumSampler, Uniform
+        >>> from cadence.regimen.stages import Stage, StageRun
+        >>> from cadence.rl import DynamicSampling, PromptSelector
+        >>> run = StageRun([Stage("plain", budget=0.5), Stage("dynamic")], Clock(budget=2))
+        >>> sampler = CurriculumSampler(Uniform(Arms(["a"] * 4)), batch_size=2, num_replicas=1)
+        >>> staged = StageSelector(PromptSelector(sampler), StageRL([{}, {"dynamic": DynamicSampling()}], run))
+        >>> staged.current().dynamic is None, run.clock.advance(), run.update()[0].current
+        (True, None, 'dynamic')
+        >>> type(staged.current().dynamic).__name__
+        'DynamicSampling'
+    """
+
+    kind = "cadence.StageSelector"
+
+    def __init__(self, selector: Any, rl: StageRL) -> None:
+        from cadence.rl.selector import PARTS
+
+        for i, part in enumerate(rl.parts):
+            unknown = set(part) - set(PARTS)
+            if unknown:
+                raise CadenceError(f"a prompt selector switches {list(PARTS)} per stage, not {sorted(unknown)}")
+        self.selector, self.rl, self.parts = selector, rl, PARTS
+        self.sampler = selector.sampler
+
+    def current(self) -> Any:
+        """The selector with the current stage's pieces in place."""
+        pieces = self.rl.current()
+        for name in self.parts:
+            setattr(self.selector, name, pieces.get(name))
+        return self.selector
+
+    @property
+    def policy(self) -> Any:
+        return self.selector.policy
+
+    def select(self, n: int, rollout: Any, hinted: Any = None) -> Any:
+        return self.current().select(n, rollout, hinted=hinted)
+
+    def values(self) -> dict[str, float]:
+        return self.current().values()
+
+    def every(self, name: str) -> list[Any]:
+        """Every stage's piece ``name`` (each once), e.g. every replay buffer whose groups are kept."""
+        return [part[name] for part in self.rl.parts if part.get(name) is not None]
+
+    def state_dict(self) -> dict[str, Any]:
+        s = self.selector
+        return {"kind": self.kind, "sampler": s.sampler.state_dict(), "forced": s.forced, "repeated": s.repeated,
+                "rl": self.rl.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """The sampler's, the counters and every stage's pieces, or none (a mismatch raises, changing nothing)."""
+        if not isinstance(state, Mapping) or state.get("kind") != self.kind:
+            raise StateError(f"not a cadence StageSelector state_dict (missing kind={self.kind!r})")
+        s = self.selector
+        backup = self.state_dict()
+        try:
+            s.sampler.load_state_dict(state["sampler"])
+            self.rl.load_state_dict(state["rl"])
+            s.forced, s.repeated = int(state["forced"]), int(state["repeated"])
+        except (KeyError, TypeError, ValueError) as e:
+            s.sampler.load_state_dict(backup["sampler"])
+            self.rl.load_state_dict(backup["rl"])
+            raise StateError(f"malformed StageSelector state_dict: {e!r}") from None
+        except Exception:
+            s.sampler.load_state_dict(backup["sampler"])
+            self.rl.load_state_dict(backup["rl"])
+            raise
+
+
+class StageClock(Clock):
+    """The run's clock seen from inside one stage, for the stage's own plans: position 0 at the stage's
+    start (where it really started, also after a rule ended the stage before it), the stage's span as
+    the budget, so a plan's fractions and schedules run on the stage's own progress. Counts, reports
+    and budget-change checks are the run clock's; the view has no state of its own and never moves.
+
+        >>> from cadence.regimen.stages import Stage, StageRun
+        >>> run = StageRun([Stage("a", budget=0.25), Stage("b")], Clock(budget=100))
+        >>> view = StageClock(run, 1)
+        >>> run.clock.advance(40)
+        >>> view.position, view.progress, str(view.budget)
+        (15.0, 0.2, '75 steps')
+    """
+
+    def __init__(self, run: StageRun, index: int) -> None:  # no Clock.__init__: every count lives in run.clock
+        if not 0 <= index < len(run.stages):
+            raise CadenceError(f"no stage {index}: the run has {len(run.stages)}")
+        self.run, self.index = run, index
+
+    def _span(self) -> tuple[float, float]:
+        ends = self.run.boundaries()
+        start = ends[self.index - 1] if self.index else 0.0
+        end = ends[self.index] if self.index < len(ends) else self.run.clock.schedule_total
+        return start, end
+
+    # what a plan reads
+    unit = property(lambda self: self.run.clock.unit)
+    counts = property(lambda self: self.run.clock.counts)
+    _pending = property(lambda self: self.run.clock._pending)
+    nominal_per_step = property(lambda self: self.run.clock.nominal_per_step)
+    on_budget_change = property(lambda self: self.run.clock.on_budget_change)
+
+    @property
+    def schedule_total(self) -> float:  # type: ignore[override]
+        start, end = self._span()
+        return end - start
+
+    @property
+    def budget(self) -> Duration:  # type: ignore[override]
+        return Duration(self.schedule_total, self.unit)
+
+    @property
+    def position(self) -> float:
+        start, end = self._span()
+        return min(max(self.run.clock.position - start, 0.0), end - start)
+
+    @property
+    def elapsed(self) -> float:
+        return self.position
+
+    @property
+    def axis(self) -> Axis:
+        return Axis(self.unit, self.schedule_total, self.run.clock._rates)
+
+    def watch(self, schedules: Any) -> None:
+        self.run.clock.watch(schedules)
+
+    def unwatch(self, schedules: Any) -> None:
+        self.run.clock.unwatch(schedules)
+
+    def advance(self, *args: Any, **kwargs: Any) -> None:
+        raise CadenceError("a stage's clock is a view of the run's clock; advance the run's clock")
+
+    def set_budget(self, budget: Any) -> None:
+        raise CadenceError("a stage's clock is a view of the run's clock; change the run's budget")
+
+    def state_dict(self) -> dict[str, Any]:
+        raise CadenceError("a stage's clock has no state of its own; save the run's clock")
+
+    def load_state_dict(self, state: Any) -> None:
+        raise CadenceError("a stage's clock has no state of its own; load the run's clock")
+
+    def __repr__(self) -> str:
+        return f"StageClock(stage={self.run.stages[self.index].name!r}, position={self.position:g} of {self.schedule_total:g})"
+
+
+class StagePlans(PlanSet):
+    """Progressive plans per stage: each stage's own plans (built on its :class:`StageClock`, so they run
+    on the stage's own progress) or the top-level ones (on the run's clock, shared by every stage that
+    has none). :meth:`update` updates the current stage's plans; at a transition the previous stage's
+    layer plans first release their layers. :attr:`plans` is the current stage's ``{name: plan}``.
+
+        >>> import torch
+        >>> from cadence.progressive import LayerFreezing
+        >>> from cadence.regimen.stages import Stage, StageRun
+        >>> run = StageRun([Stage("all", budget=0.5), Stage("top")], Clock(budget=4))
+        >>> layers = [torch.nn.Linear(1, 1) for _ in range(2)]
+        >>> plans = StagePlans([{}, {"freeze": LayerFreezing(layers, clock=StageClock(run, 1), start=0.0)}], run)
+        >>> for _ in range(3):
+        ...     plans.update(); run.clock.advance(); _ = run.update()
+        >>> plans.update(); plans.values()
+        {'freeze/trainable_layers': 1.0, 'freeze/frozen_layers': 1.0, 'freeze/first_trainable': 1.0}
+    """
+
+    kind = "cadence.StagePlans"
+
+    def __init__(self, plans: Sequence[Mapping[str, Plan]], stages: StageRun) -> None:
+        if len(plans) != len(stages.stages):
+            raise CadenceError("give one set of plans per stage")
+        parts: list[PlanSet] = []
+        self._by_id: dict[int, int] = {}
+        self.part_of = []
+        for i, p in enumerate(plans):
+            if id(p) not in self._by_id:
+                own = {name: plan for name, plan in p.items()}
+                for name, plan in own.items():
+                    clock = getattr(plan, "clock", None)
+                    ok = clock is stages.clock or (isinstance(clock, StageClock) and clock.run is stages
+                                                   and clock.index == i)
+                    if not ok:
+                        raise CadenceError(f"stage {i}'s plan {name!r} runs on another clock; build it on "
+                                           f"StageClock(stages, {i}) (or on the run's clock, shared by every stage)")
+                self._by_id[id(p)] = len(parts)
+                parts.append(PlanSet(own, getattr(next(iter(own.values()), None), "clock", stages.clock)))
+            self.part_of.append(self._by_id[id(p)])
+        self.parts, self.stages = parts, stages
+        self._last = self.part_of[stages.index]  # the part updated last (its layer plans hold the layers)
+
+    @property
+    def plans(self) -> dict[str, Plan]:  # type: ignore[override]
+        """The current stage's plans by name."""
+        return self.parts[self.part_of[self.stages.index]].plans
+
+    @plans.setter
+    def plans(self, value: Any) -> None:  # PlanSet.__init__ is not called; nothing to set
+        raise CadenceError("StagePlans holds one PlanSet per stage")
+
+    def __bool__(self) -> bool:
+        return any(self.parts)
+
+    def __iter__(self) -> Any:
+        """Every plan of every stage (each once)."""
+        return iter([plan for part in self.parts for plan in part.plans.values()])
+
+    def update(self) -> None:
+        """Release the previous stage's layer plans at a transition, then update the current stage's."""
+        now = self.part_of[self.stages.index]
+        if now != self._last:
+            current = {id(p) for p in self.parts[now].plans.values()}
+            for plan in self.parts[self._last].plans.values():
+                if id(plan) not in current and hasattr(plan, "release"):
+                    plan.release()
+            self._last = now
+        self.parts[now].update()
+
+    def apply(self, batch: Any) -> Any:
+        return self.parts[self.part_of[self.stages.index]].apply(batch)
+
+    def values(self) -> dict[str, float]:
+        return self.parts[self.part_of[self.stages.index]].values()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "parts": [part.state_dict() for part in self.parts], "last": self._last}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Every stage's plans, the part that was updated last loaded last (its layer plans set the layers);
+        a mismatch raises (:class:`RegimenLink` puts every part back)."""
+        parts = state.get("parts") if isinstance(state, Mapping) else None
+        last = state.get("last") if isinstance(state, Mapping) else None
+        if not isinstance(state, Mapping) or state.get("kind") != self.kind or not isinstance(parts, list) \
+                or len(parts) != len(self.parts) or not isinstance(last, int) or not 0 <= last < len(self.parts):
+            raise StateError(f"not the state of these plans per stage ({len(self.parts)} sets)")
+        order = [j for j in range(len(self.parts)) if j != last] + [last]
+        for j in order:
+            self.parts[j].load_state_dict(parts[j])
+        self._last = last
