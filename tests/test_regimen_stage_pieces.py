@@ -223,7 +223,7 @@ def test_trl_switches_curricula_at_the_transition_as_hand_built_samplers(tmp_pat
             return [float(len(c) % 3) for c in completions]
 
         trainer = grpo_trainer(tmp_path, [reward], max_steps=4)
-        trainer.args.save_strategy, trainer.args.save_steps = "steps", 2
+        trainer.args.save_strategy, trainer.args.save_steps = "steps", 1
         callback = Regimen.from_dict(d).attach(trainer)
         trainer.train(resume_from_checkpoint=resume)
         return rounds, callback, reward
@@ -243,9 +243,10 @@ def test_trl_switches_curricula_at_the_transition_as_hand_built_samplers(tmp_pat
     assert rounds == hand and callback.link.policy is callback.link.sampler.sampler.parts[1].policy
     assert all(SOURCES[i] == "small" for r in rounds[:2] for i in r)
     roundtrip(callback.link.state_dict())
-    resumed_rounds, resumed, _ = run(str(tmp_path / "checkpoint-2"))  # exactly at the transition
-    assert resumed_rounds == rounds[2:]
-    assert resumed.link.sampler.state_dict() == callback.link.sampler.state_dict()
+    for cut in (1, 2, 3):  # mid-stage, exactly at the transition, mid second stage
+        resumed_rounds, resumed, _ = run(str(tmp_path / f"checkpoint-{cut}"))
+        assert resumed_rounds == rounds[cut:]
+        assert resumed.link.sampler.state_dict() == callback.link.sampler.state_dict()
 
     trainer = grpo_trainer(tmp_path, [reward], max_steps=4)
     trainer.args.steps_per_generation = 2
@@ -270,7 +271,7 @@ def test_lightning_switches_curricula_at_the_transition_as_hand_built_samplers(t
                                                     "seed": 2, "reference": {"near": 0.0, "far": 0.0}}}]}
 
     def fit(root, ckpt_path=None):
-        saver = pl.callbacks.ModelCheckpoint(dirpath=str(root), every_n_train_steps=3, save_top_k=-1)
+        saver = pl.callbacks.ModelCheckpoint(dirpath=str(root), every_n_train_steps=1, save_top_k=-1)
         t = pl.Trainer(max_steps=6, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                        enable_model_summary=False, default_root_dir=str(root), callbacks=[saver])
         callback = Regimen.from_dict(d).attach(t)
@@ -301,11 +302,12 @@ def test_lightning_switches_curricula_at_the_transition_as_hand_built_samplers(t
     assert [p["policy"] for p in callback.link.sampler.state_dict()["parts"]] == \
         [first.policy.state_dict(), second.policy.state_dict()]
 
-    resumed, after, t2 = fit(tmp_path / "b", ckpt_path=str(tmp_path / "a" / "epoch=0-step=3.ckpt"))  # at the transition
-    assert after == seen[3:]
-    assert without_seconds(resumed.link.state_dict()) == without_seconds(callback.link.state_dict())
-    for a, b in zip(t.lightning_module.parameters(), t2.lightning_module.parameters()):
-        assert torch.equal(a, b)
+    for cut in (2, 3, 5):  # mid-stage, exactly at the transition, mid second stage
+        resumed, after, t2 = fit(tmp_path / f"r{cut}", ckpt_path=str(tmp_path / "a" / f"epoch=0-step={cut}.ckpt"))
+        assert after == seen[cut:]
+        assert without_seconds(resumed.link.state_dict()) == without_seconds(callback.link.state_dict())
+        for a, b in zip(t.lightning_module.parameters(), t2.lightning_module.parameters()):
+            assert torch.equal(a, b)
 
 
 def test_a_stage_averages_with_its_own_averager_as_hand_built_averagers():

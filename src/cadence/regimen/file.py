@@ -654,7 +654,8 @@ def _plans(v: Any, at: str) -> dict[str, Section]:
             layers = spec.pop("layers")
             import torch
 
-            dummy = [torch.nn.Linear(1, 1) for _ in range(4)]
+            with torch.random.fork_rng(devices=[]):  # checking a file leaves the run's random stream alone
+                dummy = [torch.nn.Linear(1, 1) for _ in range(4)]
             piece.build(spec, {"clock": Clock(budget=100), "layers": dummy}, path)
             spec["layers"] = layers
         else:
@@ -674,7 +675,9 @@ def _averaging(v: Any, path: str = "averaging") -> Section | None:
     if d:  # the doctor's {kind: ...} names the kind only; its arguments are checked when built
         import torch
 
-        piece.build(d, {"model": torch.nn.Linear(1, 1), "clock": Clock(budget=100)}, path)
+        with torch.random.fork_rng(devices=[]):  # checking a file leaves the run's random stream alone
+            dummy = torch.nn.Linear(1, 1)
+        piece.build(d, {"model": dummy, "clock": Clock(budget=100)}, path)
     return Section(name, d)
 
 

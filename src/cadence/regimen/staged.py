@@ -308,7 +308,8 @@ class StageSelector:
     ``hints``) become :meth:`StageRL.current`'s, so a host that draws through one selector (TRL)
     switches them at the transition exactly as a plain loop switches ``link.rl.current()``. The
     curriculum sampler (one, or a :class:`StageSampler`) is shared; the state is the sampler's, the
-    selector's counters and every stage's pieces (:class:`StageRL`).
+    selector's counters and every stage's pieces (:class:`StageRL`; pieces other than the selector's,
+    such as a length budget, are the host's to read from ``rl.current()``).
 
         >>> from cadence.clock import Clock
         >>> from cadence.curricula import Arms, CurriculumSampler, Uniform
@@ -328,11 +329,7 @@ class StageSelector:
     def __init__(self, selector: Any, rl: StageRL) -> None:
         from cadence.rl.selector import PARTS
 
-        for i, part in enumerate(rl.parts):
-            unknown = set(part) - set(PARTS)
-            if unknown:
-                raise CadenceError(f"a prompt selector switches {list(PARTS)} per stage, not {sorted(unknown)}")
-        self.selector, self.rl, self.parts = selector, rl, PARTS
+        self.selector, self.rl, self.parts = selector, rl, PARTS  # (other pieces, a length budget, are the host's)
         self.sampler = selector.sampler
 
     def current(self) -> Any:
