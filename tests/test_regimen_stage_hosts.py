@@ -242,7 +242,7 @@ def trl_file():
         "stages": [{"name": "grpo", "budget": "50%"},
                    {"name": "filtered",
                     "rl": {"dynamic": {"max_extra_rounds": 1}, "predictive": {"p_min": 0.2, "seed": 3},
-                           "length_budget": {"schedule": "constant(level=4)", "name": "length"}},
+                           "length_budget": {"schedule": "ramp(start=4, end=2)", "name": "length"}},
                     "averaging": {"kind": "tail", "every": "1 steps", "keep": 2},
                     "plans": {"freeze": {"plan": "layer_freezing", "layers": "transformer.h",
                                          "fraction": "constant(level=1)"}}}],
@@ -280,7 +280,7 @@ def test_trl_switches_a_stage_s_own_rl_pieces_at_the_transition_as_hand_built_pi
         run = StageRun([Stage("grpo", budget=0.5), Stage("filtered")], clock, defaults={"lr": "constant(level=0.001)"})
         rl = StageRL([{"length_budget": LengthBudget("constant(level=3)", name="length")},
                       {"dynamic": DynamicSampling(max_extra_rounds=1), "predictive": PredictiveFilter(6, p_min=0.2, seed=3),
-                       "length_budget": LengthBudget("constant(level=4)", name="length")}], run)
+                       "length_budget": LengthBudget("ramp(start=4, end=2)", name="length")}], run, own=[False, True])
         plans = StagePlans([{}, {"freeze": LayerFreezing(t.model.transformer.h, clock=StageClock(run, 1),
                                                          fraction="constant(level=1)")}], run)
         averaging = StageAveraging([EMA(t.model, clock, half_life="1 steps", start="0 steps"),
@@ -291,7 +291,7 @@ def test_trl_switches_a_stage_s_own_rl_pieces_at_the_transition_as_hand_built_pi
 
     hand, hand_cb, hand_rounds = trl_run(tmp_path / "b", by_hand)
     assert rounds == hand_rounds
-    assert {r[2][0] for r in rounds if r[0] < 2} == {3.0} and {r[2][0] for r in rounds if r[0] >= 2} == {4.0}
+    assert {r[0]: r[2][0] for r in rounds} == {0: 3.0, 1: 3.0, 2: 4.0, 3: 3.0}  # the stage's own ramp: its progress
     logged = {h["step"]: h for h in filed.state.log_history if "loss" in h}
     assert not any(k.startswith("cadence/rl/predictive") for s in (1, 2) for k in logged[s])  # plain GRPO first
     assert all("cadence/rl/predictive/skipped_share" in logged[s] and "cadence/rl/kept_fraction" in logged[s]

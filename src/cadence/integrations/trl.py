@@ -231,7 +231,12 @@ def attach(trainer: Any, *, sampler: CurriculumSampler | None = None, knobs: Map
         _wrap_token_mask(trainer, link, downsample)
     if replay is not None:
         trainer._cadence_replay = ReplayGroups()
-    lengths = (lambda: length_budget) if stage_rl is None else (lambda: stage_rl.current().get("length_budget"))
+    if stage_rl is None:
+        def lengths() -> tuple[LengthBudget | None, Any]:
+            return length_budget, link.clock
+    else:  # a stage's own length budget runs on the stage's progress
+        def lengths() -> tuple[LengthBudget | None, Any]:
+            return stage_rl.current().get("length_budget"), stage_rl.clock()
     _wrap_generation(trainer, link, selector, correct_of, lengths, guidance)
     _wrap_checkpoints(trainer)
     trainer._cadence_attached = True
@@ -448,10 +453,10 @@ def _selector(trainer: Any, sampler: Any, dynamic: Any, predictive: Any, has_cor
 
 
 def _wrap_generation(trainer: Any, link: Any, selector: Any, correct_of: Correctness | None,
-                     lengths: Callable[[], LengthBudget | None], guidance: Any = None) -> None:
+                     lengths: Callable[[], tuple[LengthBudget | None, Any]], guidance: Any = None) -> None:
     """Choose each training round's prompts, observe its signals, apply dynamic sampling, count rollouts.
     ``selector``: a ``PromptSelector`` or a ``StageSelector`` (pieces per stage); ``lengths()``: the length
-    budget of the round (the current stage's)."""
+    budget of the round (the current stage's) and the clock it reads."""
     generate, calculate = trainer._generate_and_score_completions, trainer._calculate_rewards
     accelerator = trainer.accelerator
     rows = _rows(trainer) if selector is not None else None
@@ -468,9 +473,9 @@ def _wrap_generation(trainer: Any, link: Any, selector: Any, correct_of: Correct
 
     def with_knobs(inputs: list[dict]) -> list[dict]:
         values = {name: link.knob(name) for name in link.knobs}
-        length_budget = lengths()
-        if length_budget is not None and length_budget.name not in values:  # a stage's own: not a link knob
-            values[length_budget.name] = length_budget(link.clock)
+        length_budget, clock = lengths()
+        if length_budget is not None and length_budget.name not in values:  # per stage: not a link knob
+            values[length_budget.name] = length_budget(clock)
         out = [{**row, **values} for row in inputs]
         if length_budget is not None and length_budget.in_prompt:
             out = [{**row, "prompt": length_budget.prompt(row["prompt"], values[length_budget.name])} for row in out]

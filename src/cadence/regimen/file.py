@@ -347,7 +347,7 @@ class Regimen:
     def stage_rl(self, stages: StageRun | None, *, exclude: Sequence[str] = (), **host: Any) -> Any:
         """The RL pieces per stage for a loop that runs them itself (:class:`~cadence.regimen.staged.StageRL`):
         each stage's own ``rl`` section, or the top-level one (built once, shared); ``current()`` gives the
-        current stage's. ``host``: what the pieces need (``num_items``, ``arm_of``); ``exclude``: pieces the
+        current stage's, ``clock()`` the clock their schedules run on (a stage's own: its own progress). ``host``: what the pieces need (``num_items``, ``arm_of``); ``exclude``: pieces the
         host builds once itself (TRL's ``d3s``)."""
         from cadence.regimen.staged import StageRL
 
@@ -359,7 +359,7 @@ class Regimen:
                 at = "rl" if section is self.rl else f"stages[{i}].rl"
                 built[id(section)] = {name: RL[name].build(s.args, host, f"{at}.{name}") for name, s in section.items()
                                       if name not in exclude}
-        return StageRL([built[id(s)] for s in sections], stages)
+        return StageRL([built[id(s)] for s in sections], stages, own=[s is not self.rl for s in sections])
 
     def has_plans(self) -> bool:
         """Whether the regimen has plans, at the top level or in a stage."""

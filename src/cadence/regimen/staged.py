@@ -188,6 +188,8 @@ class StageSampler(Sampler[int]):
 class StageRL:
     """A plain loop's RL pieces per stage: :meth:`current` is the current stage's ``{name: piece}``
     (a stage without an ``rl`` section of its own shares the top-level pieces, which keep their state).
+    :meth:`clock` is the clock the current pieces' schedules (a length budget's) run on: the stage's own
+    progress (a :class:`StageClock`) for a stage's own pieces (``own``), the run's for shared ones.
     Built by ``Regimen.stage_rl``; the link checkpoints it (role ``"rl"``).
 
         >>> from cadence.clock import Clock
@@ -199,9 +201,14 @@ class StageRL:
         ([], None, None, 'hard', ['dynamic'])
     """
 
-    def __init__(self, pieces: Sequence[Mapping[str, Any]], stages: StageRun | None) -> None:
+    def __init__(self, pieces: Sequence[Mapping[str, Any]], stages: StageRun | None,
+                 own: Sequence[bool] | None = None) -> None:
         if len(pieces) != (len(stages.stages) if stages is not None else 1):
             raise CadenceError("give one set of RL pieces per stage")
+        self.own = [False] * len(pieces) if own is None else [bool(o) for o in own]
+        if len(self.own) != len(pieces) or (stages is None and any(self.own)):
+            raise CadenceError("own: one flag per stage (a stage's own pieces), and stages to run them on")
+        self._clocks = {i: StageClock(stages, i) for i, o in enumerate(self.own) if o}
         parts: list[Mapping[str, Any]] = []
         for p in pieces:
             if all(p is not q for q in parts):
@@ -212,6 +219,13 @@ class StageRL:
     def current(self) -> dict[str, Any]:
         """The current stage's pieces by name."""
         return dict(self.parts[self.part_of[self.stages.index if self.stages is not None else 0]])
+
+    def clock(self) -> Any:
+        """The clock to read the current pieces' schedules on (``LengthBudget(rl.clock())``): the current
+        stage's :class:`StageClock` when they are its own, else the run's clock."""
+        if self.stages is None:
+            raise CadenceError("RL pieces without stages have no clock of their own; read them on the run's clock")
+        return self._clocks.get(self.stages.index, self.stages.clock)
 
     def state_dict(self) -> dict[str, Any]:
         return {"kind": "cadence.StageRL", "parts": [{name: piece.state_dict() for name, piece in part.items()
@@ -465,11 +479,14 @@ class StagePlans(PlanSet):
         >>> from cadence.regimen.stages import Stage, StageRun
         >>> run = StageRun([Stage("all", budget=0.5), Stage("top")], Clock(budget=4))
         >>> layers = [torch.nn.Linear(1, 1) for _ in range(2)]
-        >>> plans = StagePlans([{}, {"freeze": LayerFreezing(layers, clock=StageClock(run, 1), start=0.0)}], run)
-        >>> for _ in range(3):
-        ...     plans.update(); run.clock.advance(); _ = run.update()
-        >>> plans.update(); plans.values()
-        {'freeze/trainable_layers': 1.0, 'freeze/frozen_layers': 1.0, 'freeze/first_trainable': 1.0}
+        >>> late = "join(constant(level=0), constant(level=1), at=[50%])"    # from the middle of the stage
+        >>> plans = StagePlans([{}, {"freeze": LayerFreezing(layers, clock=StageClock(run, 1), fraction=late)}], run)
+        >>> frozen = []
+        >>> for _ in range(4):
+        ...     plans.update(); frozen.append(plans.values().get("freeze/frozen_layers"))
+        ...     run.clock.advance(); _ = run.update()
+        >>> frozen
+        [None, None, 0.0, 1.0]
     """
 
     kind = "cadence.StagePlans"
