@@ -251,6 +251,13 @@ def test_verl_overrides_from_a_file_match_the_documented_lines():
                                 "stages": [{"name": "a", "budget": "50%"}, {"name": "b"}]})
     with pytest.raises(PathError, match="^stages: verl's adapter runs one stage"):
         verl_overrides(staged)
+    own = staged.to_dict()  # a stage's own pieces: the first one verl cannot run, by path, with the reason
+    own["stages"][1] |= {"rl": {"dynamic": {}}, "averaging": {"kind": "ema", "half_life": "1 steps"}}
+    with pytest.raises(PathError, match=r"^stages\[1\]\.rl: the verl adapter builds its RL pieces once, from its config"):
+        verl_overrides(Regimen.from_dict(own))
+    own["stages"][1] = {"name": "b", "plans": {"f": {"plan": "layer_freezing", "layers": "h"}}}
+    with pytest.raises(PathError, match=r"^stages\[1\]\.plans\.f: layer_freezing cannot run in the verl adapter"):
+        verl_overrides(Regimen.from_dict(own))
     with pytest.raises(PathError, match="^plans.f: layer_freezing cannot run in the verl adapter"):
         verl_overrides(Regimen.from_dict({"budget": "10 steps", "plans": {"f": {"plan": "layer_freezing",
                                                                                  "layers": "h"}}}))
