@@ -257,7 +257,7 @@ def trl_run(root, attach, resume=None):
 
     def right(completions, cadence_id, length, trainer_state, **kwargs):
         rounds.append((trainer_state.global_step, list(cadence_id), list(length)))
-        return [float(len(c) % 2) for c in completions]
+        return [float(len(set(c)) % 2) for c in completions]  # varies within a group
 
     trainer = grpo_trainer(root, [right], max_steps=4)
     trainer.args.save_strategy, trainer.args.save_steps = "steps", 1
@@ -421,3 +421,25 @@ def test_reading_a_file_leaves_the_global_random_stream_alone():
     torch.manual_seed(5)
     Regimen.from_dict({**HF_FILE, "plans": {"f": {"plan": "layer_freezing", "layers": "x", "fraction": FREEZE_LATE}}})
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_trl_runs_a_stage_s_own_replay_and_resumes_its_stored_groups_exactly(tmp_path):
+    """Replay only in the second stage: the groups stored there (tensors in the checkpoint's replay file)
+    come back on resume mid-stage, and the run continues bit-equal."""
+    def filed():
+        d = trl_file()
+        del d["averaging"], d["stages"][1]["averaging"], d["stages"][1]["plans"]
+        d["stages"][1]["rl"] = {"dynamic": {"max_extra_rounds": 0}, "replay": {},
+                                "length_budget": {"schedule": "constant(level=4)", "name": "length"}}
+        return Regimen.from_dict(d)
+
+    trainer, callback, rounds = trl_run(tmp_path / "a", lambda t: filed().attach(t))
+    selector = callback.link.sampler
+    assert [list(p) for p in selector.rl.parts] == [["length_budget"], ["dynamic", "replay", "length_budget"]]
+    buffer = selector.every("replay")[0]
+    assert buffer.entries and buffer.state_dict() == roundtrip(buffer.state_dict())  # it stored groups
+    resumed, again, after = trl_run(tmp_path / "a", lambda t: filed().attach(t),
+                                    resume=str(tmp_path / "a" / "checkpoint-3"))
+    assert after == [r for r in rounds if r[0] >= 3]
+    assert plain(again.link.state_dict()) == plain(callback.link.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(trainer.model.parameters(), resumed.model.parameters()))
