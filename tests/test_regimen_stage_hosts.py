@@ -291,6 +291,9 @@ def test_trl_switches_a_stage_s_own_rl_pieces_at_the_transition_as_hand_built_pi
 
     hand, hand_cb, hand_rounds = trl_run(tmp_path / "b", by_hand)
     assert rounds == hand_rounds
+    cadence_logs = [[{k: v for k, v in h.items() if k.startswith("cadence/")} for h in t.state.log_history]
+                    for t in (filed, hand)]
+    assert cadence_logs[0] == cadence_logs[1]  # every step's regimen values
     assert {r[0]: r[2][0] for r in rounds} == {0: 3.0, 1: 3.0, 2: 4.0, 3: 3.0}  # the stage's own ramp: its progress
     logged = {h["step"]: h for h in filed.state.log_history if "loss" in h}
     assert not any(k.startswith("cadence/rl/predictive") for s in (1, 2) for k in logged[s])  # plain GRPO first
