@@ -328,6 +328,9 @@ def test_trl_refuses_stage_rl_pieces_it_cannot_switch_by_path(tmp_path):
     d["stages"][1]["rl"] = {"dynamic": {}}  # the first stage has a length budget (the top level's), this one none
     with pytest.raises(PathError, match=r"^stages\[1\]\.rl: another stage has a length budget"):
         Regimen.from_dict(d).attach(grpo_trainer(tmp_path, [right], max_steps=4))
+    bare = {k: v for k, v in d.items() if k not in ("curriculum", "rl")}
+    with pytest.raises(PathError, match=r"^stages\[1\]\.rl\.dynamic: chooses among a curriculum's prompts"):
+        Regimen.from_dict(bare).attach(grpo_trainer(tmp_path, [right], max_steps=4))
     d["stages"][1]["rl"] = {"knapsack": {"group": 2}}
     with pytest.raises(PathError, match=r"^stages\[1\]\.rl\.knapsack: knapsack cannot run in the TRL adapter"):
         Regimen.from_dict(d).attach(grpo_trainer(tmp_path, [right], max_steps=4))

@@ -208,8 +208,10 @@ def attach(trainer: Any, *, sampler: CurriculumSampler | None = None, knobs: Map
     if guidance is not None and not isinstance(guidance, str) and not callable(guidance):
         raise CadenceError(f"guidance must be a column name or a function, got {type(guidance).__name__}")
     if per_stage is not None:
-        if sampler is None and any(per_stage):
-            raise CadenceError("RL pieces choose among a curriculum's prompts: pass sampler= too")
+        from cadence.rl.selector import PARTS
+
+        if sampler is None and any(p.get(k) is not None for p in per_stage for k in PARTS):
+            raise CadenceError(f"{', '.join(PARTS)} choose among a curriculum's prompts: pass sampler= too")
         if sampler is not None:
             from cadence.regimen.staged import StageSelector
 
@@ -302,6 +304,13 @@ def attach_regimen(regimen: Any, trainer: Any, *, after: Any = None, stop_on_tra
             if "d3s" in own.get("rl", ({},))[0]:
                 raise PathError(f"stages[{i}].rl.d3s", "D3S masks TRL's loss through one hook set when attaching; "
                                                        "give it at the top level")
+        if sampler is None:
+            from cadence.rl.selector import PARTS
+
+            chosen = [f"stages[{i}].rl.{k}" for i, own in enumerate(regimen.stage_pieces)
+                      for k in own.get("rl", ({},))[0] if k in PARTS] + [f"rl.{k}" for k in regimen.rl if k in PARTS]
+            if chosen:
+                raise PathError(chosen[0], "chooses among a curriculum's prompts: give the regimen a curriculum")
         pieces["stage_rl"] = regimen.stage_rl(stages, exclude=("d3s",), num_items=len(trainer.train_dataset))
         _check_stage_lengths(regimen, pieces["stage_rl"])
         if "d3s" in regimen.rl:
