@@ -147,7 +147,8 @@ def test_bad_stage_plans_are_one_error_naming_their_path():
 def test_a_stage_clock_follows_a_stage_that_a_rule_ended_early():
     from cadence.regimen import Rule
 
-    run = StageRun([Stage("a", budget=0.5, rules=(Rule("loss", "below", threshold=1.0),)), Stage("b")], Clock(budget=10))
+    run = StageRun([Stage("a", budget=0.5, rules=(Rule("loss", "below", threshold=1.0),)), Stage("b")],
+                   Clock(budget=10))
     view = StageClock(run, 1)
     assert (view.schedule_total, view.position) == (5.0, 0.0)
     run.clock.advance(2)
@@ -279,7 +280,8 @@ def test_trl_switches_a_stage_s_own_rl_pieces_at_the_transition_as_hand_built_pi
         clock = Clock(budget=4)
         run = StageRun([Stage("grpo", budget=0.5), Stage("filtered")], clock, defaults={"lr": "constant(level=0.001)"})
         rl = StageRL([{"length_budget": LengthBudget("constant(level=3)", name="length")},
-                      {"dynamic": DynamicSampling(max_extra_rounds=1), "predictive": PredictiveFilter(6, p_min=0.2, seed=3),
+                      {"dynamic": DynamicSampling(max_extra_rounds=1),
+                       "predictive": PredictiveFilter(6, p_min=0.2, seed=3),
                        "length_budget": LengthBudget("ramp(start=4, end=2)", name="length")}], run, own=[False, True])
         plans = StagePlans([{}, {"freeze": LayerFreezing(t.model.transformer.h, clock=StageClock(run, 1),
                                                          fraction="constant(level=1)")}], run)

@@ -306,9 +306,11 @@ def attach_regimen(regimen: Any, trainer: pl.Trainer, *, model: pl.LightningModu
     sampler = regimen.build_data(dataset, clock, stages, host="lightning",  # ids per step of this process's stream
                                  ids_per_step=lambda first: first.local_batch_size * trainer.accumulate_grad_batches)
     plans = regimen.build_plans(clock, model, stages) if regimen.has_plans() else None
-    averaging = None
-    if regimen.averaging is not None or any("averaging" in own for own in regimen.stage_pieces):
-        averaging = lambda module: regimen.build_averaging(module if model is None else model, clock, stages)  # noqa: E731
+    def averaging(module: pl.LightningModule) -> Any:  # built over the module being fit, when training starts
+        return regimen.build_averaging(module if model is None else model, clock, stages)
+
+    if regimen.averaging is None and not any("averaging" in own for own in regimen.stage_pieces):
+        averaging = None
     callback = CadenceCallback(lr=fields.pop("lr", None), clock=clock, knobs=regimen.knob_schedules(stages),
                                sampler=sampler, plans=plans, stages=stages, averaging=averaging, **options, **fields)
     trainer.callbacks.insert(0, callback)  # before checkpointing callbacks, so a checkpoint holds the stepped link

@@ -72,7 +72,8 @@ class Regimen:
     rl: Mapping[str, Section] = field(default_factory=dict)
     plans: Mapping[str, Section] = field(default_factory=dict)
     averaging: Section | None = None
-    stage_pieces: tuple[Mapping[str, Any], ...] = ()  # per stage: {"curriculum"|"rl"|"plans"|"averaging": (built, canonical)}
+    stage_pieces: tuple[Mapping[str, Any], ...] = ()  # per stage: {"curriculum"|"rl"|"plans"|"averaging": (built,
+    #                                                    canonical)}
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Regimen) and self.to_dict() == other.to_dict()

@@ -465,7 +465,8 @@ class StageClock(Clock):
         raise CadenceError("a stage's clock has no state of its own; load the run's clock")
 
     def __repr__(self) -> str:
-        return f"StageClock(stage={self.run.stages[self.index].name!r}, position={self.position:g} of {self.schedule_total:g})"
+        name = self.run.stages[self.index].name
+        return f"StageClock(stage={name!r}, position={self.position:g} of {self.schedule_total:g})"
 
 
 class StagePlans(PlanSet):
