@@ -451,3 +451,27 @@ def test_trl_runs_a_stage_s_own_replay_and_resumes_its_stored_groups_exactly(tmp
     assert after == [r for r in rounds if r[0] >= 3]
     assert plain(again.link.state_dict()) == plain(callback.link.state_dict())
     assert all(torch.equal(a, b) for a, b in zip(trainer.model.parameters(), resumed.model.parameters()))
+
+
+def test_trl_runs_a_stage_s_own_hints_with_the_stage_s_guidance_column(tmp_path):
+    pytest.importorskip("trl")
+    from test_integrations_trl import SOURCES, grpo_trainer
+
+    rounds = []
+
+    def wrong(prompts, completions, **kwargs):  # never right: the hints' stage re-rolls with guidance
+        rounds.append(list(prompts))
+        return [0.0] * len(completions)
+
+    d = {"budget": "4 steps", "lr": "constant(level=0.001)", "rl": {"correct": "wrong"},
+         "curriculum": {"policy": "uniform", "arms": {"items": SOURCES}, "batch_size": 2, "seed": 1},
+         "stages": [{"name": "plain", "budget": "50%"},
+                    {"name": "hinted", "rl": {"hints": {"patience": 1}, "guidance": "hint"}}]}
+    trainer = grpo_trainer(tmp_path, [wrong], max_steps=4)
+    trainer.train_dataset = trainer.train_dataset.add_column("hint", [[" HINT"]] * len(trainer.train_dataset))
+    callback = Regimen.from_dict(d).attach(trainer)
+    assert callback.link.sampler.current().hints is None
+    trainer.train()
+    assert callback.link.sampler.current().hints.patience == 1
+    guided = [r for r in rounds if any(p.endswith(" HINT") for p in r)]
+    assert guided and all(not p.endswith(" HINT") for r in rounds[:2] for p in r)  # guidance in the hinted stage only

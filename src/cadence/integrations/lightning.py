@@ -250,7 +250,9 @@ class CadenceCallback(pl.Callback):
             state = encode(state)
         else:
             state = encode(self._saved) if self._saved is not None else {}
-        if self.averaging is not None and hasattr(self.averaging, "state_dict"):
+        if self._averaging_saved is not None:  # restored, not yet loaded into the averager built at train start
+            state["averaging"] = self._averaging_saved
+        elif self.averaging is not None and hasattr(self.averaging, "state_dict"):
             state["averaging"] = self.averaging.state_dict()
         return state
 
