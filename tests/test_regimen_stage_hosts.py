@@ -155,6 +155,10 @@ def test_a_stage_clock_follows_a_stage_that_a_rule_ended_early():
     run.log({"loss": 0.5})  # stage a ends at step 2: b spans the 8 steps that remain
     run.clock.advance(2)
     assert (view.schedule_total, view.position, view.progress) == (8.0, 2.0, 0.25)
+    run.clock.set_budget(20)  # a longer run (rescale): the stage's progress goes on from where it was, slower
+    assert view.progress == 0.25
+    run.clock.advance(2)
+    assert 0.25 < view.progress < 0.5
     with pytest.raises(Exception, match="view of the run's clock"):
         view.advance()
 
