@@ -5,8 +5,9 @@
 * :mod:`cadence.regimen.stages` — :class:`Stage`, :class:`Rule`, :class:`StageRun`: stages on one clock;
 * :mod:`cadence.regimen.pieces` — the registries the file's ``curriculum``/``rl``/``plans``/``averaging``
   sections name (:func:`register` adds a piece);
-* :mod:`cadence.regimen.staged` — :class:`StageSampler`, :class:`StageRL`, :class:`StageAveraging`: a
-  stage's own curriculum, RL pieces and averaging, switched at the transition within one host;
+* :mod:`cadence.regimen.staged` — :class:`StageSampler`, :class:`StageRL`, :class:`StageSelector`,
+  :class:`StagePlans` (on a :class:`StageClock`), :class:`StageAveraging`: a stage's own curriculum, RL
+  pieces, plans and averaging, switched at the transition within one host;
 * :mod:`cadence.regimen.link` — :class:`RegimenLink`: the framework-free runtime bundle that the
   adapters in ``cadence.integrations`` translate into their host's hooks.
 
@@ -18,8 +19,8 @@
 from cadence.regimen.file import Regimen
 from cadence.regimen.link import RegimenLink
 from cadence.regimen.pieces import PathError, Piece, register
-from cadence.regimen.staged import StageAveraging, StageRL, StageSampler
+from cadence.regimen.staged import StageAveraging, StageClock, StagePlans, StageRL, StageSampler, StageSelector
 from cadence.regimen.stages import Rule, Stage, StageEvent, StageRun
 
 __all__ = ["Regimen", "RegimenLink", "Stage", "Rule", "StageRun", "StageEvent", "StageSampler", "StageRL",
-           "StageAveraging", "PathError", "Piece", "register"]
+           "StageAveraging", "StageSelector", "StageClock", "StagePlans", "PathError", "Piece", "register"]
