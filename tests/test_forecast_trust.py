@@ -6,7 +6,7 @@ import pytest
 from cadence.errors import CadenceError
 from cadence.forecast import AnnealingLaw, FitTarget, fit_law, lr_per_step
 from cadence.forecast.evaluate import Setting, held_out, size_out, trim
-from cadence.forecast.fit import residual_quantiles
+from cadence.forecast.fit import RUNS_INTERVAL_SCALE, residual_quantiles
 from cadence.forecast.published import load_curves
 from cadence.forecast.regime import transient_mask
 
@@ -38,6 +38,29 @@ def test_the_interval_covers_its_nominal_level_on_a_law_with_known_noise(seed) -
     assert 0.72 <= inside / total <= 0.88
     wider = fit.interval(t.lr, t.steps, level=0.95, scale=1.0)
     assert np.all(wider[0] <= low) and np.all(wider[1] >= high)
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_the_run_envelope_interval_covers_its_nominal_level_on_a_law_with_known_noise(seed) -> None:
+    rng = np.random.default_rng(seed)
+    fit = fit_law([noisy(s, rng) for s in FITTED], lams=(0.9, 0.95, 0.99))
+    # by hand: the largest |10% or 90% quantile| of any one run's leave-one-out residuals, both sides
+    q = max(abs(np.quantile(r, p)) for r in fit.loo_residuals for p in (0.1, 0.9))
+    inside = total = 0
+    for spec in HELD:
+        t = noisy(spec, rng)
+        low, high = fit.interval(t.lr, t.steps, level=0.8, scale=1.0, method="runs")
+        pred = fit.law.predict(t.lr, t.steps)
+        np.testing.assert_allclose(high / pred - 1, q, rtol=1e-9)
+        np.testing.assert_allclose(low / pred - 1, -q, rtol=1e-9)
+        for y, lo, hi in zip(t.loss, low, high):
+            inside += lo <= y <= hi
+            total += 1
+    assert 0.75 <= inside / total <= 0.90
+    default = fit.interval(t.lr, t.steps, method="runs")  # scale RUNS_INTERVAL_SCALE
+    np.testing.assert_allclose(default[1] / pred - 1, RUNS_INTERVAL_SCALE * q, rtol=1e-9)
+    with pytest.raises(CadenceError, match="method"):
+        fit.interval(t.lr, t.steps, method="bootstrap")
 
 
 def test_the_interval_needs_two_runs_and_a_level_in_range() -> None:
