@@ -5,8 +5,8 @@ import pytest
 
 from cadence.errors import CadenceError
 from cadence.forecast import AnnealingLaw, FitTarget, fit_law, lr_per_step
-from cadence.forecast.evaluate import Setting, held_out, size_out, trim
-from cadence.forecast.fit import residual_quantiles
+from cadence.forecast.evaluate import SCALES, Setting, held_out, size_out, trim
+from cadence.forecast.fit import RUNS_INTERVAL_SCALE, residual_quantiles
 from cadence.forecast.published import load_curves
 from cadence.forecast.regime import transient_mask
 
@@ -38,6 +38,29 @@ def test_the_interval_covers_its_nominal_level_on_a_law_with_known_noise(seed) -
     assert 0.72 <= inside / total <= 0.88
     wider = fit.interval(t.lr, t.steps, level=0.95, scale=1.0)
     assert np.all(wider[0] <= low) and np.all(wider[1] >= high)
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_the_run_envelope_interval_covers_its_nominal_level_on_a_law_with_known_noise(seed) -> None:
+    rng = np.random.default_rng(seed)
+    fit = fit_law([noisy(s, rng) for s in FITTED], lams=(0.9, 0.95, 0.99))
+    # by hand: the largest |10% or 90% quantile| of any one run's leave-one-out residuals, both sides
+    q = max(abs(np.quantile(r, p)) for r in fit.loo_residuals for p in (0.1, 0.9))
+    inside = total = 0
+    for spec in HELD:
+        t = noisy(spec, rng)
+        low, high = fit.interval(t.lr, t.steps, level=0.8, scale=1.0, method="runs")
+        pred = fit.law.predict(t.lr, t.steps)
+        np.testing.assert_allclose(high / pred - 1, q, rtol=1e-9)
+        np.testing.assert_allclose(low / pred - 1, -q, rtol=1e-9)
+        for y, lo, hi in zip(t.loss, low, high):
+            inside += lo <= y <= hi
+            total += 1
+    assert 0.75 <= inside / total <= 0.90
+    default = fit.interval(t.lr, t.steps, method="runs")  # scale RUNS_INTERVAL_SCALE
+    np.testing.assert_allclose(default[1] / pred - 1, RUNS_INTERVAL_SCALE * q, rtol=1e-9)
+    with pytest.raises(CadenceError, match="method"):
+        fit.interval(t.lr, t.steps, method="bootstrap")
 
 
 def test_the_interval_needs_two_runs_and_a_level_in_range() -> None:
@@ -72,28 +95,37 @@ def test_leave_a_size_out_equals_a_hand_loop_over_fits() -> None:
     sets = ("multipower-25m", "multipower-100m")
     settings = (Setting(choose="objective"), Setting(choose="objective", skip=0.25))
     result = size_out(sets, settings, default=settings[0])
-    criterion = {}
+    criterion, runs_cover = {}, {}
     for name in sets:
         curves = load_curves(name)
         for setting in settings:
             fitted = [trim(c.target, setting.skip) for c in curves if c.fitted]
-            law = fit_law(fitted, choose="objective").law
-            pred_e, final = [], []
+            fit = fit_law(fitted, choose="objective")
+            law = fit.law
+            q = max(abs(np.quantile(r, p)) for r in fit.loo_residuals for p in (0.1, 0.9))  # the run envelope
+            pred_e, final, inside = [], [], {s: [] for s in SCALES}
             for c in curves:
                 if not c.fitted:
                     t = c.target
                     pred = law.predict(t.lr, t.steps)
                     pred_e.append(np.mean(np.abs(pred - t.loss) / t.loss))
                     final.append(pred[-1] / t.loss[-1] - 1)
+                    for s in SCALES:
+                        inside[s].append(np.mean(np.abs(t.loss / pred - 1) <= s * q + 1e-12))
             got = result.scores[name][setting]
             np.testing.assert_allclose(got.pred_e, pred_e, rtol=1e-9)
             np.testing.assert_allclose(got.final, final, rtol=1e-9)
             criterion[name, setting] = np.mean(pred_e) + np.mean(np.abs(final))
+            runs_cover[name, setting] = {s: np.mean(v) for s, v in inside.items()}
+            for s in SCALES:
+                assert got.mean_coverage(s, "runs") == pytest.approx(runs_cover[name, setting][s], abs=0.02)
     for d, (a, b) in zip(result.decisions, [sets, sets[::-1]]):
         assert (d.decided_on, d.judged_on) == (a, b)
         assert d.chosen == min(settings, key=lambda s: criterion[a, s])
         assert d.chosen_judged.criterion == pytest.approx(criterion[b, d.chosen], rel=1e-9)
         assert d.default_judged is result.scores[b][settings[0]]
+        cover = runs_cover[a, d.chosen]
+        assert abs(cover[d.runs_scale] - 0.8) <= min(abs(v - 0.8) for v in cover.values()) + 0.02
     with pytest.raises(CadenceError, match="two curve sets"):
         size_out(sets[:1], settings)
 

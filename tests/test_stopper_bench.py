@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cadence.cli import main
-from cadence.labs.pretrain.stopper_bench import METHODS, Trial, replay, search_rows
+from cadence.labs.pretrain.stopper_bench import METHODS, SchedulerReplay, Trial, ray_schedulers, replay, search_rows
 
 
 def hand_trial(final: float, grad_norm: list[float], loss: list[float]) -> Trial:
@@ -39,12 +39,62 @@ def test_search_rows_count_steps_saved_and_whether_the_best_trial_survives() -> 
     trials = [hand_trial(2.5, [1.0, 1.0, 1.0, 1.0], [3.0, 2.9, 2.8, 2.7]),
               hand_trial(2.0, [2.0, 2.0, 2.0, 2.0], [2.9, 2.5, 2.3, 2.1]),
               hand_trial(2.2, [0.5, 0.5, 0.5, 0.5], [3.1, 3.0, 2.9, 2.8])]
-    none, forecast, ranking = search_rows(0, trials, step_seconds=0.01)
-    assert [r.method for r in (none, forecast, ranking)] == list(METHODS)
+    none, forecast, ranking, asha, median = search_rows(0, trials, step_seconds=0.01)
+    assert [r.method for r in (none, forecast, ranking, asha, median)] == list(METHODS)
+    assert asha.saved == median.saved == 0  # no validation loss before the last report: nothing to compare
     assert none.trial_steps == none.full_steps == 120 and none.saved == 0 and none.best_survives
     assert forecast.saved == 0 and forecast.overhead_steps >= 0  # no forecast yet: nothing stopped
     assert ranking.trial_steps == 100 and ranking.stopped == 1 and ranking.saved == pytest.approx(20 / 120)
     assert not ranking.best_survives and ranking.best_final == 2.2 and ranking.full_best_final == 2.0
+
+
+def val_trial(val: list[float], final: float) -> Trial:
+    """A trial validated at every one of its five reports (``val``), ending at ``final``."""
+    steps = [10, 20, 30, 40, 50]
+    return Trial("constant(1e-3)", 50, np.array(steps), np.array(val), steps, val, [1.0] * 5, final, 1.0)
+
+
+@pytest.mark.parametrize("method", ["ASHAScheduler", "MedianStoppingRule"])
+def test_ray_schedulers_stop_a_trial_worse_by_construction_and_keep_a_better_one(method) -> None:
+    pytest.importorskip("ray")
+    # trial 4's validation loss is above every other trial's at every report; trial 1's below
+    offsets = [0.2, 0.0, 0.3, 0.1, 1.0]
+    trials = [val_trial([3.0 + d - 0.1 * r for r in range(5)], 2.6 + d) for d in offsets]
+    ended = replay(SchedulerReplay(ray_schedulers(5)[method], len(trials)), trials, forecast=False)
+    assert ended[4] < 50 and ended[1] == 50
+    rows = {r.method: r for r in search_rows(0, trials, step_seconds=0.01)}
+    assert rows[method].best_survives and rows[method].stopped >= 1 and rows[method].saved > 0
+    # the better trial first, the worse one fourth (the median rule needs 3 other trials at its report):
+    # the worse one still stops, and the better one is kept
+    ended = replay(SchedulerReplay(ray_schedulers(5)[method], 5), [trials[i] for i in (1, 0, 2, 4, 3)], forecast=False)
+    assert ended[0] == 50 and ended[3] < 50
+
+
+def test_ray_schedulers_are_driven_as_tunes_controller_drives_them() -> None:
+    pytest.importorskip("ray")
+    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+    calls = []
+
+    class Spy(FIFOScheduler):  # stops trial_1 at its second result
+        def on_trial_add(self, controller, trial):
+            calls.append(("add", trial.trial_id, trial.status))
+
+        def on_trial_result(self, controller, trial, result):
+            calls.append(("result", trial.trial_id, result["training_iteration"],
+                          len(controller.get_live_trials())))
+            stop = trial.trial_id == "trial_1" and result["training_iteration"] == 2
+            return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
+
+        def on_trial_complete(self, controller, trial, result):
+            calls.append(("complete", trial.trial_id, result["training_iteration"]))
+
+    trials = [val_trial([3.0, 2.9, 2.8, 2.7, 2.6], 2.6) for _ in range(2)]
+    assert replay(SchedulerReplay(Spy(), 2), trials, forecast=False) == [50, 20]
+    assert calls[:2] == [("add", "trial_0", "RUNNING"), ("add", "trial_1", "RUNNING")]
+    assert ("complete", "trial_1", 2) in calls and ("result", "trial_1", 3, 1) not in calls
+    assert calls[-2:] == [("result", "trial_0", 5, 1), ("complete", "trial_0", 5)]
+    assert ("result", "trial_0", 2, 2) in calls and ("result", "trial_0", 3, 1) in calls
 
 
 def test_bench_stoppers_tiny_writes_every_search(tmp_path, capsys) -> None:
@@ -52,7 +102,8 @@ def test_bench_stoppers_tiny_writes_every_search(tmp_path, capsys) -> None:
     out = tmp_path / "stoppers.json"
     assert main(["bench", "stoppers", "--size", "tiny", "--seeds", "1", "--steps", "40", "--trials", "3",
                  "--reports", "4", "-o", str(out)]) == 0
-    assert "EarlyRankingStopper" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert all(m in shown for m in METHODS)
     bench = json.loads(out.read_text())
     rows = {r["method"]: r for r in bench["rows"]}
     assert set(rows) == set(METHODS) and len(bench["specs"]) == 1 and len(bench["specs"][0]) == 3

@@ -376,7 +376,10 @@ def print_size_out(sets: Sequence[str], exclude_transients: bool, console: Conso
             f"decided on {d.decided_on}: {d.chosen} (interval scale {d.scale:g}); judged on {d.judged_on}: "
             f"criterion {c.criterion:.3%} (shipped default {dflt.criterion:.3%}), max |final| "
             f"{max(abs(f) for f in c.final):.3%}, interval coverage {c.mean_coverage(d.scale):.0%} of points, "
-            f"{sum(c.final_covered[d.scale])}/{len(c.names)} final losses (nominal {result.level:.0%})",
+            f"{sum(c.final_covered[d.scale])}/{len(c.names)} final losses (nominal {result.level:.0%}); "
+            f"run-envelope interval (method='runs', scale {d.runs_scale:g} decided there): "
+            f"{c.mean_coverage(d.runs_scale, 'runs'):.0%} of points, "
+            f"{sum(c.runs_final_covered[d.runs_scale])}/{len(c.names)} final losses",
             highlight=False, markup=False)
 
 

@@ -1,7 +1,8 @@
 """``cadence bench stoppers``: the compute Ray Tune's ForecastStopper and EarlyRankingStopper save on a
-random search of LR schedules on the pre-training lab, at the best final loss they keep
-(:mod:`cadence.labs.pretrain.stopper_bench`). Needs ``pip install "cadence[ray]"`` (the stoppers live
-in the Ray integration; the search itself is replayed without starting Ray).
+random search of LR schedules on the pre-training lab, at the best final loss they keep, next to Ray's
+own ASHAScheduler and MedianStoppingRule (:mod:`cadence.labs.pretrain.stopper_bench`). Needs
+``pip install "cadence[ray]"`` (the stoppers live in the Ray integration; the search itself is replayed
+without starting Ray).
 
     cadence bench stoppers --seeds 5
     cadence bench stoppers --size tiny --steps 40 --trials 3 --seeds 1
@@ -71,9 +72,10 @@ def register(subparsers: Any) -> None:
     from cadence.cli import bench_subcommands
 
     p = bench_subcommands(subparsers).add_parser(
-        "stoppers", help="compute saved by ForecastStopper and EarlyRankingStopper on a random LR search",
+        "stoppers", help="compute saved by ForecastStopper, EarlyRankingStopper, ASHA and the median rule on a random LR search",
         description="A random search of LR schedules (cosine or WSD, random peak and decay) on the pre-training "
-                    "lab, with no stopper, with ForecastStopper and with EarlyRankingStopper: trial-steps saved, "
+                    "lab, with no stopper, ForecastStopper, EarlyRankingStopper and Ray's ASHAScheduler and "
+                    "MedianStoppingRule: trial-steps saved, "
                     "the best final validation loss kept and whether the best trial survives, per seed. "
                     "Needs pip install \"cadence[ray]\".")
     p.add_argument("--steps", type=whole(20), default=None, help="steps per trial (default 400; 40 with --size tiny)")

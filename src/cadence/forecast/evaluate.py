@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from cadence.errors import CadenceError
-from cadence.forecast.fit import DEFAULT_LAMS, DEFAULT_LEVEL, FitResult, FitTarget, fit_law
+from cadence.forecast.fit import DEFAULT_LAMS, DEFAULT_LEVEL, INTERVAL_METHODS, FitResult, FitTarget, fit_law
 from cadence.forecast.laws import DEFAULT_LAW
 from cadence.forecast.regime import transient_mask
 
@@ -81,7 +81,8 @@ def trim(target: FitTarget, skip: float, exclude_transients: bool = False) -> Fi
 class HeldOut:
     """One setting on one curve set, held-out schedules only: per curve PredE, WorstE, the final-loss
     error ``L̂/L − 1``, and per interval scale (:data:`SCALES`) the share of points inside the
-    interval and whether the final loss is inside."""
+    interval and whether the final loss is inside (``coverage``, ``final_covered``: the pooled
+    interval; ``runs_coverage``, ``runs_final_covered``: ``interval(method="runs")``)."""
 
     setting: Setting
     names: tuple[str, ...]
@@ -90,6 +91,13 @@ class HeldOut:
     final: tuple[float, ...]
     coverage: dict[float, tuple[float, ...]] = field(default_factory=dict)
     final_covered: dict[float, tuple[bool, ...]] = field(default_factory=dict)
+    runs_coverage: dict[float, tuple[float, ...]] = field(default_factory=dict)
+    runs_final_covered: dict[float, tuple[bool, ...]] = field(default_factory=dict)
+
+    def covers(self, method: str = "pooled") -> tuple[dict[float, tuple[float, ...]], dict[float, tuple[bool, ...]]]:
+        """Per scale, the share of points inside and whether each final loss is inside, for an interval method."""
+        return (self.coverage, self.final_covered) if method == "pooled" else (self.runs_coverage,
+                                                                               self.runs_final_covered)
 
     @property
     def criterion(self) -> float:
@@ -97,9 +105,9 @@ class HeldOut:
         and the number users act on, equally)."""
         return float(np.mean(self.pred_e) + np.mean(np.abs(self.final)))
 
-    def mean_coverage(self, scale: float) -> float:
+    def mean_coverage(self, scale: float, method: str = "pooled") -> float:
         """Share of held-out points inside the interval, every curve weighing the same."""
-        return float(np.mean(self.coverage[scale]))
+        return float(np.mean(self.covers(method)[0][scale]))
 
 
 def held_out(curves: Sequence, setting: Setting, *, exclude_transients: bool = False, level: float = DEFAULT_LEVEL,
@@ -108,8 +116,8 @@ def held_out(curves: Sequence, setting: Setting, *, exclude_transients: bool = F
     score it on the others (with ``exclude_transients``, transient points are neither fitted nor scored)."""
     fit = setting.fit([c.target for c in curves if c.fitted], exclude_transients)
     names, pred_e, worst_e, final = [], [], [], []
-    coverage: dict[float, list[float]] = {s: [] for s in scales}
-    covered: dict[float, list[bool]] = {s: [] for s in scales}
+    coverage: dict[tuple[str, float], list[float]] = {(m, s): [] for m in INTERVAL_METHODS for s in scales}
+    covered: dict[tuple[str, float], list[bool]] = {(m, s): [] for m in INTERVAL_METHODS for s in scales}
     for c in curves:
         if c.fitted:
             continue
@@ -120,19 +128,24 @@ def held_out(curves: Sequence, setting: Setting, *, exclude_transients: bool = F
         pred_e.append(float(rel.mean()))
         worst_e.append(float(rel.max()))
         final.append(float(pred[-1] / t.loss[-1] - 1.0))
-        for s in scales:
-            low, high = fit.interval(t.lr, t.steps, level, s)
+        for m, s in coverage:
+            low, high = fit.interval(t.lr, t.steps, level, s, method=m)
             inside = (t.loss >= low) & (t.loss <= high)
-            coverage[s].append(float(inside.mean()))
-            covered[s].append(bool(inside[-1]))
-    return HeldOut(setting, tuple(names), tuple(pred_e), tuple(worst_e), tuple(final),
-                   {s: tuple(v) for s, v in coverage.items()}, {s: tuple(v) for s, v in covered.items()})
+            coverage[m, s].append(float(inside.mean()))
+            covered[m, s].append(bool(inside[-1]))
+
+    def of(d: dict, method: str) -> dict:
+        return {s: tuple(v) for (m, s), v in d.items() if m == method}
+
+    return HeldOut(setting, tuple(names), tuple(pred_e), tuple(worst_e), tuple(final), of(coverage, "pooled"),
+                   of(covered, "pooled"), of(coverage, "runs"), of(covered, "runs"))
 
 
 @dataclass(frozen=True)
 class Decision:
     """A choice made on ``decided_on`` and judged on ``judged_on``: the chosen setting and interval
-    scale, and the held-out scores on ``judged_on`` of the chosen and of the shipped setting."""
+    scale (``scale``: the pooled interval's; ``runs_scale``: ``interval(method="runs")``'s), and the
+    held-out scores on ``judged_on`` of the chosen and of the shipped setting."""
 
     decided_on: str
     judged_on: str
@@ -140,6 +153,7 @@ class Decision:
     scale: float
     chosen_judged: HeldOut
     default_judged: HeldOut
+    runs_scale: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -151,9 +165,9 @@ class SizeOut:
     level: float
 
 
-def choose_scale(score: HeldOut, level: float) -> float:
+def choose_scale(score: HeldOut, level: float, method: str = "pooled") -> float:
     """The interval scale whose mean coverage on ``score`` is nearest ``level`` (the smaller on a tie)."""
-    return min(score.coverage, key=lambda s: (abs(score.mean_coverage(s) - level), s))
+    return min(score.covers(method)[0], key=lambda s: (abs(score.mean_coverage(s, method) - level), s))
 
 
 def size_out(sets: Sequence[str], settings: Sequence[Setting] = SETTINGS, *, default: Setting = Setting(),
@@ -178,7 +192,7 @@ def size_out(sets: Sequence[str], settings: Sequence[Setting] = SETTINGS, *, def
     for a, b in itertools.permutations(sets, 2):
         chosen = min(settings, key=lambda s: scores[a][s].criterion)
         decisions.append(Decision(a, b, chosen, choose_scale(scores[a][chosen], level), scores[b][chosen],
-                                  scores[b][default]))
+                                  scores[b][default], choose_scale(scores[a][chosen], level, "runs")))
     return SizeOut(scores, tuple(decisions), level)
 
 

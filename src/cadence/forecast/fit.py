@@ -48,6 +48,11 @@ DEFAULT_LEVEL = 0.8
 INTERVAL_SCALE = 1.5
 """Factor on the leave-one-run-out residual quantiles of :meth:`FitResult.interval` (decided by the
 leave-a-size-out evaluation, docs/forecast.md)."""
+RUNS_INTERVAL_SCALE = 0.75
+"""The same factor for ``FitResult.interval(method="runs")``, decided on the 25M curves only
+(docs/forecast.md, "Predictive intervals")."""
+INTERVAL_METHODS = ("pooled", "runs")
+"""How :meth:`FitResult.interval` turns the leave-one-run-out residuals into a width."""
 
 
 @dataclass(frozen=True)
@@ -140,19 +145,47 @@ class FitResult:
         return curves.min(axis=0), curves.max(axis=0)
 
     def interval(self, lr: np.ndarray, at: np.ndarray | None = None, level: float = DEFAULT_LEVEL,
-                 scale: float = INTERVAL_SCALE) -> tuple[np.ndarray, np.ndarray]:
+                 scale: float | None = None, method: str = "pooled") -> tuple[np.ndarray, np.ndarray]:
         """``(low, high)``: a predictive interval of nominal ``level`` around every predicted point,
-        ``L̂·(1 + scale·q)`` for the ``(1 ∓ level)/2`` quantiles ``q`` of the leave-one-run-out
-        residuals (every run weighing the same; a jackknife interval, see docs/forecast.md for its
-        measured coverage). Needs two or more fitted runs.
+        ``L̂·(1 + scale·q)``, from the leave-one-run-out residuals (see docs/forecast.md for the
+        measured coverage of both methods). Needs two or more fitted runs.
+
+        ``method="pooled"`` (default; ``scale`` defaults to :data:`INTERVAL_SCALE`): ``q`` are the
+        ``(1 ∓ level)/2`` quantiles of the residuals pooled over runs, every run weighing the same
+        (a jackknife interval). ``method="runs"`` (``scale`` defaults to :data:`RUNS_INTERVAL_SCALE`):
+        ``q = ∓`` the largest magnitude among each run's own ``(1 ∓ level)/2`` residual quantiles
+        (:func:`run_envelope`): the run, not the point, is the unit a new schedule resembles.
         """
         if not 0 < level < 1:
             raise CadenceError(f"the interval's level must lie in (0, 1), got {level}")
+        if method not in INTERVAL_METHODS:
+            raise CadenceError(f"the interval's method must be one of {list(INTERVAL_METHODS)}, got {method!r}")
         if not self.loo_residuals:
             raise CadenceError("a predictive interval needs a fit on two or more runs (leave-one-run-out residuals)")
-        q_low, q_high = residual_quantiles(self.loo_residuals, ((1 - level) / 2, (1 + level) / 2))
+        if method == "pooled":
+            scale = INTERVAL_SCALE if scale is None else scale
+            q_low, q_high = residual_quantiles(self.loo_residuals, ((1 - level) / 2, (1 + level) / 2))
+        else:
+            scale = RUNS_INTERVAL_SCALE if scale is None else scale
+            q_high = run_envelope(self.loo_residuals, level)
+            q_low = -q_high
         pred = self.law.predict(lr, at)
         return pred * (1 + scale * q_low), pred * (1 + scale * q_high)
+
+
+def run_envelope(residuals: Sequence[np.ndarray], level: float) -> float:
+    """The largest magnitude among every run's own ``(1 ∓ level)/2`` residual quantiles.
+
+    A forecast of a new schedule errs like one more left-out run, not like a point drawn from all
+    runs' pooled residuals: a run's points share its errors (its residuals are correlated), and the
+    run least like the others (whose left-out forecast is worst) shows how far a schedule unlike
+    the fitted ones can be off. The sign of a law's bias on an unseen schedule is not known, so
+    the width is the same on both sides.
+
+        >>> round(run_envelope([np.linspace(-1, 1, 11), np.linspace(0.0, 3.0, 11)], 0.8), 6)
+        2.7
+    """
+    return float(max(np.abs(np.quantile(r, ((1 - level) / 2, (1 + level) / 2))).max() for r in residuals))
 
 
 def residual_quantiles(residuals: Sequence[np.ndarray], probs: Sequence[float]) -> np.ndarray:

@@ -9,26 +9,33 @@ pre-training lab for ``steps`` steps from the same initialisation and data order
 validation loss (:func:`~cadence.forecast.live.forecast_final` on the validation losses logged so
 far, ``cadence/forecast/final_loss``, ``…/low``, ``…/high``; none while it cannot forecast yet).
 
-Three searches are compared on the same trials:
+Each result also carries ``val_loss``, the last validation loss logged at or before the report
+(none before the first), and ``done`` (true at the last report), as Tune's results do.
+
+Five searches are compared on the same trials:
 
 * **no stopper** — every trial runs to the end;
 * **ForecastStopper** — :class:`~cadence.integrations.ray_tune.ForecastStopper` (defaults);
 * **EarlyRankingStopper** — :class:`~cadence.integrations.ray_tune.EarlyRankingStopper` at the
-  second report (20% of the run with the default 10 reports).
+  second report (20% of the run with the default 10 reports);
+* **ASHAScheduler** and **MedianStoppingRule** — Ray Tune's own scheduler objects (:func:`ray_schedulers`),
+  on ``val_loss``, with Ray's defaults scaled to the trial's length.
 
 The stoppers are called with exactly the ``(trial_id, result)`` pairs Tune passes them, all trials
 advancing in lockstep (report ``r`` of every running trial, in trial order, before report ``r+1``:
-a Tune run with every trial running at once). A trial is deterministic, so its results up to the
-point a stopper ends it are those of its full run: every trial is trained once, and each stopper is
-replayed on the recorded results. The stoppers' settings were fixed before the first measurement.
+a Tune run with every trial running at once). Ray's schedulers are driven through their public
+callbacks the way Tune's controller drives them (:class:`SchedulerReplay`). A trial is
+deterministic, so its results up to the point a stopper ends it are those of its full run: every
+trial is trained once, and each stopper is replayed on the recorded results. The stoppers' and
+schedulers' settings were fixed before their first measurement.
 
 Per search: trial-steps trained (compute saved = the fraction not trained, and net of the forecast
 fits' CPU time converted to steps at the measured step time), the best final validation loss of the
 trials that finished, and whether the best trial of the full search finished.
 
     >>> bench = run_stopper_benchmark(size="tiny", steps=40, trials=3, seeds=1)   # doctest: +SKIP
-    >>> [(r.method, r.saved) for r in bench.rows]                               # doctest: +SKIP
-    [('no stopper', 0.0), ('ForecastStopper', 0.25), ('EarlyRankingStopper', 0.0)]
+    >>> [r.method for r in bench.rows]                                          # doctest: +SKIP
+    ['no stopper', 'ForecastStopper', 'EarlyRankingStopper', 'ASHAScheduler', 'MedianStoppingRule']
 """
 
 from __future__ import annotations
@@ -48,9 +55,11 @@ from cadence.labs.pretrain.train import train
 from cadence.labs.pretrain.tree_bench import lab_config
 from cadence.progress import Progress
 
-METHODS = ("no stopper", "ForecastStopper", "EarlyRankingStopper")
+METHODS = ("no stopper", "ForecastStopper", "EarlyRankingStopper", "ASHAScheduler", "MedianStoppingRule")
 RANKING_AT = 2
 """The report at which :class:`EarlyRankingStopper` ranks (fixed before measuring)."""
+METRIC = "val_loss"
+"""The result key Ray's schedulers compare (mode ``min``): the search's objective, validation loss."""
 
 
 def draw_schedules(seed: int, trials: int, *, steps: int, peak: float) -> list[str]:
@@ -90,7 +99,11 @@ class Trial:
 
     def result(self, r: int, *, forecast: bool) -> dict[str, Any]:
         """Tune's result at report ``r`` (1-based)."""
-        out: dict[str, Any] = {"training_iteration": r, "loss": self.loss[r - 1], "grad_norm": self.grad_norm[r - 1]}
+        out: dict[str, Any] = {"training_iteration": r, "loss": self.loss[r - 1], "grad_norm": self.grad_norm[r - 1],
+                               "done": r == len(self.report_steps)}
+        seen = np.flatnonzero(self.val_steps <= self.report_steps[r - 1])
+        if seen.size:
+            out[METRIC] = float(self.val_loss[seen[-1]])
         if forecast:
             out.update(self.forecast(r))
         return out
@@ -140,6 +153,72 @@ def replay(stopper: Callable[[str, dict[str, Any]], bool] | None, trials: list[T
                 running[i] = False
                 ended[i] = t.report_steps[r - 1]
     return ended
+
+
+def ray_schedulers(reports: int) -> dict[str, Any]:
+    """Ray Tune's ``ASHAScheduler`` and ``MedianStoppingRule`` with Ray's defaults scaled to a trial of
+    ``reports`` results (the rule fixed before their first measurement):
+
+    * time is ``training_iteration`` for both (Tune's auto-filled count; the replay has no wall time,
+      and wall time on a shared machine measures its load);
+    * ASHA: Ray's ``max_t=100`` iterations is the whole trial, so ``max_t=reports``; its
+      ``grace_period=1`` of 100 (1%) becomes ``max(1, round(reports / 100))``, i.e. the first report;
+      ``reduction_factor=4``, ``brackets=1``, ``stop_last_trials=True`` as Ray's;
+    * median rule: Ray's ``grace_period`` is 60 s of ``time_total_s``, which has no length in
+      iterations; it takes ASHA's scaled grace period (the first report), so both may first
+      decide at the same point; ``min_samples_required=3``, ``min_time_slice=0``,
+      ``hard_stop=True`` as Ray's.
+
+        >>> sorted(ray_schedulers(10))                        # doctest: +SKIP
+        ['ASHAScheduler', 'MedianStoppingRule']
+    """
+    from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
+
+    grace = max(1, round(reports / 100))
+    return {"ASHAScheduler": ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode="min",
+                                           max_t=reports, grace_period=grace, reduction_factor=4, brackets=1),
+            "MedianStoppingRule": MedianStoppingRule(time_attr="training_iteration", metric=METRIC, mode="min",
+                                                     grace_period=grace, min_samples_required=3)}
+
+
+class SchedulerReplay:
+    """A Ray Tune trial scheduler (ASHA, median stopping, ...) as a ``(trial_id, result) -> stop`` callable,
+    driven through its public callbacks the way Tune's controller drives it: ``on_trial_add`` for
+    every trial before any result (every trial running at once), ``on_trial_result`` for each result,
+    and ``on_trial_complete`` with the last result when a trial stops or reports ``done``. The trials
+    are Ray's own ``Trial`` objects (stubs: nothing runs); this object is the controller the
+    schedulers see, offering the one query they make of it, ``get_live_trials()``. ``PAUSE`` (a
+    median rule with ``hard_stop=False`` while trials wait) has no meaning with every trial running
+    and is refused.
+    """
+
+    def __init__(self, scheduler: Any, trials: int) -> None:
+        from ray.tune.experiment import Trial as RayTrial
+
+        self.scheduler = scheduler
+        self.trials = {}
+        for i in range(trials):
+            trial = RayTrial("replay", trial_id=f"trial_{i}", stub=True)
+            trial.set_status(RayTrial.RUNNING)
+            self.trials[trial.trial_id] = trial
+        for trial in self.trials.values():
+            scheduler.on_trial_add(self, trial)
+
+    def get_live_trials(self) -> list[Any]:
+        return [t for t in self.trials.values() if t.status == "RUNNING"]
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        from ray.tune.schedulers import TrialScheduler
+
+        trial = self.trials[trial_id]
+        decision = self.scheduler.on_trial_result(self, trial, result)
+        if decision == TrialScheduler.PAUSE:
+            raise CadenceError(f"{type(self.scheduler).__name__} paused {trial_id}; the replay runs every trial at "
+                               "once and cannot pause (use hard_stop=True)")
+        if decision == TrialScheduler.STOP or result.get("done"):
+            self.scheduler.on_trial_complete(self, trial, result)
+            trial.set_status("TERMINATED")
+        return decision == TrialScheduler.STOP
 
 
 @dataclass(frozen=True)
@@ -192,7 +271,7 @@ class StopperBenchmark:
 
 
 def search_rows(seed: int, trials: list[Trial], step_seconds: float) -> list[SearchRow]:
-    """The three searches of one seed's trials (:data:`METHODS` order)."""
+    """The searches of one seed's trials (:data:`METHODS` order)."""
     from cadence.integrations.ray_tune import EarlyRankingStopper, ForecastStopper
 
     steps = trials[0].steps
@@ -200,8 +279,10 @@ def search_rows(seed: int, trials: list[Trial], step_seconds: float) -> list[Sea
     finals = [t.final for t in trials]
     best = int(np.argmin(finals))
     rows = []
+    schedulers = ray_schedulers(len(trials[0].report_steps))
     for method, stopper, forecast in ((METHODS[0], None, False), (METHODS[1], ForecastStopper(), True),
-                                      (METHODS[2], EarlyRankingStopper(at_iteration=RANKING_AT), False)):
+                                      (METHODS[2], EarlyRankingStopper(at_iteration=RANKING_AT), False),
+                                      *((m, SchedulerReplay(schedulers[m], len(trials)), False) for m in METHODS[3:])):
         before = sum(t.forecast_seconds for t in trials)
         ended = replay(stopper, trials, forecast=forecast)
         overhead = (sum(t.forecast_seconds for t in trials) - before) / step_seconds if forecast else 0.0
