@@ -599,7 +599,7 @@ class StagedVerlRegimen(VerlRegimen):
         for k in distinct:
             i = keys.index(k)
             try:
-                part = VerlRegimen(max_candidates=max_candidates,
+                part = VerlRegimen(max_candidates=max_candidates, budget=int(regimen.budget.amount),
                                    **{name: v for name, v in kwargs[i].items() if name in RL_OPTIONS})
             except CadenceError as e:
                 raise PathError(f"stages[{i}].rl" if k >= 0 else "rl", str(e)) from None
