@@ -817,3 +817,45 @@ def test_staged_regimen_refuses_what_verl_cannot_run_by_path(tmp_path, store):
         Host(config, store)
     with pytest.raises(CadenceError, match="needs lr_schedule= and budget=, or regimen="):
         cv.ScheduledAdamW([torch.nn.Parameter(torch.zeros(1))])
+
+
+RESCUE = {"budget": "6 steps", "curriculum": {"policy": "uniform", "arms": {"column": "data_source"}, "batch_size": 1},
+          "rl": {"dynamic": {"low": 0, "high": 1}},
+          "stages": [{"name": "plain", "budget": "50%"},
+                     {"name": "rescue", "rl": {"dynamic": {"low": 0, "high": 1}, "replay": {"capacity": 64},
+                                               "hints": {"patience": 1, "levels": 2}, "guidance": "hints"}}]}
+"""A second stage with its own replay and hints (stateful pieces the first stage does not run)."""
+
+
+def rescue_run(tmp_path, monkeypatch, steps):
+    store = MemoryStore()
+    monkeypatch.setattr(verl_replay_buffer, "tq", store)
+    monkeypatch.setattr(trainer_base, "tq", store)
+    cv._active.clear()
+    config = verl_config(tmp_path, ["trainer.save_freq=1"], guidance=True, cadence=staged_lines(tmp_path, RESCUE))
+    host = guided_host(config, store)
+    per_step = []
+    for _ in range(steps):
+        before = len(host.agent_loop_manager.levels)
+        host.step()
+        per_step.append(host.agent_loop_manager.levels[before:])
+    return host, per_step
+
+
+def test_a_stages_own_replay_and_hints_run_in_that_stage_and_resume_exactly(tmp_path, monkeypatch):
+    host, levels = rescue_run(tmp_path, monkeypatch, steps=4)
+    regimen = host.replay_buffer.regimen
+    assert not any(level for step in levels[:3] for level in step)          # no guidance in the first stage
+    assert regimen.replay is not None and regimen.hints is not None and regimen.parts[0].replay is None
+    host._save_checkpoint()                                                    # mid-stage, with stored groups
+    before = len(host.agent_loop_manager.prompts)
+    for _ in range(2):
+        host.step()
+    rollout = host.agent_loop_manager
+    assert any(rollout.levels) and regimen.replay.counts["replayed"] > 0     # the stage's own pieces ran
+    expected, state = rollout.prompts[before:], regimen.state_dict()
+    resumed, _ = rescue_run(tmp_path, monkeypatch, steps=2)
+    assert resumed.global_steps == 6 and resumed.agent_loop_manager.prompts == expected
+    again = resumed.replay_buffer.regimen.state_dict()
+    assert again["parts"][1]["replay"]["buffer"] == state["parts"][1]["replay"]["buffer"]
+    assert again["parts"][1]["hints"] == state["parts"][1]["hints"] and again["parts"][0] == state["parts"][0]

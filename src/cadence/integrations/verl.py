@@ -308,10 +308,11 @@ class VerlRegimen:
 
     def guided(self, row: dict, item: int, level: int) -> dict:
         """``row`` with its guidance tier under :data:`HINT_KEY` and, from tier 1, the tier's text
-        appended to the prompt (``raw_prompt``'s last message)."""
-        if self.hints is None:
+        appended to the prompt (``raw_prompt``'s last message); with hints in some stage, every stage's
+        rows carry their tier, so groups that finish after a transition are read alike."""
+        if self.hints is None and not self.uses("hints_kwargs"):
             return row
-        row[HINT_KEY] = torch.tensor(int(level), dtype=torch.int64)
+        row[HINT_KEY] = torch.tensor(int(level), dtype=torch.int64)   # (tier 0 in a stage without hints)
         if level:
             tiers = self.guidance[item]
             row["raw_prompt"] = with_guidance(row["raw_prompt"], str(tiers[min(level, len(tiers)) - 1]))
@@ -637,8 +638,7 @@ class StagedVerlRegimen(VerlRegimen):
         self._use(self.part_of[self.stages.index])
 
     def uses(self, piece: str) -> bool:
-        self._use(self._part)
-        return any(getattr(p, piece) is not None for p in self.parts)
+        return any(getattr(p, piece) is not None for p in self.parts)   # (pieces, not their state: no store)
 
     def attach_rows(self, rows: Any) -> None:
         """Build every stage's curriculum (``Regimen.build_data``, as a plain loop's) and RL pieces over
@@ -963,7 +963,7 @@ class CadenceReplayBuffer(verl_replay_buffer.ReplayBuffer):
         keys = [key for _, key in last.values()]
         if not keys:
             return [], np.zeros(0), np.zeros(0, dtype=bool)
-        hinted = self.regimen.hints is not None
+        hinted = self.regimen.uses("hints_kwargs")    # (every stage's prompts carry their tier then)
         data = verl_replay_buffer.tq.kv_batch_get(keys=keys, partition_id=partition_id,
                                                   select_fields=["rm_scores", "response_mask", ITEM_KEY]
                                                   + ([HINT_KEY] if hinted else []))
