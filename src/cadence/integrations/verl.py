@@ -1051,10 +1051,11 @@ class ScheduledAdamW(torch.optim.AdamW):
     ``lr_schedule`` (a spec), ``budget`` (global steps, e.g. ``trainer.total_training_steps``) and
     ``updates_per_step`` (optimizer updates per global step: ``ppo_epochs × train_batch_size /
     ppo_mini_batch_size``); or, instead of the first two, ``regimen`` (a regimen file's path, or its
-    dict): its ``lr``, with stages each stage's own on the stage's own progress (:func:`regimen_lr`). Update ``u`` (from 0) trains at global step ``u // updates_per_step + 1``
-    with the schedule's value after ``u // updates_per_step`` steps. The count lives in the param
-    groups, so it is saved and restored with verl's optimizer checkpoint. verl's own LR scheduler
-    still steps afterwards; keep it ``constant`` with no warmup (each update sets the LR again).
+    dict): its ``lr``, with stages each stage's own on the stage's own progress (:func:`regimen_lr`).
+    Update ``u`` (from 0) trains at global step ``u // updates_per_step + 1`` with the schedule's
+    value after ``u // updates_per_step`` steps. The count lives in the param groups, so it is saved
+    and restored with verl's optimizer checkpoint. verl's own LR scheduler still steps afterwards;
+    keep it ``constant`` with no warmup (each update sets the LR again).
 
         >>> p = torch.nn.Parameter(torch.zeros(1))
         >>> opt = ScheduledAdamW([p], lr=1.0, lr_schedule="ramp(start=1, end=0)", budget=4, updates_per_step=2)

@@ -444,7 +444,8 @@ class Regimen:
         return attach_regimen(self, host, **context)
 
 
-SWITCHES_CURRICULA = ("loop", "hf", "trl", "lightning", "verl")  # hosts whose data stream switches curricula at a stage transition
+# hosts whose data stream switches curricula at a stage transition
+SWITCHES_CURRICULA = ("loop", "hf", "trl", "lightning", "verl")
 SWITCHES_RL = ("loop", "trl", "verl")  # hosts that switch a stage's own RL pieces at its transition
 HOST_NAMES = {"loop": "plain-loop", "hf": "HF Trainer", "trl": "TRL", "lightning": "Lightning", "verl": "verl"}
 
