@@ -859,3 +859,9 @@ def test_a_stages_own_replay_and_hints_run_in_that_stage_and_resume_exactly(tmp_
     again = resumed.replay_buffer.regimen.state_dict()
     assert again["parts"][1]["replay"]["buffer"] == state["parts"][1]["replay"]["buffer"]
     assert again["parts"][1]["hints"] == state["parts"][1]["hints"] and again["parts"][0] == state["parts"][0]
+    other, _ = staged_run(tmp_path / "other", monkeypatch, steps=1)    # another file's regimen: nothing loads
+    before = other.replay_buffer.regimen.state_dict()
+    with pytest.raises(cv.StateError, match="has a replay buffer and this regimen has none"):
+        other.replay_buffer.regimen.load_state_dict(state)
+    after = other.replay_buffer.regimen.state_dict()
+    assert after["parts"] == before["parts"] and after["link"]["stages"] == before["link"]["stages"]
