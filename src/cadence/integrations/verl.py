@@ -45,6 +45,12 @@ An ``allocation`` spreads each fetch's rollouts over its prompts with
 agent loop reads. verl's rollouts carry no per-sample gradient norm (the actor would need a backward
 pass per response), so GVM-RAFT runs here with equal gradient norms: ``n ∝ 1/sqrt(p + α·p^(1−β))``.
 
+A regimen file reaches verl as one value, its path (``sampler_kwargs.regimen`` for the driver,
+``override_optimizer_config.regimen`` for :class:`ScheduledAdamW` in the workers; see
+``cadence.integrations.verl_config.verl_overrides``). With ``stages`` (each ending on its budget) the
+driver runs a :class:`StagedVerlRegimen`: each stage's curriculum and RL pieces from the stage's
+first step, knobs on the stages' joins; the workers' LR is each stage's ``lr`` on its own progress.
+
 Config lines and what is not covered: ``docs/integrations/verl.md``.
 """
 
