@@ -865,3 +865,23 @@ def test_a_stages_own_replay_and_hints_run_in_that_stage_and_resume_exactly(tmp_
         other.replay_buffer.regimen.load_state_dict(state)
     after = other.replay_buffer.regimen.state_dict()
     assert after["parts"] == before["parts"] and after["link"]["stages"] == before["link"]["stages"]
+
+
+def test_a_stages_own_allocation_spreads_rollouts_in_that_stage_only(tmp_path, store):
+    spread = {"budget": "6 steps", "curriculum": {"policy": "uniform", "arms": {"column": "data_source"},
+                                                  "batch_size": 1},
+              "stages": [{"name": "even", "budget": "2 steps"},
+                         {"name": "spread", "rl": {"knapsack": {"group": N, "decay": 1.0, "max_group": 16}}}]}
+    lines = staged_lines(tmp_path, spread)
+    assert not any(line.startswith("data.gen_batch_size") for line in lines)      # no band: whole fetches
+    host = Host(verl_config(tmp_path, cadence=lines), store)
+    regimen, sizes = host.replay_buffer.regimen, []
+    for _ in range(6):
+        batch, _, _ = host.step()
+        fetched = host.agent_loop_manager.batches[-1]
+        sizes.append([int(fetched[cv.ROLLOUTS_KEY][i]) for i in range(len(fetched))]
+                     if cv.ROLLOUTS_KEY in fetched.keys() else None)
+        assert len(batch.keys) == N * BATCH                                        # every rollout spent is trained
+    assert sizes[:2] == [None, None] and all(sum(s) == N * BATCH for s in sizes[2:])
+    assert any(len(set(s)) > 1 for s in sizes[3:])                                 # spread by what stage 2 observed
+    assert regimen.allocation is regimen.parts[1].allocation and regimen.parts[0].allocation is None
