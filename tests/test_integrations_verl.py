@@ -61,7 +61,13 @@ def doc_overrides() -> list[str]:
     return words[words.index("verl.trainer.main_ppo") + 1:]
 
 
-def verl_config(tmp_path: Path, extra: list[str] = (), guidance: bool = False):
+VERL = ["trainer.use_v1=True", "trainer.v1.trainer_mode=sync", "algorithm.adv_estimator=grpo",
+        "data.dataloader_num_workers=0"]
+"""The docs' config lines that are verl's own (the rest are cadence's)."""
+
+
+def verl_config(tmp_path: Path, extra: list[str] = (), guidance: bool = False, cadence: list[str] | None = None):
+    """verl's config from the docs' lines, or from ``cadence`` (cadence's lines) and verl's own."""
     rows = [{"prompt": [{"role": "user", "content": f"question {i}"}], "data_source": src,
              "reward_model": {"ground_truth": "1", "style": "rule"}, "extra_info": {"index": i, "level": src}}
             for i, src in enumerate(["easy", "hard", "mid"] * 4)]
@@ -69,12 +75,11 @@ def verl_config(tmp_path: Path, extra: list[str] = (), guidance: bool = False):
         rows = [{**row, "hints": [" Think.", " It is 1!!"]} for row in rows]
     pd.DataFrame(rows).to_parquet(tmp_path / "train.parquet")
     pd.DataFrame(rows[:3]).to_parquet(tmp_path / "val.parquet")
-    overrides = doc_overrides() + [
+    own = [f"trainer.v1.sampler.sampler_kwargs.train_batch_size={BATCH}", "+trainer.v1.sampler.sampler_kwargs.seed=3"]
+    overrides = (doc_overrides() + own if cadence is None else VERL + list(cadence)) + [
         f"data.train_files={tmp_path / 'train.parquet'}", f"data.val_files={tmp_path / 'val.parquet'}",
-        f"data.train_batch_size={BATCH}", f"trainer.v1.sampler.sampler_kwargs.train_batch_size={BATCH}",
-        "data.filter_overlong_prompts=False", f"actor_rollout_ref.rollout.n={N}",
-        f"trainer.default_local_dir={tmp_path / 'ckpt'}", "trainer.total_training_steps=20",
-        "+trainer.v1.sampler.sampler_kwargs.seed=3", *extra]
+        f"data.train_batch_size={BATCH}", "data.filter_overlong_prompts=False", f"actor_rollout_ref.rollout.n={N}",
+        f"trainer.default_local_dir={tmp_path / 'ckpt'}", "trainer.total_training_steps=20", *extra]
     config_dir = str(Path(trainer_base.__file__).resolve().parents[2] / "config")
     with initialize_config_dir(config_dir=config_dir, version_base=None):
         return compose(config_name="ppo_trainer", overrides=overrides)
@@ -682,3 +687,201 @@ def test_replay_and_hints_resume_exactly_through_verls_data_pt(tmp_path, monkeyp
     assert resumed.agent_loop_manager.prompts == expected
     again = resumed.replay_buffer.regimen.state_dict()
     assert again["replay"]["buffer"] == state["replay"]["buffer"] and again["hints"] == state["hints"]
+
+
+# ---------------------------------------------------------------------- a regimen file with stages
+STAGED = {"budget": "6 steps", "lr": "constant(level=1e-6)", "knobs": {"temperature": "constant(level=1.0)"},
+          "curriculum": {"policy": "fixed", "weights": {"easy": 1, "hard": 0, "mid": 1},
+                         "arms": {"column": "data_source"}, "batch_size": 1, "seed": 5},
+          "rl": {"dynamic": {"low": 0, "high": 1}},
+          "stages": [{"name": "warm", "budget": "50%", "lr": "ramp(start=1e-6, end=2e-6)"},
+                     {"name": "main", "lr": "cosine(peak=2e-6)", "knobs": {"temperature": "ramp(start=1.0, end=0.5)"},
+                      "curriculum": {"policy": "uniform", "arms": {"column": "data_source"}, "batch_size": 1,
+                                     "seed": 7},
+                      "rl": {"length_budget": {"schedule": "ramp(start=256, end=64)", "in_prompt": True}}}]}
+"""Two stages on 6 global steps: a band over easy and mid prompts, then every prompt with a length budget."""
+
+
+def staged_lines(tmp_path, regimen=STAGED):
+    from cadence.integrations.verl_config import verl_overrides
+    from cadence.regimen import Regimen
+
+    tmp_path.mkdir(exist_ok=True)
+    Regimen.from_dict(regimen).to_file(tmp_path / "regimen.yaml")
+    lines = verl_overrides(tmp_path / "regimen.yaml", train_batch_size=BATCH, updates_per_step=2)
+    return [word for line in lines for word in shlex.split(line)]     # as the shell passes them
+
+
+def staged_run(tmp_path, monkeypatch, steps):
+    """``steps`` global steps of the staged file (from the last checkpoint, if any); per step, the
+    prompts served, their rows' extra_info and prompt texts, and the regimen's band."""
+    store = MemoryStore()
+    monkeypatch.setattr(verl_replay_buffer, "tq", store)
+    monkeypatch.setattr(trainer_base, "tq", store)
+    cv._active.clear()
+    host = Host(verl_config(tmp_path, ["trainer.save_freq=1"], cadence=staged_lines(tmp_path)), store)
+    rollout, record = host.agent_loop_manager, []
+    for _ in range(steps):
+        prompts, batches = len(rollout.prompts), len(rollout.batches)
+        regimen = host.replay_buffer.regimen
+        band = regimen.band                     # the pieces in place when the step's prompts are drawn
+        _, metrics, arms = host.step()
+        rows = [(b["extra_info"][i], b["raw_prompt"][i][-1]["content"]) for b in rollout.batches[batches:]
+                for i in range(len(b))]
+        record.append({"prompts": rollout.prompts[prompts:], "rows": rows, "band": band, "arms": arms,
+                       "metrics": metrics})
+    return host, record
+
+
+def test_staged_regimen_file_equals_the_plain_loop_step_for_step(tmp_path, monkeypatch):
+    """verl's sampler and ScheduledAdamW, attached by the file's path, give what the plain-loop link of the same
+    file gives at every step: the curriculum draws, the knobs, the RL pieces in place, the LR."""
+    from cadence.regimen import Regimen
+
+    host, record = staged_run(tmp_path, monkeypatch, steps=6)
+    regimen = host.replay_buffer.regimen
+    assert isinstance(regimen, cv.StagedVerlRegimen) and host.config.data.gen_batch_size == 1
+    optim = host.config.actor_rollout_ref.actor.optim
+    opt = build_optimizer([torch.nn.Parameter(torch.zeros(2))],
+                          FSDPOptimizerConfig(**{k: v for k, v in dict(optim).items() if not k.startswith("_")}))
+    assert isinstance(opt, cv.ScheduledAdamW)
+    file = Regimen.from_file(tmp_path / "regimen.yaml")
+    link = file.attach(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0),
+                       dataset={"data_source": host.arms})
+    lrs, stages = [], []
+    for step in record:
+        stages.append(link.stages.current.name)
+        served = step["prompts"]
+        assert served == [int(link.sampler.next_batch(1)[0]) for _ in served]      # the same curriculum draws
+        pieces = link.rl.current()
+        assert (step["band"] is not None) == ("dynamic" in pieces)                   # the same RL pieces
+        budget = pieces.get("length_budget")
+        for info, text in step["rows"]:
+            assert info["temperature"] == pytest.approx(link.knob("temperature"))
+            if budget is None:
+                assert "length_budget" not in info
+            else:                                                                      # on the stage's progress
+                assert info["length_budget"] == pytest.approx(budget(link.rl.clock()))
+                assert text.endswith(f"Use at most {round(budget(link.rl.clock()))} tokens.")
+        for _ in range(2):                                                             # updates_per_step=2
+            opt.param_groups[0]["params"][0].grad = torch.ones(2)
+            opt.step()
+            assert opt.param_groups[0]["lr"] == pytest.approx(link.scheduler.get_last_lr()[0], rel=1e-12)
+        lrs.append(link.scheduler.get_last_lr()[0])
+        link.step()
+    assert stages == ["warm"] * 3 + ["main"] * 3
+    assert len(set(lrs)) == 6 and lrs[3] == pytest.approx(2e-6)                     # each stage's own schedule
+    warm, main = [a for s in record[:3] for a in s["arms"]], [a for s in record[3:] for a in s["arms"]]
+    assert set(warm) == {"mid"} and {"easy", "hard"} <= set(main)                    # the band runs in warm only
+    assert {host.arms[i] for s in record[:3] for i in s["prompts"]} == {"easy", "mid"}   # warm's own curriculum
+    assert [s["metrics"]["cadence/stage"] for s in record] == [0, 0, 0, 1, 1, 1]
+    assert record[3]["metrics"]["cadence/length_budget"] == 256 and "cadence/length_budget" not in record[2]["metrics"]
+
+
+@pytest.mark.parametrize("saved_at", [2, 3])     # mid-stage, and exactly at the transition (step 3 ends "warm")
+def test_staged_regimen_resumes_exactly_through_verls_data_pt(tmp_path, monkeypatch, saved_at):
+    host, _ = staged_run(tmp_path, monkeypatch, steps=saved_at)
+    host._save_checkpoint()
+    saved = torch.load(tmp_path / "ckpt" / f"global_step_{saved_at}" / "data.pt", weights_only=True)
+    assert "cadence.StageRun" in repr(saved)
+    before, rest = len(host.agent_loop_manager.prompts), 6 - saved_at
+    for _ in range(rest):
+        host.step()
+    expected, state = host.agent_loop_manager.prompts[before:], host.replay_buffer.regimen.state_dict()
+    resumed, record = staged_run(tmp_path, monkeypatch, steps=rest)
+    assert resumed.global_steps == 6 and [p for s in record for p in s["prompts"]] == expected
+    again = resumed.replay_buffer.regimen.state_dict()
+    for s in (again, state):                                          # wall time is the one count that differs
+        del s["link"]["clock"]["counts"]["seconds"]
+    assert again == state
+
+
+def test_staged_regimen_refuses_what_verl_cannot_run_by_path(tmp_path, store):
+    from cadence.regimen.pieces import PathError
+
+    ruled = {**STAGED, "stages": [{**STAGED["stages"][0], "until": {"metric": "reward", "above": 0.8}},
+                                  STAGED["stages"][1]]}
+    with pytest.raises(PathError, match=r"^stages\[0\]\.until: a stage that ends on a rule needs the metrics verl"):
+        cv.CadenceReplayBuffer("sync", {}, None, "drop", {"regimen": ruled, "train_batch_size": BATCH})
+    with pytest.raises(PathError, match=r"^stages\[0\]\.until"):
+        cv.ScheduledAdamW([torch.nn.Parameter(torch.zeros(1))], regimen=ruled)
+    with pytest.raises(CadenceError, match=r"leave out sampler_kwargs \['policy'\]"):
+        cv.CadenceReplayBuffer("sync", {}, None, "drop", {"regimen": STAGED, "policy": "dump"})
+    hinted = {**STAGED, "stages": [STAGED["stages"][0], {**STAGED["stages"][1], "rl": {"hints": {}, "guidance": "x"}}]}
+    with pytest.raises(PathError, match=r"^stages\[1\]\.rl: hints re-roll a plateaued group"):
+        cv.regimen_from(hinted)
+    config = verl_config(tmp_path, cadence=staged_lines(tmp_path, {**STAGED, "stages": [
+        STAGED["stages"][0], {**STAGED["stages"][1], "curriculum": {**STAGED["stages"][1]["curriculum"],
+                                                                     "arms": {"column": "level"}}}]}))
+    with pytest.raises(PathError, match=r"^stages\[1\]\.curriculum\.arms\.column: the dataset has no column 'level'"):
+        Host(config, store)
+    with pytest.raises(CadenceError, match="needs lr_schedule= and budget=, or regimen="):
+        cv.ScheduledAdamW([torch.nn.Parameter(torch.zeros(1))])
+
+
+RESCUE = {"budget": "6 steps", "curriculum": {"policy": "uniform", "arms": {"column": "data_source"}, "batch_size": 1},
+          "rl": {"dynamic": {"low": 0, "high": 1}},
+          "stages": [{"name": "plain", "budget": "50%"},
+                     {"name": "rescue", "rl": {"dynamic": {"low": 0, "high": 1}, "replay": {"capacity": 64},
+                                               "hints": {"patience": 1, "levels": 2}, "guidance": "hints"}}]}
+"""A second stage with its own replay and hints (stateful pieces the first stage does not run)."""
+
+
+def rescue_run(tmp_path, monkeypatch, steps):
+    store = MemoryStore()
+    monkeypatch.setattr(verl_replay_buffer, "tq", store)
+    monkeypatch.setattr(trainer_base, "tq", store)
+    cv._active.clear()
+    config = verl_config(tmp_path, ["trainer.save_freq=1"], guidance=True, cadence=staged_lines(tmp_path, RESCUE))
+    host = guided_host(config, store)
+    per_step = []
+    for _ in range(steps):
+        before = len(host.agent_loop_manager.levels)
+        host.step()
+        per_step.append(host.agent_loop_manager.levels[before:])
+    return host, per_step
+
+
+def test_a_stages_own_replay_and_hints_run_in_that_stage_and_resume_exactly(tmp_path, monkeypatch):
+    host, levels = rescue_run(tmp_path, monkeypatch, steps=4)
+    regimen = host.replay_buffer.regimen
+    assert not any(level for step in levels[:3] for level in step)          # no guidance in the first stage
+    assert regimen.replay is not None and regimen.hints is not None and regimen.parts[0].replay is None
+    host._save_checkpoint()                                                    # mid-stage, with stored groups
+    before = len(host.agent_loop_manager.prompts)
+    for _ in range(2):
+        host.step()
+    rollout = host.agent_loop_manager
+    assert any(rollout.levels) and regimen.replay.counts["replayed"] > 0     # the stage's own pieces ran
+    expected, state = rollout.prompts[before:], regimen.state_dict()
+    resumed, _ = rescue_run(tmp_path, monkeypatch, steps=2)
+    assert resumed.global_steps == 6 and resumed.agent_loop_manager.prompts == expected
+    again = resumed.replay_buffer.regimen.state_dict()
+    assert again["parts"][1]["replay"]["buffer"] == state["parts"][1]["replay"]["buffer"]
+    assert again["parts"][1]["hints"] == state["parts"][1]["hints"] and again["parts"][0] == state["parts"][0]
+    other, _ = staged_run(tmp_path / "other", monkeypatch, steps=1)    # another file's regimen: nothing loads
+    before = other.replay_buffer.regimen.state_dict()
+    with pytest.raises(cv.StateError, match="has a replay buffer and this regimen has none"):
+        other.replay_buffer.regimen.load_state_dict(state)
+    after = other.replay_buffer.regimen.state_dict()
+    assert after["parts"] == before["parts"] and after["link"]["stages"] == before["link"]["stages"]
+
+
+def test_a_stages_own_allocation_spreads_rollouts_in_that_stage_only(tmp_path, store):
+    spread = {"budget": "6 steps", "curriculum": {"policy": "uniform", "arms": {"column": "data_source"},
+                                                  "batch_size": 1},
+              "stages": [{"name": "even", "budget": "2 steps"},
+                         {"name": "spread", "rl": {"knapsack": {"group": N, "decay": 1.0, "max_group": 16}}}]}
+    lines = staged_lines(tmp_path, spread)
+    assert not any(line.startswith("data.gen_batch_size") for line in lines)      # no band: whole fetches
+    host = Host(verl_config(tmp_path, cadence=lines), store)
+    regimen, sizes = host.replay_buffer.regimen, []
+    for _ in range(6):
+        batch, _, _ = host.step()
+        fetched = host.agent_loop_manager.batches[-1]
+        sizes.append([int(fetched[cv.ROLLOUTS_KEY][i]) for i in range(len(fetched))]
+                     if cv.ROLLOUTS_KEY in fetched.keys() else None)
+        assert len(batch.keys) == N * BATCH                                        # every rollout spent is trained
+    assert sizes[:2] == [None, None] and all(sum(s) == N * BATCH for s in sizes[2:])
+    assert any(len(set(s)) > 1 for s in sizes[3:])                                 # spread by what stage 2 observed
+    assert regimen.allocation is regimen.parts[1].allocation and regimen.parts[0].allocation is None

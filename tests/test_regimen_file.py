@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import cadence
 from cadence.curricula import DUMP, Arms, CurriculumSampler
 from cadence.doctor import Regimen as DoctorRegimen
+from cadence.errors import CadenceError
 from cadence.optim import ScheduledLR
 from cadence.regimen import PathError, Regimen, RegimenLink, Stage, StageRun
 from cadence.regimen.pieces import CURRICULA, PLANS, RL
@@ -249,11 +250,11 @@ def test_verl_overrides_from_a_file_match_the_documented_lines():
                                        "data.train_batch_size=64", "data.dataloader_num_workers=0"}
     staged = Regimen.from_dict({"budget": "10 steps", "lr": "constant(level=0.1)",
                                 "stages": [{"name": "a", "budget": "50%"}, {"name": "b"}]})
-    with pytest.raises(PathError, match="^stages: verl's adapter runs one stage"):
+    with pytest.raises(CadenceError, match="^a regimen with stages reaches verl as its file"):
         verl_overrides(staged)
     own = staged.to_dict()  # a stage's own pieces: the first one verl cannot run, by path, with the reason
     own["stages"][1] |= {"rl": {"dynamic": {}}, "averaging": {"kind": "ema", "half_life": "1 steps"}}
-    with pytest.raises(PathError, match=r"^stages\[1\]\.rl: the verl adapter builds its RL pieces once, from its config"):
+    with pytest.raises(PathError, match=r"^stages\[1\]\.averaging: ema cannot run in the verl adapter"):
         verl_overrides(Regimen.from_dict(own))
     own["stages"][1] = {"name": "b", "plans": {"f": {"plan": "layer_freezing", "layers": "h"}}}
     with pytest.raises(PathError, match=r"^stages\[1\]\.plans\.f: layer_freezing cannot run in the verl adapter"):
@@ -303,3 +304,39 @@ def test_the_newer_rl_pieces_build_from_a_file_and_hosts_refuse_them_by_name():
     d3s = Regimen.from_dict({"budget": "10 steps", "rl": {"d3s": {"token_ratio": "ramp(start=0.5, end=1)"}}})
     d3s.refuse("trl")   # TRL runs D3S's token level
     assert d3s.build_rl()["d3s"].ratios(cadence.Clock(budget=10))[1] == 0.5
+
+
+def test_verl_overrides_of_a_staged_file_name_it_once_for_the_sampler_and_the_optimizer(tmp_path):
+    """A file with stages reaches verl as its path (read by the sampler on the driver and by ScheduledAdamW
+    in the workers); what verl cannot run is one error naming its path."""
+    from cadence.integrations.verl_config import verl_overrides
+
+    d = {"budget": "10 steps", "lr": "constant(level=0.1)", "rl": {"dynamic": {}},
+         "stages": [{"name": "a", "budget": "50%"}, {"name": "b", "lr": "cosine(peak=0.1)", "rl": {"predictive": {}}}]}
+    path = tmp_path / "regimen.yaml"
+    Regimen.from_dict(d).to_file(path)
+    lines = verl_overrides(str(path), train_batch_size=8, updates_per_step=4)
+    assert f"+trainer.v1.sampler.sampler_kwargs.regimen={path}" in lines
+    assert f"+actor_rollout_ref.actor.optim.override_optimizer_config.regimen={path}" in lines
+    assert {"data.gen_batch_size=1", "+trainer.v1.sampler.sampler_kwargs.train_batch_size=8",
+            "actor_rollout_ref.actor.optim.optimizer=ScheduledAdamW",
+            "+actor_rollout_ref.actor.optim.override_optimizer_config.updates_per_step=4"} <= set(lines)
+    assert not any("policy=" in line or "budget=" in line for line in lines)      # the file holds them
+    with pytest.raises(CadenceError, match="train_batch_size"):
+        verl_overrides(str(path))
+    bad = [({"until": {"metric": "reward", "above": 0.5}}, 0, r"stages\[0\]\.until: a stage that ends on a rule"),
+           ({"plateau": {"metric": "reward", "delta": 0.01, "window": 3}}, 0, r"stages\[0\]\.plateau"),
+           ({"schedules": {"momentum": "constant(level=0.9)"}}, None, r"stages\[0\]\.schedules\.momentum: verl's"),
+           ({"rl": {"knapsack": {"group": 4}}}, 1, r"stages\[1\]\.rl\.knapsack: an allocation spreads a whole fetch"),
+           ({"rl": {"dynamic": {"max_extra_rounds": 2}}}, 1, r"stages\[1\]\.rl\.dynamic\.max_extra_rounds"),
+           ({"rl": {"dynamic": {}, "hints": {}}}, 1, r"stages\[1\]\.rl\.guidance: verl's hints read"),
+           ({"curriculum": {"policy": "uniform", "arms": {"items": ["a"]}, "batch_size": 1}}, 1,
+            r"stages\[1\]\.curriculum\.arms: verl reads each prompt's arm from one dataset column"),
+           ({"averaging": {"kind": "ema", "half_life": "1 steps"}}, 1, r"stages\[1\]\.averaging: ema cannot run")]
+    for extra, i, message in bad:
+        broken = json.loads(json.dumps(d))
+        for stage in broken["stages"] if i is None else [broken["stages"][i]]:
+            stage |= extra
+        Regimen.from_dict(broken).to_file(path)
+        with pytest.raises(PathError, match="^" + message):
+            verl_overrides(str(path), train_batch_size=8)

@@ -45,6 +45,12 @@ An ``allocation`` spreads each fetch's rollouts over its prompts with
 agent loop reads. verl's rollouts carry no per-sample gradient norm (the actor would need a backward
 pass per response), so GVM-RAFT runs here with equal gradient norms: ``n ∝ 1/sqrt(p + α·p^(1−β))``.
 
+A regimen file reaches verl as one value, its path (``sampler_kwargs.regimen`` for the driver,
+``override_optimizer_config.regimen`` for :class:`ScheduledAdamW` in the workers; see
+``cadence.integrations.verl_config.verl_overrides``). With ``stages`` (each ending on its budget) the
+driver runs a :class:`StagedVerlRegimen`: each stage's curriculum and RL pieces from the stage's
+first step, knobs on the stages' joins; the workers' LR is each stage's ``lr`` on its own progress.
+
 Config lines and what is not covered: ``docs/integrations/verl.md``.
 """
 
@@ -75,6 +81,9 @@ from cadence.errors import CadenceError, StateError
 from cadence.integrations.jsonstate import decode, encode
 from cadence.integrations.versions import check_version, describe
 from cadence.regimen.link import RegimenLink
+from cadence.regimen.pieces import PathError
+from cadence.regimen.staged import StageClock
+from cadence.regimen.stages import StageRun
 from cadence.rl import (DynamicSampling, GVMAllocation, Hints, KnapsackAllocation, LengthBudget, PredictiveFilter,
                         PromptSelector, ReplayBuffer)
 from cadence.rl.hints import with_guidance
@@ -193,6 +202,24 @@ class VerlRegimen:
         """Build the curriculum over the train dataset's prompts, one arm label per prompt (and with
         hints, each prompt's list of guidance texts)."""
         arms = Arms(list(labels))
+        predictive = self._build_pieces(arms, guidance)
+        policy = make_policy(self.policy_name, arms, seed=self.seed, **self.policy_kwargs)
+        sampler = CurriculumSampler(policy, batch_size=1, num_replicas=1, seed=self.seed)
+        self.selector = PromptSelector(sampler, predictive=predictive, dynamic=self.band,
+                                       max_candidates=self.max_candidates)
+        self.link = RegimenLink(clock=self.clock, knobs=self.knob_specs, policy=policy, sampler=self.selector)
+
+    def attach_rows(self, rows: Any) -> None:
+        """:meth:`attach` to a dataset's rows (verl's ``RLHFDataset.dataframe``): arms from ``arm_key``,
+        guidance texts from ``hints.guidance``."""
+        guidance = None
+        if self.hints_kwargs is not None:
+            guidance = _read_column(rows, self.hints_kwargs["guidance"], "hints.guidance")
+        self.attach(_read_column(rows, self.arm_key), guidance)
+
+    def _build_pieces(self, arms: Arms, guidance: Sequence[Any] | None) -> PredictiveFilter | None:
+        """The pieces built over the prompts: hints (with each prompt's guidance texts), the allocation;
+        returns the predictive filter."""
         if self.hints_kwargs is not None:
             if guidance is None or len(guidance) != arms.num_items:
                 raise CadenceError("hints need each prompt's guidance texts (the hints.guidance column)")
@@ -202,13 +229,9 @@ class VerlRegimen:
                                    f"guidance texts")
             options = {k: v for k, v in self.hints_kwargs.items() if k != "guidance"}
             self.hints, self.guidance = Hints(arms.num_items, **options), [list(g) for g in guidance]
-        policy = make_policy(self.policy_name, arms, seed=self.seed, **self.policy_kwargs)
-        sampler = CurriculumSampler(policy, batch_size=1, num_replicas=1, seed=self.seed)
         predictive = None
         if self.predictive_kwargs is not None:
             predictive = PredictiveFilter(arms.num_items, seed=self.seed, **self.predictive_kwargs)
-        self.selector = PromptSelector(sampler, predictive=predictive, dynamic=self.band,
-                                       max_candidates=self.max_candidates)
         if self.allocation_kwargs is not None:
             options = dict(self.allocation_kwargs)
             group = options.pop("group", self._rollout_n)
@@ -219,7 +242,11 @@ class VerlRegimen:
             if method not in ALLOCATIONS:
                 raise CadenceError(f"unknown allocation method {method!r}; choose from {sorted(ALLOCATIONS)}")
             self.allocation = ALLOCATIONS[method](arms.item_arm, int(group), **options)
-        self.link = RegimenLink(clock=self.clock, knobs=self.knob_specs, policy=policy, sampler=self.selector)
+        return predictive
+
+    def uses(self, piece: str) -> bool:
+        """Whether the regimen has ``piece`` (``band``, ``replay``, ``allocation_kwargs``, ...) in any stage."""
+        return getattr(self, piece) is not None
 
     @property
     def attached(self) -> bool:
@@ -235,7 +262,7 @@ class VerlRegimen:
         """Check that verl's whole config lets the knobs that reach verl work; keep what they need."""
         rollout, actor = config.actor_rollout_ref.rollout, config.actor_rollout_ref.actor
         self._rollout_n = int(rollout.n)
-        if self.allocation_kwargs is not None and config.data.get("gen_batch_size") not in (
+        if self.uses("allocation_kwargs") and config.data.get("gen_batch_size") not in (
                 None, config.data.train_batch_size):
             raise CadenceError("an allocation spreads each fetch's rollouts over a step's prompts: leave "
                                "data.gen_batch_size unset (= data.train_batch_size)")
@@ -287,10 +314,11 @@ class VerlRegimen:
 
     def guided(self, row: dict, item: int, level: int) -> dict:
         """``row`` with its guidance tier under :data:`HINT_KEY` and, from tier 1, the tier's text
-        appended to the prompt (``raw_prompt``'s last message)."""
-        if self.hints is None:
+        appended to the prompt (``raw_prompt``'s last message); with hints in some stage, every stage's
+        rows carry their tier, so groups that finish after a transition are read alike."""
+        if self.hints is None and not self.uses("hints_kwargs"):
             return row
-        row[HINT_KEY] = torch.tensor(int(level), dtype=torch.int64)
+        row[HINT_KEY] = torch.tensor(int(level), dtype=torch.int64)   # (tier 0 in a stage without hints)
         if level:
             tiers = self.guidance[item]
             row["raw_prompt"] = with_guidance(row["raw_prompt"], str(tiers[min(level, len(tiers)) - 1]))
@@ -299,9 +327,9 @@ class VerlRegimen:
     def prompt_fields(self, row: dict) -> dict:
         """``row`` with the knobs at the clock: every value in ``extra_info`` (for reward functions),
         the generation cap under :data:`MAX_TOKENS_KEY`, the length budget stated in the prompt."""
-        if not self.knob_specs:
+        values = self.knob_values()
+        if not values:
             return row
-        values = {name: self.link.knob(name) for name in self.knob_specs}
         extra = dict(row.get("extra_info") or {})
         clash = sorted(set(values) & set(extra))
         if clash:
@@ -316,10 +344,18 @@ class VerlRegimen:
             row[MAX_TOKENS_KEY] = torch.tensor(int(round(cap)), dtype=torch.int64)
         budget = self.length_budget
         if budget is not None:
-            budget(self.clock)                    # a budget below 1 token is an error naming the step
+            budget(self.length_clock())           # a budget below 1 token is an error naming the step
             if budget.in_prompt:
                 row["raw_prompt"] = budget.prompt(row["raw_prompt"], values[budget.name])
         return row
+
+    def knob_values(self) -> dict[str, float]:
+        """Every knob's value at the clock (the length budget's among them)."""
+        return {name: self.link.knob(name) for name in self.knob_specs}
+
+    def length_clock(self) -> Clock:
+        """The clock the length budget runs on."""
+        return self.clock
 
     def allocate(self, rows: list[dict]) -> list[dict]:
         """One fetch's rows, each with its rollouts under :data:`ROLLOUTS_KEY` when an allocation
@@ -455,8 +491,10 @@ class VerlRegimen:
         (with the re-rolls waiting) and the counters, as plain data (arrays JSON-encoded) that
         ``torch.load(..., weights_only=True)`` reads."""
         return {"kind": KIND, "link": encode(self.link.state_dict()), "counts": dict(self.counts),
-                "step": dict(self._step),
-                "allocation": None if self.allocation is None else self.allocation.state_dict(),
+                "step": dict(self._step), **self._pieces_state()}
+
+    def _pieces_state(self) -> dict[str, Any]:
+        return {"allocation": None if self.allocation is None else self.allocation.state_dict(),
                 "hints": None if self.hints is None else {"hints": self.hints.state_dict(),
                                                           "pending": [list(p) for p in self.pending]},
                 "replay": None if self.replay is None else {"buffer": self.replay.state_dict(),
@@ -465,22 +503,34 @@ class VerlRegimen:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output; a state of another shape changes nothing."""
+        counts, step = self._read_counts(state)
+        restored = self._restored_pieces(state)
+        self.link.load_state_dict(decode(copy.deepcopy(state["link"])))
+        self.counts, self._step = counts, step
+        for name, value in restored.items():
+            setattr(self, name, value)
+
+    def _read_counts(self, state: Any) -> tuple[dict[str, int], dict[str, int]]:
         if not isinstance(state, Mapping) or state.get("kind") != KIND:
             raise StateError(f"not a {KIND} state_dict")
+        try:      # counters added later (unallocated) start at 0 in older states
+            counts = {k: int(state["counts"].get(k, 0)) for k in self.counts}
+            step = {k: int(state["step"].get(k, 0)) for k in self.counts}
+        except (AttributeError, TypeError, ValueError, KeyError) as e:
+            raise StateError(f"malformed {KIND} state_dict: {e!r}") from None
+        return counts, step
+
+    def _restored_pieces(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        """The allocation, hints and replay of ``state``, loaded into copies (nothing is changed), by attribute."""
         allocation = state.get("allocation")
         if (allocation is None) != (self.allocation is None):
             raise StateError(f"the {KIND} state {'has' if allocation is not None else 'lacks'} a rollout "
                              f"allocation and this regimen {'has' if self.allocation is not None else 'has none'}")
-        try:      # counters added later (unallocated) start at 0 in older states
-            counts = {k: int(state["counts"].get(k, 0)) for k in self.counts}
-            step = {k: int(state["step"].get(k, 0)) for k in self.counts}
-        except (AttributeError, TypeError, ValueError) as e:
-            raise StateError(f"malformed {KIND} state_dict: {e!r}") from None
         replay = state.get("replay")
         if (replay is None) != (self.replay is None):
             raise StateError(f"the {KIND} state {'has' if replay is not None else 'lacks'} a replay buffer and this "
                              f"regimen {'has' if self.replay is not None else 'has none'}")
-        restored_replay, groups, serial = None, {}, 0
+        out: dict[str, Any] = {}
         if self.replay is not None:
             restored_replay = copy.deepcopy(self.replay)
             try:
@@ -491,15 +541,15 @@ class VerlRegimen:
                 raise StateError(f"malformed {KIND} replay state: {e!r}") from None
             if {e.payload for e in restored_replay.entries} - set(groups):
                 raise StateError(f"the {KIND} replay state lacks stored groups its buffer names")
+            out.update(replay=restored_replay, replay_groups=groups, replay_next=serial)
         hints = state.get("hints")
         if (hints is None) != (self.hints is None):
             raise StateError(f"the {KIND} state {'has' if hints is not None else 'lacks'} hints and this regimen "
                              f"{'has' if self.hints is not None else 'has none'}")
-        restored = None
-        if self.allocation is not None:            # loaded into a copy first: nothing half-applied
+        if self.allocation is not None:
             restored = copy.deepcopy(self.allocation)
             restored.load_state_dict(allocation)
-        restored_hints, pending = None, []
+            out["allocation"] = restored
         if self.hints is not None:
             restored_hints = copy.deepcopy(self.hints)
             try:
@@ -509,12 +559,213 @@ class VerlRegimen:
                 raise StateError(f"malformed {KIND} hints state: {e!r}") from None
             if any(not (0 <= i < self.hints.num_items and 1 <= level <= self.hints.levels) for i, level in pending):
                 raise StateError(f"the {KIND} state's waiting re-rolls name prompts or tiers this regimen lacks")
+            out.update(hints=restored_hints, pending=pending)
+        return out
+
+
+RL_OPTIONS = ("band", "predictive", "allocation", "replay", "hints", "length_budget", "correct_threshold", "seed")
+"""``VerlRegimen``'s arguments that a stage's own ``rl`` section sets (``seed``: its curriculum's)."""
+PIECES = ("band", "predictive_kwargs", "allocation_kwargs", "hints_kwargs", "length_budget", "correct_threshold",
+          "seed", "replay", "replay_groups", "replay_next", "hints", "guidance", "pending", "allocation", "predictive")
+"""The attributes of :class:`VerlRegimen` that belong to one stage's RL pieces (switched at its first step)."""
+
+
+class StagedVerlRegimen(VerlRegimen):
+    """A regimen file with stages in verl: every stage ends on its budget (a fraction of verl's global
+    steps); each draws its prompts from its own curriculum (one :class:`~cadence.regimen.staged.StageSampler`,
+    as a plain loop's) and runs its own RL pieces (band, predictive filter, allocation, replay, hints,
+    length budget, on the stage's own progress), switched in when the clock reaches the stage's first
+    step; stages without an ``rl`` section share the top-level pieces, which keep their state. Knobs
+    follow the stages' joins; the LR is :class:`ScheduledAdamW`'s, which reads the same file in the
+    workers. Built by :func:`regimen_from` (``sampler_kwargs.regimen``: the file's path, or its dict).
+
+        >>> from datasets import Dataset
+        >>> r = regimen_from({"budget": "4 steps", "knobs": {"temperature": "constant(1.0)"},
+        ...                   "curriculum": {"policy": "uniform", "arms": {"column": "level"}, "batch_size": 1},
+        ...                   "stages": [{"name": "easy", "budget": "50%", "rl": {"predictive": {}}},
+        ...                              {"name": "hard", "knobs": {"temperature": "constant(0.7)"}}]})
+        >>> r.attach_rows(Dataset.from_dict({"level": ["a", "b", "b"]})); values = []
+        >>> for step in (1, 2, 3):
+        ...     r.begin_step(step); values.append((r.link.knob("temperature"), r.selector.predictive is not None))
+        ...     _ = r.end_step()
+        >>> values
+        [(1.0, True), (1.0, True), (0.7, False)]
+    """
+
+    def __init__(self, regimen: Any, *, max_candidates: int = 8) -> None:
+        from cadence.integrations.verl_config import check_verl, stage_kwargs
+
+        check_verl(regimen)
+        kwargs = stage_kwargs(regimen)
+        owns = regimen.stage_pieces or ({},) * len(regimen.stages)
+        keys = [i if "rl" in own else -1 for i, own in enumerate(owns)]   # the rl section each stage runs
+        distinct = list(dict.fromkeys(keys))
+        self.part_of = [distinct.index(k) for k in keys]
+        self.own_rl = [k >= 0 for k in keys]
+        self.parts: list[VerlRegimen] = []
+        for k in distinct:
+            i = keys.index(k)
+            try:
+                part = VerlRegimen(max_candidates=max_candidates, budget=int(regimen.budget.amount),
+                                   **{name: v for name, v in kwargs[i].items() if name in RL_OPTIONS})
+            except CadenceError as e:
+                raise PathError(f"stages[{i}].rl" if k >= 0 else "rl", str(e)) from None
+            part.predictive = None
+            self.parts.append(part)
+        super().__init__(budget=int(regimen.budget.amount), max_candidates=max_candidates)
+        self.regimen = regimen
+        plain = [dataclasses.replace(s, lr=None, fields={}) for s in regimen.stages]   # the LR is the workers'
+        self.stages = StageRun(plain, self.clock, defaults=regimen.knobs)
+        self.knob_specs = regimen.knob_schedules(self.stages)
+        for k, part in zip(distinct, self.parts):
+            if part.length_budget is not None and part.length_budget.name in self.knob_specs:
+                raise PathError(f"stages[{k}].rl.length_budget" if k >= 0 else "rl.length_budget",
+                                f"the knob {part.length_budget.name!r} is given twice (knobs and length_budget)")
+        self.predictive = None
+        self._part: int | None = None
+        self._use(self.part_of[0], store=False)
+        self.link = RegimenLink(clock=self.clock, knobs=self.knob_specs, stages=self.stages)
+
+    # ------------------------------------------------------------------ the stage's pieces
+    def _use(self, j: int, store: bool = True) -> None:
+        """Put part ``j``'s pieces in place (the current part's first stored back into it)."""
+        if store and self._part is not None:
+            for name in PIECES:
+                setattr(self.parts[self._part], name, getattr(self, name))
+        for name in PIECES:
+            setattr(self, name, getattr(self.parts[j], name))
+        self._part = j
+        if self.selector is not None:
+            self.selector.predictive, self.selector.dynamic = self.predictive, self.band
+
+    def _sync(self) -> None:
+        """After the clock moved: end the stages whose budget is used up, switch to the current one's pieces."""
+        self.stages.update()
+        self._use(self.part_of[self.stages.index])
+
+    def uses(self, piece: str) -> bool:
+        return any(getattr(p, piece) is not None for p in self.parts)   # (pieces, not their state: no store)
+
+    def attach_rows(self, rows: Any) -> None:
+        """Build every stage's curriculum (``Regimen.build_data``, as a plain loop's) and RL pieces over
+        the dataset's rows."""
+        sampler = self.regimen.build_data(_Columns(rows), self.clock, self.stages, host="verl", num_replicas=1)
+        if sampler is None:   # no curriculum anywhere: uniform over the arm column, as without stages
+            arms = Arms(_read_column(rows, self.arm_key))
+            sampler = CurriculumSampler(make_policy(self.policy_name, arms, seed=self.seed), batch_size=1,
+                                        num_replicas=1, seed=self.seed)
+        stage_sampler = getattr(sampler, "parts", None)
+        for j, part in enumerate(self.parts):
+            i = self.part_of.index(j)
+            arms = (stage_sampler[sampler.part_of[i]] if stage_sampler else sampler).policy.arms
+            guidance = None
+            if part.hints_kwargs is not None:
+                at = f"stages[{i}].rl.guidance" if self.own_rl[i] else "rl.guidance"
+                guidance = _read_column(rows, part.hints_kwargs["guidance"], at)
+            part._rollout_n = self._rollout_n
+            part.predictive = part._build_pieces(arms, guidance)
+        self.sampler = sampler
+        self.selector = PromptSelector(sampler, max_candidates=self.max_candidates)
+        self._use(self._part, store=False)
+        self.link = RegimenLink(clock=self.clock, knobs=self.knob_specs, policy=sampler.policy, sampler=sampler,
+                                stages=self.stages)
+        self._sync()
+
+    def attach(self, labels: Sequence[Any], guidance: Sequence[Any] | None = None) -> None:
+        raise CadenceError("a staged regimen reads its columns itself: attach_rows(dataset rows)")
+
+    def knob_values(self) -> dict[str, float]:
+        values = super().knob_values()
+        if self.length_budget is not None:
+            values[self.length_budget.name] = float(self.length_budget.schedule(self.length_clock()))
+        return values
+
+    def length_clock(self) -> Clock:
+        """The current stage's own progress for its own length budget; the run's clock for the top level's."""
+        return StageClock(self.stages, self.stages.index) if self.own_rl[self.stages.index] else self.clock
+
+    # ------------------------------------------------------------------ steps
+    def begin_step(self, global_step: int, trainer: Any = None) -> None:
+        super().begin_step(global_step, trainer)
+        self._sync()
+
+    def end_step(self) -> dict[str, float]:
+        extra = {}
+        if self.length_budget is not None:
+            extra[f"cadence/{self.length_budget.name}"] = float(self.length_budget.schedule(self.length_clock()))
+        out = super().end_step()
+        self._sync()
+        return {**out, **extra}
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """As :class:`VerlRegimen`'s (the link holds the stages and every stage's curriculum), with every
+        stage's RL pieces and the selector's counters."""
+        self._use(self._part)
+        selector = self._selector()
+        parts = [{"predictive": None if p.predictive is None else encode(p.predictive.state_dict()),
+                  "band": None if p.band is None else encode(p.band.state_dict()), **p._pieces_state()}
+                 for p in self.parts]
+        return {"kind": KIND, "link": encode(self.link.state_dict()), "counts": dict(self.counts),
+                "step": dict(self._step), "selector": {"forced": selector.forced, "repeated": selector.repeated},
+                "parts": parts}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` output; a state of another shape changes nothing."""
+        counts, step = self._read_counts(state)
+        saved, counters = state.get("parts"), state.get("selector")
+        if not isinstance(saved, list) or len(saved) != len(self.parts) or not isinstance(counters, Mapping):
+            raise StateError(f"the {KIND} state is not one of a regimen with these {len(self.parts)} sets of stage "
+                             f"pieces")
+        self._use(self._part)
+        restored = []
+        for part, s in zip(self.parts, saved):
+            pieces = part._restored_pieces(s)
+            for name in ("predictive", "band"):
+                mine, theirs = getattr(part, name), s.get(name)
+                if (mine is None) != (theirs is None):
+                    raise StateError(f"the {KIND} state {'has' if theirs is not None else 'lacks'} a {name} piece "
+                                     f"where this regimen {'has' if mine is not None else 'has none'}")
+                if mine is not None:
+                    pieces[name] = copy.deepcopy(mine)
+                    pieces[name].load_state_dict(decode(copy.deepcopy(theirs)))
+            restored.append(pieces)
+        try:
+            forced, repeated = int(counters["forced"]), int(counters["repeated"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise StateError(f"malformed {KIND} selector state: {e!r}") from None
         self.link.load_state_dict(decode(copy.deepcopy(state["link"])))
-        self.allocation, self.counts, self._step = restored, counts, step
-        if self.hints is not None:
-            self.hints, self.pending = restored_hints, pending
-        if self.replay is not None:
-            self.replay, self.replay_groups, self.replay_next = restored_replay, groups, serial
+        for part, pieces in zip(self.parts, restored):
+            for name, value in pieces.items():
+                setattr(part, name, value)
+        self.counts, self._step = counts, step
+        self.selector.forced, self.selector.repeated = forced, repeated
+        self._use(self.part_of[self.stages.index], store=False)
+
+
+class _Columns:
+    """A dataset's columns by name (dots reach into dicts), for ``Regimen.build_data``."""
+
+    def __init__(self, rows: Any) -> None:
+        self.rows = rows
+
+    def __getitem__(self, key: str) -> list[Any]:
+        try:
+            return _read_column(self.rows, key, "curriculum.arms.column")
+        except CadenceError as e:
+            raise KeyError(str(e)) from None
+
+
+def regimen_from(source: Any, **options: Any) -> VerlRegimen:
+    """The driver-side regimen of a regimen file (its path, or its dict): a :class:`StagedVerlRegimen`
+    with stages, else a :class:`VerlRegimen` built as the file's override lines build it."""
+    from cadence.integrations.verl_config import check_verl, read_regimen, sampler_kwargs
+
+    regimen = read_regimen(source)
+    if regimen.stages:
+        return StagedVerlRegimen(regimen, **options)
+    check_verl(regimen)
+    return VerlRegimen(**sampler_kwargs(regimen), **options)
 
 
 def grpo_advantage(scores: np.ndarray, groups: np.ndarray, norm_by_std: bool = True) -> np.ndarray:
@@ -599,10 +850,7 @@ class CadencePrompts(RLHFDataset):
             if regimen.attached:
                 raise CadenceError("the cadence regimen already serves a train dataset; build one replay buffer "
                                    "per train dataset")
-            guidance = None
-            if regimen.hints_kwargs is not None:
-                guidance = _read_column(self.dataframe, regimen.hints_kwargs["guidance"], "hints.guidance")
-            regimen.attach(_read_column(self.dataframe, regimen.arm_key), guidance)
+            regimen.attach_rows(self.dataframe)
             self.regimen = regimen
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict]:
@@ -651,11 +899,18 @@ class CadenceReplayBuffer(verl_replay_buffer.ReplayBuffer):
             raise CadenceError(f"CadenceReplayBuffer supports trainer.v1.trainer_mode=sync, got {trainer_mode!r}")
         options = dict(_plain(sampler_kwargs) or {})
         buffer = {k: options.pop(k) for k in BUFFER_KEYS if k in options}
-        regimen = VerlRegimen(**options)
+        if "regimen" in options:
+            source = options.pop("regimen")
+            if set(options) - {"max_candidates"}:
+                raise CadenceError(f"sampler_kwargs.regimen: the regimen file holds the curriculum, the RL pieces, "
+                                   f"the knobs and the budget; leave out sampler_kwargs {sorted(options)}")
+            regimen = regimen_from(source, **options)
+        else:
+            regimen = VerlRegimen(**options)
         config = getattr(getattr(refill_fn, "__self__", None), "config", None)   # verl's trainer's, via its bound method
         if isinstance(config, DictConfig):
             regimen.check_config(config)
-        if regimen.band is not None:
+        if regimen.uses("band"):
             if "train_batch_size" not in buffer:
                 raise CadenceError("a band needs sampler_kwargs.train_batch_size (= data.train_batch_size) "
                                    "and data.gen_batch_size=1")
@@ -666,7 +921,7 @@ class CadenceReplayBuffer(verl_replay_buffer.ReplayBuffer):
                          max_off_policy_strategy=max_off_policy_strategy, sampler_kwargs=sampler_kwargs,
                          refill_fn=refill_fn, **kwargs)
         missing = [name for name in REPLAY_RELIES_ON if not isinstance(getattr(self, name, None), dict)]
-        if regimen.replay is not None and missing:
+        if regimen.uses("replay") and missing:
             raise CadenceError(f"verl's ReplayBuffer has no {missing}, which cadence's replay puts stored groups into; "
                                f"it supports {describe('verl')}")
         self.regimen = regimen
@@ -714,7 +969,7 @@ class CadenceReplayBuffer(verl_replay_buffer.ReplayBuffer):
         keys = [key for _, key in last.values()]
         if not keys:
             return [], np.zeros(0), np.zeros(0, dtype=bool)
-        hinted = self.regimen.hints is not None
+        hinted = self.regimen.uses("hints_kwargs")    # (every stage's prompts carry their tier then)
         data = verl_replay_buffer.tq.kv_batch_get(keys=keys, partition_id=partition_id,
                                                   select_fields=["rm_scores", "response_mask", ITEM_KEY]
                                                   + ([HINT_KEY] if hinted else []))
@@ -801,10 +1056,12 @@ class ScheduledAdamW(torch.optim.AdamW):
     verl's optimizer factory passes ``optim.override_optimizer_config`` as keyword arguments:
     ``lr_schedule`` (a spec), ``budget`` (global steps, e.g. ``trainer.total_training_steps``) and
     ``updates_per_step`` (optimizer updates per global step: ``ppo_epochs × train_batch_size /
-    ppo_mini_batch_size``). Update ``u`` (from 0) trains at global step ``u // updates_per_step + 1``
-    with the schedule's value after ``u // updates_per_step`` steps. The count lives in the param
-    groups, so it is saved and restored with verl's optimizer checkpoint. verl's own LR scheduler
-    still steps afterwards; keep it ``constant`` with no warmup (each update sets the LR again).
+    ppo_mini_batch_size``); or, instead of the first two, ``regimen`` (a regimen file's path, or its
+    dict): its ``lr``, with stages each stage's own on the stage's own progress (:func:`regimen_lr`).
+    Update ``u`` (from 0) trains at global step ``u // updates_per_step + 1`` with the schedule's
+    value after ``u // updates_per_step`` steps. The count lives in the param groups, so it is saved
+    and restored with verl's optimizer checkpoint. verl's own LR scheduler still steps afterwards;
+    keep it ``constant`` with no warmup (each update sets the LR again).
 
         >>> p = torch.nn.Parameter(torch.zeros(1))
         >>> opt = ScheduledAdamW([p], lr=1.0, lr_schedule="ramp(start=1, end=0)", budget=4, updates_per_step=2)
@@ -815,9 +1072,16 @@ class ScheduledAdamW(torch.optim.AdamW):
         [1.0, 1.0, 0.75, 0.75]
     """
 
-    def __init__(self, params: Any, *, lr_schedule: Any, budget: Any, updates_per_step: int = 1, **kwargs: Any):
+    def __init__(self, params: Any, *, lr_schedule: Any = None, budget: Any = None, regimen: Any = None,
+                 updates_per_step: int = 1, **kwargs: Any):
         if not isinstance(updates_per_step, int) or updates_per_step < 1:
             raise CadenceError(f"updates_per_step must be a positive integer, got {updates_per_step!r}")
+        if regimen is not None:
+            if lr_schedule is not None or budget is not None:
+                raise CadenceError("ScheduledAdamW takes regimen=, or lr_schedule= and budget=; not both")
+            lr_schedule, budget = regimen_lr(regimen)
+        elif lr_schedule is None:
+            raise CadenceError("ScheduledAdamW needs lr_schedule= and budget=, or regimen= (a regimen file's path)")
         self.lr_schedule, self.budget, self.updates_per_step = as_schedule(lr_schedule), budget, updates_per_step
         Clock(budget=budget).check([self.lr_schedule])
         super().__init__(params, **kwargs)
@@ -838,3 +1102,23 @@ class ScheduledAdamW(torch.optim.AdamW):
             group["lr"] = self.scheduled_lr(int(group["cadence_updates"]))
             group["cadence_updates"] = int(group["cadence_updates"]) + 1
         return super().step(closure)
+
+
+def regimen_lr(source: Any) -> tuple[Any, int]:
+    """``(LR schedule of the global step, budget in steps)`` of a regimen file (its path, or its dict):
+    with stages, each stage's ``lr`` on the stage's own progress, joined at the stages' planned ends, as
+    a plain loop's link schedules it (stages end on their budget in verl, so the join is fixed).
+
+        >>> schedule, budget = regimen_lr({"budget": "10 steps", "lr": "constant(0.1)",
+        ...                                "stages": [{"name": "sft", "budget": "40%"},
+        ...                                           {"name": "rl", "lr": "ramp(start=0.01, end=0)"}]})
+        >>> str(schedule), budget
+        ('join(constant(level=0.1), ramp(start=0.01, end=0), at=[0.4])', 10)
+    """
+    from cadence.integrations.verl_config import check_verl, read_regimen
+
+    regimen = read_regimen(source)
+    check_verl(regimen)
+    if "lr" not in regimen.schedules and not any(s.lr is not None for s in regimen.stages):
+        raise PathError("lr", "ScheduledAdamW schedules the regimen's LR, and the regimen has none")
+    return regimen.lr_schedules(regimen.stage_run(regimen.clock()))["lr"], int(regimen.budget.amount)

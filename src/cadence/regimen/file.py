@@ -261,10 +261,9 @@ class Regimen:
                                               "without a batch-size plan")
         for i, own in enumerate(self.stage_pieces):
             if "rl" in own and host not in SWITCHES_RL:
-                why = ("builds its RL pieces once, from its config, and runs one stage" if host == "verl" else
-                       "runs no RL step (no rollouts for RL pieces to choose or filter)")
-                raise PathError(f"stages[{i}].rl", f"the {HOST_NAMES[host]} adapter {why}; a stage's own RL pieces "
-                                f"switch in a plain loop (link.rl) and in TRL's GRPOTrainer")
+                raise PathError(f"stages[{i}].rl", f"the {HOST_NAMES[host]} adapter runs no RL step (no rollouts for "
+                                f"RL pieces to choose or filter); a stage's own RL pieces switch in a plain loop "
+                                f"(link.rl), in TRL's GRPOTrainer and in verl")
             for k, s in own.get("plans", ({},))[0].items():
                 if s.name == "batch_size":
                     raise PathError(f"stages[{i}].plans.{k}", "a batch-size plan sizes the host's one batch sampler, "
@@ -445,8 +444,9 @@ class Regimen:
         return attach_regimen(self, host, **context)
 
 
-SWITCHES_CURRICULA = ("loop", "hf", "trl", "lightning")  # hosts whose data stream switches curricula at a stage transition
-SWITCHES_RL = ("loop", "trl")  # hosts that switch a stage's own RL pieces at its transition
+# hosts whose data stream switches curricula at a stage transition
+SWITCHES_CURRICULA = ("loop", "hf", "trl", "lightning", "verl")
+SWITCHES_RL = ("loop", "trl", "verl")  # hosts that switch a stage's own RL pieces at its transition
 HOST_NAMES = {"loop": "plain-loop", "hf": "HF Trainer", "trl": "TRL", "lightning": "Lightning", "verl": "verl"}
 
 
