@@ -447,6 +447,32 @@ def test_methods_bench_counts_prompts_freed_and_merges_only_agreeing_runs():
         merged([a, replace(b, histories={"uniform": History(step_rollouts=[1])})])
 
 
+def test_methods_bench_compares_replay_with_dynamic_sampling_alone_by_hand():
+    from benchmarks.rl_methods_bench import against
+    from cadence.labs.rl.experiment import SIZES, Comparison
+    from cadence.labs.rl.grpo import History
+
+    def run(steps, evals):   # evals: [step, rollouts, pass@1]
+        return History(step_rollouts=steps, eval_steps=[e[0] for e in evals], eval_rollouts=[e[1] for e in evals],
+                       eval_accuracy=[[e[2]] for e in evals])
+
+    uniform = run([10] * 4, [[0, 0, 0.1], [4, 40, 0.2]])
+    seeds = [Comparison(SIZES["tiny"], s, [], None, 0.2, {
+        "uniform": uniform,
+        # replay: 8 rollouts per step, 5 steps within uniform's 40; dynamic: 12, 3 steps (4th past 40)
+        "replay": run([8] * 5, [[0, 0, 0.1], [2, 16, 0.3 + s / 10], [4, 32, 0.35], [5, 40, 0.4]]),
+        "dynamic": run([12] * 4, [[0, 0, 0.1], [2, 24, 0.25], [3, 36, 0.3], [4, 48, 0.5]])}, {}) for s in (0, 1)]
+    vs = against(seeds, "replay", "dynamic")
+    assert vs["rollouts_per_step"] == {"replay": 8.0, "dynamic": 12.0}
+    assert vs["rollouts_saved_in_common_steps_per_seed"] == [48 - 32, 48 - 32]   # first 4 steps each
+    assert vs["saved_share"] == [pytest.approx(16 / 48), 0.0]
+    # at uniform's 40 rollouts: replay's step-5 evaluation 0.4, dynamic's step-3 one 0.3
+    assert vs["delta_pass@1_at_uniform_rollouts"] == [pytest.approx(0.1), 0.0]
+    # last evaluation step both made: 4 (0.35 vs 0.5); step 2: 0.3 / 0.4 vs 0.25
+    assert vs["delta_pass@1_at_common_eval_step_per_seed"] == [pytest.approx(-0.15), pytest.approx(-0.15)]
+    assert vs["common_steps_and_eval_step_per_seed"] == [[4, 4], [4, 4]]
+
+
 # ------------------------------------------------------------------------- replay's off-policy ratio
 def hand_groups(ids, width=2):
     """Two answers per prompt: even prompts one right one wrong (non-zero advantage), odd ones all wrong."""
