@@ -4,9 +4,11 @@ sampling (and dynamic sampling, the baseline replay improves on), through the sa
 
 * rollouts per step, and pass@1 at uniform's total rollouts (the last evaluation within that budget:
   the equal-rollout-budget comparison for policies that generate more per step);
-* replay: groups replayed and rollouts saved; hints: all-wrong groups past the plateau, the shares a
-  guidance tier gave a correct answer / a learnable (not all right) group, and the share of prompts
-  that were ever all wrong later solved without guidance (uniform's over the same steps beside it).
+* replay: groups replayed and rollouts saved, and against dynamic sampling alone (the paper's
+  comparison) when both ran: rollouts saved over the steps both ran, pass@1 differences;
+* hints: all-wrong groups past the plateau, the shares a guidance tier gave a correct answer / a
+  learnable (not all right) group, and the share of prompts that were ever all wrong later solved
+  without guidance (uniform's over the same steps beside it).
 
 ``--equal-rollouts`` trains uniform first and stops every other policy at uniform's rollouts (each
 run is its full run's prefix, so pass@1 at uniform's rollouts is unchanged; to-target ratios of runs
@@ -59,6 +61,41 @@ def freed(history, steps: int | None = None) -> tuple[int, float]:
                 later.add(item)
         stuck.update(item for item, mean in step if mean == 0)
     return len(stuck), len(later) / len(stuck) if stuck else 0.0
+
+
+def interval(diff) -> list[float]:
+    """``[mean, half-width of the 95% t-interval]`` of paired differences (0 for one pair)."""
+    diff = np.asarray(diff, dtype=float)
+    half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
+    return [float(diff.mean()), float(half)]
+
+
+def against(comparisons: list, policy: str, baseline: str) -> dict:
+    """``policy`` against ``baseline`` on the seeds that ran both (replay vs dynamic sampling alone:
+    the paper's comparison): rollouts per step; rollouts each spent on their first ``k`` steps (``k``:
+    the steps both ran) and the share ``policy`` saved there; pass@1 at uniform's rollouts and at the
+    last evaluation step both made, as paired differences ± 95% t-interval."""
+    both = [c for c in comparisons if policy in c.histories and baseline in c.histories]
+    saved, share, at_budget_, at_step, steps = [], [], [], [], []
+    for c in both:
+        h, b = c.histories[policy], c.histories[baseline]
+        k = min(len(h.step_rollouts), len(b.step_rollouts))
+        spent, base = sum(h.step_rollouts[:k]), sum(b.step_rollouts[:k])
+        saved.append(base - spent)
+        share.append((base - spent) / base)
+        budget = c.histories["uniform"].rollouts
+        at_budget_.append(at_budget(h, budget) - at_budget(b, budget))
+        common = max(set(h.eval_steps) & set(b.eval_steps))
+        at_step.append(float(np.mean(h.eval_accuracy[h.eval_steps.index(common)])
+                             - np.mean(b.eval_accuracy[b.eval_steps.index(common)])))
+        steps.append([k, common])
+    per_step = {name: float(np.mean([c.histories[name].rollouts / len(c.histories[name].step_rollouts) for c in both]))
+                for name in (policy, baseline)}
+    return {"seeds": [c.seed for c in both], "rollouts_per_step": per_step,
+            "common_steps_and_eval_step_per_seed": steps, "rollouts_saved_in_common_steps_per_seed": saved,
+            "saved_share": interval(share), "delta_pass@1_at_uniform_rollouts": interval(at_budget_),
+            "delta_pass@1_at_common_eval_step": interval(at_step),
+            "delta_pass@1_at_uniform_rollouts_per_seed": at_budget_, "delta_pass@1_at_common_eval_step_per_seed": at_step}
 
 
 def merged(comparisons: list) -> list:
@@ -148,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
            "seeds": args.seeds, "policies": {}}
     print(f"{'policy':10} {'rollouts ratio [95% CI]':>26} {'reached':>8} {'final pass@1':>12} "
           f"{'pass@1 @ uniform rollouts':>26} {'rollouts/step':>13}  extra")
+    all_comparisons = comparisons
     for r, comparisons in per_policy(comparisons):
         hs = [c.histories[r.policy] for c in comparisons]
         budget = [c.histories["uniform"].rollouts for c in comparisons]
@@ -188,12 +226,21 @@ def main(argv: list[str] | None = None) -> int:
                                           zip(h.eval_steps, h.eval_rollouts, h.eval_accuracy)] for h in hs],
             "seconds_per_seed": [c.seconds[r.policy] for c in comparisons], **extra}
         diff = np.array(equal) - np.array([at_budget(c.histories["uniform"], b) for c, b in zip(comparisons, budget)])
-        ci = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
+        ci = interval(diff)[1]
         ratio = f"{r.rollouts_ratio[0]:.2f} [{r.rollouts_ratio[1]:.2f}, {r.rollouts_ratio[2]:.2f}]"
         print(f"{r.policy:10} {ratio:>26} {r.reached:>4}/{r.seeds:<3} {r.final_accuracy:12.3f} "
               f"{np.mean(equal):8.3f} (Δ {diff.mean():+.3f} ± {ci:.3f}) {per_step:13.0f}  "
               + ", ".join(f"{k} {v:.3g}" for k, v in extra.items()), flush=True)
         out["policies"][r.policy]["delta_vs_uniform_at_equal_rollouts"] = [float(diff.mean()), float(ci)]
+    if "replay" in out["policies"] and "dynamic" in out["policies"]:
+        vs = out["replay_vs_dynamic"] = against(all_comparisons, "replay", "dynamic")
+        print(f"replay vs dynamic sampling alone ({len(vs['seeds'])} seeds): rollouts/step "
+              f"{vs['rollouts_per_step']['replay']:.0f} vs {vs['rollouts_per_step']['dynamic']:.0f}; rollouts saved over "
+              f"the steps both ran {np.mean(vs['rollouts_saved_in_common_steps_per_seed']):.0f} "
+              f"({vs['saved_share'][0]:.1%} ± {vs['saved_share'][1]:.1%}); pass@1 Δ at uniform's rollouts "
+              f"{vs['delta_pass@1_at_uniform_rollouts'][0]:+.3f} ± {vs['delta_pass@1_at_uniform_rollouts'][1]:.3f}, "
+              f"at the last common evaluation step {vs['delta_pass@1_at_common_eval_step'][0]:+.3f} ± "
+              f"{vs['delta_pass@1_at_common_eval_step'][1]:.3f}")
     print(f"wall {time.time() - start:.0f} s")
     if args.output is not None:
         args.output.write_text(json.dumps(out, indent=1))

@@ -2,7 +2,9 @@
 composition through PromptSelector, exact resume through weights_only checkpoints, and the lab."""
 
 import copy
+import dataclasses
 import io
+import math
 
 import numpy as np
 import pytest
@@ -13,8 +15,10 @@ from cadence.curricula import Arms, Uniform
 from cadence.errors import CadenceError, StateError
 from cadence.labs.rl.grpo import GRPOConfig, GRPOTrainer, suite_arms
 from cadence.labs.rl.gradients import head_grad_norms
+from cadence.labs.rl.groups import Groups, group_advantages
 from cadence.labs.rl.guidance import hinted_groups
-from cadence.labs.rl.sources import SelectorSource
+from cadence.labs.rl.policy import Rollouts, token_logprobs
+from cadence.labs.rl.sources import SelectorSource, from_payload
 from cadence.labs.rl.tasks import TaskSuite
 from cadence.labs.rl.warmstart import WarmStartConfig, warm_start
 from cadence.rl import (PCL, DynamicSampling, GVMAllocation, Hints, PromptSelector, ReplayBuffer, ValueModel,
@@ -441,3 +445,156 @@ def test_methods_bench_counts_prompts_freed_and_merges_only_agreeing_runs():
     assert list(a.histories) == ["uniform", "replay"]          # the inputs are left as they were
     with pytest.raises(CadenceError, match="uniform"):
         merged([a, replace(b, histories={"uniform": History(step_rollouts=[1])})])
+
+
+def test_methods_bench_compares_replay_with_dynamic_sampling_alone_by_hand():
+    from benchmarks.rl_methods_bench import against
+    from cadence.labs.rl.experiment import SIZES, Comparison
+    from cadence.labs.rl.grpo import History
+
+    def run(steps, evals):   # evals: [step, rollouts, pass@1]
+        return History(step_rollouts=steps, eval_steps=[e[0] for e in evals], eval_rollouts=[e[1] for e in evals],
+                       eval_accuracy=[[e[2]] for e in evals])
+
+    uniform = run([10] * 4, [[0, 0, 0.1], [4, 40, 0.2]])
+    seeds = [Comparison(SIZES["tiny"], s, [], None, 0.2, {
+        "uniform": uniform,
+        # replay: 8 rollouts per step, 5 steps within uniform's 40; dynamic: 12, 3 steps (4th past 40)
+        "replay": run([8] * 5, [[0, 0, 0.1], [2, 16, 0.3 + s / 10], [4, 32, 0.35], [5, 40, 0.4]]),
+        "dynamic": run([12] * 4, [[0, 0, 0.1], [2, 24, 0.25], [3, 36, 0.3], [4, 48, 0.5]])}, {}) for s in (0, 1)]
+    vs = against(seeds, "replay", "dynamic")
+    assert vs["rollouts_per_step"] == {"replay": 8.0, "dynamic": 12.0}
+    assert vs["rollouts_saved_in_common_steps_per_seed"] == [48 - 32, 48 - 32]   # first 4 steps each
+    assert vs["saved_share"] == [pytest.approx(16 / 48), 0.0]
+    # at uniform's 40 rollouts: replay's step-5 evaluation 0.4, dynamic's step-3 one 0.3
+    assert vs["delta_pass@1_at_uniform_rollouts"] == [pytest.approx(0.1), 0.0]
+    # last evaluation step both made: 4 (0.35 vs 0.5); step 2: 0.3 / 0.4 vs 0.25
+    assert vs["delta_pass@1_at_common_eval_step_per_seed"] == [pytest.approx(-0.15), pytest.approx(-0.15)]
+    assert vs["common_steps_and_eval_step_per_seed"] == [[4, 4], [4, 4]]
+
+
+# ------------------------------------------------------------------------- replay's off-policy ratio
+def hand_groups(ids, width=2):
+    """Two answers per prompt: even prompts one right one wrong (non-zero advantage), odd ones all wrong."""
+    ids = np.asarray(ids, dtype=np.int64)
+    correct = np.concatenate([[1.0, 0.0] if i % 2 == 0 else [0.0, 0.0] for i in ids])
+    sizes = np.full(len(ids), 2)
+    rollouts = Rollouts(torch.zeros(2 * len(ids), 3 + width, dtype=torch.int64), torch.ones(2 * len(ids), width), 3)
+    return Groups(ids, sizes, rollouts, correct, correct, group_advantages(correct, sizes), np.full(2 * len(ids), 2.0))
+
+
+def test_replay_keeps_the_behaviour_logprobs_of_the_step_that_generated_each_group():
+    version, scored, calls = [0], [], []
+
+    def logprobs(rollouts):            # the "policy" of step v gives every token log-prob −1 − v
+        scored.append(len(rollouts.tokens))
+        return torch.full(rollouts.responses.shape, -1.0 - version[0])
+
+    def rollout(ids):
+        calls.append(np.asarray(ids))
+        return hand_groups(ids)
+
+    def source(how="stored"):
+        selector = PromptSelector(Uniform(Arms(["a"] * 8), seed=0), dynamic=DynamicSampling(max_extra_rounds=0),
+                                  replay=ReplayBuffer(8, seed=0), seed=0)
+        return SelectorSource(selector, replay_logprobs=how)
+
+    stored, replayed_rows = source(), 0
+    for step in range(6):
+        version[0], scored[:], calls[:] = step, [], []
+        groups, _ = stored.next_batch(rollout, 4, logprobs=logprobs)
+        # scored once per round, only the groups with non-zero advantage (the only ones ever stored)
+        assert scored == [2 * int(np.sum(c % 2 == 0)) for c in calls if np.any(c % 2 == 0)]
+        b = groups.behaviour_logp
+        if b is None:                  # nothing replayed this step
+            continue
+        fresh = torch.isnan(b).all(1)
+        old = b[~fresh]
+        replayed_rows += len(old)
+        assert not torch.isnan(old).any() and np.all(groups.row_items[~fresh.numpy()] % 2 == 0)
+        assert ((old <= -1.0) & (old > -1.0 - step)).all()       # stored at an earlier step, never this step's
+    assert replayed_rows > 0 and stored.values()["replay/replayed"] * 2 == replayed_rows
+    # "current" stores none: replayed groups take the ratio to the current policy
+    current = source("current")
+    for _ in range(6):
+        groups, _ = current.next_batch(hand_groups, 4)
+        assert groups.behaviour_logp is None
+    assert current.values()["replay/replayed"] > 0
+    with pytest.raises(CadenceError, match="logprobs"):
+        source().next_batch(hand_groups, 4)
+    with pytest.raises(CadenceError, match="replay_logprobs"):
+        SelectorSource(PromptSelector(Uniform(Arms(["a"] * 8), seed=0)), replay_logprobs="fresh")
+
+
+def test_the_ratio_of_a_replayed_group_is_to_its_stored_logprobs_by_hand(warm):
+    source = SelectorSource(PromptSelector(Uniform(suite_arms(SUITE), seed=0)))
+    trainer = GRPOTrainer(copy.deepcopy(warm), SUITE, source, GRPOConfig(steps=1, prompts_per_step=1, group=2),
+                          max_new_tokens=WARM.max_new_tokens(SUITE), seed=0)
+    groups = trainer.rollout(np.array([0]))
+    groups.advantages = np.array([1.0, -1.0])
+    with torch.no_grad():
+        now = token_logprobs(trainer.model, groups.rollouts)
+    n0, n1 = groups.rollouts.mask.sum(1).tolist()
+    # stored log-probs log 2 below / above the current ones: ρ = 2 (A = +1) and ρ = 0.5 (A = −1), ε = 0.2:
+    # −min(2·1, 1.2·1) = −1.2 and −min(0.5·(−1), 0.8·(−1)) = 0.8 per token, both clipped (no gradient)
+    behaviour = torch.stack([now[0] - math.log(2), now[1] + math.log(2)])
+    loss, _ = trainer.loss(dataclasses.replace(groups, behaviour_logp=behaviour))
+    assert loss.item() == pytest.approx((-1.2 * n0 + 0.8 * n1) / (n0 + n1), rel=1e-5)
+    loss.backward()
+    assert all(p.grad is None or torch.count_nonzero(p.grad) == 0 for p in trainer.model.parameters())
+    # a row generated this step (NaN) takes the ratio to the current policy: ρ = 1, −A per token
+    mixed = torch.stack([behaviour[0], torch.full_like(now[1], torch.nan)])
+    loss, _ = trainer.loss(dataclasses.replace(groups, behaviour_logp=mixed))
+    assert loss.item() == pytest.approx((-1.2 * n0 + 1.0 * n1) / (n0 + n1), rel=1e-5)
+    loss, _ = trainer.loss(groups)
+    assert loss.item() == pytest.approx((-n0 + n1) / (n0 + n1), rel=1e-5)
+
+
+def test_lab_replay_trains_on_stored_logprobs_that_checkpoint_through_weights_only_state(warm):
+    from cadence.labs.rl.experiment import make_source
+
+    config = GRPOConfig(steps=6, prompts_per_step=4, group=4, eval_every=6, lr="constant(3e-3)")
+    seen = []
+
+    def make(how):
+        source = make_source("replay", SUITE, config, 0)
+        source.replay_logprobs = how
+        trainer = GRPOTrainer(copy.deepcopy(warm), SUITE, source, config, max_new_tokens=WARM.max_new_tokens(SUITE),
+                              seed=1)
+        loss = trainer.loss
+
+        def spy(groups, old=None):
+            if groups.behaviour_logp is not None:
+                rows = ~torch.isnan(groups.behaviour_logp).all(1)
+                with torch.no_grad():
+                    now = token_logprobs(trainer.model, groups.rollouts)
+                m = groups.rollouts.mask[rows] > 0
+                seen.append((groups.behaviour_logp[rows][m] - now[rows][m]).abs().max().item())
+            return loss(groups, old)
+        trainer.loss = spy
+        return trainer
+
+    stored = make("stored")
+    stored.run()
+    assert seen and max(seen) > 1e-4        # replayed rows kept log-probs the current policy no longer gives
+    current = make("current")
+    current.run()
+    assert stored.source.values()["replay/replayed"] == current.source.values()["replay/replayed"] > 0
+    assert any(not torch.equal(a, b) for a, b in zip(stored.model.state_dict().values(),
+                                                    current.model.state_dict().values()))
+    first = make("stored")
+    first.run(3)
+    resumed = make("stored")
+    resumed.load_state_dict(roundtrip(first.state_dict()))
+    resumed.run()
+    assert resumed.source.values() == stored.source.values()
+    for a, b in zip(stored.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+    state = roundtrip(stored.source.state_dict())
+    payloads = [e["payload"] for e in state["selector"]["replay"]["entries"]]
+    assert payloads and all(isinstance(p["behaviour_logp"], torch.Tensor) for p in payloads)
+    again = make_source("replay", SUITE, config, 0)
+    again.load_state_dict(state)
+    a, b = from_payload(stored.source.selector.replay.entries[0].payload), from_payload(
+        again.selector.replay.entries[0].payload)
+    assert torch.equal(a.behaviour_logp, b.behaviour_logp)

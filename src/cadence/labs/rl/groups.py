@@ -48,7 +48,9 @@ def informative(rewards: np.ndarray, sizes: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Groups:
-    """Sampled answers for a set of prompts: ``sizes[i]`` consecutive rows belong to ``items[i]``."""
+    """Sampled answers for a set of prompts: ``sizes[i]`` consecutive rows belong to ``items[i]``.
+    ``behaviour_logp`` (rows × response length, or None): the token log-probs of the policy that
+    generated each row, stored for replayed groups (NaN on rows generated this step)."""
 
     items: np.ndarray
     sizes: np.ndarray
@@ -57,6 +59,7 @@ class Groups:
     rewards: np.ndarray
     advantages: np.ndarray
     lengths: np.ndarray
+    behaviour_logp: torch.Tensor | None = None
 
     @property
     def row_items(self) -> np.ndarray:
@@ -72,7 +75,7 @@ class Groups:
         t_rows = torch.from_numpy(rows)
         r = Rollouts(self.rollouts.tokens[t_rows], self.rollouts.mask[t_rows], self.rollouts.prompt_width)
         return Groups(self.items[keep], self.sizes[keep], r, self.correct[rows], self.rewards[rows],
-                      self.advantages[rows], self.lengths[rows])
+                      self.advantages[rows], self.lengths[rows], self._behaviour(t_rows))
 
     def keep_rows(self, keep: np.ndarray) -> Groups:
         """The rollouts where ``keep`` (one bool per row) is true; a group left empty is dropped."""
@@ -82,7 +85,10 @@ class Groups:
         t_rows = torch.from_numpy(keep)
         r = Rollouts(self.rollouts.tokens[t_rows], self.rollouts.mask[t_rows], self.rollouts.prompt_width)
         return Groups(self.items[sizes > 0], sizes[sizes > 0], r, self.correct[keep], self.rewards[keep],
-                      self.advantages[keep], self.lengths[keep])
+                      self.advantages[keep], self.lengths[keep], self._behaviour(t_rows))
+
+    def _behaviour(self, rows: torch.Tensor) -> torch.Tensor | None:
+        return None if self.behaviour_logp is None else self.behaviour_logp[rows]
 
     @staticmethod
     def concat(parts: list[Groups]) -> Groups:
@@ -93,4 +99,9 @@ class Groups:
         mask = torch.cat([F.pad(p.rollouts.mask, (0, width - p.rollouts.tokens.shape[1])) for p in parts])
         arrays = {name: np.concatenate([getattr(p, name) for p in parts])
                   for name in ("items", "sizes", "correct", "rewards", "advantages", "lengths")}
-        return Groups(rollouts=Rollouts(tokens, mask, prompt_width), **arrays)
+        behaviour = None
+        if any(p.behaviour_logp is not None for p in parts):   # NaN where a part stored none
+            behaviour = torch.cat([F.pad(p.behaviour_logp if p.behaviour_logp is not None
+                                         else torch.full(p.rollouts.responses.shape, torch.nan),
+                                         (0, width - p.rollouts.tokens.shape[1]), value=torch.nan) for p in parts])
+        return Groups(rollouts=Rollouts(tokens, mask, prompt_width), behaviour_logp=behaviour, **arrays)

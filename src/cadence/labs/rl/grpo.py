@@ -8,7 +8,8 @@ One :meth:`GRPOTrainer.step`:
 2. answers are sampled, scored (correct or not) and turned into rewards (correctness, or a
    length-aware reward from a :class:`cadence.rl.LengthBudget`);
 3. advantages are normalised within each prompt's group, ``A = (r − mean) / (std + ε)``;
-4. the loss ``−min(ρA, clip(ρ, 1−ε_c, 1+ε_c)A) + β·KL`` (token mean, k3 estimator of the KL
+4. the loss ``−min(ρA, clip(ρ, 1−ε_c, 1+ε_c)A) + β·KL`` (``ρ`` to the policy before the step, or for a
+   replayed group to the one that generated it when its log-probs were stored; token mean, k3 estimator of the KL
    to the warm-start model) takes one AdamW step; LR and β are cadence schedules on the clock; with
    an HPT gate (:class:`cadence.rl.HybridGate`) the groups it routes to SFT leave the RL loss and
    their prompts' demonstrations (the suite's answers) add ``sft_coef × token NLL``;
@@ -242,6 +243,8 @@ class GRPOTrainer:
             adv = torch.from_numpy(groups.advantages).float()
             mask = mask * self.downsample.keep_tokens(adv, entropy, r.mask, self.clock).float()
         old = logp.detach() if old_logp is None else old_logp
+        if groups.behaviour_logp is not None:   # replayed rows: the ratio to the policy that generated them
+            old = torch.where(torch.isnan(groups.behaviour_logp), old, groups.behaviour_logp)
         ratio = torch.exp(logp - old)
         adv = torch.from_numpy(groups.advantages).float()[:, None]
         eps = self.config.clip
@@ -276,7 +279,8 @@ class GRPOTrainer:
         if not self.history.eval_steps:
             self.record_eval()
         self.model.train()
-        groups, spent = self.source.next_batch(self.rollout, self.config.prompts_per_step, hinted=self.hinted_rollout)
+        groups, spent = self.source.next_batch(self.rollout, self.config.prompts_per_step, hinted=self.hinted_rollout,
+                                               logprobs=lambda rollouts: token_logprobs(self.model, rollouts))
         rl_groups, demos = self._gated(groups)
         train = rl_groups if self.downsample is None else rl_groups.keep_rows(
             self.downsample.keep_rollouts(rl_groups.advantages, rl_groups.sizes, self.clock))

@@ -23,7 +23,7 @@ import numpy as np
 from cadence.curricula.base import Policy
 from cadence.errors import CadenceError, StateError
 from cadence.labs.rl.grpo import History
-from cadence.labs.rl.sources import HintedFn, RolloutFn
+from cadence.labs.rl.sources import HintedFn, LogprobsFn, RolloutFn
 from cadence.labs.rl.groups import Groups
 
 
@@ -70,8 +70,9 @@ class PoolSource:
             self.order, self.position, self.epoch = self.rng.permutation(self.ids), 0, self.epoch + 1
         return np.asarray(out, dtype=np.int64)
 
-    def next_batch(self, rollout: RolloutFn, n_prompts: int, hinted: HintedFn | None = None) -> tuple[Groups, int]:
-        """The next ``n_prompts`` of the pool, rolled out (no hints: a pool run trains what it draws)."""
+    def next_batch(self, rollout: RolloutFn, n_prompts: int, hinted: HintedFn | None = None,
+                   logprobs: LogprobsFn | None = None) -> tuple[Groups, int]:
+        """The next ``n_prompts`` of the pool, rolled out (no hints, no replay: a pool run trains what it draws)."""
         groups = rollout(self.draw(n_prompts))
         self.policy.observe(groups.row_items, reward=groups.rewards, advantage=groups.advantages,
                             correct=groups.correct, length=groups.lengths)
