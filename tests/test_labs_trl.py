@@ -115,10 +115,16 @@ def test_pcl_hints_and_replay_run_in_trl_and_lab_only_policies_are_refused(warm)
     hints = train_policy("hints", warm, TINY, 0)
     assert sum(hints.history.step_rollouts) > TINY.grpo.steps * per_step             # all-wrong groups re-rolled
     assert sum(hints.history.step_informative) > sum(uniform.history.step_informative)
+    counts = hints.history.step_source[-1]                                            # the selector's run totals
+    assert counts["hints/hint_rollouts"] == sum(hints.history.step_rollouts) - TINY.grpo.steps * per_step
+    assert counts["hints/plateaued"] > 0 and 0 < counts["hints/learnable_share"] <= 1
     dynamic = train_policy("dynamic", warm, TINY, 0)
     replay = train_policy("replay", warm, TINY, 0)                                   # dynamic sampling + replay
     assert sum(replay.history.step_rollouts) < sum(dynamic.history.step_rollouts)   # replayed, not regenerated
     assert sum(replay.history.step_informative) >= sum(dynamic.history.step_informative)
+    counts = replay.history.step_source[-1]
+    assert counts["replay/saved"] == TINY.grpo.group * counts["replay/replayed"] > 0  # whole groups not regenerated
+    assert len(replay.history.step_source) == TINY.grpo.steps                         # one per step
     for name in ("gvm", "d3s"):
         with pytest.raises(CadenceError, match="lab only"):
             replace(TINY, policies=("trl", name))

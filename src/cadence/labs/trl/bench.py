@@ -78,7 +78,9 @@ def hook_share(run: Any) -> float:
 
 def records(comparisons: list[TrlComparison]) -> list[dict]:
     """Per seed and policy: steps and rollouts to target (``None``: not reached), budget, final pass@1,
-    informative groups, timings, and the eval curve (steps, rollouts, mean pass@1, mean greedy).
+    informative groups, timings, the selector's run totals at the end (``source``: replay's groups
+    replayed and rollouts saved, hints' plateaued groups and learnable share, ...; empty for TRL
+    alone), and the eval curve (steps, rollouts, mean pass@1, mean greedy).
     Also reads the lab's own comparisons (:class:`cadence.labs.rl.experiment.Comparison`), whose
     records have no timings (``None``)."""
     out = []
@@ -95,6 +97,7 @@ def records(comparisons: list[TrlComparison]) -> list[dict]:
                         "step_seconds": None if run is None else run.step_seconds,
                         "refill_seconds": None if run is None else run.refill_seconds,
                         "cadence_seconds": None if run is None else run.cadence_seconds,
+                        "source": h.step_source[-1] if h.step_source else {},
                         "eval_steps": h.eval_steps, "eval_rollouts": h.eval_rollouts,
                         "eval_pass@1": [float(np.mean(a)) for a in h.eval_accuracy],
                         "eval_greedy": [float(np.mean(a)) for a in h.eval_greedy]})
