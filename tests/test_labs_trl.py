@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -182,6 +183,61 @@ def test_bench_trl_tiny_end_to_end_summary_matches_its_records(tmp_path, capsys)
                                    np.mean([r["final_pass@1"] for r in records if r["policy"] == row["policy"]]))
     base = [r for r in records if r["policy"] == "trl"]
     assert all(r["rollouts_to_target"] is not None and r["target"] == max(r["eval_pass@1"]) for r in base)
+    again = [json.loads(json.dumps(asdict(r))) for r in bench.rows_of(bench.read_records(out.with_suffix(".json")))]
+    assert again == data["rows"]                # the saved records give back the printed summary
+
+
+def _record(seed, policy, target, reached, rollouts, final, curve):
+    """A per-seed record as ``bench trl -o`` writes it (10 steps of 16 prompts × 8)."""
+    return {"seed": seed, "policy": policy, "target": target, "steps_to_target": reached and reached // 128,
+            "rollouts_to_target": reached, "steps": 10, "rollouts": rollouts, "final_pass@1": final,
+            "informative_groups": 80, "groups": 160, "step_seconds": [0.5] * 10, "refill_seconds": [0.0] * 10,
+            "eval_steps": [0, 5, 10], "eval_rollouts": [0, rollouts // 2, rollouts], "eval_pass@1": curve}
+
+
+def test_from_records_prints_the_table_and_draws_the_plot_without_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "compare", lambda *a, **k: pytest.fail("trained from saved records"))
+    records = [_record(0, "trl", 0.3, 1280, 1280, 0.3, [0.2, 0.25, 0.3]),
+               _record(0, "dump", 0.3, 640, 1280, 0.4, [0.2, 0.3, 0.4]),
+               _record(1, "trl", 0.5, 1024, 1280, 0.5, [0.4, 0.45, 0.5]),
+               _record(1, "dump", 0.5, None, 1280, 0.2, [0.4, 0.3, 0.2])]       # never reached: counts 1280
+    saved = tmp_path / "run.json"
+    saved.write_text(json.dumps({"records": records}))
+    rows = {r.policy: r for r in bench.rows_of(bench.read_records(saved))}
+    np.testing.assert_allclose(rows["dump"].rollouts_ratio[0], np.sqrt(640 / 1280 * 1280 / 1024))   # by hand: 0.79
+    np.testing.assert_allclose(rows["dump"].steps_ratio[0], np.sqrt(5 / 10 * 10 / 8))
+    assert (rows["dump"].reached, rows["trl"].reached, rows["dump"].final_accuracy) == (1, 2, pytest.approx(0.3))
+    plot = tmp_path / "plot.png"
+    assert main(["bench", "trl", "--from-records", str(saved), "-o", str(plot)]) == 0
+    printed = capsys.readouterr().out
+    assert "TRL + DUMP" in printed and "0.79 [" in printed and "1/2" in printed and "0.300" in printed
+    assert plot.stat().st_size > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plot.png", "run.json"]    # no records written over
+
+
+@pytest.mark.parametrize("content, message", [
+    ("not json", "JSONDecodeError"),
+    ('{"rows": []}', "no 'records' list"),
+    ('{"records": [{"seed": 0, "policy": "trl"}]}', "records lack"),
+])
+def test_unreadable_records_are_one_line_errors(tmp_path, capsys, content, message):
+    saved = tmp_path / "run.json"
+    saved.write_text(content)
+    assert main(["bench", "trl", "--from-records", str(saved)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_records_without_trl_alone_or_a_seed_short_of_a_policy_are_refused(tmp_path):
+    from cadence.errors import CadenceError
+
+    curve = [0.1, 0.2, 0.3]
+    run = [_record(seed, policy, 0.3, 128, 1280, 0.3, curve) for seed, policy in [(0, "trl"), (0, "dump"), (1, "trl")]]
+    for records, message in [(run[1:2], "no 'trl'"), (run, "seed 1 does not hold")]:
+        saved = tmp_path / "run.json"
+        saved.write_text(json.dumps({"records": records}))
+        with pytest.raises(CadenceError, match=message):
+            bench.read_records(saved)
 
 
 def test_compare_lab_runs_the_lab_on_the_same_suite_and_seeds_and_prints_both_tables(tmp_path, capsys, monkeypatch):
@@ -226,6 +282,9 @@ def test_compare_lab_runs_the_lab_on_the_same_suite_and_seeds_and_prints_both_ta
     (["--workers", "0"], "argument --workers: needs a whole number >= 1"),
     (["-o", "/no/such/folder/plot.png"], "does not exist"),
     (["--policies", "trl,dump", "--compare-lab"], "include 'uniform'"),
+    (["--from-records", "/no/such/run.json"], "no such file"),
+    (["--from-records", "run.json", "--policies", "trl,dump"], "--from-records trains nothing: drop --policies"),
+    (["--from-records", "run.json", "--experiment", "overhead"], "drop --experiment overhead"),
 ])
 def test_bad_input_is_one_line_before_any_training(monkeypatch, capsys, argv, message):
     monkeypatch.setattr(bench, "compare", lambda *a, **k: pytest.fail("trained despite bad input"))

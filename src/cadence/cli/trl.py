@@ -41,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "print its table too (with -o, its rows and records go into the JSON under 'lab')")
     trl.add_argument("-o", "--output", type=image_arg, default=None,
                      help="plot of pass@1 against rollouts (e.g. trl.png); the per-seed records go next to it as .json")
+    trl.add_argument("--from-records", default=None, metavar="JSON",
+                     help="train nothing: print the table and (with -o) draw the plot from the per-seed records "
+                          "an earlier run wrote (its -o's .json)")
     trl.set_defaults(func=run_bench_trl)
 
 
@@ -51,6 +54,8 @@ def run_bench_trl(args: argparse.Namespace) -> int:
     from cadence.labs.trl import require_trl
 
     out = args.output
+    if args.from_records is not None:
+        return _from_records(args)
     require_trl()
     from cadence.labs.rl.experiment import LabConfig
     from cadence.labs.trl.experiment import BASELINE, lab_for
@@ -75,6 +80,33 @@ def run_bench_trl(args: argparse.Namespace) -> int:
         if out is not None:
             _add_lab(out.with_suffix(".json"), lab_twin, rows, comparisons)
     console.print(f"wall time: {seconds:.0f} s for TRL" + ("" if lab_twin is None else " (the lab's run follows it)"))
+    return 0
+
+
+FROM_RECORDS_CONFLICTS = ("steps", "target", "policies", "families", "levels", "compare_lab")
+
+
+def _from_records(args: argparse.Namespace) -> int:
+    """``--from-records``: the table and the plot of a saved run, without training."""
+    from cadence.cli import console as cli_console
+    from cadence.labs.rl.report import label
+    from cadence.labs.trl import bench
+    from cadence.labs.trl.experiment import BASELINE
+
+    given = [f"--{name.replace('_', '-')}" for name in FROM_RECORDS_CONFLICTS
+             if getattr(args, name) not in (None, False)]
+    if given or args.experiment != "policies":
+        raise CadenceError(f"--from-records trains nothing: drop {', '.join(given) or '--experiment overhead'}")
+    recs = bench.read_records(args.from_records)
+    seeds = len({r["seed"] for r in recs})
+    timing = {t.policy: (t.step_seconds, t.refill_seconds) for t in bench.timings_of(recs)}
+    names = {r["policy"]: ("TRL alone" if r["policy"] == BASELINE else f"TRL + {label(r['policy'])}") for r in recs}
+    console = cli_console()
+    title = (f"TRL GRPOTrainer · to reach TRL alone's best pass@1 vs TRL alone · {seeds} seeds · "
+             f"geometric mean [95% CI] · from {args.from_records}")
+    console.print(ratio_table(title, bench.rows_of(recs), timing, names))
+    if args.output is not None:
+        console.print(f"wrote {bench.plot_records(recs, args.output)}")
     return 0
 
 

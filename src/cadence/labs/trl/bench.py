@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from cadence.errors import CadenceError
 from cadence.labs.rl.bench import RatioRow, interval, ratio_rows  # noqa: F401 - ratio_rows is re-exported
 from cadence.labs.trl.experiment import BASELINE, TrlComparison, TrlLabConfig, compare
 
@@ -49,9 +50,16 @@ def bench_trl(lab: TrlLabConfig, seeds: int, on_step: Callable[[str], None] | No
 
 def timings(comparisons: list[TrlComparison]) -> list[Timing]:
     """Mean seconds per step and refill seconds per step, per policy, over the comparisons."""
-    return [Timing(p, float(np.mean([np.mean(c.runs[p].step_seconds) for c in comparisons])),
-                   float(np.mean([np.mean(c.runs[p].refill_seconds) for c in comparisons])))
-            for p in comparisons[0].runs]
+    return timings_of(records(comparisons))
+
+
+def timings_of(recs: list[dict]) -> list[Timing]:
+    """:func:`timings` from per-seed records (:func:`records`); empty if they hold no timings (the lab's)."""
+    if any(r["step_seconds"] is None for r in recs):
+        return []
+    return [Timing(p, float(np.mean([np.mean(r["step_seconds"]) for r in recs if r["policy"] == p])),
+                   float(np.mean([np.mean(r["refill_seconds"]) for r in recs if r["policy"] == p])))
+            for p in _policies(recs)]
 
 
 def overhead(comparisons: list[TrlComparison], policy: str = "uniform") -> tuple[float, float, float] | None:
@@ -112,8 +120,82 @@ def write_json(path: Path, lab: TrlLabConfig, rows: list[RatioRow], comparisons:
     return path
 
 
+def _policies(recs: list[dict]) -> list[str]:
+    return list(dict.fromkeys(r["policy"] for r in recs))
+
+
+RECORD_KEYS = ("seed", "policy", "target", "steps_to_target", "rollouts_to_target", "steps", "rollouts",
+               "final_pass@1", "informative_groups", "groups", "step_seconds", "refill_seconds",
+               "eval_rollouts", "eval_pass@1")
+"""The fields of a per-seed record that :func:`rows_of` and :func:`plot_records` read."""
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """The per-seed records of a JSON file :func:`write_json` wrote (``cadence bench trl -o``), checked:
+    every record has the fields the summary and the plot read, every seed ran the same policies with
+    the same number of evaluations, and TRL alone is among them. Anything else is a
+    :class:`~cadence.errors.CadenceError` naming the problem.
+
+        >>> read_records("no/such/records.json")
+        Traceback (most recent call last):
+        ...
+        cadence.errors.CadenceError: cannot read bench trl records from 'no/such/records.json': no such file
+    """
+    where = f"bench trl records from {str(path)!r}"
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise CadenceError(f"cannot read {where}: no such file") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CadenceError(f"cannot read {where}: {e.__class__.__name__}: {e}") from None
+    recs = data.get("records") if isinstance(data, dict) else None
+    if not isinstance(recs, list) or not recs or not all(isinstance(r, dict) for r in recs):
+        raise CadenceError(f"cannot read {where}: no 'records' list (write it with cadence bench trl -o)")
+    missing = sorted({k for r in recs for k in RECORD_KEYS if k not in r})
+    if missing:
+        raise CadenceError(f"cannot read {where}: records lack {missing}")
+    policies = _policies(recs)
+    if BASELINE not in policies:
+        raise CadenceError(f"cannot read {where}: no {BASELINE!r} (TRL alone) records to compare against")
+    for seed in dict.fromkeys(r["seed"] for r in recs):
+        if sorted(r["policy"] for r in recs if r["seed"] == seed) != sorted(policies):
+            raise CadenceError(f"cannot read {where}: seed {seed} does not hold one record per policy {policies}")
+    if len({len(r["eval_rollouts"]) for r in recs} | {len(r["eval_pass@1"]) for r in recs}) != 1:
+        raise CadenceError(f"cannot read {where}: the runs hold different numbers of evaluations")
+    return recs
+
+
+def rows_of(recs: list[dict], baseline: str = BASELINE) -> list[RatioRow]:
+    """:func:`~cadence.labs.rl.bench.ratio_rows` from per-seed records (:func:`records`): the same
+    rows the bench printed (an unreached target counts the whole run)."""
+    by = {(r["seed"], r["policy"]): r for r in recs}
+    seeds = list(dict.fromkeys(r["seed"] for r in recs))
+
+    def reach(r: dict) -> tuple[int, int]:
+        if r["steps_to_target"] is None:
+            return r["steps"], r["rollouts"]
+        return r["steps_to_target"], r["rollouts_to_target"]
+
+    rows = []
+    for p in _policies(recs):
+        mine, base = [reach(by[s, p]) for s in seeds], [reach(by[s, baseline]) for s in seeds]
+        rows.append(RatioRow(p, interval(np.array([max(m[0], 1) / max(b[0], 1) for m, b in zip(mine, base)])),
+                             interval(np.array([max(m[1], 1) / max(b[1], 1) for m, b in zip(mine, base)])),
+                             sum(by[s, p]["steps_to_target"] is not None for s in seeds), len(seeds),
+                             float(np.mean([by[s, p]["final_pass@1"] for s in seeds])),
+                             float(np.mean([by[s, p]["informative_groups"] / max(by[s, p]["groups"], 1)
+                                            for s in seeds]))))
+    return rows
+
+
 def plot(comparisons: list[TrlComparison], path: Path) -> Path:
     """Mean pass@1 against mean rollouts (over seeds, per evaluation), one line per policy."""
+    return plot_records(records(comparisons), path)
+
+
+def plot_records(recs: list[dict], path: Path) -> Path:
+    """:func:`plot` from per-seed records (:func:`records`, or :func:`read_records` of a saved run):
+    no training. The title names the run's shape (steps × prompts per step, from TRL alone's records)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,16 +203,20 @@ def plot(comparisons: list[TrlComparison], path: Path) -> Path:
 
     from cadence.labs.rl.report import label
 
+    seeds = len({r["seed"] for r in recs})
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for name in comparisons[0].runs:
-        hs = [c.runs[name].history for c in comparisons]
-        ax.plot(np.mean([h.eval_rollouts for h in hs], axis=0),
-                np.mean([[np.mean(a) for a in h.eval_accuracy] for h in hs], axis=0), marker="o", ms=3,
+    for name in _policies(recs):
+        runs = [r for r in recs if r["policy"] == name]
+        ax.plot(np.mean([r["eval_rollouts"] for r in runs], axis=0),
+                np.mean([r["eval_pass@1"] for r in runs], axis=0), marker="o", ms=3,
                 label="TRL alone" if name == BASELINE else f"TRL + {label(name)}")
-    ax.axhline(float(np.mean([c.target for c in comparisons])), color="grey", lw=0.8, ls="--", label="target (mean)")
+    targets = {r["seed"]: r["target"] for r in recs}
+    ax.axhline(float(np.mean(list(targets.values()))), color="grey", lw=0.8, ls="--", label="target (mean)")
     ax.set_xlabel("rollouts (sampled completions, refills included)")
     ax.set_ylabel("eval pass@1 (mean over arms and seeds)")
-    ax.set_title(f"TRL GRPOTrainer · {len(comparisons)} seeds")
+    base = [r for r in recs if r["policy"] == BASELINE]
+    shape = f"{base[0]['steps']} steps × {base[0]['groups'] // max(base[0]['steps'], 1)} prompts · " if base else ""
+    ax.set_title(f"TRL GRPOTrainer · {shape}{seeds} seeds")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
