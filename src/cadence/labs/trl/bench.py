@@ -37,11 +37,12 @@ class Timing:
 
 def bench_trl(lab: TrlLabConfig, seeds: int, on_step: Callable[[str], None] | None = None,
               on_seed: Callable[[list[TrlComparison]], None] | None = None,
-              workers: int = 1) -> tuple[list[RatioRow], list[TrlComparison]]:
-    """Run :func:`~cadence.labs.trl.experiment.compare` on seeds ``0..seeds-1``; ratios vs TRL alone.
-    ``on_seed`` gets the comparisons so far after each seed (to save partial results)."""
+              workers: int = 1, first_seed: int = 0) -> tuple[list[RatioRow], list[TrlComparison]]:
+    """Run :func:`~cadence.labs.trl.experiment.compare` on ``seeds`` seeds from ``first_seed`` on; ratios
+    vs TRL alone. ``on_seed`` gets the comparisons so far after each seed (to save partial results).
+    A run on more seeds is this run's records merged with another's (:func:`read_records`)."""
     comparisons: list[TrlComparison] = []
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         comparisons.append(compare(lab, seed, on_step=on_step, workers=workers))
         if on_seed is not None:
             on_seed(comparisons)
@@ -120,6 +121,32 @@ def write_json(path: Path, lab: TrlLabConfig, rows: list[RatioRow], comparisons:
     return path
 
 
+def extras_of(recs: list[dict]) -> dict[str, tuple[float, str]]:
+    """Per policy, means over seeds: rollouts per step, and what its selector counted (the records'
+    ``source``) in words — hints: plateaued all-wrong groups per run and the share a tier made
+    learnable (not all right); replay: groups replayed and rollouts saved per run, and the share
+    saved of the rollouts the run would have generated without it.
+
+        >>> run = {"steps": 10, "rollouts": 900, "source": {"replay/replayed": 12.0, "replay/saved": 100.0}}
+        >>> extras_of([dict(run, seed=0, policy="replay"), dict(run, seed=1, policy="replay")])
+        {'replay': (90.0, '12 groups replayed, 100 rollouts saved (10%) per run')}
+    """
+    out = {}
+    for p in _policies(recs):
+        runs = [r for r in recs if r["policy"] == p]
+        src = [r.get("source") or {} for r in runs]
+        note = ""
+        if all("hints/plateaued" in v for v in src):
+            note = (f"{np.mean([v['hints/plateaued'] for v in src]):.0f} plateaued all-wrong groups per run, "
+                    f"{np.mean([v['hints/learnable_share'] for v in src]):.0%} made learnable")
+        elif all("replay/saved" in v for v in src):
+            share = np.mean([v["replay/saved"] / (v["replay/saved"] + r["rollouts"]) for v, r in zip(src, runs)])
+            note = (f"{np.mean([v['replay/replayed'] for v in src]):.0f} groups replayed, "
+                    f"{np.mean([v['replay/saved'] for v in src]):.0f} rollouts saved ({share:.0%}) per run")
+        out[p] = (float(np.mean([r["rollouts"] / max(r["steps"], 1) for r in runs])), note)
+    return out
+
+
 def _policies(recs: list[dict]) -> list[str]:
     return list(dict.fromkeys(r["policy"] for r in recs))
 
@@ -130,10 +157,11 @@ RECORD_KEYS = ("seed", "policy", "target", "steps_to_target", "rollouts_to_targe
 """The fields of a per-seed record that :func:`rows_of` and :func:`plot_records` read."""
 
 
-def read_records(path: str | Path) -> list[dict]:
-    """The per-seed records of a JSON file :func:`write_json` wrote (``cadence bench trl -o``), checked:
-    every record has the fields the summary and the plot read, every seed ran the same policies with
-    the same number of evaluations, and TRL alone is among them. Anything else is a
+def read_records(*paths: str | Path) -> list[dict]:
+    """The per-seed records of JSON files :func:`write_json` wrote (``cadence bench trl -o``), one
+    run's or several runs' of the same configuration on other seeds (merged), checked: every record
+    has the fields the summary and the plot read, every seed ran the same policies once, every run
+    the same steps and evaluations, and TRL alone is among the policies. Anything else is a
     :class:`~cadence.errors.CadenceError` naming the problem.
 
         >>> read_records("no/such/records.json")
@@ -141,25 +169,33 @@ def read_records(path: str | Path) -> list[dict]:
         ...
         cadence.errors.CadenceError: cannot read bench trl records from 'no/such/records.json': no such file
     """
-    where = f"bench trl records from {str(path)!r}"
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise CadenceError(f"cannot read {where}: no such file") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise CadenceError(f"cannot read {where}: {e.__class__.__name__}: {e}") from None
-    recs = data.get("records") if isinstance(data, dict) else None
-    if not isinstance(recs, list) or not recs or not all(isinstance(r, dict) for r in recs):
-        raise CadenceError(f"cannot read {where}: no 'records' list (write it with cadence bench trl -o)")
-    missing = sorted({k for r in recs for k in RECORD_KEYS if k not in r})
-    if missing:
-        raise CadenceError(f"cannot read {where}: records lack {missing}")
+    recs: list[dict] = []
+    for path in paths:
+        where = f"bench trl records from {str(path)!r}"
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise CadenceError(f"cannot read {where}: no such file") from None
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise CadenceError(f"cannot read {where}: {e.__class__.__name__}: {e}") from None
+        part = data.get("records") if isinstance(data, dict) else None
+        if not isinstance(part, list) or not part or not all(isinstance(r, dict) for r in part):
+            raise CadenceError(f"cannot read {where}: no 'records' list (write it with cadence bench trl -o)")
+        missing = sorted({k for r in part for k in RECORD_KEYS if k not in r})
+        if missing:
+            raise CadenceError(f"cannot read {where}: records lack {missing}")
+        recs += part
+    where = f"bench trl records from {', '.join(repr(str(p)) for p in paths)}"
+    if not recs:
+        raise CadenceError("no bench trl records given")
     policies = _policies(recs)
     if BASELINE not in policies:
         raise CadenceError(f"cannot read {where}: no {BASELINE!r} (TRL alone) records to compare against")
     for seed in dict.fromkeys(r["seed"] for r in recs):
         if sorted(r["policy"] for r in recs if r["seed"] == seed) != sorted(policies):
             raise CadenceError(f"cannot read {where}: seed {seed} does not hold one record per policy {policies}")
+    if len({r["steps"] for r in recs}) != 1:
+        raise CadenceError(f"cannot read {where}: the runs hold different numbers of steps")
     if len({len(r["eval_rollouts"]) for r in recs} | {len(r["eval_pass@1"]) for r in recs}) != 1:
         raise CadenceError(f"cannot read {where}: the runs hold different numbers of evaluations")
     return recs
