@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -115,10 +116,16 @@ def test_pcl_hints_and_replay_run_in_trl_and_lab_only_policies_are_refused(warm)
     hints = train_policy("hints", warm, TINY, 0)
     assert sum(hints.history.step_rollouts) > TINY.grpo.steps * per_step             # all-wrong groups re-rolled
     assert sum(hints.history.step_informative) > sum(uniform.history.step_informative)
+    counts = hints.history.step_source[-1]                                            # the selector's run totals
+    assert counts["hints/hint_rollouts"] == sum(hints.history.step_rollouts) - TINY.grpo.steps * per_step
+    assert counts["hints/plateaued"] > 0 and 0 < counts["hints/learnable_share"] <= 1
     dynamic = train_policy("dynamic", warm, TINY, 0)
     replay = train_policy("replay", warm, TINY, 0)                                   # dynamic sampling + replay
     assert sum(replay.history.step_rollouts) < sum(dynamic.history.step_rollouts)   # replayed, not regenerated
     assert sum(replay.history.step_informative) >= sum(dynamic.history.step_informative)
+    counts = replay.history.step_source[-1]
+    assert counts["replay/saved"] == TINY.grpo.group * counts["replay/replayed"] > 0  # whole groups not regenerated
+    assert len(replay.history.step_source) == TINY.grpo.steps                         # one per step
     for name in ("gvm", "d3s"):
         with pytest.raises(CadenceError, match="lab only"):
             replace(TINY, policies=("trl", name))
@@ -176,6 +183,80 @@ def test_bench_trl_tiny_end_to_end_summary_matches_its_records(tmp_path, capsys)
                                    np.mean([r["final_pass@1"] for r in records if r["policy"] == row["policy"]]))
     base = [r for r in records if r["policy"] == "trl"]
     assert all(r["rollouts_to_target"] is not None and r["target"] == max(r["eval_pass@1"]) for r in base)
+    again = [json.loads(json.dumps(asdict(r))) for r in bench.rows_of(bench.read_records(out.with_suffix(".json")))]
+    assert again == data["rows"]                # the saved records give back the printed summary
+    later = tmp_path / "later.png"             # seed 1 alone, merged with seed 0's records: the same records
+    assert main(["bench", "trl", "--size", "tiny", "--first-seed", "1", "--seeds", "1", "--steps", "2", "--policies",
+                 "trl,uniform,dynamic", "-o", str(later)]) == 0
+    (tmp_path / "first.json").write_text(json.dumps({"records": [r for r in records if r["seed"] == 0]}))
+    merged = bench.read_records(tmp_path / "first.json", later.with_suffix(".json"))
+    drop = lambda rs: [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in rs]  # noqa: E731
+    assert drop(merged) == drop(records) and merged[0]["seed"] == 0
+
+
+def _record(seed, policy, target, reached, rollouts, final, curve):
+    """A per-seed record as ``bench trl -o`` writes it (10 steps of 16 prompts × 8)."""
+    return {"seed": seed, "policy": policy, "target": target, "steps_to_target": reached and reached // 128,
+            "rollouts_to_target": reached, "steps": 10, "rollouts": rollouts, "final_pass@1": final,
+            "informative_groups": 80, "groups": 160, "step_seconds": [0.5] * 10, "refill_seconds": [0.0] * 10,
+            "eval_steps": [0, 5, 10], "eval_rollouts": [0, rollouts // 2, rollouts], "eval_pass@1": curve}
+
+
+def test_from_records_prints_the_table_and_draws_the_plot_without_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "compare", lambda *a, **k: pytest.fail("trained from saved records"))
+    saved = lambda groups, rollouts: {"replay/replayed": groups, "replay/saved": rollouts}  # noqa: E731
+    records = [_record(0, "trl", 0.3, 1280, 1280, 0.3, [0.2, 0.25, 0.3]),
+               dict(_record(0, "replay", 0.3, 640, 1280, 0.4, [0.2, 0.3, 0.4]), source=saved(2, 16)),
+               _record(1, "trl", 0.5, 1024, 1280, 0.5, [0.4, 0.45, 0.5]),
+               dict(_record(1, "replay", 0.5, None, 1280, 0.2, [0.4, 0.3, 0.2]), source=saved(4, 32))]  # unreached
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"records": records}))
+    rows = {r.policy: r for r in bench.rows_of(bench.read_records(path))}
+    np.testing.assert_allclose(rows["replay"].rollouts_ratio[0], np.sqrt(640 / 1280 * 1280 / 1024))   # by hand: 0.79
+    np.testing.assert_allclose(rows["replay"].steps_ratio[0], np.sqrt(5 / 10 * 10 / 8))
+    assert (rows["replay"].reached, rows["trl"].reached, rows["replay"].final_accuracy) == (1, 2, pytest.approx(0.3))
+    plot = tmp_path / "plot.png"
+    assert main(["bench", "trl", "--from-records", str(path), "-o", str(plot)]) == 0
+    printed = capsys.readouterr().out
+    assert "TRL + dynamic sampling + replay" in printed and "0.79 [" in printed and "1/2" in printed
+    assert "0.300" in printed and "3 groups replayed, 24 rollouts saved (2%) per run" in printed   # means of 2 runs
+    assert plot.stat().st_size > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plot.png", "run.json"]    # no records written over
+
+
+@pytest.mark.parametrize("content, message", [
+    ("not json", "JSONDecodeError"),
+    ('{"rows": []}', "no 'records' list"),
+    ('{"records": [{"seed": 0, "policy": "trl"}]}', "records lack"),
+])
+def test_unreadable_records_are_one_line_errors(tmp_path, capsys, content, message):
+    saved = tmp_path / "run.json"
+    saved.write_text(content)
+    assert main(["bench", "trl", "--from-records", str(saved)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_records_without_trl_alone_or_a_seed_short_of_a_policy_are_refused(tmp_path):
+    from cadence.errors import CadenceError
+
+    curve = [0.1, 0.2, 0.3]
+    run = [_record(seed, policy, 0.3, 128, 1280, 0.3, curve) for seed, policy in [(0, "trl"), (0, "dump"), (1, "trl")]]
+    for records, message in [(run[1:2], "no 'trl'"), (run, "seed 1 does not hold")]:
+        saved = tmp_path / "run.json"
+        saved.write_text(json.dumps({"records": records}))
+        with pytest.raises(CadenceError, match=message):
+            bench.read_records(saved)
+    first, second, longer = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
+    first.write_text(json.dumps({"records": run[:2]}))
+    second.write_text(json.dumps({"records": [dict(r, seed=1) for r in run[:2]]}))
+    longer.write_text(json.dumps({"records": [dict(r, seed=2, steps=20) for r in run[:2]]}))
+    assert [(r["seed"], r["policy"]) for r in bench.read_records(first, second)] == [
+        (0, "trl"), (0, "dump"), (1, "trl"), (1, "dump")]                           # two runs' seeds merged
+    with pytest.raises(CadenceError, match="seed 0 does not hold"):
+        bench.read_records(first, first)                                              # the same seed twice
+    with pytest.raises(CadenceError, match="different numbers of steps"):
+        bench.read_records(first, longer)
 
 
 def test_compare_lab_runs_the_lab_on_the_same_suite_and_seeds_and_prints_both_tables(tmp_path, capsys, monkeypatch):
@@ -220,6 +301,11 @@ def test_compare_lab_runs_the_lab_on_the_same_suite_and_seeds_and_prints_both_ta
     (["--workers", "0"], "argument --workers: needs a whole number >= 1"),
     (["-o", "/no/such/folder/plot.png"], "does not exist"),
     (["--policies", "trl,dump", "--compare-lab"], "include 'uniform'"),
+    (["--first-seed", "-1"], "argument --first-seed: needs a whole number >= 0"),
+    (["--first-seed", "3", "--policies", "trl,uniform", "--compare-lab"], "--first-seed applies to the policies"),
+    (["--from-records", "/no/such/run.json"], "no such file"),
+    (["--from-records", "run.json", "--policies", "trl,dump"], "--from-records trains nothing: drop --policies"),
+    (["--from-records", "run.json", "--experiment", "overhead"], "drop --experiment overhead"),
 ])
 def test_bad_input_is_one_line_before_any_training(monkeypatch, capsys, argv, message):
     monkeypatch.setattr(bench, "compare", lambda *a, **k: pytest.fail("trained despite bad input"))

@@ -19,6 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "alone (geometric mean, 95% interval over seeds), final pass@1, informative groups, seconds "
                     "per step, and the adapter's overhead. Needs: pip install \"cadence[trl]\".")
     trl.add_argument("--seeds", type=whole(1), default=3, help="number of seeds (0..N-1; default 3)")
+    trl.add_argument("--first-seed", type=whole(0), default=0,
+                     help="seeds run are FIRST_SEED..FIRST_SEED+N-1 (default 0; merge runs with --from-records)")
     trl.add_argument("--workers", type=whole(1), default=1, help="processes training policies side by side (default 1)")
     trl.add_argument("--size", choices=SIZES, default="default",
                      help="problem size (default: default; tiny runs in seconds, a smoke test)")
@@ -41,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "print its table too (with -o, its rows and records go into the JSON under 'lab')")
     trl.add_argument("-o", "--output", type=image_arg, default=None,
                      help="plot of pass@1 against rollouts (e.g. trl.png); the per-seed records go next to it as .json")
+    trl.add_argument("--from-records", default=None, metavar="JSON[,JSON...]",
+                     help="train nothing: print the table and (with -o) draw the plot from the per-seed records "
+                          "earlier runs wrote (their -o's .json; several runs on other seeds are merged)")
     trl.set_defaults(func=run_bench_trl)
 
 
@@ -51,12 +56,17 @@ def run_bench_trl(args: argparse.Namespace) -> int:
     from cadence.labs.trl import require_trl
 
     out = args.output
+    if args.from_records is not None:
+        return _from_records(args)
     require_trl()
     from cadence.labs.rl.experiment import LabConfig
     from cadence.labs.trl.experiment import BASELINE, lab_for
 
     lab = lab_for(args.size, args.steps, args.target, args.policies, *_task_options(args))
     lab_twin = None
+    if args.first_seed and (args.compare_lab or args.experiment == "overhead"):
+        raise CadenceError("--first-seed applies to the policies comparison alone: drop it with "
+                           + ("--compare-lab" if args.compare_lab else "--experiment overhead"))
     if args.compare_lab:
         if "uniform" not in lab.policies:
             raise CadenceError("--compare-lab measures the lab against uniform: include 'uniform' in --policies")
@@ -78,25 +88,60 @@ def run_bench_trl(args: argparse.Namespace) -> int:
     return 0
 
 
+FROM_RECORDS_CONFLICTS = ("steps", "target", "policies", "families", "levels", "compare_lab", "first_seed")
+
+
+def _from_records(args: argparse.Namespace) -> int:
+    """``--from-records``: the table and the plot of a saved run, without training."""
+    from cadence.cli import console as cli_console
+    from cadence.labs.rl.report import label
+    from cadence.labs.trl import bench
+    from cadence.labs.trl.experiment import BASELINE
+
+    given = [f"--{name.replace('_', '-')}" for name in FROM_RECORDS_CONFLICTS
+             if getattr(args, name) not in (None, False)]
+    if given or args.experiment != "policies":
+        raise CadenceError(f"--from-records trains nothing: drop {', '.join(given) or '--experiment overhead'}")
+    recs = bench.read_records(*args.from_records.split(","))
+    seeds = len({r["seed"] for r in recs})
+    timing = {t.policy: (t.step_seconds, t.refill_seconds) for t in bench.timings_of(recs)}
+    names = {r["policy"]: ("TRL alone" if r["policy"] == BASELINE else f"TRL + {label(r['policy'])}") for r in recs}
+    console = cli_console()
+    title = (f"TRL GRPOTrainer · to reach TRL alone's best pass@1 vs TRL alone · {seeds} seeds · "
+             f"geometric mean [95% CI] · from {args.from_records}")
+    console.print(ratio_table(title, bench.rows_of(recs), timing, names, bench.extras_of(recs)))
+    if args.output is not None:
+        console.print(f"wrote {bench.plot_records(recs, args.output)}")
+    return 0
+
+
 def _fmt(t: tuple[float, float, float]) -> str:
     return f"{t[0]:.2f} [{t[1]:.2f}, {t[2]:.2f}]"
 
 
-def ratio_table(title: str, rows: list, seconds: dict[str, tuple[float, float]] | None = None, names=None):
-    """The ``bench rl`` table shape; ``seconds``: per policy (s/step, refill s/step)."""
+def ratio_table(title: str, rows: list, seconds: dict[str, tuple[float, float]] | None = None, names=None,
+                extras: dict[str, tuple[float, str]] | None = None):
+    """The ``bench rl`` table shape; ``seconds``: per policy (s/step, refill s/step); ``extras``: per
+    policy (rollouts/step, counters in words; :func:`cadence.labs.trl.bench.extras_of`)."""
     from rich.table import Table
 
     from cadence.labs.rl.report import label
 
     table = Table(title=title)
     columns = ["policy", "rollouts ratio", "steps ratio", "reached target", "final pass@1", "informative groups"]
-    for col in columns + (["s/step", "refill s/step"] if seconds else []):
-        table.add_column(col, justify="left" if col == "policy" else "right")
+    notes = extras is not None and any(note for _, note in extras.values())
+    for col in (columns + (["rollouts/step"] if extras else []) + (["s/step", "refill s/step"] if seconds else [])
+                + (["counters"] if notes else [])):
+        table.add_column(col, justify="left" if col in ("policy", "counters") else "right")
     for r in rows:
         cells = [(names or {}).get(r.policy, label(r.policy)), _fmt(r.rollouts_ratio), _fmt(r.steps_ratio),
                  f"{r.reached}/{r.seeds}", f"{r.final_accuracy:.3f}", f"{r.informative_share:.0%}"]
+        if extras:
+            cells.append(f"{extras[r.policy][0]:.0f}")
         if seconds:
             cells += [f"{seconds[r.policy][0]:.2f}", f"{seconds[r.policy][1]:.2f}"]
+        if notes:
+            cells.append(extras[r.policy][1])
         table.add_row(*cells)
     return table
 
@@ -113,12 +158,12 @@ def _run_trl(lab, args, console, out):
         save = None if out is None else (lambda done: bench.write_json(out.with_suffix(".json"), lab,
                                                                        bench.ratio_rows(done, BASELINE), done))
         rows, comparisons = bench.bench_trl(lab, args.seeds, on_step=lambda *_: task.advance(), on_seed=save,
-                                            workers=args.workers)
+                                            workers=args.workers, first_seed=args.first_seed)
     seconds = time.perf_counter() - start
     timing = {t.policy: (t.step_seconds, t.refill_seconds) for t in bench.timings(comparisons)}
     names = {p: ("TRL alone" if p == BASELINE else f"TRL + {label(p)}") for p in lab.policies}
     table = ratio_table(f"TRL GRPOTrainer · to reach TRL alone's best pass@1 vs TRL alone · {args.seeds} seeds · "
-                        f"geometric mean [95% CI]", rows, timing, names)
+                        f"geometric mean [95% CI]", rows, timing, names, bench.extras_of(bench.records(comparisons)))
     over = bench.overhead(comparisons)
     line = ("overhead: needs both 'trl' and 'uniform'" if over is None else
             f"overhead of cadence (uniform) over TRL alone, median s/step per seed, refills excluded: "

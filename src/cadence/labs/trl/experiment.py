@@ -200,6 +200,7 @@ def train_policy(name: str, state: dict, lab: TrlLabConfig, seed: int,
 
         trainer._generate_and_score_completions = timed
         hooks = HookClock()
+        selector = None
         if name != BASELINE:
             selector = make_source(name, suite, g, seed).selector
             for method in ("_generate_and_score_completions", "_calculate_rewards"):
@@ -241,6 +242,8 @@ def train_policy(name: str, state: dict, lab: TrlLabConfig, seed: int,
                 cadence_seconds.append(hooks.spent - self.hooks)      # since the last step ended: its hooks too
                 self.hooks = hooks.spent
                 history.step_rollouts.append(int(sum(counter)) - self.spent)
+                if selector is not None:                # run totals: replay's rollouts saved, hints' shares, ...
+                    history.step_source.append(dict(selector.values()))
                 step = state.global_step
                 if step % g.eval_every == 0 or step >= g.steps:
                     record_eval(model, step)
