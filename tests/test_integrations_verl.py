@@ -996,3 +996,25 @@ def test_a_rule_over_a_metric_verl_never_logs_names_its_path(tmp_path, monkeypat
                                RULED["stages"][1]]}
     host, record = ruled_run(tmp_path / "own", monkeypatch, steps=3, regimen=own)
     assert [s["metrics"]["cadence/stage"] for s in record] == [0, 0, 1]
+
+
+def test_a_rules_end_and_the_in_loss_kl_knob_reach_the_workers_in_one_loss(tmp_path, monkeypatch):
+    kl = {**RULED, "knobs": {**RULED["knobs"], "kl_loss_coef": "ramp(start=0.1, end=0)"}}
+    store = MemoryStore()
+    monkeypatch.setattr(verl_replay_buffer, "tq", store)
+    monkeypatch.setattr(trainer_base, "tq", store)
+    monkeypatch.setattr(Host, "validation", VAL)
+    cv._active.clear()
+    config = verl_config(tmp_path, ["trainer.test_freq=1", "actor_rollout_ref.actor.use_kl_loss=True",
+                                    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2"],
+                         cadence=staged_lines(tmp_path, kl))
+    host = Host(config, store)
+    host._validate()
+    for _ in range(3):
+        host.step()
+        host._validate()
+    sent = host.actor_rollout_wg.loss_fns
+    assert all(isinstance(fn, cv.StagedLoss) and fn.loss_fn.func is ppo_loss for fn in sent)
+    assert [fn.ended for fn in sent] == [{}, {}, {0: 2.0}]
+    coefs = [0.1, 0.1 * 2 / 3, 0.1]                  # the knob on each stage's own progress; "main" from step 3
+    assert [fn.loss_fn.keywords["config"].kl_loss_coef for fn in sent] == pytest.approx(coefs, rel=1e-12)
