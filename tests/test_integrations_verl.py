@@ -991,6 +991,9 @@ def test_a_rule_over_a_metric_verl_never_logs_names_its_path(tmp_path, monkeypat
     with pytest.raises(cv.PathError, match=r"^stages\[0\]\.until\.metric: stage 'warm' ran its whole budget, "
                                            r"but its rule's metric 'val-core/typo' was never logged"):
         ruled_run(tmp_path, monkeypatch, steps=3, regimen=misnamed)
+    with pytest.raises(cv.PathError, match=r"^stages\[0\]\.until\.metric: 'val-core/data/reward/mean@1' is read "
+                                           r"from verl's validation, which does not run during training"):
+        ruled_run(tmp_path / "never", monkeypatch, steps=1, test_freq=-1)
     own = {**RULED, "stages": [{**RULED["stages"][0], "until": None,        # the adapter's own values count too
                                 "plateau": {"metric": "cadence/total/kept", "window": 1, "delta": 100}},
                                RULED["stages"][1]]}

@@ -722,6 +722,13 @@ class StagedVerlRegimen(VerlRegimen):
     def check_config(self, config: Any) -> None:
         super().check_config(config)
         self._test_freq = int(config.trainer.get("test_freq", -1) or -1)
+        for i, stage in enumerate(self.stages.stages):
+            for rule in stage.rules:
+                if self._test_freq <= 0 and not rule.metric.startswith("cadence/"):
+                    key = "plateau" if rule.kind == "plateau" else "until"
+                    raise PathError(f"stages[{i}].{key}.metric", f"{rule.metric!r} is read from verl's validation, "
+                                    f"which does not run during training with trainer.test_freq={self._test_freq}; "
+                                    f"set trainer.test_freq, or read one of the adapter's cadence/ values")
         if self.ruled_lr:
             if is_distillation_enabled(config.get("distillation")):
                 raise CadenceError("a rule's stage end reaches ScheduledAdamW with verl's ppo_loss, which "
