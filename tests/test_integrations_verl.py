@@ -172,6 +172,7 @@ class Host:
     _add_batch_to_generate = PPOTrainer._add_batch_to_generate.__wrapped__
     _save_checkpoint = PPOTrainer._save_checkpoint
     _load_checkpoint = PPOTrainer._load_checkpoint
+    validation: list[float] = []       # the scripted validation metric at each global step (0: before training)
 
     def __init__(self, config, store):
         self.config, self.trainer_mode, self.parameter_sync_step = config, "sync", 1
@@ -187,6 +188,10 @@ class Host:
         self.agent_loop_manager = ScriptedRollout(store, arms)
         self.store, self.arms = store, arms
         self._load_checkpoint()
+
+    def _validate(self):
+        """verl's validation at the current global step, scripted."""
+        return {VAL_METRIC: self.validation[self.global_steps]}
 
     def step(self):
         """One global step's prompt side, as ``PPOTrainer.fit``/``step`` run it; returns the batch,
@@ -799,11 +804,10 @@ def test_staged_regimen_resumes_exactly_through_verls_data_pt(tmp_path, monkeypa
 def test_staged_regimen_refuses_what_verl_cannot_run_by_path(tmp_path, store):
     from cadence.regimen.pieces import PathError
 
-    ruled = {**STAGED, "stages": [{**STAGED["stages"][0], "until": {"metric": "reward", "above": 0.8}},
-                                  STAGED["stages"][1]]}
-    with pytest.raises(PathError, match=r"^stages\[0\]\.until: a stage that ends on a rule needs the metrics verl"):
+    ruled = {**STAGED, "stages": [STAGED["stages"][0], {**STAGED["stages"][1], "until": {"metric": "r", "above": 0.8}}]}
+    with pytest.raises(PathError, match=r"^stages\[1\]\.until: verl trains trainer.total_training_steps and cannot"):
         cv.CadenceReplayBuffer("sync", {}, None, "drop", {"regimen": ruled, "train_batch_size": BATCH})
-    with pytest.raises(PathError, match=r"^stages\[0\]\.until"):
+    with pytest.raises(PathError, match=r"^stages\[1\]\.until"):
         cv.ScheduledAdamW([torch.nn.Parameter(torch.zeros(1))], regimen=ruled)
     with pytest.raises(CadenceError, match=r"leave out sampler_kwargs \['policy'\]"):
         cv.CadenceReplayBuffer("sync", {}, None, "drop", {"regimen": STAGED, "policy": "dump"})
@@ -885,3 +889,135 @@ def test_a_stages_own_allocation_spreads_rollouts_in_that_stage_only(tmp_path, s
     assert sizes[:2] == [None, None] and all(sum(s) == N * BATCH for s in sizes[2:])
     assert any(len(set(s)) > 1 for s in sizes[3:])                                 # spread by what stage 2 observed
     assert regimen.allocation is regimen.parts[1].allocation and regimen.parts[0].allocation is None
+
+
+# ---------------------------------------------------------------------- a stage that ends on a rule
+VAL_METRIC = "val-core/data/reward/mean@1"
+VAL = [0.5, 0.9, 0.95, 0.6, 0.7, 0.8, 0.9]
+"""What verl's validation returns at each global step (0: the validation before training)."""
+RULED = {**STAGED, "stages": [{**STAGED["stages"][0], "until": {"metric": VAL_METRIC, "above": 0.8, "times": 2}},
+                              STAGED["stages"][1]]}
+"""STAGED whose first stage ends once validation is above 0.8 twice in a row: after step 2, not its budget's 3."""
+
+
+def ruled_run(tmp_path, monkeypatch, steps, save_at=None, regimen=RULED, test_freq=1):
+    """As verl's ``fit`` runs it: validation before training (also when resuming), then per step the
+    prompts, a checkpoint at ``save_at`` (verl writes it before validating the step), validation every
+    ``test_freq`` steps."""
+    store = MemoryStore()
+    monkeypatch.setattr(verl_replay_buffer, "tq", store)
+    monkeypatch.setattr(trainer_base, "tq", store)
+    monkeypatch.setattr(Host, "validation", VAL)
+    cv._active.clear()
+    config = verl_config(tmp_path, ["trainer.save_freq=1", f"trainer.test_freq={test_freq}",
+                                    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2"],
+                         cadence=staged_lines(tmp_path, regimen))
+    host = Host(config, store)
+    host._validate()
+    rollout, record = host.agent_loop_manager, []
+    for _ in range(steps):
+        prompts = len(rollout.prompts)
+        _, metrics, arms = host.step()
+        record.append({"prompts": rollout.prompts[prompts:], "loss": host.actor_rollout_wg.loss_fns[-1],
+                       "metrics": metrics, "arms": arms})
+        if host.global_steps == save_at:
+            host._save_checkpoint()
+        if host.global_steps % test_freq == 0:
+            host._validate()
+    return host, record
+
+
+def test_a_rule_ended_stage_equals_the_plain_loop_step_for_step(tmp_path, monkeypatch):
+    """The driver reads the rule's metric from verl's validation and ends the stage where the plain-loop link
+    fed the same metrics ends it; the workers' ScheduledAdamW follows the moved end, sent with verl's loss."""
+    import copy
+
+    from cadence.regimen import Regimen
+
+    host, record = ruled_run(tmp_path, monkeypatch, steps=6)
+    optim = host.config.actor_rollout_ref.actor.optim
+    opt = build_optimizer([torch.nn.Parameter(torch.zeros(2))],
+                          FSDPOptimizerConfig(**{k: v for k, v in dict(optim).items() if not k.startswith("_")}))
+    sgd = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    link = Regimen.from_file(tmp_path / "regimen.yaml").attach(sgd, dataset={"data_source": host.arms})
+    link.log({VAL_METRIC: VAL[0]})
+    stages, lrs = [], []
+    for t, step in enumerate(record, start=1):
+        stages.append(link.stages.current.name)
+        assert step["metrics"]["cadence/stage"] == link.stages.index
+        assert step["prompts"] == [int(link.sampler.next_batch(1)[0]) for _ in step["prompts"]]
+        loss = copy.copy(step["loss"])               # what the actor workers call before each update
+        assert loss.loss_fn.func is ppo_loss                         # verl's own loss, with the actor's config
+        assert loss.loss_fn.keywords["config"].clip_ratio == host.config.actor_rollout_ref.actor.clip_ratio
+        loss.loss_fn = lambda: 0.0
+        for _ in range(2):                           # updates_per_step=2
+            loss()
+            opt.param_groups[0]["params"][0].grad = torch.ones(2)
+            opt.step()
+            assert opt.param_groups[0]["lr"] == pytest.approx(link.scheduler.get_last_lr()[0], rel=1e-12)
+        lrs.append(link.scheduler.get_last_lr()[0])
+        link.step()
+        link.log({VAL_METRIC: VAL[t]})
+    assert stages == ["warm"] * 2 + ["main"] * 4 and link.stages.ended == {0: 2.0}
+    assert [fn.ended for fn in host.actor_rollout_wg.loss_fns] == [{}, {0: 2.0}]      # sent once it moved
+    main = [1e-6 * (1 + np.cos(np.pi * k / 4)) for k in range(4)]                    # "main" over steps 3-6
+    assert lrs == pytest.approx([1e-6, 4e-6 / 3, *main], rel=1e-9)
+    assert {a for s in record[:2] for a in s["arms"]} == {"mid"}                      # the band in "warm" only
+    assert "hard" in {a for s in record[2:] for a in s["arms"]}
+    assert "cadence/length_budget" in record[2]["metrics"] and "cadence/length_budget" not in record[1]["metrics"]
+
+
+@pytest.mark.parametrize("saved_at, test_freq", [(2, 1), (4, 1), (1, 2)])
+def test_a_rule_ended_stage_resumes_exactly_through_verls_data_pt(tmp_path, monkeypatch, saved_at, test_freq):
+    """At the transition (step 2's validation, after its checkpoint, ends "warm"), after it, and before it at a
+    step the run did not validate (the resumed run's first validation, at step 1, must not count: 0.9 would end
+    "warm" after step 2 with step 2's 0.95, where the run ended it on its budget after step 3)."""
+    host, record = ruled_run(tmp_path, monkeypatch, steps=6, save_at=saved_at, test_freq=test_freq)
+    state = host.replay_buffer.regimen.state_dict()
+    assert state["link"]["stages"]["ended"] == ([[0, 2.0]] if test_freq == 1 else [])
+    resumed, again = ruled_run(tmp_path, monkeypatch, steps=6 - saved_at, test_freq=test_freq)
+    assert resumed.global_steps == 6
+    assert [p for s in again for p in s["prompts"]] == [p for s in record[saved_at:] for p in s["prompts"]]
+    assert [s["loss"].ended for s in again] == [s["loss"].ended for s in record[saved_at:]]   # what the workers get
+    mine = resumed.replay_buffer.regimen.state_dict()
+    for s in (mine, state):                          # wall time is the one count that differs
+        del s["link"]["clock"]["counts"]["seconds"]
+    assert mine == state
+
+
+def test_a_rule_over_a_metric_verl_never_logs_names_its_path(tmp_path, monkeypatch):
+    misnamed = {**RULED, "stages": [{**RULED["stages"][0], "until": {"metric": "val-core/typo", "above": 0.8}},
+                                    RULED["stages"][1]]}
+    with pytest.raises(cv.PathError, match=r"^stages\[0\]\.until\.metric: stage 'warm' ran its whole budget, "
+                                           r"but its rule's metric 'val-core/typo' was never logged"):
+        ruled_run(tmp_path, monkeypatch, steps=3, regimen=misnamed)
+    with pytest.raises(cv.PathError, match=r"^stages\[0\]\.until\.metric: 'val-core/data/reward/mean@1' is read "
+                                           r"from verl's validation, which does not run during training"):
+        ruled_run(tmp_path / "never", monkeypatch, steps=1, test_freq=-1)
+    own = {**RULED, "stages": [{**RULED["stages"][0], "until": None,        # the adapter's own values count too
+                                "plateau": {"metric": "cadence/total/kept", "window": 1, "delta": 100}},
+                               RULED["stages"][1]]}
+    host, record = ruled_run(tmp_path / "own", monkeypatch, steps=3, regimen=own)
+    assert [s["metrics"]["cadence/stage"] for s in record] == [0, 0, 1]
+
+
+def test_a_rules_end_and_the_in_loss_kl_knob_reach_the_workers_in_one_loss(tmp_path, monkeypatch):
+    kl = {**RULED, "knobs": {**RULED["knobs"], "kl_loss_coef": "ramp(start=0.1, end=0)"}}
+    store = MemoryStore()
+    monkeypatch.setattr(verl_replay_buffer, "tq", store)
+    monkeypatch.setattr(trainer_base, "tq", store)
+    monkeypatch.setattr(Host, "validation", VAL)
+    cv._active.clear()
+    config = verl_config(tmp_path, ["trainer.test_freq=1", "actor_rollout_ref.actor.use_kl_loss=True",
+                                    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2"],
+                         cadence=staged_lines(tmp_path, kl))
+    host = Host(config, store)
+    host._validate()
+    for _ in range(3):
+        host.step()
+        host._validate()
+    sent = host.actor_rollout_wg.loss_fns
+    assert all(isinstance(fn, cv.StagedLoss) and fn.loss_fn.func is ppo_loss for fn in sent)
+    assert [fn.ended for fn in sent] == [{}, {}, {0: 2.0}]
+    coefs = [0.1, 0.1 * 2 / 3, 0.1]                  # the knob on each stage's own progress; "main" from step 3
+    assert [fn.loss_fn.keywords["config"].kl_loss_coef for fn in sent] == pytest.approx(coefs, rel=1e-12)

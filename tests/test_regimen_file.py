@@ -324,8 +324,8 @@ def test_verl_overrides_of_a_staged_file_name_it_once_for_the_sampler_and_the_op
     assert not any("policy=" in line or "budget=" in line for line in lines)      # the file holds them
     with pytest.raises(CadenceError, match="train_batch_size"):
         verl_overrides(str(path))
-    bad = [({"until": {"metric": "reward", "above": 0.5}}, 0, r"stages\[0\]\.until: a stage that ends on a rule"),
-           ({"plateau": {"metric": "reward", "delta": 0.01, "window": 3}}, 0, r"stages\[0\]\.plateau"),
+    bad = [({"until": {"metric": "reward", "above": 0.5}}, 1, r"stages\[1\]\.until: verl trains trainer\.total_"),
+           ({"plateau": {"metric": "reward", "delta": 0.01, "window": 3}}, 1, r"stages\[1\]\.plateau"),
            ({"schedules": {"momentum": "constant(level=0.9)"}}, None, r"stages\[0\]\.schedules\.momentum: verl's"),
            ({"rl": {"knapsack": {"group": 4}}}, 1, r"stages\[1\]\.rl\.knapsack: an allocation spreads a whole fetch"),
            ({"rl": {"dynamic": {"max_extra_rounds": 2}}}, 1, r"stages\[1\]\.rl\.dynamic\.max_extra_rounds"),
@@ -340,3 +340,7 @@ def test_verl_overrides_of_a_staged_file_name_it_once_for_the_sampler_and_the_op
         Regimen.from_dict(broken).to_file(path)
         with pytest.raises(PathError, match="^" + message):
             verl_overrides(str(path), train_batch_size=8)
+    ruled = json.loads(json.dumps(d))                 # a rule on a stage but the last runs in verl
+    ruled["stages"][0]["until"] = {"metric": "val-core/reward", "above": 0.5, "times": 2}
+    Regimen.from_dict(ruled).to_file(path)
+    assert f"+trainer.v1.sampler.sampler_kwargs.regimen={path}" in verl_overrides(str(path), train_batch_size=8)

@@ -47,9 +47,11 @@ pass per response), so GVM-RAFT runs here with equal gradient norms: ``n ∝ 1/s
 
 A regimen file reaches verl as one value, its path (``sampler_kwargs.regimen`` for the driver,
 ``override_optimizer_config.regimen`` for :class:`ScheduledAdamW` in the workers; see
-``cadence.integrations.verl_config.verl_overrides``). With ``stages`` (each ending on its budget) the
-driver runs a :class:`StagedVerlRegimen`: each stage's curriculum and RL pieces from the stage's
-first step, knobs on the stages' joins; the workers' LR is each stage's ``lr`` on its own progress.
+``cadence.integrations.verl_config.verl_overrides``). With ``stages`` (each ending on its budget or,
+but the last, on a rule over verl's validation metrics and the adapter's own values) the driver runs
+a :class:`StagedVerlRegimen`: each stage's curriculum and RL pieces from the stage's first step, knobs
+on the stages' joins; the workers' LR is each stage's ``lr`` on its own progress, its joins at the
+ends a rule set sent with verl's loss function (:class:`StagedLoss`).
 
 Config lines and what is not covered: ``docs/integrations/verl.md``.
 """
@@ -60,7 +62,7 @@ import copy
 import dataclasses
 import functools
 from collections import Counter
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -571,13 +573,17 @@ PIECES = ("band", "predictive_kwargs", "allocation_kwargs", "hints_kwargs", "len
 
 
 class StagedVerlRegimen(VerlRegimen):
-    """A regimen file with stages in verl: every stage ends on its budget (a fraction of verl's global
-    steps); each draws its prompts from its own curriculum (one :class:`~cadence.regimen.staged.StageSampler`,
-    as a plain loop's) and runs its own RL pieces (band, predictive filter, allocation, replay, hints,
-    length budget, on the stage's own progress), switched in when the clock reaches the stage's first
-    step; stages without an ``rl`` section share the top-level pieces, which keep their state. Knobs
-    follow the stages' joins; the LR is :class:`ScheduledAdamW`'s, which reads the same file in the
-    workers. Built by :func:`regimen_from` (``sampler_kwargs.regimen``: the file's path, or its dict).
+    """A regimen file with stages in verl: a stage ends on its budget (a fraction of verl's global
+    steps) or, but for the last, on its rule (``until``/``plateau``) over the metrics verl's validation
+    returns (read by :func:`tap_validation`) or the adapter's own step values (``cadence/...``), fed as a
+    plain loop's ``link.log`` feeds them, after the step on the clock; each draws its prompts from its
+    own curriculum (one :class:`~cadence.regimen.staged.StageSampler`, as a plain loop's) and runs its
+    own RL pieces (band, predictive filter, allocation, replay, hints, length budget, on the stage's own
+    progress), switched in when the clock reaches the stage's first step; stages without an ``rl``
+    section share the top-level pieces, which keep their state. Knobs follow the stages' joins; the LR
+    is :class:`ScheduledAdamW`'s, which reads the same file in the workers, and a rule's end reaches
+    them with verl's loss function (:class:`StagedLoss`). Built by :func:`regimen_from`
+    (``sampler_kwargs.regimen``: the file's path, or its dict).
 
         >>> from datasets import Dataset
         >>> r = regimen_from({"budget": "4 steps", "knobs": {"temperature": "constant(1.0)"},
@@ -624,6 +630,10 @@ class StagedVerlRegimen(VerlRegimen):
         self.predictive = None
         self._part: int | None = None
         self._use(self.part_of[0], store=False)
+        self.ruled = any(s.rules for s in regimen.stages)
+        self.ruled_lr = self.ruled and ("lr" in regimen.schedules or any(s.lr is not None for s in regimen.stages))
+        self._test_freq, self._begun, self._sent_loss = 0, False, None
+        self._waiting: list[Mapping[str, Any]] = []   # validations run before this process drew a prompt
         self.link = RegimenLink(clock=self.clock, knobs=self.knob_specs, stages=self.stages)
 
     # ------------------------------------------------------------------ the stage's pieces
@@ -640,8 +650,43 @@ class StagedVerlRegimen(VerlRegimen):
 
     def _sync(self) -> None:
         """After the clock moved: end the stages whose budget is used up, switch to the current one's pieces."""
-        self.stages.update()
+        try:
+            self.stages.update()
+        except CadenceError as e:           # (a stage's budget ran out before its rule's metric was logged)
+            stage = self.stages.current
+            if not stage.rules:
+                raise
+            key = "plateau" if stage.rules[0].kind == "plateau" else "until"
+            raise PathError(f"stages[{self.stages.index}].{key}.metric", f"{e}; in verl a rule reads the metrics "
+                            f"verl's validation returns (trainer.test_freq) or the adapter's cadence/ values") from None
         self._use(self.part_of[self.stages.index])
+
+    def evaluated(self, metrics: Mapping[str, Any]) -> None:
+        """One validation's metrics (verl's ``_validate`` result) for the current stage's rule; the
+        stage's pieces switch at once when it ends. The validation verl runs before training waits for
+        the first prompt (a resumed run's state, in verl's ``data.pt``, loads then) and, when resuming,
+        counts only at a step the saved run also validated (``trainer.test_freq``): verl writes a step's
+        checkpoint before validating it."""
+        if not self._begun:
+            self._waiting.append(dict(metrics))
+            return
+        self.stages.log(metrics)
+        self._use(self.part_of[self.stages.index])
+
+    def _start(self) -> None:
+        """This process's first prompt (its state loaded, if resumed): feed the validations that waited."""
+        if self._begun:
+            return
+        self._begun = True
+        steps = int(self.clock.steps)
+        waiting, self._waiting = self._waiting, []
+        if steps == 0 or (self._test_freq > 0 and steps % self._test_freq == 0):
+            for metrics in waiting:
+                self.evaluated(metrics)
+
+    def next_prompt(self) -> tuple[int, int]:
+        self._start()
+        return super().next_prompt()
 
     def uses(self, piece: str) -> bool:
         return any(getattr(p, piece) is not None for p in self.parts)   # (pieces, not their state: no store)
@@ -674,6 +719,22 @@ class StagedVerlRegimen(VerlRegimen):
     def attach(self, labels: Sequence[Any], guidance: Sequence[Any] | None = None) -> None:
         raise CadenceError("a staged regimen reads its columns itself: attach_rows(dataset rows)")
 
+    def check_config(self, config: Any) -> None:
+        super().check_config(config)
+        self._test_freq = int(config.trainer.get("test_freq", -1) or -1)
+        for i, stage in enumerate(self.stages.stages):
+            for rule in stage.rules:
+                if self._test_freq <= 0 and not rule.metric.startswith("cadence/"):
+                    key = "plateau" if rule.kind == "plateau" else "until"
+                    raise PathError(f"stages[{i}].{key}.metric", f"{rule.metric!r} is read from verl's validation, "
+                                    f"which does not run during training with trainer.test_freq={self._test_freq}; "
+                                    f"set trainer.test_freq, or read one of the adapter's cadence/ values")
+        if self.ruled_lr:
+            if is_distillation_enabled(config.get("distillation")):
+                raise CadenceError("a rule's stage end reaches ScheduledAdamW with verl's ppo_loss, which "
+                                   "distillation replaces")
+            self._actor_config = omega_conf_to_dataclass(config.actor_rollout_ref.actor)
+
     def knob_values(self) -> dict[str, float]:
         values = super().knob_values()
         if self.length_budget is not None:
@@ -687,7 +748,28 @@ class StagedVerlRegimen(VerlRegimen):
     # ------------------------------------------------------------------ steps
     def begin_step(self, global_step: int, trainer: Any = None) -> None:
         super().begin_step(global_step, trainer)
+        self._start()
         self._sync()
+        if self.ruled_lr:
+            self._send_loss(trainer)
+
+    def _send_kl_loss_coef(self, trainer: Any) -> None:
+        if not self.ruled_lr:                  # (else _send_loss sends the coefficient with the stage ends)
+            super()._send_kl_loss_coef(trainer)
+
+    def _send_loss(self, trainer: Any) -> None:
+        """Hand the actor workers verl's ``ppo_loss`` (with the in-loss KL knob's coefficient) carrying
+        where rules ended stages (when that changed, and at a process's first step)."""
+        if self._actor_config is None:
+            raise CadenceError("a stage that ends on a rule moves the LR's stage ends, which reach the workers "
+                               "with verl's loss function: build the regimen through CadenceReplayBuffer "
+                               "(trainer.v1.sampler.custom_sampler)")
+        kl = float(self.link.knob(KL_IN_LOSS)) if KL_IN_LOSS in self.knob_specs else None
+        ended = dict(self.stages.ended)
+        if (kl, ended) != self._sent_loss:
+            config = self._actor_config if kl is None else dataclasses.replace(self._actor_config, kl_loss_coef=kl)
+            trainer.actor_rollout_wg.set_loss_fn(StagedLoss(functools.partial(ppo_loss, config=config), ended))
+            self._sent_loss = (kl, ended)
 
     def end_step(self) -> dict[str, float]:
         extra = {}
@@ -695,7 +777,10 @@ class StagedVerlRegimen(VerlRegimen):
             extra[f"cadence/{self.length_budget.name}"] = float(self.length_budget.schedule(self.length_clock()))
         out = super().end_step()
         self._sync()
-        return {**out, **extra}
+        out = {**out, **extra}
+        self.stages.log(out)                   # the adapter's own values, as link.log after the step
+        self._use(self.part_of[self.stages.index])
+        return out
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -741,6 +826,48 @@ class StagedVerlRegimen(VerlRegimen):
         self.counts, self._step = counts, step
         self.selector.forced, self.selector.repeated = forced, repeated
         self._use(self.part_of[self.stages.index], store=False)
+        self._start()
+
+
+_STAGE_ENDS: dict[int, float] = {}
+"""In a worker process: where the driver's rules ended stages (stage index → global step), as the
+last :class:`StagedLoss` called there carried them."""
+
+
+class StagedLoss:
+    """verl's loss function carrying where rules ended stages (``{stage index: global step}``). The
+    actor workers call it before each optimizer update, which puts the ends where :class:`ScheduledAdamW`
+    reads them; the loss itself is ``loss_fn``'s.
+
+        >>> loss = StagedLoss(lambda x: 2 * x, {0: 3.0})
+        >>> loss(1.5), _STAGE_ENDS
+        (3.0, {0: 3.0})
+    """
+
+    def __init__(self, loss_fn: Callable[..., Any], ended: Mapping[int, float]) -> None:
+        self.loss_fn, self.ended = loss_fn, {int(i): float(p) for i, p in ended.items()}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if _STAGE_ENDS != self.ended:
+            _STAGE_ENDS.clear()
+            _STAGE_ENDS.update(self.ended)
+        return self.loss_fn(*args, **kwargs)
+
+
+def tap_validation(trainer: Any, regimen: StagedVerlRegimen) -> None:
+    """Feed every validation ``trainer`` runs (verl's ``_validate``: the one before training and each
+    ``trainer.test_freq`` steps) to ``regimen``'s stage rules."""
+    validate = getattr(trainer, "_validate", None)
+    if validate is None:
+        raise CadenceError("a stage that ends on a rule reads verl's validation metrics: the trainer has no "
+                           "_validate (verl's v1 PPOTrainer has)")
+
+    def tapped(*args: Any, **kwargs: Any) -> Any:
+        metrics = validate(*args, **kwargs)
+        regimen.evaluated(metrics or {})
+        return metrics
+
+    trainer._validate = tapped
 
 
 class _Columns:
@@ -925,6 +1052,8 @@ class CadenceReplayBuffer(verl_replay_buffer.ReplayBuffer):
             raise CadenceError(f"verl's ReplayBuffer has no {missing}, which cadence's replay puts stored groups into; "
                                f"it supports {describe('verl')}")
         self.regimen = regimen
+        if getattr(regimen, "ruled", False):
+            tap_validation(getattr(refill_fn, "__self__", None), regimen)
         activate(regimen)
 
     def sample(self, global_steps: int, partition_id: str, batch_size: int) -> tuple[Any, dict]:
@@ -1057,7 +1186,8 @@ class ScheduledAdamW(torch.optim.AdamW):
     ``lr_schedule`` (a spec), ``budget`` (global steps, e.g. ``trainer.total_training_steps``) and
     ``updates_per_step`` (optimizer updates per global step: ``ppo_epochs × train_batch_size /
     ppo_mini_batch_size``); or, instead of the first two, ``regimen`` (a regimen file's path, or its
-    dict): its ``lr``, with stages each stage's own on the stage's own progress (:func:`regimen_lr`).
+    dict): its ``lr``, with stages each stage's own on the stage's own progress (:func:`regimen_lr`);
+    where a rule ended a stage, the join moves to the end the driver sent (:class:`StagedLoss`).
     Update ``u`` (from 0) trains at global step ``u // updates_per_step + 1`` with the schedule's
     value after ``u // updates_per_step`` steps. The count lives in the param groups, so it is saved
     and restored with verl's optimizer checkpoint. verl's own LR scheduler still steps afterwards;
@@ -1076,10 +1206,16 @@ class ScheduledAdamW(torch.optim.AdamW):
                  updates_per_step: int = 1, **kwargs: Any):
         if not isinstance(updates_per_step, int) or updates_per_step < 1:
             raise CadenceError(f"updates_per_step must be a positive integer, got {updates_per_step!r}")
+        self._staged: Any = None        # (regimen, its StageRun) when a rule may end a stage
         if regimen is not None:
             if lr_schedule is not None or budget is not None:
                 raise CadenceError("ScheduledAdamW takes regimen=, or lr_schedule= and budget=; not both")
+            from cadence.integrations.verl_config import read_regimen
+
+            regimen = read_regimen(regimen)
             lr_schedule, budget = regimen_lr(regimen)
+            if any(s.rules for s in regimen.stages):
+                self._staged = (regimen, regimen.stage_run(regimen.clock()))
         elif lr_schedule is None:
             raise CadenceError("ScheduledAdamW needs lr_schedule= and budget=, or regimen= (a regimen file's path)")
         self.lr_schedule, self.budget, self.updates_per_step = as_schedule(lr_schedule), budget, updates_per_step
@@ -1098,6 +1234,10 @@ class ScheduledAdamW(torch.optim.AdamW):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
+        if self._staged is not None and self._staged[1].ended != _STAGE_ENDS:
+            regimen, stages = self._staged
+            stages.ended = dict(_STAGE_ENDS)
+            self.lr_schedule = regimen.lr_schedules(stages)["lr"]
         for group in self.param_groups:
             group["lr"] = self.scheduled_lr(int(group["cadence_updates"]))
             group["cadence_updates"] = int(group["cadence_updates"]) + 1
@@ -1107,7 +1247,8 @@ class ScheduledAdamW(torch.optim.AdamW):
 def regimen_lr(source: Any) -> tuple[Any, int]:
     """``(LR schedule of the global step, budget in steps)`` of a regimen file (its path, or its dict):
     with stages, each stage's ``lr`` on the stage's own progress, joined at the stages' planned ends, as
-    a plain loop's link schedules it (stages end on their budget in verl, so the join is fixed).
+    a plain loop's link schedules it (at the planned ends: :class:`ScheduledAdamW` moves an end a
+    rule set when the driver sends it).
 
         >>> schedule, budget = regimen_lr({"budget": "10 steps", "lr": "constant(0.1)",
         ...                                "stages": [{"name": "sft", "budget": "40%"},

@@ -46,8 +46,8 @@ def verl_overrides(regimen: Any, *, train_batch_size: int | None = None, updates
         path: the file ``regimen`` was read from (a regimen with stages).
 
     Raises:
-        PathError: a piece verl's adapter cannot run, named by its path (plans, averaging, a stage that
-            ends on a rule, a curriculum whose arms are listed instead of read from a column, other
+        PathError: a piece verl's adapter cannot run, named by its path (plans, averaging, a rule on
+            the last stage, a curriculum whose arms are listed instead of read from a column, other
             schedules).
     """
     if isinstance(regimen, (str, PathLike)):
@@ -118,10 +118,9 @@ def check_verl(regimen: Any) -> None:
             raise PathError(f"stages[{i}].schedules.{next(iter(s['schedules']))}",
                             "verl's ScheduledAdamW schedules the LR only")
         for rule in ("until", "plateau"):
-            if rule in s:
-                raise PathError(f"stages[{i}].{rule}", "a stage that ends on a rule needs the metrics verl logs, which "
-                                "neither cadence's sampler on the driver nor ScheduledAdamW in the workers sees; end "
-                                "the stage on its budget")
+            if rule in s and i == len(d["stages"]) - 1:
+                raise PathError(f"stages[{i}].{rule}", "verl trains trainer.total_training_steps and cannot stop "
+                                "early on a rule; the last stage ends with the run (its budget)")
     stage_kwargs(regimen)
 
 
