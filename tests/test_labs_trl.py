@@ -84,6 +84,24 @@ def test_uniform_through_cadence_draws_what_trl_alone_draws_and_runs_repeat(warm
     assert dynamic.history.step_groups == [TINY.grpo.prompts_per_step] * TINY.grpo.steps
 
 
+def test_trl_trains_under_bf16_autocast_by_default_and_in_float32_with_bf16_off(warm):
+    from dataclasses import replace
+
+    import torch
+
+    from cadence.labs.trl.workload import build_model, evaluate_hf
+
+    model = build_model(TINY.suite, TINY.warm, 0)
+    model.load_state_dict(warm)
+    with torch.no_grad():
+        plain = evaluate_hf(model, TINY.suite, TINY.warm.max_new_tokens(TINY.suite), TINY.grpo.temperature)
+    default = train_policy("trl", warm, TINY, 0).history
+    fp32 = train_policy("trl", warm, replace(TINY, bf16=False), 0).history
+    assert fp32.eval_accuracy[0] == plain.pass_at_1.tolist()      # the warm weights evaluated in float32, as the lab
+    assert default.eval_accuracy[0] != plain.pass_at_1.tolist()   # the same weights under TRL's bfloat16 autocast
+    assert default.step_rollouts == fp32.step_rollouts
+
+
 def test_hinted_prompts_are_scored_with_the_given_answer_characters():
     from cadence.labs.trl.workload import answer_prefix_guidance, padded_prompt
 

@@ -202,3 +202,22 @@ def test_report_plots_are_readable_at_page_width_and_legends_cover_no_curve(tmp_
     for fig in figures:
         assert all(ax.get_legend() is None for ax in fig.axes)  # the legends sit outside the panels
         assert fig.legends
+
+
+def test_without_replacement_every_prompt_comes_once_before_any_repeats():
+    from dataclasses import replace
+
+    from cadence.labs.rl.experiment import make_source, train_policy
+    from cadence.labs.rl.warmstart import warm_start
+
+    lab = SIZES["tiny"]
+    pool = len(lab.suite.prompts)
+    epochs = make_source("uniform", lab.suite, lab.grpo, 0, replacement=False).selector
+    drawn = np.concatenate([epochs.draw(8) for _ in range(2 * pool // 8)])
+    assert sorted(drawn[:pool].tolist()) == list(range(pool)) == sorted(drawn[pool:].tolist())   # two epochs
+    stream = make_source("uniform", lab.suite, lab.grpo, 0).selector
+    assert len(set(np.concatenate([stream.draw(8) for _ in range(pool // 8)]).tolist())) < pool   # the lab's default
+    once = replace(lab, replacement=False, policies=("uniform",), grpo=replace(lab.grpo, steps=pool // lab.grpo.prompts_per_step))
+    history = train_policy("uniform", warm_start(once.suite, once.warm, seed=0), once, 0)
+    trained = [item for step in history.step_samples for item, _ in step]
+    assert sorted(trained) == list(range(pool))                   # the training run covers the pool once

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from cadence.curricula import DUMP, SEC, PassRateFilter, Uniform
+from cadence.curricula import DUMP, SEC, CurriculumSampler, PassRateFilter, Uniform
 from cadence.rl import (PCL, DualDownsampling, DynamicSampling, GVMAllocation, Hints, PredictiveFilter, PromptSelector,
                         ReplayBuffer, ValueModel)
 from cadence.errors import CadenceError
@@ -69,6 +69,9 @@ class LabConfig:
     policies: tuple[str, ...] = DEFAULT_POLICIES
     target: float | None = None
     """An absolute target accuracy; ``None``: uniform's best accuracy in the run."""
+    replacement: bool = True
+    """Draw prompts with replacement (the lab's default), or without, in epochs (``False``: every prompt once
+    before any repeats, the rule of TRL's ``RepeatSampler``)."""
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.policies if p not in POLICIES]
@@ -94,8 +97,9 @@ SIZES: dict[str, LabConfig] = {
 """Size presets: ``default`` (the demo, a few minutes on 2 cores) and ``tiny`` (CI, seconds)."""
 
 
-def make_source(name: str, suite: TaskSuite, grpo: GRPOConfig, seed: int) -> PromptSource:
-    """The prompt source for one of :data:`POLICIES`."""
+def make_source(name: str, suite: TaskSuite, grpo: GRPOConfig, seed: int, replacement: bool = True) -> PromptSource:
+    """The prompt source for one of :data:`POLICIES`; ``replacement=False`` draws its policy's prompts
+    without replacement, in epochs (see :attr:`LabConfig.replacement`)."""
     arms = suite_arms(suite)
     dynamic = DynamicSampling(max_extra_rounds=MAX_EXTRA_ROUNDS)
     predictive = PredictiveFilter(arms.num_items, seed=seed)
@@ -120,7 +124,10 @@ def make_source(name: str, suite: TaskSuite, grpo: GRPOConfig, seed: int) -> Pro
     }
     if name not in choices:
         raise CadenceError(f"unknown policy {name!r}; choose from {POLICIES}")
-    return SelectorSource(choices[name]())
+    selector = choices[name]()
+    if not replacement:
+        selector.sampler = CurriculumSampler(selector.policy, batch_size=1, num_replicas=1, seed=seed, replacement=False)
+    return SelectorSource(selector)
 
 
 def first_reach(history: History, target: float) -> tuple[int | None, int | None]:
@@ -168,7 +175,7 @@ def train_policy(name: str, weights: TinyGPT, lab: LabConfig, seed: int,
                  allocator: Any = None, max_rollouts: int | None = None) -> History:
     """GRPO from a copy of ``weights`` with prompts chosen by policy ``name`` (reward and rollout
     allocator as in :class:`GRPOTrainer`; ``max_rollouts`` as in :meth:`GRPOTrainer.run`)."""
-    source = make_source(name, lab.suite, lab.grpo, seed)
+    source = make_source(name, lab.suite, lab.grpo, seed, lab.replacement)
     if allocator is None and name == "gvm":
         allocator = GVMAllocation(lab.suite.arm_of, lab.grpo.group)
     trainer = GRPOTrainer(copy.deepcopy(weights), lab.suite, source, lab.grpo,

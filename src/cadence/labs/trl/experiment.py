@@ -63,6 +63,10 @@ class TrlLabConfig:
     lr: float = 3e-4
     max_grad_norm: float = 1.0
     """TRL's (HF's) default gradient clipping, kept; the lab's loop does not clip (0 turns it off here)."""
+    bf16: bool = True
+    """TRL's default mixed precision, kept: its configs set ``bf16=True``, so even on CPU the trainer's
+    forward passes (loss, generation, and the bench's evaluation through the same model) run under bfloat16
+    autocast; the lab's loop runs in float32 (``False`` here)."""
 
     def __post_init__(self) -> None:
         lab_only = [p for p in self.policies if p in LAB_ONLY]
@@ -155,7 +159,7 @@ def grpo_args(lab: TrlLabConfig, seed: int, output_dir: str) -> Any:
                          warmup_steps=math.ceil(0.05 * g.steps), beta=0.0, epsilon=g.clip, temperature=g.temperature,
                          seed=seed, data_seed=seed, use_cpu=True, report_to=[], save_strategy="no",
                          logging_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
-                         max_grad_norm=lab.max_grad_norm)
+                         max_grad_norm=lab.max_grad_norm, bf16=lab.bf16)
 
 
 def train_policy(name: str, state: dict, lab: TrlLabConfig, seed: int,
