@@ -1,0 +1,137 @@
+"""One stage per trainer (``stop_on_transition=True``, then ``attach(next, after=link)``) with the stages'
+own plans and averaging: each trainer's stage runs its own plans on its own progress; the averaging is handed
+on with the link, so a regimen-wide averager continues from the previous trainer's state and each stage's
+averager (its own, or one built from the top-level section for that stage) starts at its stage's start and is
+kept afterwards, exactly as in one trainer; equal to hand-built pieces fed the same weights, and a resume inside
+the last trainer is exact."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cadence.averaging import EMA, CheckpointAverage
+from cadence.clock import Clock
+from cadence.regimen import Regimen, Stage, StageAveraging, StageRun
+
+FREEZE_LATE = "join(constant(level=0), constant(level=1), at=[50%])"  # the lowest layer frozen from mid-stage
+FREEZE = {"freeze": {"plan": "layer_freezing", "layers": "transformer.h", "fraction": FREEZE_LATE}}
+FILE = {
+    "budget": "6 steps", "lr": "constant(level=0.5)",
+    "averaging": {"kind": "ema", "half_life": "1 steps"},  # regimen-wide, or per stage once one has its own
+    "stages": [{"name": "warm", "budget": "2 steps", "objective": "sft", "plans": FREEZE},
+               {"name": "sft", "budget": "2 steps", "objective": "sft"},
+               {"name": "anneal", "objective": "sft", "plans": FREEZE,
+                "averaging": {"kind": "tail", "every": "1 steps", "keep": 2}}],
+}
+
+
+def same(a, b) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def trainer_for(root, model, steps):
+    from transformers import Trainer, TrainingArguments
+
+    from test_integrations_hf import TEXTS, Rows, char_tokenizer
+
+    args = TrainingArguments(output_dir=str(root), max_steps=steps, per_device_train_batch_size=2, learning_rate=1.0,
+                             logging_steps=1, save_steps=1, report_to=[], use_cpu=True, seed=0, disable_tqdm=True)
+    return Trainer(model=model, args=args, train_dataset=Rows(TEXTS["easy"] + TEXTS["hard"], char_tokenizer()))
+
+
+def regimen(own: bool) -> dict:
+    """FILE; without ``own``, no stage has averaging of its own (one EMA over the whole run)."""
+    if own:
+        return FILE
+    return {**FILE, "stages": [{k: v for k, v in s.items() if k != "averaging"} for s in FILE["stages"]]}
+
+
+def run_stage(root, model, after, steps, record, resume=None, own=True):
+    """One trainer for the current stage; ``record`` gets each step's trainable layers and weights."""
+    from transformers import TrainerCallback
+
+    trainer = trainer_for(root, model, steps)
+    callback = Regimen.from_dict(regimen(own)).attach(trainer, after=after, stop_on_transition=True)
+
+    class Record(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            record.append({"trainable": [all(p.requires_grad for p in b.parameters()) for b in model.transformer.h]})
+
+        def on_step_end(self, args, state, control, **kwargs):
+            record[-1]["params"] = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    trainer.add_callback(Record())
+    trainer.train(resume_from_checkpoint=resume)
+    return trainer, callback
+
+
+@pytest.mark.parametrize("own", [True, False], ids=["stage-averagers", "one-averager"])
+def test_one_trainer_per_stage_runs_its_plans_and_hands_the_averaging_on(tmp_path, own):
+    pytest.importorskip("transformers")
+    from test_integrations_hf import char_tokenizer, tiny_model
+
+    model, steps, links, callbacks = tiny_model(len(char_tokenizer())), [], [None], []
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for name in ("warm", "sft", "anneal"):
+        _, callback = run_stage(tmp_path / name, model, links[-1], 2, steps, own=own)
+        links.append(callback.link)
+        callbacks.append(callback)
+    assert [link.stages.current.name for link in links[1:]] == ["sft", "anneal", "anneal"]
+    assert links[-1].clock.steps == 6
+    # each stage's own plan freezes at the middle of its own stage; the plain stage between trains every layer
+    assert [s["trainable"] for s in steps] == [[True, True], [False, True], [True, True], [True, True],
+                                               [True, True], [False, True]]
+
+    # by hand, over the same weights: an EMA per stage from its start (the anneal: its own tail average), or one
+    # EMA over the run; the previous trainers' averagers are kept (not restarted) in the next trainer
+    hand_model = tiny_model(len(char_tokenizer()))
+    hand_model.load_state_dict(start)
+    clock = Clock(budget=6)
+    run = StageRun([Stage("warm", budget="2 steps"), Stage("sft", budget="2 steps"), Stage("anneal")], clock)
+    if own:
+        hand = StageAveraging([EMA(hand_model, clock, half_life="1 steps", start="0 steps"),
+                               EMA(hand_model, clock, half_life="1 steps", start="2 steps"),
+                               CheckpointAverage(hand_model, clock, every="1 steps", keep=2, start="4 steps")], run)
+    else:
+        hand = EMA(hand_model, clock, half_life="1 steps")
+    states = []
+    for s in steps:
+        hand_model.load_state_dict(s["params"], strict=False)
+        clock.advance()
+        run.update()
+        hand.update()
+        states.append(hand.state_dict())
+    for callback, done in zip(callbacks, (2, 4, 6)):  # each trainer's averager, at the end of its stage
+        assert same(callback.averaging.state_dict(), states[done - 1])
+    assert same(callbacks[-1].averaging.averaged(), hand.averaged())
+
+    # resumed inside the last trainer (its first step done): the same steps, averages and link state
+    again = []  # a fresh process: a fresh model (the checkpoint gives its weights)
+    resumed, callback = run_stage(tmp_path / "anneal", tiny_model(len(char_tokenizer())), links[2], 2, again,
+                                  resume=str(tmp_path / "anneal" / "checkpoint-1"), own=own)
+    assert [s["trainable"] for s in again] == [s["trainable"] for s in steps[5:]]
+    assert same([s["params"] for s in again], [s["params"] for s in steps[5:]])
+    assert same(callback.averaging.state_dict(), callbacks[-1].averaging.state_dict())
+    assert callback.link.clock.steps == 6 and callback.link.stages.current.name == "anneal"
+
+
+def test_after_a_link_that_averages_differently_is_refused(tmp_path):
+    pytest.importorskip("transformers")
+    from cadence.errors import CadenceError
+    from test_integrations_hf import char_tokenizer, tiny_model
+
+    model = tiny_model(len(char_tokenizer()))
+    plain = {k: v for k, v in FILE.items() if k != "averaging"}
+    plain["stages"] = [{k: v for k, v in s.items() if k != "averaging"} for s in FILE["stages"]]
+    first = trainer_for(tmp_path / "a", model, 2)
+    link = Regimen.from_dict(plain).attach(first, stop_on_transition=True).link
+    first.train()
+    with pytest.raises(CadenceError, match="after: the previous trainer's regimen averages"):
+        Regimen.from_dict(FILE).attach(trainer_for(tmp_path / "b", model, 2), after=link)
