@@ -3,7 +3,8 @@ own plans and averaging: each trainer's stage runs its own plans on its own prog
 on with the link, so a regimen-wide averager continues from the previous trainer's state and each stage's
 averager (its own, or one built from the top-level section for that stage) starts at its stage's start and is
 kept afterwards, exactly as in one trainer; equal to hand-built pieces fed the same weights, and a resume inside
-the last trainer is exact."""
+the last trainer is exact. And in ONE GRPOTrainer, a stage's own dynamic sampling and predictive filter select
+exactly as independent hand-built PromptSelectors, one per stage, switched at the transition by hand."""
 
 from __future__ import annotations
 
@@ -135,3 +136,84 @@ def test_after_a_link_that_averages_differently_is_refused(tmp_path):
     first.train()
     with pytest.raises(CadenceError, match="after: the previous trainer's regimen averages"):
         Regimen.from_dict(FILE).attach(trainer_for(tmp_path / "b", model, 2), after=link)
+
+
+# ---------------------------------------------------------------------- TRL: a stage's own dynamic sampling
+def test_trl_selects_as_one_hand_built_prompt_selector_per_stage_switched_at_the_transition(tmp_path):
+    """A two-stage file attached to ONE GRPOTrainer (the second stage with its own dynamic sampling and
+    predictive filter) asks for the same rollouts, keeps and refills the same groups and ends in the same states,
+    round for round, as two independent ``PromptSelector``s over the shared curriculum, the first used for the
+    first stage's steps and the second from the transition on, fed the run's own rollout results."""
+    pytest.importorskip("trl")
+    import copy
+
+    import numpy as np
+
+    from cadence.curricula import Arms, CurriculumSampler, Uniform
+    from cadence.rl import DynamicSampling, PredictiveFilter, PromptSelector
+    from test_integrations_trl import SOURCES, grpo_trainer
+
+    d = {"budget": "4 steps", "lr": "constant(level=0.001)",
+         "curriculum": {"policy": "uniform", "arms": {"items": SOURCES}, "batch_size": 2, "seed": 1},
+         "rl": {"correct": "right"},
+         "stages": [{"name": "grpo", "budget": "50%"},
+                    {"name": "filtered", "rl": {"dynamic": {"max_extra_rounds": 2},
+                                                "predictive": {"p_min": 0.2, "seed": 3}}}]}
+
+    def right(completions, **kwargs):  # all-equal groups are common: dynamic sampling drops and refills
+        return [float(len(c) > 0 and c[0] in "13579") for c in completions]
+
+    trainer = grpo_trainer(tmp_path, [right], max_steps=4)
+    callback = Regimen.from_dict(d).attach(trainer)
+    staged = callback.link.sampler                      # the StageSelector; its PromptSelector does the work
+    inner, calls = staged.selector, []
+
+    def recording(n, rollout, hinted=None):
+        asked = []
+
+        def recorded(ids):
+            out = rollout(ids)
+            asked.append((np.array(ids).copy(), {k: np.array(v).copy() for k, v in out.items()}))
+            return out
+
+        picks = PromptSelector.select(inner, n, recorded, hinted=hinted)
+        pieces = staged.rl.current()
+        calls.append({"step": callback.link.clock.steps, "n": n, "asked": asked, "picks": picks,
+                      "sampler": copy.deepcopy(inner.sampler.state_dict()),
+                      "pieces": {k: copy.deepcopy(p.state_dict()) for k, p in pieces.items()}})
+        return picks
+
+    inner.select = recording
+    trainer.train()
+    assert [c["step"] for c in calls] == [0, 1, 2, 3]
+
+    # by hand: one selector per stage over the shared top-level curriculum, switched at step 2 (50% of 4)
+    sampler = CurriculumSampler(Uniform(Arms(SOURCES)), batch_size=2, num_replicas=1, seed=1)
+    hand = [PromptSelector(sampler),
+            PromptSelector(sampler, dynamic=DynamicSampling(max_extra_rounds=2),
+                           predictive=PredictiveFilter(len(SOURCES), p_min=0.2, seed=3))]
+    for call in calls:
+        selector = hand[0 if call["step"] < 2 else 1]
+        queue = list(call["asked"])
+
+        def replay(ids):  # the run's own rollouts, in order; the hand selector must ask for the same prompts
+            want, signals = queue.pop(0)
+            assert np.array_equal(ids, want)
+            return signals
+
+        picks = selector.select(call["n"], replay)
+        assert not queue                                  # as many rounds (refills) as the run generated
+        ran = call["picks"]
+        assert [r.tolist() for r in picks.rounds] == [r.tolist() for r in ran.rounds]
+        assert picks.chosen == ran.chosen and picks.ids.tolist() == ran.ids.tolist()
+        assert picks.filled == ran.filled and picks.rollouts == ran.rollouts
+        assert np.array_equal(picks.pass_rates, ran.pass_rates, equal_nan=True)
+        assert sampler.state_dict() == call["sampler"]
+        own = {"dynamic": selector.dynamic, "predictive": selector.predictive}
+        assert {k: p.state_dict() for k, p in own.items() if p is not None} == call["pieces"]
+    assert sum(len(c["asked"]) for c in calls[2:]) > 2     # the stage's dynamic sampling did refill
+    final = staged.state_dict()
+    assert final["sampler"] == sampler.state_dict()
+    assert final["forced"] == sum(h.forced for h in hand) and final["repeated"] == sum(h.repeated for h in hand)
+    assert final["rl"]["parts"] == [{}, {"dynamic": hand[1].dynamic.state_dict(),
+                                          "predictive": hand[1].predictive.state_dict()}]
