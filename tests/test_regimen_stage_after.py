@@ -217,3 +217,92 @@ def test_trl_selects_as_one_hand_built_prompt_selector_per_stage_switched_at_the
     assert final["forced"] == sum(h.forced for h in hand) and final["repeated"] == sum(h.repeated for h in hand)
     assert final["rl"]["parts"] == [{}, {"dynamic": hand[1].dynamic.state_dict(),
                                           "predictive": hand[1].predictive.state_dict()}]
+
+
+# ---------------------------------------------------------------------- SFT in HF Trainer, then GRPO in TRL
+SFT_GRPO = {
+    "budget": "4 steps", "lr": "constant(level=0.001)",
+    "averaging": {"kind": "ema", "half_life": "1 steps"},                 # the SFT stage's
+    "stages": [{"name": "sft", "budget": "50%", "objective": "sft"},
+               {"name": "grpo", "objective": "grpo", "rl": {"correct": "right", "dynamic": {"max_extra_rounds": 1}},
+                "curriculum": {"policy": "uniform", "arms": {"column": "source"}, "batch_size": 2, "seed": 1},
+                "averaging": {"kind": "tail", "every": "1 steps", "keep": 2},
+                "plans": {"freeze": {"plan": "layer_freezing", "layers": "transformer.h", "fraction": FREEZE_LATE}}}],
+}
+
+
+def grpo_stage(root, model, after, record, resume=None):
+    import datasets
+    import trl
+    from transformers import TrainerCallback
+
+    from test_integrations_hf import char_tokenizer
+    from test_integrations_trl import PROMPTS, SOURCES
+
+    def right(completions, **kwargs):
+        return [float(len(c) > 0 and c[0] in "13579") for c in completions]
+
+    tokenizer = char_tokenizer()
+    tokenizer.eos_token = "[PAD]"
+    config = trl.GRPOConfig(output_dir=str(root), per_device_train_batch_size=4, num_generations=2,
+                            max_completion_length=4, max_steps=2, learning_rate=1e-3, logging_steps=1, report_to=[],
+                            use_cpu=True, save_strategy="steps", save_steps=1, beta=0.0, disable_tqdm=True, seed=0)
+    trainer = trl.GRPOTrainer(model=model, reward_funcs=[right], args=config, processing_class=tokenizer,
+                              train_dataset=datasets.Dataset.from_dict({"prompt": PROMPTS, "source": SOURCES}))
+    callback = Regimen.from_dict(SFT_GRPO).attach(trainer, after=after)
+
+    class Record(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            record.append({"trainable": [all(p.requires_grad for p in b.parameters()) for b in model.transformer.h]})
+
+        def on_step_end(self, args, state, control, **kwargs):
+            record[-1]["params"] = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    trainer.add_callback(Record())
+    trainer.train(resume_from_checkpoint=resume)
+    return trainer, callback
+
+
+def test_sft_in_hf_trainer_then_grpo_in_trl_hands_the_averaging_on_and_runs_the_stage_s_own_plans(tmp_path):
+    pytest.importorskip("trl")
+    from transformers import TrainerCallback
+
+    from test_integrations_hf import char_tokenizer, tiny_model
+
+    model, steps = tiny_model(len(char_tokenizer())), []
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    sft = trainer_for(tmp_path / "sft", model, 2)
+    link = Regimen.from_dict(SFT_GRPO).attach(sft, stop_on_transition=True).link
+
+    class Record(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            steps.append({"trainable": [True, True],
+                          "params": {n: p.detach().clone() for n, p in model.named_parameters()}})
+
+    sft.add_callback(Record())
+    sft.train()
+    assert link.stages.current.name == "grpo" and link.clock.steps == 2
+    grpo, callback = grpo_stage(tmp_path / "grpo", model, link, steps)
+    logged = [h for h in grpo.state.log_history if "loss" in h]
+    assert all("cadence/rl/kept_fraction" in h for h in logged)            # the GRPO stage's own dynamic sampling
+    assert [s["trainable"] for s in steps] == [[True, True]] * 3 + [[False, True]]   # its plan: from its 50%
+
+    hand_model = tiny_model(len(char_tokenizer()))
+    hand_model.load_state_dict(start)
+    clock = Clock(budget=4)
+    run = StageRun([Stage("sft", budget=0.5), Stage("grpo")], clock)
+    hand = StageAveraging([EMA(hand_model, clock, half_life="1 steps", start="0 steps"),
+                           CheckpointAverage(hand_model, clock, every="1 steps", keep=2, start="2 steps")], run)
+    for s in steps:
+        hand_model.load_state_dict(s["params"], strict=False)
+        clock.advance()
+        run.update()
+        hand.update()
+    assert same(callback.averaging.state_dict(), hand.state_dict())         # the SFT stage's EMA kept, not restarted
+
+    again = []
+    _, resumed = grpo_stage(tmp_path / "grpo", tiny_model(len(char_tokenizer())), link, again,
+                            resume=str(tmp_path / "grpo" / "checkpoint-1"))
+    assert [s["trainable"] for s in again] == [s["trainable"] for s in steps[3:]]
+    assert same([s["params"] for s in again], [s["params"] for s in steps[3:]])
+    assert same(resumed.averaging.state_dict(), callback.averaging.state_dict())
