@@ -298,6 +298,7 @@ def attach(
     if link.plans:
         _plan_batches(trainer, link, sized)
     callback = CadenceCallback(link, per_sample_loss, averaging)
+    link.averaging = averaging  # handed on with after=link
     if averaging is not None:
         if link.clock is not getattr(averaging, "clock", getattr(getattr(averaging, "stages", None), "clock", None)):
             raise CadenceError("the averager runs on another clock; build it on the run's clock")
@@ -420,19 +421,34 @@ def part_index(after: RegimenLink | None, stop_on_transition: bool) -> int | Non
 
 
 def finish(callback: CadenceCallback, after: RegimenLink | None, stop_on_transition: bool) -> None:
-    """Continue ``after``'s clock and stages; stop the Trainer at a stage transition if asked."""
+    """Continue ``after``'s clock, stages and averaging (``link.averaging``); stop the Trainer at a stage
+    transition if asked."""
     link = callback.link
     if after is not None:
         if (after.stages is None) != (link.stages is None):
             raise CadenceError("after: the previous link runs another regimen (stages differ)")
+        previous = getattr(after, "averaging", None)
+        if (previous is None) != (callback.averaging is None):
+            raise CadenceError(f"after: the previous trainer's regimen averages "
+                               f"{'nothing' if previous is None else 'weights'}, this one "
+                               f"{'nothing' if callback.averaging is None else 'weights'}: attach the same regimen")
         link.load_state_dict(after.state_dict(), only=("clock", "stages") if link.stages else ("clock",))
+        if previous is not None:  # averagers shared with earlier stages continue; a stage's own has not started
+            callback.averaging.load_state_dict(previous.state_dict())
         if link.scheduler is not None:
             link.scheduler._write_lr(link.scheduler.get_lr())
             link.scheduler._apply_other_fields()
     if stop_on_transition:
         if link.stages is None:
             raise CadenceError("stop_on_transition: this regimen has no stages")
-        link.stages.on_transition(lambda event: setattr(callback, "_stop", True))
+        link.stages.on_transition(lambda event: _stop_at_transition(callback))
+
+
+def _stop_at_transition(callback: CadenceCallback) -> None:
+    """Stop the Trainer; the ended stage's layer plans let go of their layers (the next trainer's stage gets them)."""
+    callback._stop = True
+    if hasattr(callback.link.plans, "release_ended"):
+        callback.link.plans.release_ended()
 
 
 def regimen_clock(regimen: Regimen, trainer: Trainer, after: RegimenLink | None = None,

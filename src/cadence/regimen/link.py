@@ -87,6 +87,7 @@ class RegimenLink:
         self._policy = policy
         self.sampler = sampler
         self.rl = rl
+        self.averaging: Any = None  # a trainer adapter's averager, handed on with after=link (it checkpoints it)
         self.tracker = tracker
         self.plans = plans if isinstance(plans, PlanSet) else PlanSet(plans or {}, self.clock)
         self.prefix = prefix

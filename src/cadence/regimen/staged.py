@@ -532,6 +532,12 @@ class StagePlans(PlanSet):
 
     def update(self) -> None:
         """Release the previous stage's layer plans at a transition, then update the current stage's."""
+        self.release_ended()
+        self.parts[self.part_of[self.stages.index]].update()
+
+    def release_ended(self) -> None:
+        """At a transition, make the layers the ended stage's plans froze trainable again (plans the current
+        stage shares keep theirs); a trainer that stops at the transition calls it, so the next gets them."""
         now = self.part_of[self.stages.index]
         if now != self._last:
             current = {id(p) for p in self.parts[now].plans.values()}
@@ -539,7 +545,6 @@ class StagePlans(PlanSet):
                 if id(plan) not in current and hasattr(plan, "release"):
                     plan.release()
             self._last = now
-        self.parts[now].update()
 
     def apply(self, batch: Any) -> Any:
         return self.parts[self.part_of[self.stages.index]].apply(batch)
