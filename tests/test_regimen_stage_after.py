@@ -37,6 +37,20 @@ def same(a, b) -> bool:
     return a == b
 
 
+def recorder(model, record):
+    """A callback that appends, per optimizer step, which blocks train and the weights after the step."""
+    from transformers import TrainerCallback
+
+    class Record(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            record.append({"trainable": [all(p.requires_grad for p in b.parameters()) for b in model.transformer.h]})
+
+        def on_step_end(self, args, state, control, **kwargs):
+            record[-1]["params"] = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    return Record()
+
+
 def trainer_for(root, model, steps):
     from transformers import Trainer, TrainingArguments
 
@@ -54,21 +68,13 @@ def regimen(own: bool) -> dict:
     return {**FILE, "stages": [{k: v for k, v in s.items() if k != "averaging"} for s in FILE["stages"]]}
 
 
-def run_stage(root, model, after, steps, record, resume=None, own=True):
-    """One trainer for the current stage; ``record`` gets each step's trainable layers and weights."""
-    from transformers import TrainerCallback
-
+def run_stage(root, model, after, steps, record, resume=None, own=True, file=None):
+    """One trainer for the current stage (of ``file``, else of FILE); ``record`` gets each step's trainable
+    layers and weights."""
     trainer = trainer_for(root, model, steps)
-    callback = Regimen.from_dict(regimen(own)).attach(trainer, after=after, stop_on_transition=True)
+    callback = Regimen.from_dict(file or regimen(own)).attach(trainer, after=after, stop_on_transition=True)
 
-    class Record(TrainerCallback):
-        def on_pre_optimizer_step(self, args, state, control, **kwargs):
-            record.append({"trainable": [all(p.requires_grad for p in b.parameters()) for b in model.transformer.h]})
-
-        def on_step_end(self, args, state, control, **kwargs):
-            record[-1]["params"] = {n: p.detach().clone() for n, p in model.named_parameters()}
-
-    trainer.add_callback(Record())
+    trainer.add_callback(recorder(model, record))
     trainer.train(resume_from_checkpoint=resume)
     return trainer, callback
 
@@ -121,6 +127,24 @@ def test_one_trainer_per_stage_runs_its_plans_and_hands_the_averaging_on(tmp_pat
     assert same([s["params"] for s in again], [s["params"] for s in steps[5:]])
     assert same(callback.averaging.state_dict(), callbacks[-1].averaging.state_dict())
     assert callback.link.clock.steps == 6 and callback.link.stages.current.name == "anneal"
+
+
+def test_a_run_wide_plan_goes_on_across_trainers_as_in_one_trainer(tmp_path):
+    pytest.importorskip("transformers")
+    from test_integrations_hf import char_tokenizer, tiny_model
+
+    file = {"budget": "6 steps", "lr": "constant(level=0.5)", "plans": FREEZE,  # from the middle of the run
+            "stages": [{"name": "a", "budget": "2 steps"}, {"name": "b", "budget": "2 steps"}, {"name": "c"}]}
+    one, per_stage, after = [], [], None
+    trainer = trainer_for(tmp_path / "one", tiny_model(len(char_tokenizer())), 6)
+    Regimen.from_dict(file).attach(trainer)
+    trainer.add_callback(recorder(trainer.model, one))
+    trainer.train()
+    model = tiny_model(len(char_tokenizer()))
+    for name in ("a", "b", "c"):
+        after = run_stage(tmp_path / name, model, after, 2, per_stage, file=file)[1].link
+    assert [s["trainable"] for s in one] == [[True, True]] * 3 + [[False, True]] * 3
+    assert [s["trainable"] for s in per_stage] == [s["trainable"] for s in one]
 
 
 def test_after_a_link_that_averages_differently_is_refused(tmp_path):
@@ -234,7 +258,6 @@ SFT_GRPO = {
 def grpo_stage(root, model, after, record, resume=None):
     import datasets
     import trl
-    from transformers import TrainerCallback
 
     from test_integrations_hf import char_tokenizer
     from test_integrations_trl import PROMPTS, SOURCES
@@ -251,14 +274,7 @@ def grpo_stage(root, model, after, record, resume=None):
                               train_dataset=datasets.Dataset.from_dict({"prompt": PROMPTS, "source": SOURCES}))
     callback = Regimen.from_dict(SFT_GRPO).attach(trainer, after=after)
 
-    class Record(TrainerCallback):
-        def on_pre_optimizer_step(self, args, state, control, **kwargs):
-            record.append({"trainable": [all(p.requires_grad for p in b.parameters()) for b in model.transformer.h]})
-
-        def on_step_end(self, args, state, control, **kwargs):
-            record[-1]["params"] = {n: p.detach().clone() for n, p in model.named_parameters()}
-
-    trainer.add_callback(Record())
+    trainer.add_callback(recorder(model, record))
     trainer.train(resume_from_checkpoint=resume)
     return trainer, callback
 

@@ -445,10 +445,9 @@ def finish(callback: CadenceCallback, after: RegimenLink | None, stop_on_transit
 
 
 def _stop_at_transition(callback: CadenceCallback) -> None:
-    """Stop the Trainer; the ended stage's layer plans let go of their layers (the next trainer's stage gets them)."""
+    """Stop the Trainer; its layer plans let go of their layers (the next trainer's plans set them from the clock)."""
     callback._stop = True
-    if hasattr(callback.link.plans, "release_ended"):
-        callback.link.plans.release_ended()
+    callback.link.plans.release()
 
 
 def regimen_clock(regimen: Regimen, trainer: Trainer, after: RegimenLink | None = None,

@@ -314,6 +314,16 @@ class PlanSet:
     def __bool__(self) -> bool:
         return bool(self.plans)
 
+    def __iter__(self) -> Any:
+        return iter(self.plans.values())
+
+    def release(self) -> None:
+        """Every layer plan lets go of its layers (all trainable again): a trainer that stops at a stage's
+        end calls it, so the next trainer's plans, built over the same model, set the layers from the clock."""
+        for plan in self:
+            if hasattr(plan, "release"):
+                plan.release()
+
     def update(self) -> None:
         """``plan.update()`` for every plan, in the order given."""
         for plan in self.plans.values():

@@ -537,7 +537,7 @@ class StagePlans(PlanSet):
 
     def release_ended(self) -> None:
         """At a transition, make the layers the ended stage's plans froze trainable again (plans the current
-        stage shares keep theirs); a trainer that stops at the transition calls it, so the next gets them."""
+        stage shares keep theirs)."""
         now = self.part_of[self.stages.index]
         if now != self._last:
             current = {id(p) for p in self.parts[now].plans.values()}
