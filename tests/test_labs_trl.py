@@ -149,6 +149,35 @@ def test_pcl_hints_and_replay_run_in_trl_and_lab_only_policies_are_refused(warm)
             replace(TINY, policies=("trl", name))
 
 
+def test_d3s_token_level_masks_trl_loss_and_d3s_stays_refused(warm, monkeypatch):
+    """``d3s_token``: D³S's token level through attach(downsample=) in TRL's loss (fewer response tokens
+    than TRL's mask holds, the lab's share on the clock); the lab's ``d3s`` stays refused, naming it."""
+    from dataclasses import replace
+
+    from cadence.errors import CadenceError
+    from cadence.rl import DualDownsampling
+
+    calls = []
+    keep_tokens = DualDownsampling.keep_tokens
+
+    def counted(self, advantages, entropy, mask, clock):
+        kept = keep_tokens(self, advantages, entropy, mask, clock)
+        calls.append((int(mask.sum()), int(kept.sum()), self.ratios(clock)))
+        return kept
+
+    monkeypatch.setattr(DualDownsampling, "keep_tokens", counted)
+    assert replace(TINY, policies=("trl", "d3s_token")).policies == ("trl", "d3s_token")
+    run = train_policy("d3s_token", warm, TINY, 0)
+    per_step = TINY.grpo.prompts_per_step * TINY.grpo.group
+    assert run.history.step_rollouts == [per_step] * TINY.grpo.steps              # the lab's d3s prompts: uniform
+    assert calls, "TRL's loss never asked for D3S's token mask"
+    for total, kept, (sample_share, token_share) in calls:
+        assert sample_share == 1.0 and token_share < 1.0                            # rollout level off
+        assert 0 < kept < total and abs(kept - token_share * total) <= 1 + 0.05 * total
+    with pytest.raises(CadenceError, match="lab only.*d3s_token"):
+        replace(TINY, policies=("trl", "d3s"))
+
+
 def test_separate_processes_with_other_hash_seeds_give_the_same_records(tmp_path):
     """torch seeds every new process differently and Python salts string hashes per process: neither may
     reach the bench (warm start, TRL alone, a cadence policy), each process building its own warm start."""

@@ -22,7 +22,7 @@ from cadence.labs.rl.experiment import Comparison  # noqa: E402
 
 LABELS = {"uniform": "uniform", "dump": "DUMP", "sec": "SEC", "pass_rate": "pass-rate filter",
           "predictive": "predictive filter", "predictive_dump": "predictive filter + DUMP",
-          "dynamic": "dynamic sampling", "d3s": "D³S", "pcl": "PCL", "gvm": "GVM-RAFT allocation",
+          "dynamic": "dynamic sampling", "d3s": "D³S", "d3s_token": "D³S token level", "pcl": "PCL", "gvm": "GVM-RAFT allocation",
           "replay": "dynamic sampling + replay", "hints": "hints (GHPO)"}
 
 

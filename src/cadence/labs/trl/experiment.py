@@ -35,15 +35,20 @@ from cadence.labs.rl.policy import Evaluation
 from cadence.labs.rl.tasks import TaskSuite
 from cadence.labs.rl.warmstart import WarmStartConfig
 from cadence.labs.trl.warmstart import warm_start_hf
+from cadence.rl import DualDownsampling
 from cadence.labs.trl.workload import (answer_prefix_guidance, build_model, correctness_reward, evaluate_hf,
                                        suite_tokenizer, train_dataset)
 
 BASELINE = "trl"
 """TRL's ``GRPOTrainer`` alone: the policy every other is measured against."""
 LAB_ONLY = {"gvm": "GVM-RAFT allocates rollouts per prompt, and TRL's group advantages need num_generations each",
-            "d3s": "in TRL only D³S's token level runs (attach(downsample=)); its rollout level is lab-only"}
+            "d3s": "in TRL only D³S's token level runs: use policy 'd3s_token' (attach(downsample=)); "
+                   "its rollout level is lab-only"}
 """The lab's policies ``bench trl`` does not run, and why (see docs/rl.md)."""
-TRL_POLICIES = (BASELINE,) + tuple(p for p in POLICIES if p not in LAB_ONLY)
+TRL_ONLY = {"d3s_token": "d3s"}
+"""Policies only ``bench trl`` runs, each with the lab policy whose prompt source it uses: ``d3s_token`` is
+D³S's token level (:func:`d3s_token_level`) under the lab's ``d3s`` prompts (uniform)."""
+TRL_POLICIES = (BASELINE,) + tuple(p for p in POLICIES if p not in LAB_ONLY) + tuple(TRL_ONLY)
 DEFAULT_POLICIES = (BASELINE, "uniform", "dump", "sec", "pass_rate", "dynamic", "predictive_dump")
 
 
@@ -145,6 +150,16 @@ class HookClock:
         return self._timed(fn, 1.0)
 
 
+def d3s_token_level() -> DualDownsampling:
+    """The lab's D³S (:class:`~cadence.rl.DualDownsampling` defaults: both shares ramp 0.5 → 1 over the
+    run) with its rollout level off, as ``attach(downsample=)`` runs it in TRL.
+
+        >>> d3s_token_level().sample_ratio.bounds()
+        (1.0, 1.0)
+    """
+    return DualDownsampling(sample_ratio=1.0)
+
+
 def grpo_args(lab: TrlLabConfig, seed: int, output_dir: str) -> Any:
     """TRL's ``GRPOConfig`` for the lab's knobs; everything else is TRL's default."""
     from trl import GRPOConfig as TRLConfig
@@ -206,13 +221,14 @@ def train_policy(name: str, state: dict, lab: TrlLabConfig, seed: int,
         hooks = HookClock()
         selector = None
         if name != BASELINE:
-            selector = make_source(name, suite, g, seed).selector
+            selector = make_source(TRL_ONLY.get(name, name), suite, g, seed).selector
             for method in ("_generate_and_score_completions", "_calculate_rewards"):
                 setattr(trainer, method, hooks.inner(getattr(trainer, method)))
             callback = attach(trainer, sampler=CurriculumSampler(selector.policy, batch_size=g.prompts_per_step,
                                                                  seed=seed, num_replicas=1),
                               correct="correctness", dynamic=selector.dynamic, predictive=selector.predictive,
                               pcl=selector.pcl, hints=selector.hints, replay=selector.replay,
+                              downsample=d3s_token_level() if name == "d3s_token" else None,
                               guidance=None if selector.hints is None else answer_prefix_guidance(suite))
             for method in ("_generate_and_score_completions", "_calculate_rewards"):
                 setattr(trainer, method, hooks.outer(getattr(trainer, method)))
