@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from cadence.cli import bench_subcommands, command_group
-from cadence.cli.arguments import SIZES, file_arg, folder_arg, number, whole
+from cadence.cli.arguments import SIZES, file_arg, folder_arg, image_arg, number, whole
 from cadence.errors import CadenceError
 
 
@@ -77,6 +77,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "hpt: HPT's per-prompt SFT/RL gate vs GRPO vs SFT-then-GRPO (equal rollouts and SFT tokens). "
                     "limr: a LIMR subset chosen from a pilot run vs the whole prompt pool.")
     rl.add_argument("--seeds", type=whole(1), default=3, help="number of seeds (0..N-1; default 3)")
+    rl.add_argument("--first-seed", type=whole(0), default=0,
+                    help="seeds run are FIRST_SEED..FIRST_SEED+N-1 (curricula; default 0; merge runs with --from-records)")
+    rl.add_argument("-o", "--output", type=image_arg, default=None,
+                    help="plot of pass@1 against rollouts (curricula; e.g. rl.png); the per-seed records go next "
+                         "to it as .json")
+    rl.add_argument("--from-records", default=None, metavar="JSON[,JSON...]",
+                    help="train nothing: print the curricula table and (with -o) draw the plot from the per-seed "
+                         "records earlier runs wrote (their -o's .json; several runs on other seeds are merged)")
     rl.add_argument("--experiment", choices=("curricula", "length", "allocation", "hpt", "limr"), default="curricula",
                     help="which experiment (default: curricula)")
     rl.add_argument("--workers", type=whole(1), default=1, help="processes training policies side by side (curricula)")
@@ -128,18 +136,68 @@ def run_demo_command(args: argparse.Namespace) -> int:
     return 0
 
 
+RECORD_OPTIONS = ("first_seed", "output", "from_records")
+FROM_RECORDS_CONFLICTS = ("steps", "target", "policies", "families", "levels", "first_seed")
+
+
+def _record_options(args: argparse.Namespace) -> None:
+    """Refuse ``--first-seed``, ``-o`` and ``--from-records`` where they do not apply."""
+    given = [f"--{n.replace('_', '-')}" if n != "output" else "-o" for n in RECORD_OPTIONS
+             if getattr(args, n) not in (None, 0)]
+    if args.experiment != "curricula" and given:
+        raise CadenceError(f"{', '.join(given)} apply to --experiment curricula alone, not {args.experiment}")
+    if args.from_records is not None:
+        conflicts = [f"--{n.replace('_', '-')}" for n in FROM_RECORDS_CONFLICTS if getattr(args, n) not in (None, 0)]
+        conflicts += [f"--{n}" for n, default in (("workers", 1), ("size", "default")) if getattr(args, n) != default]
+        if conflicts:
+            raise CadenceError(f"--from-records trains nothing: drop {', '.join(conflicts)}")
+
+
+def curricula_table(rows: list, seeds: int):
+    """The ``bench rl`` curricula table: per policy, ratios vs uniform with intervals over ``seeds``."""
+    from rich.table import Table
+
+    from cadence.cli import interval_text
+    from cadence.labs.rl.report import label
+
+    table = Table(title=f"to reach the target vs uniform · {seeds} seeds · geometric mean [95% CI]")
+    for col in ("policy", "rollouts ratio", "steps ratio", "reached target", "final pass@1",
+                "informative groups"):
+        table.add_column(col, justify="left" if col == "policy" else "right")
+    for r in rows:
+        fmt = lambda t: interval_text(*t, seeds=seeds, digits=2)  # noqa: E731
+        table.add_row(label(r.policy), fmt(r.rollouts_ratio), fmt(r.steps_ratio), f"{r.reached}/{r.seeds}",
+                      f"{r.final_accuracy:.3f}", f"{r.informative_share:.0%}")
+    return table
+
+
+def _bench_from_records(args: argparse.Namespace) -> int:
+    """``--from-records``: the curricula table and the plot of saved runs, without training."""
+    from cadence.cli import console as cli_console
+    from cadence.labs.rl import bench
+
+    recs = bench.read_records(*args.from_records.split(","))
+    console = cli_console()
+    console.print(curricula_table(bench.rows_of(recs), len({r["seed"] for r in recs})))
+    console.print(f"from the records in {args.from_records}")
+    if args.output is not None:
+        console.print(f"wrote {bench.plot_records(recs, args.output)}")
+    return 0
+
+
 def run_bench_command(args: argparse.Namespace) -> int:
     import numpy as np
     from rich.table import Table
 
     from cadence.cli import console as cli_console
-    from cadence.cli import interval_text
     from cadence.labs.rl import bench
     from cadence.labs.rl.demo import lab_for
-    from cadence.labs.rl.report import label
     from cadence.progress import Progress
 
     _lab_policies(args)
+    _record_options(args)
+    if args.from_records is not None:
+        return _bench_from_records(args)
     console = cli_console()
     lab = lab_for(args.size, args.steps, args.target, args.policies, *_task_options(args))
     if args.experiment == "hpt":
@@ -151,7 +209,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
         task = progress.task(f"bench rl · {args.experiment}", total=args.seeds * runs * lab.grpo.steps, unit="steps")
         tick = lambda *_: task.advance()  # noqa: E731
         if args.experiment == "curricula":
-            rows, _ = bench.bench_curricula(lab, args.seeds, on_step=tick, workers=args.workers)
+            rows, comparisons = bench.bench_curricula(lab, args.seeds, on_step=tick, workers=args.workers,
+                                                      first_seed=args.first_seed)
         elif args.experiment == "length":
             result = bench.bench_length(lab, args.seeds, on_step=tick)
         elif args.experiment == "limr":
@@ -159,14 +218,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         else:
             result = bench.bench_allocation(lab, args.seeds, on_step=tick)
     if args.experiment == "curricula":
-        table = Table(title=f"to reach the target vs uniform · {args.seeds} seeds · geometric mean [95% CI]")
-        for col in ("policy", "rollouts ratio", "steps ratio", "reached target", "final pass@1",
-                    "informative groups"):
-            table.add_column(col, justify="left" if col == "policy" else "right")
-        for r in rows:
-            fmt = lambda t: interval_text(*t, seeds=args.seeds, digits=2)  # noqa: E731
-            table.add_row(label(r.policy), fmt(r.rollouts_ratio), fmt(r.steps_ratio), f"{r.reached}/{r.seeds}",
-                          f"{r.final_accuracy:.3f}", f"{r.informative_share:.0%}")
+        table = curricula_table(rows, args.seeds)
     else:
         table = Table(title=f"bench rl · {args.experiment} · {args.seeds} seeds · mean (min–max)")
         metrics = list(next(iter(result.values())))
@@ -178,4 +230,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
                      for v in values.values()]
             table.add_row(name, *cells)
     console.print(table)
+    if args.experiment == "curricula" and args.output is not None:
+        path = bench.write_json(args.output.with_suffix(".json"), lab, rows, comparisons)
+        console.print(f"wrote {bench.plot_records(bench.records(comparisons), args.output)} and {path}")
     return 0

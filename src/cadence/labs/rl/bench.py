@@ -18,7 +18,9 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -91,13 +93,15 @@ def ratio_rows(comparisons: list[Comparison], baseline: str = "uniform") -> list
 
 def bench_curricula(lab: LabConfig, seeds: int, on_step: Callable[[str], None] | None = None,
                     on_seed: Callable[[int], None] | None = None,
-                    workers: int = 1, equal_rollouts: bool = False) -> tuple[list[RatioRow], list[Comparison]]:
-    """Run :func:`compare` on seeds ``0..seeds-1`` and summarise the ratios vs uniform
-    (``equal_rollouts`` as in :func:`compare`)."""
+                    workers: int = 1, equal_rollouts: bool = False,
+                    first_seed: int = 0) -> tuple[list[RatioRow], list[Comparison]]:
+    """Run :func:`compare` on seeds ``first_seed..first_seed+seeds-1`` and summarise the ratios vs
+    uniform (``equal_rollouts`` as in :func:`compare`). A run on more seeds is this run's records
+    merged with another's (:func:`read_records`)."""
     if "uniform" not in lab.policies:
         raise CadenceError("the bench compares against uniform; include it in the policies")
     comparisons = []
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         comparisons.append(compare(lab, seed, on_step=on_step, workers=workers, equal_rollouts=equal_rollouts))
         if on_seed is not None:
             on_seed(seed)
@@ -211,3 +215,150 @@ def train_on_pool(weights, lab: LabConfig, ids: np.ndarray, seed: int, on_step: 
     trainer = GRPOTrainer(copy.deepcopy(weights), lab.suite, source, lab.grpo,
                           max_new_tokens=lab.warm.max_new_tokens(lab.suite), seed=seed)
     return trainer.run(on_step=on_step)
+
+
+def records(comparisons: list) -> list[dict]:
+    """Per seed and policy: steps and rollouts to target (``None``: not reached), budget, final pass@1,
+    informative groups, timings (``None`` for the lab's own comparisons, which hold none), the
+    selector's run totals at the end (``source``: replay's groups replayed and rollouts saved, hints'
+    plateaued groups and learnable share, ...), and the eval curve (steps, rollouts, mean pass@1,
+    mean greedy). Reads the lab's :class:`~cadence.labs.rl.experiment.Comparison` and the TRL lab's."""
+    out = []
+    for c in comparisons:
+        runs = getattr(c, "runs", {})
+        for name, h in c.histories.items():
+            run = runs.get(name)
+            steps, rollouts = c.reach(name)
+            out.append({"seed": c.seed, "policy": name, "target": c.target, "steps_to_target": steps,
+                        "rollouts_to_target": rollouts, "steps": len(h.step_rollouts), "rollouts": h.rollouts,
+                        "final_pass@1": float(c.final_accuracy(name).mean()),
+                        "final_greedy": float(c.final_greedy(name).mean()),
+                        "informative_groups": int(np.sum(h.step_informative)), "groups": int(np.sum(h.step_groups)),
+                        "step_seconds": None if run is None else run.step_seconds,
+                        "refill_seconds": None if run is None else run.refill_seconds,
+                        "cadence_seconds": None if run is None else run.cadence_seconds,
+                        "source": h.step_source[-1] if h.step_source else {},
+                        "eval_steps": h.eval_steps, "eval_rollouts": h.eval_rollouts,
+                        "eval_pass@1": [float(np.mean(a)) for a in h.eval_accuracy],
+                        "eval_greedy": [float(np.mean(a)) for a in h.eval_greedy]})
+    return out
+
+
+def policies_of(recs: list[dict]) -> list[str]:
+    """The policies of per-seed records, in order of first appearance."""
+    return list(dict.fromkeys(r["policy"] for r in recs))
+
+
+RECORD_KEYS = ("seed", "policy", "target", "steps_to_target", "rollouts_to_target", "steps", "rollouts",
+               "final_pass@1", "informative_groups", "groups", "step_seconds", "refill_seconds",
+               "eval_rollouts", "eval_pass@1")
+"""The fields of a per-seed record that :func:`rows_of` and :func:`plot_records` read."""
+
+
+def write_json(path: Path, lab: LabConfig, rows: list[RatioRow], comparisons: list[Comparison]) -> Path:
+    """``cadence bench rl -o``'s JSON: the config, the summary rows and the per-seed records."""
+    payload = {"config": repr(lab), "rows": [asdict(r) for r in rows], "records": records(comparisons)}
+    path.write_text(json.dumps(payload, indent=1))
+    return path
+
+
+def read_records(*paths: str | Path, baseline: str = "uniform", bench: str = "rl") -> list[dict]:
+    """The per-seed records of JSON files ``cadence bench rl -o`` (or ``bench trl -o``, with
+    ``bench="trl"``, ``baseline="trl"``) wrote, one run's or several runs' of the same configuration
+    on other seeds (merged), checked: every record has the fields the summary and the plot read,
+    every seed ran the same policies once, every run the same steps and evaluations, and
+    ``baseline`` is among the policies. Anything else is a :class:`~cadence.errors.CadenceError`
+    naming the problem.
+
+        >>> read_records("no/such/records.json")
+        Traceback (most recent call last):
+        ...
+        cadence.errors.CadenceError: cannot read bench rl records from 'no/such/records.json': no such file
+    """
+    recs: list[dict] = []
+    for path in paths:
+        where = f"bench {bench} records from {str(path)!r}"
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise CadenceError(f"cannot read {where}: no such file") from None
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise CadenceError(f"cannot read {where}: {e.__class__.__name__}: {e}") from None
+        part = data.get("records") if isinstance(data, dict) else None
+        if not isinstance(part, list) or not part or not all(isinstance(r, dict) for r in part):
+            raise CadenceError(f"cannot read {where}: no 'records' list (write it with cadence bench {bench} -o)")
+        missing = sorted({k for r in part for k in RECORD_KEYS if k not in r})
+        if missing:
+            raise CadenceError(f"cannot read {where}: records lack {missing}")
+        recs += part
+    where = f"bench {bench} records from {', '.join(repr(str(p)) for p in paths)}"
+    if not recs:
+        raise CadenceError(f"no bench {bench} records given")
+    policies = policies_of(recs)
+    if baseline not in policies:
+        raise CadenceError(f"cannot read {where}: no {baseline!r} records to compare against")
+    for seed in dict.fromkeys(r["seed"] for r in recs):
+        if sorted(r["policy"] for r in recs if r["seed"] == seed) != sorted(policies):
+            raise CadenceError(f"cannot read {where}: seed {seed} does not hold one record per policy {policies}")
+    if len({r["steps"] for r in recs}) != 1:
+        raise CadenceError(f"cannot read {where}: the runs hold different numbers of steps")
+    if len({len(r["eval_rollouts"]) for r in recs} | {len(r["eval_pass@1"]) for r in recs}) != 1:
+        raise CadenceError(f"cannot read {where}: the runs hold different numbers of evaluations")
+    return recs
+
+
+def rows_of(recs: list[dict], baseline: str = "uniform") -> list[RatioRow]:
+    """:func:`ratio_rows` from per-seed records (:func:`records`): the same rows the bench printed
+    (an unreached target counts the whole run)."""
+    by = {(r["seed"], r["policy"]): r for r in recs}
+    seeds = list(dict.fromkeys(r["seed"] for r in recs))
+
+    def reach(r: dict) -> tuple[int, int]:
+        if r["steps_to_target"] is None:
+            return r["steps"], r["rollouts"]
+        return r["steps_to_target"], r["rollouts_to_target"]
+
+    rows = []
+    for p in policies_of(recs):
+        mine, base = [reach(by[s, p]) for s in seeds], [reach(by[s, baseline]) for s in seeds]
+        rows.append(RatioRow(p, interval(np.array([max(m[0], 1) / max(b[0], 1) for m, b in zip(mine, base)])),
+                             interval(np.array([max(m[1], 1) / max(b[1], 1) for m, b in zip(mine, base)])),
+                             sum(by[s, p]["steps_to_target"] is not None for s in seeds), len(seeds),
+                             float(np.mean([by[s, p]["final_pass@1"] for s in seeds])),
+                             float(np.mean([by[s, p]["informative_groups"] / max(by[s, p]["groups"], 1)
+                                            for s in seeds]))))
+    return rows
+
+
+def plot_records(recs: list[dict], path: Path, baseline: str = "uniform", names: dict[str, str] | None = None,
+                 title: str = "the lab's GRPO") -> Path:
+    """Mean pass@1 against mean rollouts (over seeds, per evaluation), one line per policy (``names``:
+    its legend label), from per-seed records (:func:`records`, or :func:`read_records` of a saved
+    run): no training. The title names the run's shape (steps × prompts per step, from ``baseline``'s
+    records)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cadence.labs.rl.report import label
+
+    seeds = len({r["seed"] for r in recs})
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name in policies_of(recs):
+        runs = [r for r in recs if r["policy"] == name]
+        ax.plot(np.mean([r["eval_rollouts"] for r in runs], axis=0),
+                np.mean([r["eval_pass@1"] for r in runs], axis=0), marker="o", ms=3,
+                label=(names or {}).get(name, label(name)))
+    targets = {r["seed"]: r["target"] for r in recs}
+    ax.axhline(float(np.mean(list(targets.values()))), color="grey", lw=0.8, ls="--", label="target (mean)")
+    ax.set_xlabel("rollouts (sampled completions, refills included)")
+    ax.set_ylabel("eval pass@1 (mean over arms and seeds)")
+    base = [r for r in recs if r["policy"] == baseline]
+    shape = f"{base[0]['steps']} steps × {base[0]['groups'] // max(base[0]['steps'], 1)} prompts · " if base else ""
+    ax.set_title(f"{title} · {shape}{seeds} seeds")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -20,8 +20,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from cadence.errors import CadenceError
-from cadence.labs.rl.bench import RatioRow, interval, ratio_rows  # noqa: F401 - ratio_rows is re-exported
+from cadence.labs.rl import bench as lab_bench
+from cadence.labs.rl.bench import RECORD_KEYS, RatioRow, interval, ratio_rows, records  # noqa: F401 - re-exported
+from cadence.labs.rl.bench import policies_of as _policies
 from cadence.labs.trl.experiment import BASELINE, TrlComparison, TrlLabConfig, compare
 
 
@@ -85,34 +86,6 @@ def hook_share(run: Any) -> float:
     return float(np.sum(run.cadence_seconds) / np.sum(run.step_seconds))
 
 
-def records(comparisons: list[TrlComparison]) -> list[dict]:
-    """Per seed and policy: steps and rollouts to target (``None``: not reached), budget, final pass@1,
-    informative groups, timings, the selector's run totals at the end (``source``: replay's groups
-    replayed and rollouts saved, hints' plateaued groups and learnable share, ...; empty for TRL
-    alone), and the eval curve (steps, rollouts, mean pass@1, mean greedy).
-    Also reads the lab's own comparisons (:class:`cadence.labs.rl.experiment.Comparison`), whose
-    records have no timings (``None``)."""
-    out = []
-    for c in comparisons:
-        runs = getattr(c, "runs", {})
-        for name, h in c.histories.items():
-            run = runs.get(name)
-            steps, rollouts = c.reach(name)
-            out.append({"seed": c.seed, "policy": name, "target": c.target, "steps_to_target": steps,
-                        "rollouts_to_target": rollouts, "steps": len(h.step_rollouts), "rollouts": h.rollouts,
-                        "final_pass@1": float(c.final_accuracy(name).mean()),
-                        "final_greedy": float(c.final_greedy(name).mean()),
-                        "informative_groups": int(np.sum(h.step_informative)), "groups": int(np.sum(h.step_groups)),
-                        "step_seconds": None if run is None else run.step_seconds,
-                        "refill_seconds": None if run is None else run.refill_seconds,
-                        "cadence_seconds": None if run is None else run.cadence_seconds,
-                        "source": h.step_source[-1] if h.step_source else {},
-                        "eval_steps": h.eval_steps, "eval_rollouts": h.eval_rollouts,
-                        "eval_pass@1": [float(np.mean(a)) for a in h.eval_accuracy],
-                        "eval_greedy": [float(np.mean(a)) for a in h.eval_greedy]})
-    return out
-
-
 def write_json(path: Path, lab: TrlLabConfig, rows: list[RatioRow], comparisons: list[TrlComparison]) -> Path:
     """The summary rows and the per-seed records as JSON."""
     payload = {"config": repr(lab), "rows": [asdict(r) for r in rows], "timings": [asdict(t) for t in timings(comparisons)],
@@ -147,81 +120,21 @@ def extras_of(recs: list[dict]) -> dict[str, tuple[float, str]]:
     return out
 
 
-def _policies(recs: list[dict]) -> list[str]:
-    return list(dict.fromkeys(r["policy"] for r in recs))
-
-
-RECORD_KEYS = ("seed", "policy", "target", "steps_to_target", "rollouts_to_target", "steps", "rollouts",
-               "final_pass@1", "informative_groups", "groups", "step_seconds", "refill_seconds",
-               "eval_rollouts", "eval_pass@1")
-"""The fields of a per-seed record that :func:`rows_of` and :func:`plot_records` read."""
-
-
 def read_records(*paths: str | Path) -> list[dict]:
-    """The per-seed records of JSON files :func:`write_json` wrote (``cadence bench trl -o``), one
-    run's or several runs' of the same configuration on other seeds (merged), checked: every record
-    has the fields the summary and the plot read, every seed ran the same policies once, every run
-    the same steps and evaluations, and TRL alone is among the policies. Anything else is a
-    :class:`~cadence.errors.CadenceError` naming the problem.
+    """The per-seed records of JSON files :func:`write_json` wrote (``cadence bench trl -o``), checked
+    and merged as :func:`cadence.labs.rl.bench.read_records` does, against TRL alone.
 
         >>> read_records("no/such/records.json")
         Traceback (most recent call last):
         ...
         cadence.errors.CadenceError: cannot read bench trl records from 'no/such/records.json': no such file
     """
-    recs: list[dict] = []
-    for path in paths:
-        where = f"bench trl records from {str(path)!r}"
-        try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise CadenceError(f"cannot read {where}: no such file") from None
-        except (OSError, UnicodeDecodeError, ValueError) as e:
-            raise CadenceError(f"cannot read {where}: {e.__class__.__name__}: {e}") from None
-        part = data.get("records") if isinstance(data, dict) else None
-        if not isinstance(part, list) or not part or not all(isinstance(r, dict) for r in part):
-            raise CadenceError(f"cannot read {where}: no 'records' list (write it with cadence bench trl -o)")
-        missing = sorted({k for r in part for k in RECORD_KEYS if k not in r})
-        if missing:
-            raise CadenceError(f"cannot read {where}: records lack {missing}")
-        recs += part
-    where = f"bench trl records from {', '.join(repr(str(p)) for p in paths)}"
-    if not recs:
-        raise CadenceError("no bench trl records given")
-    policies = _policies(recs)
-    if BASELINE not in policies:
-        raise CadenceError(f"cannot read {where}: no {BASELINE!r} (TRL alone) records to compare against")
-    for seed in dict.fromkeys(r["seed"] for r in recs):
-        if sorted(r["policy"] for r in recs if r["seed"] == seed) != sorted(policies):
-            raise CadenceError(f"cannot read {where}: seed {seed} does not hold one record per policy {policies}")
-    if len({r["steps"] for r in recs}) != 1:
-        raise CadenceError(f"cannot read {where}: the runs hold different numbers of steps")
-    if len({len(r["eval_rollouts"]) for r in recs} | {len(r["eval_pass@1"]) for r in recs}) != 1:
-        raise CadenceError(f"cannot read {where}: the runs hold different numbers of evaluations")
-    return recs
+    return lab_bench.read_records(*paths, baseline=BASELINE, bench="trl")
 
 
 def rows_of(recs: list[dict], baseline: str = BASELINE) -> list[RatioRow]:
-    """:func:`~cadence.labs.rl.bench.ratio_rows` from per-seed records (:func:`records`): the same
-    rows the bench printed (an unreached target counts the whole run)."""
-    by = {(r["seed"], r["policy"]): r for r in recs}
-    seeds = list(dict.fromkeys(r["seed"] for r in recs))
-
-    def reach(r: dict) -> tuple[int, int]:
-        if r["steps_to_target"] is None:
-            return r["steps"], r["rollouts"]
-        return r["steps_to_target"], r["rollouts_to_target"]
-
-    rows = []
-    for p in _policies(recs):
-        mine, base = [reach(by[s, p]) for s in seeds], [reach(by[s, baseline]) for s in seeds]
-        rows.append(RatioRow(p, interval(np.array([max(m[0], 1) / max(b[0], 1) for m, b in zip(mine, base)])),
-                             interval(np.array([max(m[1], 1) / max(b[1], 1) for m, b in zip(mine, base)])),
-                             sum(by[s, p]["steps_to_target"] is not None for s in seeds), len(seeds),
-                             float(np.mean([by[s, p]["final_pass@1"] for s in seeds])),
-                             float(np.mean([by[s, p]["informative_groups"] / max(by[s, p]["groups"], 1)
-                                            for s in seeds]))))
-    return rows
+    """:func:`cadence.labs.rl.bench.rows_of` against TRL alone."""
+    return lab_bench.rows_of(recs, baseline)
 
 
 def plot(comparisons: list[TrlComparison], path: Path) -> Path:
@@ -231,33 +144,11 @@ def plot(comparisons: list[TrlComparison], path: Path) -> Path:
 
 def plot_records(recs: list[dict], path: Path) -> Path:
     """:func:`plot` from per-seed records (:func:`records`, or :func:`read_records` of a saved run):
-    no training. The title names the run's shape (steps × prompts per step, from TRL alone's records)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    no training (:func:`cadence.labs.rl.bench.plot_records` with TRL alone as the baseline)."""
     from cadence.labs.rl.report import label
 
-    seeds = len({r["seed"] for r in recs})
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for name in _policies(recs):
-        runs = [r for r in recs if r["policy"] == name]
-        ax.plot(np.mean([r["eval_rollouts"] for r in runs], axis=0),
-                np.mean([r["eval_pass@1"] for r in runs], axis=0), marker="o", ms=3,
-                label="TRL alone" if name == BASELINE else f"TRL + {label(name)}")
-    targets = {r["seed"]: r["target"] for r in recs}
-    ax.axhline(float(np.mean(list(targets.values()))), color="grey", lw=0.8, ls="--", label="target (mean)")
-    ax.set_xlabel("rollouts (sampled completions, refills included)")
-    ax.set_ylabel("eval pass@1 (mean over arms and seeds)")
-    base = [r for r in recs if r["policy"] == BASELINE]
-    shape = f"{base[0]['steps']} steps × {base[0]['groups'] // max(base[0]['steps'], 1)} prompts · " if base else ""
-    ax.set_title(f"TRL GRPOTrainer · {shape}{seeds} seeds")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    names = {p: ("TRL alone" if p == BASELINE else f"TRL + {label(p)}") for p in _policies(recs)}
+    return lab_bench.plot_records(recs, path, baseline=BASELINE, names=names, title="TRL GRPOTrainer")
 
 
 def measure_overhead(lab: TrlLabConfig, seed: int = 0, repeats: int = 3,
