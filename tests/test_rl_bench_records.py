@@ -60,3 +60,21 @@ def test_records_short_of_uniform_or_of_a_policy_on_a_seed_are_refused(tmp_path,
     assert main(["bench", "rl", "--from-records", str(path)]) == 2
     err = capsys.readouterr().err
     assert "seed 1 does not hold one record per policy" in err and err.count("\n") == 1
+
+
+def _record(seed, policy, reached, final):
+    """A per-seed record as ``bench rl -o`` writes it (10 steps of 16 prompts × 8; ``reached``: rollouts)."""
+    return {"seed": seed, "policy": policy, "target": 0.3, "steps_to_target": reached and reached // 128,
+            "rollouts_to_target": reached, "steps": 10, "rollouts": 1280, "final_pass@1": final,
+            "informative_groups": 40, "groups": 160, "step_seconds": None, "refill_seconds": None,
+            "eval_steps": [0, 5, 10], "eval_rollouts": [0, 640, 1280], "eval_pass@1": [0.1, 0.2, final]}
+
+
+def test_from_records_prints_the_ratios_worked_by_hand(tmp_path, capsys):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"records": [_record(0, "uniform", 1280, 0.3), _record(0, "dump", 640, 0.4),
+                                            _record(1, "uniform", 1024, 0.5), _record(1, "dump", None, 0.2)]}))
+    assert main(["bench", "rl", "--from-records", str(path)]) == 0
+    printed = capsys.readouterr().out
+    dump = next(line for line in printed.splitlines() if "DUMP" in line)
+    assert "0.79 [" in dump and "1/2" in dump and "0.300" in dump and "25%" in dump  # sqrt(640/1280 · 1280/1024)
