@@ -42,6 +42,9 @@ from verl.workers.utils.losses import ppo_loss  # noqa: E402
 
 from cadence.errors import CadenceError  # noqa: E402
 from cadence.integrations import verl as cv  # noqa: E402
+from cadence.integrations import verl_regimen  # noqa: E402
+from cadence.regimen.pieces import PathError  # noqa: E402
+from cadence.rl import GVMAllocation, KnapsackAllocation  # noqa: E402
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "integrations" / "verl.md"
 N = 4            # rollouts per prompt
@@ -392,7 +395,7 @@ UNIFORM = ["trainer.v1.sampler.sampler_kwargs.policy=uniform", "~trainer.v1.samp
 def test_knapsack_allocation_spreads_rollouts_through_verls_rollout_n(tmp_path, store):
     host = Host(verl_config(tmp_path, ALLOCATION + UNIFORM), store)
     regimen = host.replay_buffer.regimen
-    assert isinstance(regimen.allocation, cv.KnapsackAllocation) and regimen.allocation.group == N
+    assert isinstance(regimen.allocation, KnapsackAllocation) and regimen.allocation.group == N
     assert regimen.allocation.max_group == 16                          # the docs' line
     sizes = []
     for _ in range(8):
@@ -523,7 +526,7 @@ def test_gvm_allocation_spreads_rollouts_through_verls_rollout_n(tmp_path, store
     gvm = ALLOCATION + ["+trainer.v1.sampler.sampler_kwargs.allocation.method=gvm"]
     host = Host(verl_config(tmp_path, [line for line in gvm if "max_group" not in line] + UNIFORM), store)
     regimen = host.replay_buffer.regimen
-    assert isinstance(regimen.allocation, cv.GVMAllocation) and regimen.allocation.group == N
+    assert isinstance(regimen.allocation, GVMAllocation) and regimen.allocation.group == N
     sizes = []
     for _ in range(8):
         batch, _, _ = host.step()
@@ -802,8 +805,6 @@ def test_staged_regimen_resumes_exactly_through_verls_data_pt(tmp_path, monkeypa
 
 
 def test_staged_regimen_refuses_what_verl_cannot_run_by_path(tmp_path, store):
-    from cadence.regimen.pieces import PathError
-
     ruled = {**STAGED, "stages": [STAGED["stages"][0], {**STAGED["stages"][1], "until": {"metric": "r", "above": 0.8}}]}
     with pytest.raises(PathError, match=r"^stages\[1\]\.until: verl trains trainer.total_training_steps and cannot"):
         cv.CadenceReplayBuffer("sync", {}, None, "drop", {"regimen": ruled, "train_batch_size": BATCH})
@@ -988,10 +989,10 @@ def test_a_rule_ended_stage_resumes_exactly_through_verls_data_pt(tmp_path, monk
 def test_a_rule_over_a_metric_verl_never_logs_names_its_path(tmp_path, monkeypatch):
     misnamed = {**RULED, "stages": [{**RULED["stages"][0], "until": {"metric": "val-core/typo", "above": 0.8}},
                                     RULED["stages"][1]]}
-    with pytest.raises(cv.PathError, match=r"^stages\[0\]\.until\.metric: stage 'warm' ran its whole budget, "
+    with pytest.raises(PathError, match=r"^stages\[0\]\.until\.metric: stage 'warm' ran its whole budget, "
                                            r"but its rule's metric 'val-core/typo' was never logged"):
         ruled_run(tmp_path, monkeypatch, steps=3, regimen=misnamed)
-    with pytest.raises(cv.PathError, match=r"^stages\[0\]\.until\.metric: 'val-core/data/reward/mean@1' is read "
+    with pytest.raises(PathError, match=r"^stages\[0\]\.until\.metric: 'val-core/data/reward/mean@1' is read "
                                            r"from verl's validation, which does not run during training"):
         ruled_run(tmp_path / "never", monkeypatch, steps=1, test_freq=-1)
     own = {**RULED, "stages": [{**RULED["stages"][0], "until": None,        # the adapter's own values count too
@@ -1021,3 +1022,27 @@ def test_a_rules_end_and_the_in_loss_kl_knob_reach_the_workers_in_one_loss(tmp_p
     assert [fn.ended for fn in sent] == [{}, {}, {0: 2.0}]
     coefs = [0.1, 0.1 * 2 / 3, 0.1]                  # the knob on each stage's own progress; "main" from step 3
     assert [fn.loss_fn.keywords["config"].kl_loss_coef for fn in sent] == pytest.approx(coefs, rel=1e-12)
+
+
+def test_the_regimen_module_stands_alone_and_the_config_paths_still_name_every_class():
+    """verl_regimen never imports the module verl loads by config path; the names users import from
+    ``cadence.integrations.verl`` are the regimen module's own objects, and a pickled StagedLoss (as
+    Ray sends it to the workers) puts its stage ends where ScheduledAdamW reads them."""
+    import pickle
+    import subprocess
+    import sys
+
+    probe = ("import sys, cadence.integrations.verl_regimen; "
+             "print('cadence.integrations.verl' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    for name in ("VerlRegimen", "StagedVerlRegimen", "StagedLoss", "regimen_from", "regimen_lr", "tap_validation",
+                 "ITEM_KEY", "ROLLOUTS_KEY", "HINT_KEY", "MAX_TOKENS_KEY", "AGENT_LOOP"):
+        assert getattr(cv, name) is getattr(verl_regimen, name)
+    for name in ("CadencePrompts", "CadenceReplayBuffer", "CadenceAgentLoop", "ScheduledAdamW"):
+        assert getattr(cv, name).__module__ == "cadence.integrations.verl"
+    loss = pickle.loads(pickle.dumps(verl_regimen.StagedLoss(abs, {1: 4.0})))
+    try:
+        assert loss(-2.0) == 2.0 and cv._STAGE_ENDS == {1: 4.0}
+    finally:
+        verl_regimen._STAGE_ENDS.clear()

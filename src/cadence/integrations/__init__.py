@@ -6,6 +6,8 @@
 * :mod:`cadence.integrations.lightning` — a Lightning ``Callback``.
 * :mod:`cadence.integrations.verl` — verl 0.9's v1 trainer (prompt dataset, replay buffer, optimizer loaded
   from verl's config; needs the ``verl`` extra, in an environment of its own).
+* :mod:`cadence.integrations.verl_regimen` — the driver-side regimen those verl classes drive (draws,
+  feedback, stages, the stage ends sent to the workers).
 * :class:`RegimenLink` (in :mod:`cadence.regimen.link`) — the framework-free part they share.
 * :mod:`cadence.integrations.jsonstate` — cadence state through JSON (for ``trainer_state.json``).
 
