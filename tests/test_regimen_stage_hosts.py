@@ -135,10 +135,6 @@ def test_bad_stage_plans_are_one_error_naming_their_path():
         "freeze": {"plan": "layer_freezing", "layers": "blocks", "fraction": FREEZE_LATE}}}]}
     with pytest.raises(PathError, match=r"^stages\[1\]\.plans\.freeze\.layers: the model has no attribute path"):
         Regimen.from_dict(bad).attach(opt, model=Blocks())
-    sized = {**LOOP_FILE, "stages": [{"name": "warm", "budget": "40%", "plans": {
-        "size": {"plan": "batch_size", "batch_size": "constant(level=4)"}}}, {"name": "main"}]}
-    with pytest.raises(PathError, match=r"^stages\[0\]\.plans\.size: a batch-size plan sizes the host's one batch"):
-        Regimen.from_dict(sized).attach(opt, model=Blocks())
     with pytest.raises(PathError, match=r"^stages\[0\]\.plans\.f: layer_freezing: .*fraction must stay in \[0, 1\]"):
         Regimen.from_dict({**LOOP_FILE, "stages": [{"name": "a", "budget": "40%", "plans": {
             "f": {"plan": "layer_freezing", "layers": "layers", "fraction": "ramp(start=0, end=7)"}}}, {"name": "b"}]})

@@ -55,6 +55,7 @@ from cadence.errors import CadenceError, StateError
 from cadence.integrations.jsonstate import decode, encode
 from cadence.regimen.file import Regimen
 from cadence.regimen.link import Plans, RegimenLink, plans_clock
+from cadence.regimen.staged import StageBatchSizes, StagePlans
 from cadence.regimen.stages import StageRun
 from cadence.integrations.tracking import TrackedSampler
 from cadence.integrations.versions import check_methods, check_version
@@ -344,13 +345,18 @@ class TrainerBatchSampler(ScheduledBatchSampler, BatchRebalanceSampler):
     its sharding to it (this one yields this process's batches only)."""
 
 
-def _batch_plan(trainer: Trainer, plans: Plans | None, sampler: Any) -> BatchSizeSchedule | None:
-    """The plans' ``BatchSizeSchedule``, checked against the Trainer before anything is attached."""
-    found = (plans.values() if isinstance(plans, Mapping) else plans) or ()
-    sized = [plan for plan in found if isinstance(plan, BatchSizeSchedule)]
+def _batch_plan(trainer: Trainer, plans: Plans | None, sampler: Any) -> BatchSizeSchedule | StageBatchSizes | None:
+    """The plans' ``BatchSizeSchedule`` (with stages: ``StagePlans.batch_sizes``), checked against the Trainer
+    before anything is attached."""
+    args = trainer.args
+    if isinstance(plans, StagePlans):  # the stages size their batches: one sampler, sized by the step's stage
+        staged = plans.batch_sizes(fixed=args.per_device_train_batch_size)
+        sized = [] if staged is None else [staged]
+    else:
+        found = (plans.values() if isinstance(plans, Mapping) else plans) or ()
+        sized = [plan for plan in found if isinstance(plan, BatchSizeSchedule)]
     if not sized:
         return None
-    args = trainer.args
     if len(sized) > 1 or sampler is not None or args.max_steps <= 0:
         raise CadenceError("a BatchSizeSchedule draws the Trainer's batches: give one, without a curriculum sampler, "
                            "and set TrainingArguments(max_steps=...)")

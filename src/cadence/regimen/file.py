@@ -253,21 +253,13 @@ class Regimen:
         named += [(f"plans.{k}", PLANS[s.name]) for k, s in self.plans.items()]
         if self.averaging is not None:
             named.append(("averaging", AVERAGING[self.averaging.name]))
-        staged_plans = any("plans" in own for own in self.stage_pieces)
-        for k, s in self.plans.items():
-            if staged_plans and s.name == "batch_size":
-                raise PathError(f"plans.{k}", "a batch-size plan sizes the host's one batch sampler for the whole run; "
-                                              "it cannot be left for a stage's own plans: give every plan per stage, "
-                                              "without a batch-size plan")
+        self._refuse_batch_sizes(host)
         for i, own in enumerate(self.stage_pieces):
             if "rl" in own and host not in SWITCHES_RL:
                 raise PathError(f"stages[{i}].rl", f"the {HOST_NAMES[host]} adapter runs no RL step (no rollouts for "
                                 f"RL pieces to choose or filter); a stage's own RL pieces switch in a plain loop "
                                 f"(link.rl), in TRL's GRPOTrainer and in verl")
             for k, s in own.get("plans", ({},))[0].items():
-                if s.name == "batch_size":
-                    raise PathError(f"stages[{i}].plans.{k}", "a batch-size plan sizes the host's one batch sampler, "
-                                                              "built once for the run; give it at the top level")
                 named.append((f"stages[{i}].plans.{k}", PLANS[s.name]))
             if "curriculum" in own and host not in SWITCHES_CURRICULA:
                 raise PathError(f"stages[{i}].curriculum", f"the {HOST_NAMES[host]} adapter draws its prompts from one "
@@ -280,6 +272,35 @@ class Regimen:
             if piece.hosts is not None and host not in piece.hosts:
                 raise PathError(path, f"{piece.name} cannot run in the {HOST_NAMES[host]} adapter "
                                       f"(it runs in: {', '.join(HOST_NAMES[h] for h in piece.hosts)})")
+
+    def _refuse_batch_sizes(self, host: str) -> None:
+        """One batch sampler sizes every stage's batches (``StagePlans.batch_sizes``): its stages' plans must
+        share ``batches_per_step``, and a loader that draws ahead cannot follow a size change at a rule's end."""
+        if not any("plans" in own for own in self.stage_pieces):
+            return
+        top = next(((f"plans.{k}", s) for k, s in self.plans.items() if s.name == "batch_size"), None)
+        sizes = []  # per stage: (path, section) of the plan that sizes its batches, or None (the fixed size)
+        for i, own in enumerate(self.stage_pieces):
+            if "plans" not in own:
+                sizes.append(top)
+                continue
+            mine = [(f"stages[{i}].plans.{k}", s) for k, s in own["plans"][0].items() if s.name == "batch_size"]
+            if len(mine) > 1:
+                raise PathError(mine[1][0], "a stage's batches are sized by one batch-size plan")
+            sizes.append(mine[0] if mine else None)
+        given = [p for p in sizes if p is not None]
+        for path, section in given:
+            if section.args.get("batches_per_step", 1) != given[0][1].args.get("batches_per_step", 1):
+                raise PathError(f"{path}.batches_per_step", f"one batch sampler draws every stage's batches, so every "
+                                f"stage's batch-size plan needs the same batches_per_step as {given[0][0]}")
+        if host in ("hf", "lightning"):
+            for i, (stage, now, then) in enumerate(zip(self.stages, sizes, sizes[1:])):
+                if stage.rules and now is not then:
+                    rule = "until" if stage.rules[0].kind != "plateau" else "plateau"
+                    raise PathError(f"stages[{i}].{rule}", f"the {HOST_NAMES[host]}'s data loader draws batches ahead "
+                                    f"of training, so when this rule ends the stage, batches for the next stage are "
+                                    f"already drawn with this stage's batch size; end the stage on its budget, or let "
+                                    f"the next stage size its batches with the same plan")
 
     def build_policy(self, arms: Any, clock: Clock) -> Any:
         return _policy(self.curriculum, arms, clock, "curriculum")

@@ -42,6 +42,7 @@ from torch.utils.data import Sampler
 from cadence.clock import Axis, Clock, Duration
 from cadence.errors import CadenceError, StateError
 from cadence.progressive.base import Plan
+from cadence.progressive.sizes import BatchSizeSchedule, ScheduledBatchSampler, position_at_step
 from cadence.regimen.link import PlanSet
 from cadence.regimen.stages import StageRun
 
@@ -549,6 +550,17 @@ class StagePlans(PlanSet):
     def apply(self, batch: Any) -> Any:
         return self.parts[self.part_of[self.stages.index]].apply(batch)
 
+    def batch_sizes(self, fixed: int | None = None) -> StageBatchSizes | None:
+        """The stages' batch sizes (:class:`StageBatchSizes`; ``fixed`` in stages without a batch-size plan),
+        or ``None`` when no stage has one. Draw with ``plans.batch_sizes(fixed).batch_sampler(len(dataset))``."""
+        found = []
+        for j in self.part_of:
+            sized = [p for p in self.parts[j].plans.values() if isinstance(p, BatchSizeSchedule)]
+            if len(sized) > 1:
+                raise CadenceError("a stage has two batch-size plans; one sizes its batches")
+            found.append(sized[0] if sized else None)
+        return StageBatchSizes(found, self.stages, fixed=fixed) if any(found) else None
+
     def values(self) -> dict[str, float]:
         return self.parts[self.part_of[self.stages.index]].values()
 
@@ -567,3 +579,69 @@ class StagePlans(PlanSet):
         for j in order:
             self.parts[j].load_state_dict(parts[j])
         self._last = last
+
+
+class StageBatchSizes:
+    """One batch size per step for a run whose stages size their batches differently: the size of step
+    ``t`` is the plan of the stage ``t`` trains in (its own :class:`~cadence.progressive.BatchSizeSchedule`
+    on its :class:`StageClock`, so it runs on the stage's progress), or ``fixed`` in a stage without one.
+    It stands in for the plan of a :class:`~cadence.progressive.ScheduledBatchSampler` (:meth:`batch_sampler`):
+    one sampler, one stream of rows for the whole run. The stage of a step ahead of the clock is read from
+    the planned ends (:meth:`StageRun.boundaries`): exact for stages that end on their budget; a stage
+    that ends on a rule is exact only when each batch is drawn in the step it trains in (a plain loop).
+    It has no state of its own (the plans' and the clock's are saved).
+
+        >>> from cadence.progressive import BatchSizeSchedule
+        >>> from cadence.regimen.stages import Stage, StageRun
+        >>> run = StageRun([Stage("a", budget=0.5), Stage("b")], Clock(budget=4))
+        >>> ramp = BatchSizeSchedule(clock=StageClock(run, 1), batch_size="ramp(start=2, end=6)")
+        >>> sizes = StageBatchSizes([None, ramp], run, fixed=3)
+        >>> [sizes.size_at_step(t) for t in range(4)]
+        [3, 3, 2, 4]
+    """
+
+    def __init__(self, plans: Sequence[Any], stages: StageRun, *, fixed: int | None = None) -> None:
+        if len(plans) != len(stages.stages):
+            raise CadenceError("give one batch-size plan (or None) per stage")
+        for i, plan in enumerate(plans):
+            clock = None if plan is None else plan.clock
+            if plan is not None and clock is not stages.clock and not (
+                    isinstance(clock, StageClock) and clock.run is stages and clock.index == i):
+                raise CadenceError(f"stage {i}'s batch-size plan runs on another clock; build it on "
+                                   f"StageClock(stages, {i}) (or on the run's clock)")
+            if plan is None and (isinstance(fixed, bool) or not isinstance(fixed, int) or fixed < 1):
+                raise CadenceError(f"stage {i} has no batch-size plan: give the fixed batch size of such stages "
+                                   f"(a positive integer), got {fixed!r}")
+        counts = {p.batches_per_step for p in plans if p is not None}
+        if len(counts) > 1:
+            raise CadenceError(f"the stages' batch-size plans have different batches_per_step {sorted(counts)}; "
+                               f"one batch sampler draws every stage's batches, so they must be equal")
+        self.plans, self.stages, self.fixed = list(plans), stages, fixed
+        self.batches_per_step = counts.pop() if counts else 1
+        self.clock = stages.clock
+
+    def stage_at_step(self, step: int) -> int:
+        """The stage step ``step`` trains in: the current one at the clock's step, else by the planned ends."""
+        if step == self.clock.steps:
+            return self.stages.index
+        position = position_at_step(self.clock, step)
+        return min(bisect.bisect_right(self.stages.boundaries(), position), len(self.stages.stages) - 1)
+
+    def size_at_step(self, step: int) -> int:
+        """The batch size of optimizer step ``step`` (see the class docs)."""
+        i = self.stage_at_step(step)
+        plan = self.plans[i]
+        if plan is None:
+            return int(self.fixed)  # type: ignore[arg-type]
+        if not isinstance(plan.clock, StageClock):
+            return plan.size_at_step(step)  # the top-level plan, on the run's clock
+        if step == self.clock.steps:
+            return plan.current()
+        ends = self.stages.boundaries()
+        start = ends[i - 1] if i else 0.0
+        local = min(max(position_at_step(self.clock, step) - start, 0.0), plan.clock.schedule_total)
+        return plan.scaling.batch_size(local, plan.clock.axis)
+
+    def batch_sampler(self, data: Any, **options: Any) -> Any:
+        """One endless :class:`~cadence.progressive.ScheduledBatchSampler` for the whole run, sized by stage."""
+        return ScheduledBatchSampler(self, data, **options)  # type: ignore[arg-type]

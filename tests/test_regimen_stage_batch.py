@@ -1,0 +1,118 @@
+"""A stage's own batch-size plan: one batch sampler for the run, each step sized by the plan of the stage it
+trains in (on the stage's own progress), in a plain loop and the HF Trainer; resume continues the same rows and
+sizes; what cannot be exact is refused by path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cadence.clock import Clock
+from cadence.progressive import BatchSizeSchedule
+from cadence.regimen import PathError, Regimen
+
+RAMP = "ramp(start=2, end=8)"
+LOOP_FILE = {
+    "budget": "10 steps", "lr": "constant(level=0.1)",
+    "stages": [{"name": "warm", "budget": "40%"},
+               {"name": "main", "plans": {"size": {"plan": "batch_size", "batch_size": RAMP}}}],
+}
+ROWS = 20
+
+
+def hand_sizes(fixed: int, start: int, steps: int) -> list[int]:
+    """By hand: ``fixed`` before the stage, then a BatchSizeSchedule on a clock as long as the stage."""
+    clock = Clock(budget=steps - start)
+    plan = BatchSizeSchedule(clock=clock, batch_size=RAMP)
+    out = [fixed] * start
+    for _ in range(start, steps):
+        out.append(plan.current())
+        clock.advance()
+    return out
+
+
+def loop_run(steps, file=LOOP_FILE, state=None):
+    model = torch.nn.Linear(1, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    link = Regimen.from_dict(file).attach(opt, model=model)
+    if state is not None:
+        link.load_state_dict(state)
+    batches = iter(torch.utils.data.DataLoader(range(ROWS), batch_sampler=link.plans.batch_sizes(fixed=3)
+                                               .batch_sampler(ROWS, seed=5)))
+    drawn = []
+    for _ in range(steps):
+        link.begin_step()
+        drawn.append(next(batches).tolist())
+        opt.step()
+        link.step()
+    return drawn, link
+
+
+def test_a_plain_loop_sizes_each_stage_s_batches_by_its_own_plan():
+    drawn, link = loop_run(10)
+    assert [len(b) for b in drawn] == hand_sizes(3, 4, 10)
+    assert [len(b) for b in drawn][4:] == [2, 3, 4, 5, 6, 7]  # the ramp over the stage's 6 steps, not the run's
+    stream = [r for b in drawn for r in b]  # one stream of rows: passes over the data, each a permutation
+    assert sorted(stream[:ROWS]) == list(range(ROWS)) and len(set(stream[ROWS:])) == len(stream) - ROWS == 19
+
+
+@pytest.mark.parametrize("cut", [2, 4, 7])  # before the stage, at its first step, mid-stage
+def test_a_plain_loop_resumes_the_same_rows_and_sizes(cut):
+    whole, link = loop_run(10)
+    before, first = loop_run(cut)
+    after, _ = loop_run(10 - cut, state=first.state_dict())
+    assert before + after == whole
+
+
+def test_stage_batch_sizes_that_cannot_be_exact_are_refused_by_path(tmp_path):
+    opt = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1)
+    per_step = {**LOOP_FILE, "plans": {"size": {"plan": "batch_size", "batch_size": 4, "batches_per_step": 2}}}
+    with pytest.raises(PathError, match=r"^stages\[1\]\.plans\.size\.batches_per_step: one batch sampler draws"):
+        Regimen.from_dict(per_step).attach(opt, model=torch.nn.Linear(1, 1))
+    pytest.importorskip("transformers")
+    from test_integrations_hf import make_trainer
+
+    ruled = {**LOOP_FILE, "budget": "6 steps", "stages": [
+        {**LOOP_FILE["stages"][0], "until": {"metric": "loss", "below": 0.1}}, LOOP_FILE["stages"][1]]}
+    with pytest.raises(PathError, match=r"^stages\[0\]\.until: the HF Trainer's data loader draws batches ahead"):
+        Regimen.from_dict(ruled).attach(make_trainer(tmp_path, max_steps=6))
+    drawn, _ = loop_run(3, file={**ruled, "budget": "10 steps"})  # a plain loop draws in the step: allowed
+    assert [len(b) for b in drawn] == [3, 3, 3]
+
+
+HF_FILE = {"budget": "6 steps", "lr": "constant(level=0.001)", "stages": [
+    {"name": "short", "budget": "50%"},
+    {"name": "long", "plans": {"size": {"plan": "batch_size", "batch_size": "ramp(start=2, end=5)"}}}]}
+
+
+def hf_run(root, resume=None):
+    pytest.importorskip("transformers")
+    from test_integrations_hf import make_trainer
+
+    trainer = make_trainer(root, max_steps=6, save_steps=1)
+    Regimen.from_dict(HF_FILE).attach(trainer)
+    seen = []
+    compute_loss = trainer.compute_loss
+
+    def record(model, inputs, *args, **kwargs):
+        seen.append(inputs["input_ids"].clone())
+        return compute_loss(model, inputs, *args, **kwargs)
+
+    trainer.compute_loss = record
+    trainer.train(resume_from_checkpoint=resume)
+    return seen
+
+
+def test_hf_trainer_sizes_each_stage_s_batches_by_its_own_plan_and_resumes_them(tmp_path):
+    seen = hf_run(tmp_path / "run")
+    clock = Clock(budget=3)
+    plan = BatchSizeSchedule(clock=clock, batch_size="ramp(start=2, end=5)")
+    hand = [2, 2, 2]  # per_device_train_batch_size before the stage
+    for _ in range(3):
+        hand.append(plan.current())
+        clock.advance()
+    assert [b.shape[0] for b in seen] == hand == [2, 2, 2, 2, 3, 4]
+    for cut in (2, 4):  # before the stage, mid-stage
+        after = hf_run(tmp_path / "run", resume=str(tmp_path / "run" / f"checkpoint-{cut}"))
+        assert len(after) == 6 - cut
+        assert all(torch.equal(a, b) for a, b in zip(after, seen[cut:]))
