@@ -116,3 +116,38 @@ def test_hf_trainer_sizes_each_stage_s_batches_by_its_own_plan_and_resumes_them(
         after = hf_run(tmp_path / "run", resume=str(tmp_path / "run" / f"checkpoint-{cut}"))
         assert len(after) == 6 - cut
         assert all(torch.equal(a, b) for a, b in zip(after, seen[cut:]))
+
+
+def test_a_top_level_plan_sizes_the_stages_without_their_own_and_a_rule_s_end_is_exact_in_a_plain_loop():
+    top = {**LOOP_FILE, "plans": {"size": {"plan": "batch_size", "batch_size": "ramp(start=10, end=20)"}}}
+    drawn, _ = loop_run(10, file=top)
+    run = Clock(budget=10)  # by hand: the top-level plan on the run's clock, then the stage's own
+    plan = BatchSizeSchedule(clock=run, batch_size="ramp(start=10, end=20)")
+    before = []
+    for _ in range(4):
+        before.append(plan.current())
+        run.advance()
+    assert [len(b) for b in drawn] == before + hand_sizes(3, 4, 10)[4:] and before == [10, 11, 12, 13]
+
+    ruled = {**LOOP_FILE, "stages": [{**LOOP_FILE["stages"][0], "until": {"metric": "loss", "below": 0.1}},
+                                     LOOP_FILE["stages"][1]]}
+    model = torch.nn.Linear(1, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    link = Regimen.from_dict(ruled).attach(opt, model=model)
+    batches = iter(link.plans.batch_sizes(fixed=3).batch_sampler(ROWS))
+    sizes = []
+    for step in range(10):
+        link.begin_step()
+        sizes.append(len(next(batches)))  # drawn in the step it trains in
+        opt.step()
+        link.step()
+        if step == 1:
+            link.log({"loss": 0.0})  # the rule ends the warm stage after 2 steps: main spans the 8 left
+    assert sizes == [3, 3] + hand_sizes(3, 0, 8)  # the ramp over the stage's real 8 steps
+
+
+def test_a_stage_with_two_batch_size_plans_is_refused_by_path():
+    two = {**LOOP_FILE, "stages": [LOOP_FILE["stages"][0], {"name": "main", "plans": {
+        "a": {"plan": "batch_size", "batch_size": 2}, "b": {"plan": "batch_size", "batch_size": 3}}}]}
+    with pytest.raises(PathError, match=r"^stages\[1\]\.plans\.b: a stage's batches are sized by one batch-size plan"):
+        Regimen.from_dict(two).attach(torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1))
