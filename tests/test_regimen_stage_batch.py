@@ -151,3 +151,42 @@ def test_a_stage_with_two_batch_size_plans_is_refused_by_path():
         "a": {"plan": "batch_size", "batch_size": 2}, "b": {"plan": "batch_size", "batch_size": 3}}}]}
     with pytest.raises(PathError, match=r"^stages\[1\]\.plans\.b: a stage's batches are sized by one batch-size plan"):
         Regimen.from_dict(two).attach(torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1))
+
+
+def lightning_run(tmp_path, ckpt_path=None):
+    """A Lightning run of a two-stage file whose second stage ramps its batch size; the loader takes its
+    batches from the link's plans (``batch_sizes``), as a Lightning user builds it; returns each step's rows."""
+    pl = pytest.importorskip("lightning.pytorch")
+
+    class Net(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.head, self.seen = torch.nn.Linear(1, 1), []
+
+        def training_step(self, batch, batch_idx):
+            self.seen.append(batch[0].squeeze(-1).tolist())
+            return self.head(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    file = {"budget": "6 steps", "lr": "constant(level=0.1)",
+            "stages": [{"name": "warm", "budget": "50%"},
+                       {"name": "main", "plans": {"size": {"plan": "batch_size", "batch_size": RAMP}}}]}
+    module = Net()
+    saver = pl.callbacks.ModelCheckpoint(dirpath=str(tmp_path), every_n_train_steps=1, save_top_k=-1)
+    trainer = pl.Trainer(max_steps=6, callbacks=[saver], accelerator="cpu", devices=1, logger=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
+    callback = Regimen.from_dict(file).attach(trainer, model=module)
+    data = torch.utils.data.TensorDataset(torch.arange(ROWS, dtype=torch.float32).unsqueeze(-1))
+    sampler = callback.plans.batch_sizes(fixed=2).batch_sampler(ROWS, seed=1)
+    trainer.fit(module, torch.utils.data.DataLoader(data, batch_sampler=sampler), ckpt_path=ckpt_path)
+    return module.seen
+
+
+def test_lightning_sizes_each_stage_s_batches_by_its_own_plan_and_resumes_them(tmp_path):
+    seen = lightning_run(tmp_path / "run")
+    assert [len(b) for b in seen] == hand_sizes(2, 3, 6) == [2, 2, 2, 2, 4, 6]
+    for cut in (2, 4):  # before the stage, mid-stage
+        assert lightning_run(tmp_path / f"r{cut}", str(tmp_path / "run" / f"epoch=0-step={cut}.ckpt")) == seen[cut:]
