@@ -14,6 +14,7 @@ import torch
 from cadence.averaging import EMA, CheckpointAverage
 from cadence.clock import Clock
 from cadence.regimen import Regimen, Stage, StageAveraging, StageRun
+from test_regimen_stage_hosts import averaged_by_hand, same
 
 FREEZE_LATE = "join(constant(level=0), constant(level=1), at=[50%])"  # the lowest layer frozen from mid-stage
 FREEZE = {"freeze": {"plan": "layer_freezing", "layers": "transformer.h", "fraction": FREEZE_LATE}}
@@ -25,16 +26,6 @@ FILE = {
                {"name": "anneal", "objective": "sft", "plans": FREEZE,
                 "averaging": {"kind": "tail", "every": "1 steps", "keep": 2}}],
 }
-
-
-def same(a, b) -> bool:
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    return a == b
 
 
 def recorder(model, record):
@@ -305,15 +296,7 @@ def test_sft_in_hf_trainer_then_grpo_in_trl_hands_the_averaging_on_and_runs_the_
 
     hand_model = tiny_model(len(char_tokenizer()))
     hand_model.load_state_dict(start)
-    clock = Clock(budget=4)
-    run = StageRun([Stage("sft", budget=0.5), Stage("grpo")], clock)
-    hand = StageAveraging([EMA(hand_model, clock, half_life="1 steps", start="0 steps"),
-                           CheckpointAverage(hand_model, clock, every="1 steps", keep=2, start="2 steps")], run)
-    for s in steps:
-        hand_model.load_state_dict(s["params"], strict=False)
-        clock.advance()
-        run.update()
-        hand.update()
+    hand = averaged_by_hand(hand_model, steps, ("sft", "grpo"))
     assert same(callback.averaging.state_dict(), hand.state_dict())         # the SFT stage's EMA kept, not restarted
 
     again = []

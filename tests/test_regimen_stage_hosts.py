@@ -93,6 +93,22 @@ def loop_run(steps, state=None):
     return seen, model, opt, link
 
 
+def averaged_by_hand(model, steps, names):
+    """Two stages of ``len(steps)`` steps in all, halved: each step's recorded weights (``s["params"]``) put
+    into ``model`` and averaged by an EMA in the first stage and a tail average of two in the second."""
+    clock = Clock(budget=len(steps))
+    run = StageRun([Stage(names[0], budget=0.5), Stage(names[1])], clock)
+    hand = StageAveraging([EMA(model, clock, half_life="1 steps", start="0 steps"),
+                           CheckpointAverage(model, clock, every="1 steps", keep=2,
+                                             start=f"{len(steps) // 2} steps")], run)
+    for s in steps:
+        model.load_state_dict(s["params"], strict=False)
+        clock.advance()
+        run.update()
+        hand.update()
+    return hand
+
+
 def test_a_plain_loop_runs_a_stage_s_own_plans_on_its_progress_as_hand_built_plans():
     seen, _, _, link = loop_run(10)
     assert type(link.plans).__name__ == "StagePlans"
@@ -199,16 +215,7 @@ def test_hf_trainer_averages_and_plans_per_stage_as_hand_built_pieces(tmp_path):
     # by hand: the same weights after each step through an EMA (train) and a tail average (anneal)
     from test_integrations_hf import char_tokenizer, tiny_model
 
-    model = tiny_model(len(char_tokenizer()))  # the trainer's initial weights
-    clock = Clock(budget=6)
-    run = StageRun([Stage("train", budget=0.5), Stage("anneal")], clock)
-    hand = StageAveraging([EMA(model, clock, half_life="1 steps", start="0 steps"),
-                           CheckpointAverage(model, clock, every="1 steps", keep=2, start="3 steps")], run)
-    for s in steps:
-        model.load_state_dict(s["params"], strict=False)
-        clock.advance()
-        run.update()
-        hand.update()
+    hand = averaged_by_hand(tiny_model(len(char_tokenizer())), steps, ("train", "anneal"))  # the initial weights
     assert same(callback.averaging.state_dict(), hand.state_dict())
     assert same(callback.averaging.averaged(), hand.averaged())
 

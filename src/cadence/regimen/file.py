@@ -294,13 +294,18 @@ class Regimen:
                 raise PathError(f"{path}.batches_per_step", f"one batch sampler draws every stage's batches, so every "
                                 f"stage's batch-size plan needs the same batches_per_step as {given[0][0]}")
         if host in ("hf", "lightning"):
-            for i, (stage, now, then) in enumerate(zip(self.stages, sizes, sizes[1:])):
-                if stage.rules and now is not then:
-                    rule = "until" if stage.rules[0].kind != "plateau" else "plateau"
-                    raise PathError(f"stages[{i}].{rule}", f"the {HOST_NAMES[host]}'s data loader draws batches ahead "
-                                    f"of training, so when this rule ends the stage, batches for the next stage are "
-                                    f"already drawn with this stage's batch size; end the stage on its budget, or let "
-                                    f"the next stage size its batches with the same plan")
+            self._refuse_rule_before_change(sizes, host, "with this stage's batch size",
+                                            "size its batches with the same plan")
+
+    def _refuse_rule_before_change(self, per_stage: Sequence[Any], host: str, drawn: str, same: str) -> None:
+        """A loader that draws ahead has drawn the next stage's first batches before a rule ends a stage: refuse,
+        by the rule's path, a rule-ended stage whose next stage differs in ``per_stage``."""
+        for i, (stage, now, then) in enumerate(zip(self.stages, per_stage, per_stage[1:])):
+            if stage.rules and now is not then:
+                rule = "until" if stage.rules[0].kind != "plateau" else "plateau"
+                raise PathError(f"stages[{i}].{rule}", f"the {HOST_NAMES[host]}'s data loader draws batches ahead "
+                                f"of training, so when this rule ends the stage, batches for the next stage are "
+                                f"already drawn {drawn}; end the stage on its budget, or let the next stage {same}")
 
     def build_policy(self, arms: Any, clock: Clock) -> Any:
         return _policy(self.curriculum, arms, clock, "curriculum")
@@ -354,13 +359,7 @@ class Regimen:
         if callable(ids_per_step):
             ids_per_step = ids_per_step(built[id(found[0][1])])
         if ids_per_step is not None:
-            for i, (stage, now, then) in enumerate(zip(self.stages, found, found[1:])):
-                if stage.rules and now is not then:
-                    rule = "until" if stage.rules[0].kind != "plateau" else "plateau"
-                    raise PathError(f"stages[{i}].{rule}", f"the {HOST_NAMES[host]}'s data loader draws batches ahead "
-                                    f"of training, so when this rule ends the stage, batches for the next stage are "
-                                    f"already drawn from this stage's curriculum; end the stage on its budget, or "
-                                    f"let the next stage draw from the same curriculum")
+            self._refuse_rule_before_change(found, host, "from this stage's curriculum", "draw from the same curriculum")
         try:
             return StageSampler([built[id(c[1])] for c in found], stages, ids_per_step=ids_per_step)
         except CadenceError as e:
