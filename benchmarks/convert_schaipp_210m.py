@@ -12,7 +12,8 @@ last 20%, each resumed from a checkpoint of the constant run). Each WSD curve is
 run's points before the cooldown run's resume step, then the cooldown run's from it on.
 
 Written rows: ``step,lr,loss``. The LR as logged (every 10 steps) through step 400 (the warmup
-ends at 300), every 50 steps after and the last one; the validation loss every 200 steps (step 0 left out).
+ends at 300) and within 50 steps of a cooldown's start, every 50 steps elsewhere, and the last one;
+the validation loss every 200 steps (step 0 left out).
 """
 
 from __future__ import annotations
@@ -60,8 +61,12 @@ def resume_step(run: dict) -> int:
 
 
 def write(path: Path, lr: dict[int, float], loss: dict[int, float], budget: int) -> None:
-    """Rows at the kept LR steps and the loss steps, up to the budget."""
-    kept = {s for s in lr if s <= 400 or s % 50 == 0 or s == max(lr)}
+    """Rows at the kept LR steps and the loss steps, up to the budget: every logged LR through the
+    warmup and within 50 steps of the cooldown's start (where the LR first falls below its peak
+    after the warmup), every 50th step elsewhere, and the last one."""
+    peak = max(lr.values())
+    falls = min((s for s, v in lr.items() if s > 400 and v < peak), default=-1000)
+    kept = {s for s in lr if s <= 400 or s % 50 == 0 or s == max(lr) or abs(s - falls) <= 50}
     with path.open("w", newline="") as f:
         out = csv.writer(f)
         out.writerow(["step", "lr", "loss"])

@@ -160,7 +160,8 @@ def test_published_verdicts_are_per_metric_and_held_out_figures_are_not_judged()
     from cadence.cli.forecast import print_published
 
     rows = [SimpleNamespace(name=n, fitted=f, pred_e=p, worst_e=w, worst_step=10, final_error=0.0, band=0.0, outside=(),
-                            coverage=0.8, final_inside=True)
+                            coverage=0.8, final_inside=True, runs_coverage=0.9, runs_final_inside=True,
+                            final_interval_inside=False)
             for n, f, p, w in (("cosine_24000", True, 0.0005, 0.002), ("wsd_9", False, 0.0009, 0.006))]
     summary = {False: (0.0007, 0.006), True: (0.0009, 0.006)}
     scores = SimpleNamespace(fit=SimpleNamespace(law="L(t) = ...", loo_laws=(), loo_residuals=()), curves=rows, seconds=1.0,

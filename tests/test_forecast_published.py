@@ -1,6 +1,7 @@
 """The published curves, the paper's protocol on them, the fast fit's pieces, the leave-one-out
 choice and the fitted-regime warnings."""
 
+import re
 import warnings
 
 import numpy as np
@@ -171,6 +172,9 @@ def test_bench_forecast_curves_prints_the_protocol_table(tmp_path, capsys) -> No
     assert "wsdld_" in out and "held out" in out
     assert "annealing: all curves: PredE" in out and "published, all nine curves: PredE 0.110%, WorstE 0.409%" in out
     assert "annealing: held-out curves: PredE" in out
+    assert "run envelope (interval(method='runs')) on the held-out curves" in out
+    assert "last-point final-loss interval (final_interval(lr, 'last'))" in out
+    assert re.search(r"(yes|no) / (yes|no) / (yes|no)", out)  # final in: pooled / run envelope / last-point
     assert (tmp_path / "published.png").stat().st_size > 10_000
     assert main(["bench", "forecast", "--curves", str(tmp_path / "absent")]) == 2
     assert "neither a folder" in capsys.readouterr().err

@@ -305,8 +305,9 @@ def print_published(bench: Any, console: Console) -> None:
                           f"band = range of the {len(fit.loo_laws)} leave-one-out refits", highlight=False)
         table = Table(title=f"{bench.name}, {law} law: |L - L_hat| / L at every logged step", caption=(
             "PredE mean, WorstE max (at step); final: L_hat/L - 1 at the last point; band: width of the "
-            "leave-one-out band there; cover: share of points inside the 80% predictive interval, final: "
-            "whether the final loss is"))
+            "leave-one-out band there; cover: share of points inside the 80% predictive interval (pooled / "
+            "run envelope), final in: whether the final loss is inside it (pooled / run envelope / last-point "
+            "final-loss interval)"))
         for col in ("curve", "", "PredE", "WorstE", "at step", "final", "band", "cover", "final in"):
             table.add_column(col, justify="left" if col in ("curve", "") else "right", no_wrap=True)
         for fitted in (True, False):
@@ -314,8 +315,9 @@ def print_published(bench: Any, console: Console) -> None:
             for i, c in enumerate(rows):
                 table.add_row(c.name, "fit" if fitted else "held out", f"{c.pred_e:.3%}", f"{c.worst_e:.3%}",
                               str(c.worst_step),
-                              f"{c.final_error:+.3%}", f"{c.band:.3%}", f"{c.coverage:.0%}",
-                              "yes" if c.final_inside else "no",
+                              f"{c.final_error:+.3%}", f"{c.band:.3%}", f"{c.coverage:.0%} / {c.runs_coverage:.0%}",
+                              " / ".join("yes" if x else "no" for x in (c.final_inside, c.runs_final_inside,
+                                                                          c.final_interval_inside)),
                               end_section=fitted and i == len(rows) - 1)
         _wide(console, 120).print(table)
         for c in scores.curves:
@@ -338,6 +340,11 @@ def print_published(bench: Any, console: Console) -> None:
             points, finals = scores.coverage()
             console.print(f"{law}: 80% predictive interval on the held-out curves: {points:.0%} of points, "
                           f"{finals:.0%} of final losses inside", highlight=False)
+            points, finals = scores.coverage("runs")
+            console.print(f"{law}: run envelope (interval(method='runs')) on the held-out curves: {points:.0%} of "
+                          f"points, {finals:.0%} of final losses inside; last-point final-loss interval "
+                          f"(final_interval(lr, 'last')): "
+                          f"{scores.final_coverage():.0%} of final losses inside", highlight=False)
 
 
 def _wide(console: Console, width: int) -> Console:

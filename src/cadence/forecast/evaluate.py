@@ -25,7 +25,8 @@ from typing import Sequence
 import numpy as np
 
 from cadence.errors import CadenceError
-from cadence.forecast.fit import DEFAULT_LAMS, DEFAULT_LEVEL, INTERVAL_METHODS, FitResult, FitTarget, fit_law
+from cadence.forecast.fit import (DEFAULT_LAMS, DEFAULT_LEVEL, INTERVAL_METHODS, FitResult, FitTarget, final_half_width,
+                                  fit_law, run_envelope)
 from cadence.forecast.laws import DEFAULT_LAW
 from cadence.forecast.regime import transient_mask
 
@@ -82,7 +83,10 @@ class HeldOut:
     """One setting on one curve set, held-out schedules only: per curve PredE, WorstE, the final-loss
     error ``L̂/L − 1``, and per interval scale (:data:`SCALES`) the share of points inside the
     interval and whether the final loss is inside (``coverage``, ``final_covered``: the pooled
-    interval; ``runs_coverage``, ``runs_final_covered``: ``interval(method="runs")``)."""
+    interval; ``runs_coverage``, ``runs_final_covered``: ``interval(method="runs")``;
+    ``final_interval_covered``: ``FitResult.final_interval(lr, "last")``), and the
+    unscaled relative half-widths of the run envelope (``runs_width``) and of the final-loss
+    interval (``final_width``)."""
 
     setting: Setting
     names: tuple[str, ...]
@@ -93,9 +97,16 @@ class HeldOut:
     final_covered: dict[float, tuple[bool, ...]] = field(default_factory=dict)
     runs_coverage: dict[float, tuple[float, ...]] = field(default_factory=dict)
     runs_final_covered: dict[float, tuple[bool, ...]] = field(default_factory=dict)
+    final_interval_covered: dict[float, tuple[bool, ...]] = field(default_factory=dict)
+    runs_width: float = float("nan")
+    final_width: float = float("nan")
 
     def covers(self, method: str = "pooled") -> tuple[dict[float, tuple[float, ...]], dict[float, tuple[bool, ...]]]:
-        """Per scale, the share of points inside and whether each final loss is inside, for an interval method."""
+        """Per scale, the share of points inside and whether each final loss is inside, for an interval
+        method (``"final"``: the final-loss interval, whose "points" are the final losses)."""
+        if method == "final":
+            shares = {s: tuple(float(c) for c in v) for s, v in self.final_interval_covered.items()}
+            return shares, self.final_interval_covered
         return (self.coverage, self.final_covered) if method == "pooled" else (self.runs_coverage,
                                                                                self.runs_final_covered)
 
@@ -118,6 +129,7 @@ def held_out(curves: Sequence, setting: Setting, *, exclude_transients: bool = F
     names, pred_e, worst_e, final = [], [], [], []
     coverage: dict[tuple[str, float], list[float]] = {(m, s): [] for m in INTERVAL_METHODS for s in scales}
     covered: dict[tuple[str, float], list[bool]] = {(m, s): [] for m in INTERVAL_METHODS for s in scales}
+    final_in: dict[float, list[bool]] = {s: [] for s in scales}
     for c in curves:
         if c.fitted:
             continue
@@ -133,12 +145,17 @@ def held_out(curves: Sequence, setting: Setting, *, exclude_transients: bool = F
             inside = (t.loss >= low) & (t.loss <= high)
             coverage[m, s].append(float(inside.mean()))
             covered[m, s].append(bool(inside[-1]))
+        for s in scales:
+            low, high = fit.final_interval(t.lr[:t.steps[-1]], "last", s)
+            final_in[s].append(bool(low <= t.loss[-1] <= high))
 
     def of(d: dict, method: str) -> dict:
         return {s: tuple(v) for (m, s), v in d.items() if m == method}
 
     return HeldOut(setting, tuple(names), tuple(pred_e), tuple(worst_e), tuple(final), of(coverage, "pooled"),
-                   of(covered, "pooled"), of(coverage, "runs"), of(covered, "runs"))
+                   of(covered, "pooled"), of(coverage, "runs"), of(covered, "runs"),
+                   {s: tuple(v) for s, v in final_in.items()}, run_envelope(fit.loo_residuals, level),
+                   final_half_width(fit.loo_residuals))
 
 
 @dataclass(frozen=True)

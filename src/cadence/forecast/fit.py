@@ -53,6 +53,9 @@ RUNS_INTERVAL_SCALE = 0.75
 (docs/forecast.md, "Predictive intervals")."""
 INTERVAL_METHODS = ("pooled", "runs")
 """How :meth:`FitResult.interval` turns the leave-one-run-out residuals into a width."""
+FINAL_INTERVAL_SCALE = 0.75
+"""Factor on the largest last-point leave-one-run-out residual in :meth:`FitResult.final_interval`,
+decided on the 25M curves only (docs/forecast.md, "A held-out check on a 210M model")."""
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,51 @@ class FitResult:
             q_low = -q_high
         pred = self.law.predict(lr, at)
         return pred * (1 + scale * q_low), pred * (1 + scale * q_high)
+
+
+    def final_interval(self, lr: np.ndarray, method: str = "runs", scale: float | None = None) -> tuple[float, float]:
+        """``(low, high)``: an 80% interval for the loss at the last step of ``lr`` (the final loss).
+
+        ``method="runs"`` (default): the run envelope at that step, ``interval(lr, method="runs")``
+        (:data:`RUNS_INTERVAL_SCALE`). ``method="last"``: ``L̂·(1 ∓ scale·h)``, ``h`` =
+        :func:`final_half_width`, the largest relative miss of a refit without a fitted run on that
+        run's final loss (``scale`` defaults to :data:`FINAL_INTERVAL_SCALE`, decided on the 25M
+        curves). Judged on three other model sizes, the run envelope held 12 of 16 held-out final
+        losses and the last-point form 9 (docs/forecast.md), hence the default. Needs two or more fitted runs.
+
+            >>> import numpy as np
+            >>> from cadence.forecast.law import AnnealingLaw
+            >>> law = AnnealingLaw(L0=2.0, A=1.0, alpha=0.5, C=0.0, lam=0.99, lr_ref=1e-3, steps_ref=100)
+            >>> fit = FitResult(law, 0.0, loo_residuals=(np.array([0.0, 0.01]), np.array([0.0, -0.02])))
+            >>> low, high = fit.final_interval(np.full(100, 1e-3), method="last", scale=1.0)
+            >>> round(float(high / law.predict(np.full(100, 1e-3))[-1]) - 1, 6)
+            0.02
+        """
+        if method not in ("runs", "last"):
+            raise CadenceError(f"the final-loss interval's method must be 'runs' or 'last', got {method!r}")
+        if not self.loo_residuals:
+            raise CadenceError("a final-loss interval needs a fit on two or more runs (leave-one-run-out residuals)")
+        if scale is not None and (not np.isfinite(scale) or scale < 0):
+            raise CadenceError(f"the final-loss interval's scale must be finite and >= 0, got {scale}")
+        lr = np.asarray(lr, dtype=float)
+        if lr.ndim != 1 or len(lr) < 1:
+            raise CadenceError("final_interval needs the LR of every step of the schedule (a 1-D array)")
+        if method == "runs":
+            low, high = self.interval(lr, np.array([len(lr)]), scale=scale, method="runs")
+            return float(low[0]), float(high[0])
+        final = float(self.law.predict(lr, np.array([len(lr)]))[0])
+        h = (FINAL_INTERVAL_SCALE if scale is None else scale) * final_half_width(self.loo_residuals)
+        return final * (1 - h), final * (1 + h)
+
+
+def final_half_width(residuals: Sequence[np.ndarray]) -> float:
+    """The largest magnitude among the runs' last residuals: how far a refit without a run misses
+    that run's final loss, relative (the unit of :meth:`FitResult.final_interval`).
+
+        >>> final_half_width([np.array([0.5, 0.01]), np.array([0.0, -0.03])])
+        0.03
+    """
+    return float(max(abs(r[-1]) for r in residuals))
 
 
 def run_envelope(residuals: Sequence[np.ndarray], level: float) -> float:

@@ -149,7 +149,9 @@ def prediction_errors(pred: np.ndarray, loss: np.ndarray) -> tuple[float, float,
 class CurveScore:
     """One curve under one fitted law: ``PredE``, ``WorstE``, the final-loss error (``L̂/L − 1``),
     the width of the uncertainty band at the last point (relative), the step where the error is
-    largest, and any regime warnings."""
+    largest, any regime warnings, the share of points inside the pooled interval and the run
+    envelope (``interval(method="runs")``), and whether the final loss is inside each of them and
+    inside the last-point final-loss interval (``FitResult.final_interval(lr, "last")``)."""
 
     name: str
     fitted: bool
@@ -161,6 +163,9 @@ class CurveScore:
     outside: tuple[str, ...]
     coverage: float = float("nan")
     final_inside: bool = False
+    runs_coverage: float = float("nan")
+    runs_final_inside: bool = False
+    final_interval_inside: bool = False
 
 
 @dataclass(frozen=True)
@@ -172,11 +177,19 @@ class LawScores:
     curves: tuple[CurveScore, ...]
     seconds: float
 
-    def coverage(self) -> tuple[float, float]:
-        """The predictive interval's coverage on the held-out curves: the mean share of points
-        inside it (every curve weighing the same) and the share of final losses inside it."""
+    def coverage(self, method: str = "pooled") -> tuple[float, float]:
+        """A predictive interval's coverage on the held-out curves (``"pooled"``, the default
+        interval, or ``"runs"``, the run envelope): the mean share of points inside it (every curve
+        weighing the same) and the share of final losses inside it."""
         rows = [c for c in self.curves if not c.fitted]
+        if method == "runs":
+            return float(np.mean([c.runs_coverage for c in rows])), float(np.mean([c.runs_final_inside for c in rows]))
         return float(np.mean([c.coverage for c in rows])), float(np.mean([c.final_inside for c in rows]))
+
+    def final_coverage(self) -> float:
+        """Share of the held-out curves' final losses inside the last-point final-loss interval
+        (``FitResult.final_interval(lr, "last")``; the default method is the run envelope, :meth:`coverage`)."""
+        return float(np.mean([c.final_interval_inside for c in self.curves if not c.fitted]))
 
     def summary(self, held_out_only: bool = False) -> tuple[float, float]:
         """``(PredE, WorstE)`` over all curves (the paper's figures) or over the held-out ones:
@@ -225,13 +238,18 @@ def published_benchmark(curves: str | Path = "multipower-25m", laws: tuple[str, 
             low, high = fit.band(t.lr, t.steps[-1:])
             outside = tuple(fit.regime.check(t.lr)) if fit.regime is not None else ()
             worst = int(t.steps[np.argmax(np.abs(pred - t.loss) / t.loss)])
-            inside = np.ones(len(t.steps), dtype=bool)
+            inside = runs_inside = np.ones(len(t.steps), dtype=bool)
+            final_in = True
             if fit.loo_residuals:
                 i_low, i_high = fit.interval(t.lr, t.steps)
                 inside = (t.loss >= i_low) & (t.loss <= i_high)
+                i_low, i_high = fit.interval(t.lr, t.steps, method="runs")
+                runs_inside = (t.loss >= i_low) & (t.loss <= i_high)
+                f_low, f_high = fit.final_interval(t.lr[:t.steps[-1]], "last")
+                final_in = bool(f_low <= t.loss[-1] <= f_high)
             rows.append(CurveScore(c.name, c.fitted, *prediction_errors(pred, t.loss),
                                    float((high[0] - low[0]) / t.loss[-1]), worst, outside, float(inside.mean()),
-                                   bool(inside[-1])))
+                                   bool(inside[-1]), float(runs_inside.mean()), bool(runs_inside[-1]), final_in))
         scores[law] = LawScores(law, fit, tuple(rows), seconds)
     name = str(curves)
     return PublishedBenchmark(name, tuple(loaded), scores, PUBLISHED.get(name))
