@@ -31,7 +31,8 @@ import re
 import subprocess
 from pathlib import Path
 
-NAME_210M = "_slimpajama_llama_nlayers24_nhead12_lr{lr}_sched_{sched}_warmup300_iter{n}_bs50x2_ws2_seed0_data_seed1337.json"
+NAME_210M = ("_slimpajama_llama_nlayers24_nhead12_lr{lr}_sched_{sched}_warmup300_iter{n}_bs50x2_ws2_seed0"
+             "_data_seed1337.json")
 NAME_124M = ("_slimpajama_llama_norm_nlayers12_nhead12_lr{lr}_sched_{sched}_warmup300_decay_{shape}_{fraction}_iter{n}"
              "_bs50x2_ws2_seed0_data_seed1337.json")
 CURVES_124M = (("cosine10", 25000), ("cosine10", 50000), ("wsdlinear10", 25000), ("wsdlinear20", 25000),
@@ -92,7 +93,8 @@ def cooldown(run: dict, stable_lr: dict[int, float], stable_loss: dict[int, floa
 
 
 def convert_210m(repo: Path, out: Path) -> None:
-    stable_lr, stable_loss = history(read_json(repo, "stable-210m" + NAME_210M.format(lr="0.0005", sched="wsd", n=40000)))
+    stable = read_json(repo, "stable-210m" + NAME_210M.format(lr="0.0005", sched="wsd", n=40000))
+    stable_lr, stable_loss = history(stable)
     write(out / "stable_40000.csv", stable_lr, stable_loss, 39999)  # its logged LR at step 40,000 is 0
     for n in (22222, 33333, 44444):
         lr, loss = history(read_json(repo, "cos-210m" + NAME_210M.format(lr="0.001", sched="cos", n=n)))

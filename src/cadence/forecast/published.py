@@ -40,8 +40,8 @@ OTHER = {"schaipp-124m": ("schaipp/124m", ("stable_50000", "cosine10_50000", "ws
          "schaipp-124m-lr2e-3": ("schaipp/124m-lr2e-3", ("stable_50000", "cosine10_50000", "wsdlinear20_25000"))}
 """Further shipped sets, each with its folder under ``cadence/forecast/data`` and the curves the
 protocol fits (a constant, a cosine and one WSD run, as in the paper's protocol): a 124M model's
-curves at peak LR 1e-3 and 2e-3 and a 210M model's, from "The Surprising Agreement Between Convex Optimization Theory and
-Learning-Rate Scheduling for Large Model Training" (Schaipp et al., 2025, arXiv 2501.18965; MIT
+curves at peak LR 1e-3 and 2e-3 and a 210M model's, from "The Surprising Agreement Between Convex
+Optimization Theory and Learning-Rate Scheduling for Large Model Training" (Schaipp et al., 2025, arXiv 2501.18965; MIT
 licence, in ``data/schaipp/``). Their LRs are interpolated from the logged ones (every 50 steps
 after the warmup)."""
 PUBLISHED = {"multipower-25m": (0.00110, 0.00409), "multipower-100m": (0.00142, 0.00583)}
