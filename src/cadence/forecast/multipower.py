@@ -32,8 +32,10 @@ released code does.
 
 **Units.** LRs are divided by ``lr_ref`` and areas by ``lr_ref · steps_ref`` (the peak LR and
 length of the fitted runs): ``B`` is then the largest loss reduction of a drop from ``lr_ref`` to
-zero, and only ``A`` and ``C`` change with the units. A zero LR is read as ``1e-12·lr_ref`` in
-``η_k^(−γ)`` (its drop term is then 0 or saturated, never NaN).
+zero; ``A``, ``B`` and ``C`` change with the units, the exponents do not
+(:meth:`MultiPowerLaw.in_units`; the paper's constants are in raw units, ``lr_ref = steps_ref =
+1``). A zero LR is read as ``1e-12·lr_ref`` in ``η_k^(−γ)`` (its drop term is then 0 or
+saturated, never NaN).
 
 **Cost.** ``LD`` at ``n`` steps is an ``n × K`` sum over the ``K`` steps whose LR changed,
 evaluated in row chunks: a 1500-step cosine curve is ~2M terms (milliseconds).
@@ -265,3 +267,6 @@ class WarmupRiseMultiPowerLaw(MultiPowerLaw):
     KIND: ClassVar[str] = "cadence.forecast.WarmupRiseMultiPowerLaw"
     TITLE: ClassVar[str] = "multi-power law (warmup rise in LD)"
     WARMUP_RISE: ClassVar[bool] = True
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}; the warmup's rise counts in the sum"
