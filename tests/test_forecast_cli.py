@@ -162,7 +162,8 @@ def test_published_verdicts_are_per_metric_on_the_held_out_means() -> None:
     from cadence.forecast.published import LawScores
 
     rows = [SimpleNamespace(name=n, fitted=f, pred_e=p, worst_e=w, worst_step=10, final_error=e, band=0.0, outside=(),
-                            coverage=0.8, final_inside=True)
+                            coverage=0.8, final_inside=True, runs_coverage=0.9, runs_final_inside=True,
+                            final_interval_inside=False)
             for n, f, p, w, e in (("cosine_24000", True, 0.0005, 0.02, 0.0), ("wsd_9", False, 0.0009, 0.002, -0.004),
                                   ("wsd_3", False, 0.0011, 0.008, 0.001))]
     scores = LawScores("annealing", SimpleNamespace(law="L(t) = ...", loo_laws=(), loo_residuals=()), tuple(rows), 1.0)
