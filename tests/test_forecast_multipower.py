@@ -8,15 +8,18 @@ import cadence.forecast.multipower as multipower
 from cadence.errors import CadenceError, StateError
 from cadence.forecast import (AnnealingLaw, MultiPowerLaw, RunLog, fit_law, law_from_dict, loss_drop, lr_per_step,
                               optimize_wsd, warmup_end)
+from cadence.forecast.multipower import WarmupRiseMultiPowerLaw
+from cadence.forecast.multipower_fit import search_multi_power
 from cadence.schedules import WSD
 
 TRUTH = MultiPowerLaw(L0=1.2, A=0.6, alpha=0.5, B=0.5, C=40.0, beta=0.6, gamma=0.4, lr_ref=2e-3, steps_ref=300)
 
 
-def naive_loss_drop(lr: np.ndarray, law: MultiPowerLaw) -> np.ndarray:
-    """LD(t) by the double sum of the definition, in the law's units, drops counted after the warmup."""
+def naive_loss_drop(lr: np.ndarray, law: MultiPowerLaw, warmup_rise: bool = False) -> np.ndarray:
+    """LD(t) by the double sum of the definition, in the law's units, drops counted after the warmup
+    (or, with ``warmup_rise``, over every step: the rise as negative drops)."""
     u = lr / law.lr_ref
-    first = warmup_end(u)
+    first = 1 if warmup_rise else warmup_end(u)
     out = []
     for t in range(len(u)):
         total = 0.0
@@ -144,3 +147,48 @@ def test_law_round_trips_and_rejects_bad_values() -> None:
         MultiPowerLaw.from_dict(AnnealingLaw(1.0, 1.0, 0.5, 0.1, 0.9, 1e-3, 10).to_dict())
     with pytest.raises(CadenceError, match="beta"):
         MultiPowerLaw(L0=1.0, A=1.0, alpha=0.5, B=0.1, C=1.0, beta=-0.1, gamma=0.5, lr_ref=1e-3, steps_ref=10)
+
+
+RISE = WarmupRiseMultiPowerLaw(L0=1.2, A=0.6, alpha=0.5, B=0.5, C=40.0, beta=0.6, gamma=0.4, lr_ref=2e-3,
+                               steps_ref=300)
+
+
+def test_the_warmup_rise_form_sums_every_lr_change_by_the_double_sum() -> None:
+    """The released code's form: the warmup's rise counts as negative drops, raising the loss by
+    B·Σ(rise)·G, and the same constants in the paper-text form leave it out."""
+    lr = np.concatenate([np.linspace(1e-4, 2e-3, 12), np.full(30, 2e-3), np.linspace(2e-3, 2e-4, 20), np.zeros(3)])
+    forms = {False: TRUTH, True: RISE}
+    for rise, law in forms.items():
+        expected = forward_part(law, lr) - naive_loss_drop(lr, law, warmup_rise=rise)
+        np.testing.assert_allclose(law.predict(lr), expected, rtol=1e-10)
+        at = np.array([5, 40, 65])
+        np.testing.assert_allclose(law.predict(lr, at), expected[at - 1], rtol=1e-10)
+        scales = np.array([0.5, 1.0, 2.0])
+        np.testing.assert_allclose(law.final_losses(lr, scales), [law.predict(s * lr)[-1] for s in scales],
+                                   rtol=1e-10)
+    for law in forms.values():  # other units, same predictions, same form
+        other = law.in_units(1.0, 1.0)
+        assert type(other) is type(law) and other.B == pytest.approx(law.B / law.lr_ref)
+        np.testing.assert_allclose(other.predict(lr), law.predict(lr), rtol=1e-10)
+    # just after the warmup the rise's term is B·(Σ rise)·G, with every G in (0, 1): a higher loss
+    extra = RISE.predict(lr)[15] - TRUTH.predict(lr)[15]
+    assert 0 < extra < RISE.B * (2e-3 - 1e-4) / RISE.lr_ref
+
+
+def test_a_warmup_rise_fit_recovers_the_constants_that_made_the_curves() -> None:
+    specs = [lr_per_step(s, 300) for s in FIT_SPECS]
+    at = [np.arange(30, 301, 10)] * 3
+    [(_, law)] = search_multi_power(specs, at, [RISE.predict(lr)[a - 1] for lr, a in zip(specs, at)], delta=1e-3,
+                                    lr_ref=2e-3, steps_ref=300, warmup_rise=True)
+    assert isinstance(law, WarmupRiseMultiPowerLaw)
+    for name in ("L0", "A", "alpha", "B", "C", "beta", "gamma"):
+        assert getattr(law, name) == pytest.approx(getattr(RISE, name), rel=0.01), name
+
+
+def test_the_warmup_rise_law_round_trips_and_is_not_read_as_the_other_form() -> None:
+    assert law_from_dict(RISE.to_dict()) == RISE and isinstance(law_from_dict(RISE.to_dict()), WarmupRiseMultiPowerLaw)
+    with pytest.raises(StateError, match="multi-power"):
+        MultiPowerLaw.from_dict(RISE.to_dict())
+    with pytest.raises(CadenceError, match="gamma"):
+        WarmupRiseMultiPowerLaw(L0=1.0, A=1.0, alpha=0.5, B=0.1, C=1.0, beta=0.1, gamma=float("nan"), lr_ref=1e-3,
+                                steps_ref=10)

@@ -13,14 +13,15 @@ from typing import Any, Union
 
 from cadence.errors import StateError
 from cadence.forecast.law import AnnealingLaw
-from cadence.forecast.multipower import MultiPowerLaw
+from cadence.forecast.multipower import MultiPowerLaw, WarmupRiseMultiPowerLaw
 
 Law = Union[AnnealingLaw, MultiPowerLaw]
 """Any fitted law: each has ``predict``, ``predict_schedule``, ``final_loss``, ``final_losses``,
 ``to_dict`` and ``lr_ref``."""
 LAWS: dict[str, type] = {"annealing": AnnealingLaw, "multi-power": MultiPowerLaw}
 DEFAULT_LAW = "annealing"
-_BY_KIND: dict[str, type] = {cls.KIND: cls for cls in LAWS.values()}
+_BY_KIND: dict[str, type] = {cls.KIND: cls for cls in (*LAWS.values(), WarmupRiseMultiPowerLaw)}
+"""Every law a saved dict may hold: the fittable ones and the paper's released form (for its constants)."""
 
 
 def law_from_dict(d: dict[str, Any]) -> Law:

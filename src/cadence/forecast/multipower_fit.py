@@ -33,7 +33,7 @@ from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
 from cadence.errors import CadenceError
-from cadence.forecast.multipower import DropTable, MultiPowerLaw
+from cadence.forecast.multipower import DropTable, MultiPowerLaw, WarmupRiseMultiPowerLaw
 from cadence.forecast.objective import huber_log, power_starts
 
 LOG_B_BOUNDS = (np.log(1e-6), np.log(1e3))
@@ -59,13 +59,13 @@ class _Run:
     """One run's fixed inputs: normalised forward areas and drop table at the fitted steps."""
 
     def __init__(self, lr: np.ndarray, at: np.ndarray, loss: np.ndarray, lr_ref: float, steps_ref: float,
-                 ratio: float | None) -> None:
+                 ratio: float | None, warmup_rise: bool = False) -> None:
         u = np.asarray(lr, dtype=float) / lr_ref
         self.s1 = np.cumsum(u)[at - 1] / steps_ref
         if np.any(self.s1 <= 0):
             raise CadenceError("some fitted points lie before any LR was applied (S1 = 0); raise skip")
         self.log_s1 = np.log(self.s1)
-        self.table = t = DropTable.build(u, steps_ref, at, ratio)
+        self.table = t = DropTable.build(u, steps_ref, at, ratio, warmup_rise)
         self.delta_log_lr = t.delta * t.log_lr
         self.delta_sum = t.delta.sum(axis=1)
         self.log_loss = np.log(loss)
@@ -110,14 +110,16 @@ def _objective(theta: np.ndarray, runs: list[_Run], delta: float) -> tuple[float
 
 class MultiPowerProblem:
     """The multi-power fit of some runs: the objective (binned drops, :data:`FIT_RATIO`), its
-    bounds, and L-BFGS-B from any start; :meth:`law` turns a parameter vector into a law."""
+    bounds, and L-BFGS-B from any start; :meth:`law` turns a parameter vector into a law (with
+    ``warmup_rise``, a :class:`~cadence.forecast.multipower.WarmupRiseMultiPowerLaw`)."""
 
     def __init__(self, lrs: Sequence[np.ndarray], at: Sequence[np.ndarray], losses: Sequence[np.ndarray], *,
-                 delta: float, lr_ref: float, steps_ref: float, ratio: float | None = FIT_RATIO) -> None:
-        self.lr_ref, self.steps_ref, self.delta = lr_ref, steps_ref, delta
+                 delta: float, lr_ref: float, steps_ref: float, ratio: float | None = FIT_RATIO,
+                 warmup_rise: bool = False) -> None:
+        self.lr_ref, self.steps_ref, self.delta, self.warmup_rise = lr_ref, steps_ref, delta, warmup_rise
         terms = sum(len(a) * np.count_nonzero(np.diff(lr)) for lr, a in zip(lrs, at))
         ratio = None if terms <= EXACT_TERMS else ratio  # small problems are fitted exactly
-        self.runs = [_Run(lr, np.asarray(a), np.asarray(y, dtype=float), lr_ref, steps_ref, ratio)
+        self.runs = [_Run(lr, np.asarray(a), np.asarray(y, dtype=float), lr_ref, steps_ref, ratio, warmup_rise)
                      for lr, a, y in zip(lrs, at, losses)]
         self.losses = [np.asarray(y, dtype=float) for y in losses]
         self.lowest = min(float(np.min(y)) for y in losses)
@@ -138,8 +140,9 @@ class MultiPowerProblem:
 
     def law(self, theta: np.ndarray) -> MultiPowerLaw:
         L0, A, alpha, log_b, log_c, log_beta, gamma = map(float, theta)
-        return MultiPowerLaw(L0, A, alpha, float(np.exp(log_b)), float(np.exp(log_c)), float(np.exp(log_beta)),
-                             gamma, self.lr_ref, self.steps_ref)
+        cls = WarmupRiseMultiPowerLaw if self.warmup_rise else MultiPowerLaw
+        return cls(L0, A, alpha, float(np.exp(log_b)), float(np.exp(log_c)), float(np.exp(log_beta)), gamma,
+                   self.lr_ref, self.steps_ref)
 
     @staticmethod
     def theta(law: MultiPowerLaw) -> np.ndarray:
@@ -150,16 +153,19 @@ class MultiPowerProblem:
 
 def search_multi_power(lrs: Sequence[np.ndarray], at: Sequence[np.ndarray], losses: Sequence[np.ndarray], *,
                        delta: float, lr_ref: float | None = None, steps_ref: float | None = None,
-                       keep: int = 1) -> list[tuple[float, MultiPowerLaw]]:
+                       keep: int = 1, warmup_rise: bool = False) -> list[tuple[float, MultiPowerLaw]]:
     """The best ``keep`` distinct ``(objective, law)`` of the multi-start search, best first, for
-    runs with per-step LRs ``lrs``, measured ``losses`` at 1-based steps ``at``.
+    runs with per-step LRs ``lrs``, measured ``losses`` at 1-based steps ``at`` (with
+    ``warmup_rise``, of :class:`~cadence.forecast.multipower.WarmupRiseMultiPowerLaw`).
 
     Raises :class:`CadenceError` when no start gives a law with positive predictions.
     """
     lr_ref = max(float(np.max(lr)) for lr in lrs) if lr_ref is None else lr_ref
     steps_ref = float(max(len(lr) for lr in lrs)) if steps_ref is None else steps_ref
-    problem = MultiPowerProblem(lrs, at, losses, delta=delta, lr_ref=lr_ref, steps_ref=steps_ref)
-    coarse = MultiPowerProblem(lrs, at, losses, delta=delta, lr_ref=lr_ref, steps_ref=steps_ref, ratio=SCREEN_RATIO)
+    problem = MultiPowerProblem(lrs, at, losses, delta=delta, lr_ref=lr_ref, steps_ref=steps_ref,
+                                warmup_rise=warmup_rise)
+    coarse = MultiPowerProblem(lrs, at, losses, delta=delta, lr_ref=lr_ref, steps_ref=steps_ref, ratio=SCREEN_RATIO,
+                               warmup_rise=warmup_rise)
     # every start briefly on coarser bins, then the most promising ones to convergence; BLAS
     # threads only slow these small products down
     with threadpool_limits(limits=1, user_api="blas"):
