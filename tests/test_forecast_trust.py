@@ -267,22 +267,23 @@ def test_the_final_loss_interval_refuses_bad_input() -> None:
         two.final_interval(np.ones((2, 3)))
 
 
-def test_the_124m_curves_at_peak_2e_3_are_checked_and_match_the_1e_3_set_in_form() -> None:
+@pytest.mark.parametrize(("name", "peak"), [("schaipp-124m-lr2e-3", 2e-3), ("schaipp-124m-lr5e-4", 5e-4)])
+def test_the_124m_curves_at_another_peak_lr_are_checked_and_match_the_1e_3_set_in_form(name: str, peak: float) -> None:
     from cadence.forecast.published import OTHER, curves_dir
 
-    folder = curves_dir("schaipp-124m-lr2e-3")
-    assert "124m-lr2e-3" in (folder.parent / "README.md").read_text()
+    folder = curves_dir(name)
+    assert f"`{folder.name}/" in (folder.parent / "README.md").read_text()
     names = sorted(p.name for p in folder.glob("*.csv"))
     assert names == sorted(p.name for p in curves_dir("schaipp-124m").glob("*.csv"))
-    curves = {c.name: c for c in load_curves("schaipp-124m-lr2e-3")}
-    assert sorted(n for n, c in curves.items() if c.fitted) == sorted(OTHER["schaipp-124m-lr2e-3"][1])
+    curves = {c.name: c for c in load_curves(name)}
+    assert sorted(n for n, c in curves.items() if c.fitted) == sorted(OTHER[name][1])
     lower = {c.name: c.target for c in load_curves("schaipp-124m")}
-    for name, c in curves.items():
+    for curve, c in curves.items():
         t = c.target
-        assert c.spec is None and len(t.lr) == int(name.rsplit("_", 1)[1])
-        assert t.lr.max() == pytest.approx(2e-3) and np.argmax(t.lr >= 0.999 * 2e-3) + 1 == 300  # 300-step warmup
-        assert np.all(np.diff(t.steps) == 200) and np.array_equal(t.steps, lower[name].steps)
-        assert np.all((t.loss > 2.5) & (t.loss < 8)) and not np.array_equal(t.loss, lower[name].loss)
+        assert c.spec is None and len(t.lr) == int(curve.rsplit("_", 1)[1])
+        assert t.lr.max() == pytest.approx(peak) and np.argmax(t.lr >= 0.999 * peak) + 1 == 300  # 300-step warmup
+        assert np.all(np.diff(t.steps) == 200) and np.array_equal(t.steps, lower[curve].steps)
+        assert np.all((t.loss > 2.5) & (t.loss < 8)) and not np.array_equal(t.loss, lower[curve].loss)
     stable, wsd = curves["stable_50000"].target, curves["wsdlinear20_50000"].target
     np.testing.assert_array_equal(wsd.loss[wsd.steps < 40000], stable.loss[stable.steps < 40000])
-    assert wsd.lr[39999] == 2e-3 > wsd.lr[40100] and wsd.lr[-1] == 0
+    assert wsd.lr[39999] == peak > wsd.lr[40100] and wsd.lr[-1] == 0

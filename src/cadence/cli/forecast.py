@@ -37,7 +37,7 @@ FIT_CHOICES = ("leave-one-out", "objective")
 """``cadence.forecast.fit.CHOICES``, named here for the same reason (kept equal by the same test)."""
 CURVE_SETS = ("multipower-25m", "multipower-100m")
 """The shipped curve sets, ``cadence.forecast.published.SHIPPED`` (kept equal by the same test)."""
-OTHER_CURVE_SETS = ("schaipp-124m", "schaipp-210m", "schaipp-124m-lr2e-3")
+OTHER_CURVE_SETS = ("schaipp-124m", "schaipp-210m", "schaipp-124m-lr2e-3", "schaipp-124m-lr5e-4")
 """``cadence.forecast.published.OTHER`` (kept equal by tests/test_forecast_trust.py)."""
 
 

@@ -38,10 +38,11 @@ FIT_CURVES = ("cosine_24000", "constant_24000", "wsdcon_9")
 """The curves the paper fits on; every other curve is predicted."""
 OTHER = {"schaipp-124m": ("schaipp/124m", ("stable_50000", "cosine10_50000", "wsdlinear20_25000")),
          "schaipp-210m": ("schaipp/210m", ("stable_40000", "cosine10_44444", "wsdlinear20_22222")),
-         "schaipp-124m-lr2e-3": ("schaipp/124m-lr2e-3", ("stable_50000", "cosine10_50000", "wsdlinear20_25000"))}
+         "schaipp-124m-lr2e-3": ("schaipp/124m-lr2e-3", ("stable_50000", "cosine10_50000", "wsdlinear20_25000")),
+         "schaipp-124m-lr5e-4": ("schaipp/124m-lr5e-4", ("stable_50000", "cosine10_50000", "wsdlinear20_25000"))}
 """Further shipped sets, each with its folder under ``cadence/forecast/data`` and the curves the
 protocol fits (a constant, a cosine and one WSD run, as in the paper's protocol): a 124M model's
-curves at peak LR 1e-3 and 2e-3 and a 210M model's, from "The Surprising Agreement Between Convex
+curves at peak LR 5e-4, 1e-3 and 2e-3 and a 210M model's, from "The Surprising Agreement Between Convex
 Optimization Theory and Learning-Rate Scheduling for Large Model Training" (Schaipp et al., 2025, arXiv 2501.18965; MIT
 licence, in ``data/schaipp/``). Their LRs are interpolated from the logged ones (every 50 steps
 after the warmup)."""
