@@ -60,7 +60,7 @@ def _bench_stoppers(args: argparse.Namespace) -> int:
             args.output.write_text(json.dumps(bench.as_dict(), indent=1))
 
     bench = run_stopper_benchmark(size=args.size, steps=steps, trials=trials, seeds=args.seeds,
-                                  reports=args.reports, peak=args.peak, after_seed=save)
+                                  first_seed=args.first_seed, reports=args.reports, peak=args.peak, after_seed=save)
     print_stopper_benchmark(bench, cli_console())
     if args.output:
         print(f"wrote {args.output}")
@@ -81,6 +81,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--steps", type=whole(20), default=None, help="steps per trial (default 400; 40 with --size tiny)")
     p.add_argument("--trials", type=whole(2), default=None, help="trials per search (default 12; 3 with --size tiny)")
     p.add_argument("--seeds", type=whole(1), default=5, help="searches, each with its own draws and seed (default 5)")
+    p.add_argument("--first-seed", type=whole(0), default=0,
+                   help="seeds run are FIRST_SEED..FIRST_SEED+N-1 (default 0; e.g. 5 for searches held out from 0..4)")
     p.add_argument("--reports", type=whole(3), default=10, help="results each trial reports (default 10)")
     p.add_argument("--peak", type=number(0, low_open=True), default=4e-3,
                    help="centre of the peak LR range [peak/4, 2 peak] (default 4e-3)")

@@ -95,7 +95,7 @@ class Trial:
     final: float
     seconds: float
     forecasts: dict[int, dict[str, float]] = field(default_factory=dict)
-    forecast_seconds: float = 0.0
+    fit_seconds: dict[int, float] = field(default_factory=dict)  # CPU seconds of the forecast at each report
 
     def result(self, r: int, *, forecast: bool) -> dict[str, Any]:
         """Tune's result at report ``r`` (1-based)."""
@@ -124,8 +124,12 @@ class Trial:
                                      "cadence/forecast/high": f.high}
             except CadenceError:  # too early to forecast: the result carries none
                 self.forecasts[r] = {}
-            self.forecast_seconds += time.process_time() - started
+            self.fit_seconds[r] = time.process_time() - started
         return self.forecasts[r]
+
+    def fits_until(self, step: int) -> float:
+        """CPU seconds of the forecasts a trial ended at ``step`` made (its reports up to ``step``)."""
+        return sum(self.fit_seconds.get(r, 0.0) for r, s in enumerate(self.report_steps, 1) if s <= step)
 
 
 def train_trial(cfg: Any, spec: str, *, steps: int, seed: int, reports: int, eval_every: int) -> Trial:
@@ -155,9 +159,10 @@ def replay(stopper: Callable[[str, dict[str, Any]], bool] | None, trials: list[T
     return ended
 
 
-def ray_schedulers(reports: int) -> dict[str, Any]:
+def ray_schedulers(reports: int, *, asha_grace: int | None = None, median_grace: int | None = None) -> dict[str, Any]:
     """Ray Tune's ``ASHAScheduler`` and ``MedianStoppingRule`` with Ray's defaults scaled to a trial of
-    ``reports`` results (the rule fixed before their first measurement):
+    ``reports`` results (the rule fixed before their first measurement; ``asha_grace`` and
+    ``median_grace``, in reports, replace the scaled grace periods):
 
     * time is ``training_iteration`` for both (Tune's auto-filled count; the replay has no wall time,
       and wall time on a shared machine measures its load);
@@ -175,10 +180,12 @@ def ray_schedulers(reports: int) -> dict[str, Any]:
     from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
 
     grace = max(1, round(reports / 100))
+    asha_grace = grace if asha_grace is None else asha_grace
+    median_grace = grace if median_grace is None else median_grace
     return {"ASHAScheduler": ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode="min",
-                                           max_t=reports, grace_period=grace, reduction_factor=4, brackets=1),
+                                           max_t=reports, grace_period=asha_grace, reduction_factor=4, brackets=1),
             "MedianStoppingRule": MedianStoppingRule(time_attr="training_iteration", metric=METRIC, mode="min",
-                                                     grace_period=grace, min_samples_required=3)}
+                                                     grace_period=median_grace, min_samples_required=3)}
 
 
 class SchedulerReplay:
@@ -263,44 +270,54 @@ class StopperBenchmark:
     def of(self, method: str) -> list[SearchRow]:
         return [r for r in self.rows if r.method == method]
 
+    @property
+    def seeds(self) -> list[int]:
+        """The seeds of the searches, in order."""
+        return sorted({r.seed for r in self.rows})
+
     def as_dict(self) -> dict[str, Any]:
-        return {"steps": self.steps, "trials": self.trials, "size": self.size, "seconds": self.seconds,
+        return {"steps": self.steps, "trials": self.trials, "size": self.size, "seeds": self.seeds,
+                "seconds": self.seconds,
                 "step_seconds": self.step_seconds, "specs": self.specs,
                 "rows": [dict(r.__dict__, saved=r.saved, net_saved=r.net_saved) for r in self.rows],
                 "records": self.records}
+
+
+def search_row(method: str, seed: int, trials: list[Trial], stopper: Callable[[str, dict[str, Any]], bool] | None,
+               *, forecast: bool, step_seconds: float) -> SearchRow:
+    """One search: ``stopper`` replayed on one seed's ``trials`` (``forecast``: results carry forecasts)."""
+    steps = trials[0].steps
+    finals = [t.final for t in trials]
+    best = int(np.argmin(finals))
+    ended = replay(stopper, trials, forecast=forecast)
+    overhead = sum(t.fits_until(e) for t, e in zip(trials, ended)) / step_seconds if forecast else 0.0
+    done = [i for i, e in enumerate(ended) if e == steps]
+    best_kept = min((finals[i] for i in done), default=math.inf)  # inf: the stopper ended every trial
+    return SearchRow(method, seed, int(sum(ended)), len(trials) * steps, best_kept, finals[best], best in done,
+                     len(trials) - len(done), overhead)
 
 
 def search_rows(seed: int, trials: list[Trial], step_seconds: float) -> list[SearchRow]:
     """The searches of one seed's trials (:data:`METHODS` order)."""
     from cadence.integrations.ray_tune import EarlyRankingStopper, ForecastStopper
 
-    steps = trials[0].steps
-    full = len(trials) * steps
-    finals = [t.final for t in trials]
-    best = int(np.argmin(finals))
-    rows = []
     schedulers = ray_schedulers(len(trials[0].report_steps))
-    for method, stopper, forecast in ((METHODS[0], None, False), (METHODS[1], ForecastStopper(), True),
-                                      (METHODS[2], EarlyRankingStopper(at_iteration=RANKING_AT), False),
-                                      *((m, SchedulerReplay(schedulers[m], len(trials)), False) for m in METHODS[3:])):
-        before = sum(t.forecast_seconds for t in trials)
-        ended = replay(stopper, trials, forecast=forecast)
-        overhead = (sum(t.forecast_seconds for t in trials) - before) / step_seconds if forecast else 0.0
-        done = [i for i, e in enumerate(ended) if e == steps]
-        best_kept = min((finals[i] for i in done), default=math.inf)  # inf: the stopper ended every trial
-        rows.append(SearchRow(method, seed, int(sum(ended)), full, best_kept, finals[best], best in done,
-                              len(trials) - len(done), overhead))
-    return rows
+    return [search_row(method, seed, trials, stopper, forecast=forecast, step_seconds=step_seconds)
+            for method, stopper, forecast in (
+                (METHODS[0], None, False), (METHODS[1], ForecastStopper(), True),
+                (METHODS[2], EarlyRankingStopper(at_iteration=RANKING_AT), False),
+                *((m, SchedulerReplay(schedulers[m], len(trials)), False) for m in METHODS[3:]))]
 
 
 def run_stopper_benchmark(*, size: str = "default", steps: int = 400, trials: int = 12, seeds: int = 5,
-                          reports: int = 10, peak: float = 4e-3, progress: bool = True,
+                          first_seed: int = 0, reports: int = 10, peak: float = 4e-3, progress: bool = True,
                           after_seed: Callable[[StopperBenchmark], None] | None = None) -> StopperBenchmark:
-    """Train every seed's trials and replay the three searches on them (see the module docstring);
-    ``after_seed`` receives the benchmark so far after each seed (e.g. to save partial results)."""
-    if steps < 20 or trials < 2 or seeds < 1 or not 3 <= reports <= steps // 2:
-        raise CadenceError(f"need steps >= 20, trials >= 2, seeds >= 1 and 3 <= reports <= steps/2; "
-                           f"got {steps}, {trials}, {seeds}, {reports}")
+    """Train every seed's trials (seeds ``first_seed`` … ``first_seed + seeds - 1``) and replay the
+    searches on them (see the module docstring); ``after_seed`` receives the benchmark so far after
+    each seed (e.g. to save partial results)."""
+    if steps < 20 or trials < 2 or seeds < 1 or first_seed < 0 or not 3 <= reports <= steps // 2:
+        raise CadenceError(f"need steps >= 20, trials >= 2, seeds >= 1, first_seed >= 0 and 3 <= reports <= "
+                           f"steps/2; got {steps}, {trials}, {seeds}, {first_seed}, {reports}")
     if not (math.isfinite(peak) and peak > 0):
         raise CadenceError(f"peak must be a positive number, got {peak}")
     torch.set_num_threads(1)
@@ -311,7 +328,7 @@ def run_stopper_benchmark(*, size: str = "default", steps: int = 400, trials: in
     train_seconds, trained = 0.0, 0
     with Progress(enabled=progress, transient=True) as bar:
         task = bar.task("stopper benchmark", total=seeds * trials, unit="trials")
-        for seed in range(seeds):
+        for seed in range(first_seed, first_seed + seeds):
             specs.append(draw_schedules(seed, trials, steps=steps, peak=peak))
             runs = []
             for spec in specs[-1]:
