@@ -136,7 +136,7 @@ def decide(settings: list[Setting]) -> Setting:
     if not settings:
         raise CadenceError("no settings to decide among")
     order = {id(s): i for i, s in enumerate(settings)}
-    return min(settings, key=lambda s: (-s.kept, -s.saved, s.ratio, order[id(s)]))
+    return min(settings, key=lambda s: (-s.kept, -round(s.saved, 12), s.ratio, order[id(s)]))  # round: equal means tie
 
 
 def judge(searches: dict[int, list[Trial]], decided: dict[str, float], *, step_seconds: float) -> list[Setting]:
