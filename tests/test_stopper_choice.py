@@ -39,8 +39,9 @@ def test_widen_stops_a_worse_trial_only_beyond_the_widened_interval_and_keeps_a_
 def test_widen_one_is_the_rule_as_it_was() -> None:
     # the old rule: stop when the trial's low lies above the best trial's high (exact bounds, no arithmetic)
     rng = np.random.default_rng(0)
-    results = [(f"t{rng.integers(6)}", result(*map(float, rng.uniform([2.9, 0.0], [3.1, 0.05])), iteration=int(rng.integers(4))))
-               for _ in range(300)]
+    draws = [(int(rng.integers(6)), *map(float, rng.uniform([2.9, 0.0], [3.1, 0.05])), int(rng.integers(4)))
+             for _ in range(300)]
+    results = [(f"t{t}", result(final, half, iteration=it)) for t, final, half, it in draws]
     results.append(("edge", {"training_iteration": 3, "cadence/forecast/final_loss": 9.0,
                              "cadence/forecast/low": 0.1 + 0.2, "cadence/forecast/high": 9.5}))
     default, one = ForecastStopper(min_iterations=2), ForecastStopper(min_iterations=2, widen=1)

@@ -5,6 +5,7 @@ own ASHAScheduler and MedianStoppingRule (:mod:`cadence.labs.pretrain.stopper_be
 without starting Ray).
 
     cadence bench stoppers --seeds 5
+    cadence bench stoppers --seeds 5 --first-seed 5 -o held_out.json   # a block of new searches
     cadence bench stoppers --size tiny --steps 40 --trials 3 --seeds 1
 """
 

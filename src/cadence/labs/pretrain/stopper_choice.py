@@ -29,7 +29,7 @@ each stopper at its decided setting and at its default, beside no stopper: trial
 net of the forecast fits' CPU time), best trial kept k/5, best final kept / full search's
 (geometric mean, 95% t-interval). **Goal** for a stopper: at its decided setting it keeps the best
 trial in 5/5 held-out searches *and* saves trial-steps (mean saved > 0). The net figure is
-reported beside it; at this lab's size a forecast fit costs as much CPU as hundreds of training
+reported beside it; at this lab's size a forecast fit costs as much CPU as tens of training
 steps, so the net figure is not part of the goal.
 
     >>> [v for v in GRIDS["ForecastStopper"][1]]
@@ -74,7 +74,8 @@ def make_stopper(method: str, value: float, *, trials: int, reports: int) -> Cal
     if method == "ForecastStopper":
         return ForecastStopper(widen=value)
     if int(value) != value or not 1 <= value <= reports:
-        raise CadenceError(f"{method}'s {GRIDS[method][0]} counts reports: a whole number in [1, {reports}], got {value}")
+        raise CadenceError(f"{method}'s {GRIDS[method][0]} counts reports: a whole number in [1, {reports}], "
+                           f"got {value}")
     if method == "EarlyRankingStopper":
         return EarlyRankingStopper(at_iteration=int(value))
     key = "asha_grace" if method == "ASHAScheduler" else "median_grace"
