@@ -15,7 +15,8 @@ import sys
 import torch
 
 from cadence.errors import CadenceError
-from cadence.labs.pretrain.stopper_choice import GRIDS, Setting, decide, grid_rows, judge, label, read_searches
+from cadence.labs.pretrain.stopper_bench import read_searches
+from cadence.labs.pretrain.stopper_choice import GRIDS, Setting, decide, grid_rows, judge, label
 from cadence.labs.rl.bench import interval
 from cadence.progress import Progress
 

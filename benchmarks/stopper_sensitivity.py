@@ -16,8 +16,7 @@ import argparse
 import numpy as np
 
 from cadence.integrations.ray_tune import EarlyRankingStopper, ForecastStopper
-from cadence.labs.pretrain.stopper_bench import replay
-from cadence.labs.pretrain.stopper_choice import read_searches
+from cadence.labs.pretrain.stopper_bench import read_searches, replay
 
 
 def main() -> None:

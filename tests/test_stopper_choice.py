@@ -10,9 +10,8 @@ import pytest
 
 from cadence.errors import CadenceError
 from cadence.integrations.ray_tune import EarlyRankingStopper, ForecastStopper
-from cadence.labs.pretrain.stopper_bench import SearchRow, Trial, replay, search_row
-from cadence.labs.pretrain.stopper_choice import (GRIDS, Setting, decide, grid_rows, judge, make_stopper,
-                                                  read_searches)
+from cadence.labs.pretrain.stopper_bench import SearchRow, Trial, read_searches, replay, search_row
+from cadence.labs.pretrain.stopper_choice import GRIDS, Setting, decide, grid_rows, judge, make_stopper
 
 
 def result(final: float, half: float, iteration: int = 3) -> dict:

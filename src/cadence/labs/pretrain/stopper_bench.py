@@ -40,9 +40,11 @@ trials that finished, and whether the best trial of the full search finished.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -342,3 +344,53 @@ def run_stopper_benchmark(*, size: str = "default", steps: int = 400, trials: in
                                             train_seconds / trained, list(records)))
     return StopperBenchmark(rows, specs, steps, trials, size, time.perf_counter() - t0, train_seconds / trained,
                             records)
+
+
+def _read(path: str | Path) -> tuple[dict[str, Any], dict[int, list[Trial]]]:
+    try:
+        bench = json.loads(Path(path).read_text())
+        records = bench["records"]
+        float(bench["step_seconds"])
+        seeds = bench.get("seeds", list(range(len(records))))
+        searches = {int(seed): [Trial(**{k: np.asarray(v) if k.startswith("val_") else v for k, v in r.items()})
+                                for r in trials] for seed, trials in zip(seeds, records, strict=True)}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CadenceError(f"cannot read stopper records from {path}: {e}") from None
+    if not searches:
+        raise CadenceError(f"{path} holds no recorded searches")
+    return bench, searches
+
+
+def read_searches(path: str | Path) -> tuple[dict[int, list[Trial]], float]:
+    """``({seed: trials}, step_seconds)`` from the JSON that ``cadence bench stoppers -o`` wrote
+    (runs before ``--first-seed`` existed hold seeds 0, 1, …)."""
+    bench, searches = _read(path)
+    return searches, float(bench["step_seconds"])
+
+
+def replay_records(*paths: str | Path) -> StopperBenchmark:
+    """The searches of :data:`METHODS` replayed on the trials recorded in ``paths`` (the JSON of
+    ``cadence bench stoppers -o``; runs on other seeds are merged), without training. Each file's
+    rows use its own measured step time; files must share the lab size, trial length, trials per
+    search and reports, and not repeat a seed."""
+    started = time.perf_counter()
+    merged: dict[int, tuple[list[Trial], float]] = {}
+    shapes, sizes = set(), set()
+    for path in paths:
+        bench, searches = _read(path)
+        repeated = sorted(set(merged) & set(searches))
+        if repeated:
+            raise CadenceError(f"{path} repeats seeds {repeated} of an earlier file")
+        sizes.add(bench.get("size", "default"))
+        for seed, trials in searches.items():
+            shapes.add((len(trials), trials[0].steps, len(trials[0].report_steps)))
+            merged[seed] = (trials, float(bench["step_seconds"]))
+    if len(shapes) > 1 or len(sizes) > 1:
+        raise CadenceError(f"the records differ in lab size {sorted(sizes)} or in (trials, steps, reports) "
+                           f"{sorted(shapes)}; replay them separately")
+    rows = [row for seed in sorted(merged) for row in search_rows(seed, *merged[seed])]
+    (trials, steps, _), = shapes
+    ordered = [merged[seed][0] for seed in sorted(merged)]
+    return StopperBenchmark(rows, [[t.spec for t in ts] for ts in ordered], steps, trials, sizes.pop(),
+                            time.perf_counter() - started, float(np.mean([merged[s][1] for s in merged])),
+                            [[t.record() for t in ts] for ts in ordered])

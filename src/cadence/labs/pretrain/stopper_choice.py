@@ -34,16 +34,15 @@ steps, so the net figure is not part of the goal.
 
     >>> [v for v in GRIDS["ForecastStopper"][1]]
     [1, 1.5, 2, 3, 4, 6]
-    >>> searches = read_searches("benchmarks/results/stoppers_5seeds.json")   # doctest: +SKIP
-    >>> decided = {m: decide(grid_rows(searches, m)).value for m in GRIDS}   # doctest: +SKIP
+    >>> from cadence.labs.pretrain.stopper_bench import read_searches
+    >>> searches, step = read_searches("benchmarks/results/stoppers_5seeds.json")   # doctest: +SKIP
+    >>> decided = {m: decide(grid_rows(searches, m)).value for m in GRIDS}          # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -148,19 +147,3 @@ def judge(searches: dict[int, list[Trial]], decided: dict[str, float], *, step_s
         for v in dict.fromkeys([GRIDS[method][2], value]):
             out.append(Setting(method, v, tuple(setting_rows(searches, method, v, step_seconds=step_seconds))))
     return out
-
-
-def read_searches(path: str | Path) -> tuple[dict[int, list[Trial]], float]:
-    """``({seed: trials}, step_seconds)`` from the JSON that ``cadence bench stoppers -o`` wrote
-    (runs before ``--first-seed`` existed hold seeds 0, 1, …)."""
-    try:
-        bench = json.loads(Path(path).read_text())
-        records, step_seconds = bench["records"], float(bench["step_seconds"])
-        seeds = bench.get("seeds", list(range(len(records))))
-        searches = {int(seed): [Trial(**{k: np.asarray(v) if k.startswith("val_") else v for k, v in r.items()})
-                                for r in trials] for seed, trials in zip(seeds, records, strict=True)}
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CadenceError(f"cannot read stopper records from {path}: {e}") from None
-    if not searches:
-        raise CadenceError(f"{path} holds no recorded searches")
-    return searches, step_seconds
