@@ -2,7 +2,8 @@
 replayed on the trials that ``cadence bench stoppers -o FILE`` recorded (no training).
 
 A sensitivity read-out on the same trials the benchmark measured, not a way to choose settings:
-a setting picked from this table would be judged on the data it was picked on.
+a setting picked from this table would be judged on the data it was picked on (settings are
+decided on one block of searches and judged on another by ``benchmarks/stopper_holdout.py``).
 
     cadence bench stoppers --seeds 5 -o stoppers.json
     python benchmarks/stopper_sensitivity.py stoppers.json
@@ -11,12 +12,11 @@ a setting picked from this table would be judged on the data it was picked on.
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 
 from cadence.integrations.ray_tune import EarlyRankingStopper, ForecastStopper
-from cadence.labs.pretrain.stopper_bench import Trial, replay
+from cadence.labs.pretrain.stopper_bench import read_searches, replay
 
 
 def main() -> None:
@@ -24,9 +24,7 @@ def main() -> None:
     p.add_argument("results", help="the JSON written by cadence bench stoppers -o")
     p.add_argument("--at", default="1,2,3,4,6,8", help="reports at which the stoppers may first decide")
     args = p.parse_args()
-    bench = json.load(open(args.results))
-    searches = [[Trial(**{k: np.asarray(v) if k.startswith("val_") else v for k, v in r.items()}) for r in seed]
-                for seed in bench["records"]]
+    searches = list(read_searches(args.results)[0].values())
     reports = len(searches[0][0].report_steps)
     print(f"{len(searches)} searches of {len(searches[0])} trials, {reports} reports each")
     print("| stopper | first decision (report) | trial-steps saved, mean | best trial kept "

@@ -107,6 +107,7 @@ def test_bench_stoppers_tiny_writes_every_search(tmp_path, capsys) -> None:
     bench = json.loads(out.read_text())
     rows = {r["method"]: r for r in bench["rows"]}
     assert set(rows) == set(METHODS) and len(bench["specs"]) == 1 and len(bench["specs"][0]) == 3
+    assert bench["seeds"] == [0]
     # the recorded trials replay to the same rows
     trials = [Trial(**{k: np.asarray(v) if k.startswith("val_") else v for k, v in r.items()})
               for r in bench["records"][0]]
@@ -124,6 +125,12 @@ def test_bench_stoppers_tiny_writes_every_search(tmp_path, capsys) -> None:
     (["bench", "stoppers", "--steps", "40", "--reports", "30"], "--reports 30"),
     (["bench", "stoppers", "--trials", "1"], "--trials"),
     (["bench", "stoppers", "--seeds", "0"], "--seeds"),
+    (["bench", "stoppers", "--first-seed", "-1"], "--first-seed"),
+    (["bench", "stoppers", "--first-seed", "five"], "--first-seed"),
+    (["bench", "stoppers", "--from-records", "x.json", "--steps", "40", "--first-seed", "5"],
+     "drop --steps, --first-seed"),
+    (["bench", "stoppers", "--from-records", "x.json", "--size", "tiny"], "drop --size"),
+    (["bench", "stoppers", "--from-records", "/missing/x.json"], "cannot read stopper records from /missing/x.json"),
     (["bench", "stoppers", "-o", "/missing/dir/x.json"], "does not exist"),
 ])
 def test_bench_stoppers_refuses_bad_command_lines_before_any_work(argv, message, capsys, monkeypatch) -> None:
@@ -134,3 +141,48 @@ def test_bench_stoppers_refuses_bad_command_lines_before_any_work(argv, message,
     assert main(argv) == 2
     out, err = capsys.readouterr()
     assert message in err and len(err.strip().splitlines()) == 1 and out == ""
+
+
+def test_first_seed_trains_and_records_the_later_block_of_seeds(monkeypatch) -> None:
+    pytest.importorskip("ray")
+    import cadence.labs.pretrain.stopper_bench as bench
+
+    trained = []
+
+    def fake_train(cfg, spec, *, steps, seed, reports, eval_every):
+        trained.append((spec, seed))
+        return val_trial([3.0, 2.9, 2.8, 2.7, 2.6 + 0.01 * len(trained)], 2.6 + 0.01 * len(trained))
+
+    monkeypatch.setattr(bench, "train_trial", fake_train)
+    result = bench.run_stopper_benchmark(size="tiny", steps=50, trials=3, seeds=2, first_seed=5, reports=5,
+                                         progress=False)
+    assert result.seeds == [5, 6] and result.as_dict()["seeds"] == [5, 6]
+    assert result.specs == [bench.draw_schedules(s, 3, steps=50, peak=4e-3) for s in (5, 6)]
+    assert trained == [(spec, seed) for seed, specs in zip((5, 6), result.specs) for spec in specs]
+    with pytest.raises(bench.CadenceError, match="first_seed"):
+        bench.run_stopper_benchmark(size="tiny", steps=50, trials=3, seeds=1, first_seed=-1, progress=False)
+
+
+def test_from_records_replays_the_searches_and_merges_runs_on_other_seeds(tmp_path, capsys) -> None:
+    pytest.importorskip("ray")
+    files = []
+    for seed, shift in ((0, 0.0), (3, 0.05)):
+        trials = [val_trial([3.0 + d + shift - 0.1 * r for r in range(5)], 2.6 + d + shift) for d in (0.2, 0.0, 0.4)]
+        files.append(tmp_path / f"seed{seed}.json")
+        files[-1].write_text(json.dumps({"size": "tiny", "seeds": [seed], "step_seconds": 0.01,
+                                         "records": [[t.record() for t in trials]]}))
+    out = tmp_path / "merged.json"
+    assert main(["bench", "stoppers", "--from-records", f"{files[0]},{files[1]}", "-o", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "2 seed(s): 0–3" in shown and all(m in shown for m in METHODS)
+    merged = json.loads(out.read_text())
+    assert merged["seeds"] == [0, 3] and len(merged["records"]) == 2
+    for seed, path in zip((0, 3), files):
+        trials = [Trial(**{k: np.asarray(v) if k.startswith("val_") else v for k, v in r.items()})
+                  for r in json.loads(path.read_text())["records"][0]]
+        expected = [(r.method, r.trial_steps, r.best_survives) for r in search_rows(seed, trials, 0.01)]
+        assert [(r["method"], r["trial_steps"], r["best_survives"]) for r in merged["rows"] if r["seed"] == seed] \
+            == expected
+    assert main(["bench", "stoppers", "--from-records", f"{files[0]},{files[0]}"]) == 2
+    err = capsys.readouterr().err
+    assert "repeats seeds [0]" in err and len(err.strip().splitlines()) == 1

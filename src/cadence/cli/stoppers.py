@@ -5,7 +5,9 @@ own ASHAScheduler and MedianStoppingRule (:mod:`cadence.labs.pretrain.stopper_be
 without starting Ray).
 
     cadence bench stoppers --seeds 5
+    cadence bench stoppers --seeds 5 --first-seed 5 -o held_out.json   # a block of new searches
     cadence bench stoppers --size tiny --steps 40 --trials 3 --seeds 1
+    cadence bench stoppers --from-records stoppers_5seeds.json,held_out.json   # both blocks, no training
 """
 
 from __future__ import annotations
@@ -21,14 +23,20 @@ from cadence.cli.arguments import add_size_option, file_arg, number, whole
 from cadence.errors import CadenceError
 
 
-def print_stopper_benchmark(bench: Any, console: Console) -> None:
+FROM_RECORDS_CONFLICTS = ("steps", "trials", "seeds", "first_seed", "reports", "peak")
+"""Options that shape the training, which ``--from-records`` does not do."""
+
+
+def print_stopper_benchmark(bench: Any, console: Console, source: str | None = None) -> None:
     from cadence.cli import interval_text
     from cadence.labs.pretrain.stopper_bench import METHODS
     from cadence.labs.rl.bench import interval
 
     seeds = len(bench.specs)
+    first, last = bench.seeds[0], bench.seeds[-1]
     table = Table(title=f"Early stoppers on a random search of {bench.trials} LR schedules ({bench.size} lab, "
-                        f"{bench.steps} steps, {seeds} seed(s))")
+                        f"{bench.steps} steps, {seeds} seed(s): {first}" + (f"–{last})" if last != first else ")")
+                        + (f" · from {source}" if source else ""))
     for col in ("search", "trial-steps saved", "net of forecast fits", "trials stopped",
                 "best final loss / full search's [95% CI]", "best trial kept"):
         table.add_column(col, justify="right")
@@ -41,7 +49,8 @@ def print_stopper_benchmark(bench: Any, console: Console) -> None:
                       f"{100 * sum(net) / seeds:.1f}%", f"{sum(r.stopped for r in rows) / seeds:.1f}",
                       interval_text(*ratio, seeds=seeds), f"{sum(r.best_survives for r in rows)}/{seeds}")
     console.print(table)
-    console.print(f"training step {1e3 * bench.step_seconds:.1f} ms CPU; wall {bench.seconds:.0f} s", highlight=False)
+    console.print(f"training step {1e3 * bench.step_seconds:.1f} ms CPU" + (" (as recorded)" if source else "")
+                  + f"; wall {bench.seconds:.0f} s", highlight=False)
 
 
 def _bench_stoppers(args: argparse.Namespace) -> int:
@@ -49,19 +58,30 @@ def _bench_stoppers(args: argparse.Namespace) -> int:
     from cadence.cli import require_ray
 
     require_ray("cadence bench stoppers")
-    from cadence.labs.pretrain.stopper_bench import run_stopper_benchmark
+    from cadence.labs.pretrain.stopper_bench import replay_records, run_stopper_benchmark
 
-    steps = args.steps if args.steps is not None else (40 if args.size == "tiny" else 400)
-    trials = args.trials if args.trials is not None else (3 if args.size == "tiny" else 12)
-    if args.reports > steps // 2:
-        raise CadenceError(f"--reports {args.reports} needs at least {2 * args.reports} steps, got {steps}")
     def save(bench: Any) -> None:  # after every seed, so a long run keeps what it measured
         if args.output:
             args.output.write_text(json.dumps(bench.as_dict(), indent=1))
 
-    bench = run_stopper_benchmark(size=args.size, steps=steps, trials=trials, seeds=args.seeds,
-                                  reports=args.reports, peak=args.peak, after_seed=save)
-    print_stopper_benchmark(bench, cli_console())
+    if args.from_records is not None:
+        given = [f"--{n.replace('_', '-')}" for n in FROM_RECORDS_CONFLICTS if getattr(args, n) is not None]
+        given += ["--size"] if args.size != "default" else []
+        if given:
+            raise CadenceError(f"--from-records trains nothing: drop {', '.join(given)}")
+        bench = replay_records(*[p for p in args.from_records.split(",") if p])
+        save(bench)
+        print_stopper_benchmark(bench, cli_console(), source=args.from_records)
+    else:
+        steps = args.steps if args.steps is not None else (40 if args.size == "tiny" else 400)
+        trials = args.trials if args.trials is not None else (3 if args.size == "tiny" else 12)
+        reports = 10 if args.reports is None else args.reports
+        if reports > steps // 2:
+            raise CadenceError(f"--reports {reports} needs at least {2 * reports} steps, got {steps}")
+        bench = run_stopper_benchmark(size=args.size, steps=steps, trials=trials, seeds=args.seeds or 5,
+                                      first_seed=args.first_seed or 0, reports=reports,
+                                      peak=4e-3 if args.peak is None else args.peak, after_seed=save)
+        print_stopper_benchmark(bench, cli_console())
     if args.output:
         print(f"wrote {args.output}")
     return 0
@@ -80,10 +100,16 @@ def register(subparsers: Any) -> None:
                     "Needs pip install \"cadence[ray]\".")
     p.add_argument("--steps", type=whole(20), default=None, help="steps per trial (default 400; 40 with --size tiny)")
     p.add_argument("--trials", type=whole(2), default=None, help="trials per search (default 12; 3 with --size tiny)")
-    p.add_argument("--seeds", type=whole(1), default=5, help="searches, each with its own draws and seed (default 5)")
-    p.add_argument("--reports", type=whole(3), default=10, help="results each trial reports (default 10)")
-    p.add_argument("--peak", type=number(0, low_open=True), default=4e-3,
+    p.add_argument("--seeds", type=whole(1), default=None, help="searches, each with its own draws and seed (default 5)")
+    p.add_argument("--first-seed", type=whole(0), default=None,
+                   help="seeds run are FIRST_SEED..FIRST_SEED+N-1 (default 0; e.g. 5 for searches held out from "
+                        "0..4; merge runs with --from-records)")
+    p.add_argument("--reports", type=whole(3), default=None, help="results each trial reports (default 10)")
+    p.add_argument("--peak", type=number(0, low_open=True), default=None,
                    help="centre of the peak LR range [peak/4, 2 peak] (default 4e-3)")
+    p.add_argument("--from-records", default=None, metavar="JSON[,JSON...]",
+                   help="train nothing: replay the searches on the trials earlier runs recorded (their -o; runs "
+                        "on other seeds are merged) and print the table (with -o, write the merged records)")
     add_size_option(p, "lab model size: 'tiny' (seconds, a smoke test) or 'default' (the benchmark)")
     p.add_argument("-o", "--output", type=file_arg, help="write every search's figures and schedules here (.json)")
     p.set_defaults(func=_bench_stoppers)

@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import os
 import string
 import tempfile
@@ -520,11 +521,27 @@ class ForecastStopper:
     e.g. the ``values()`` of ``link.live_forecast()``) with its results; results without one are
     never stopped, nor any before ``min_iterations`` (``training_iteration``). A stopped trial's
     forecast is forgotten: a trial that will not finish is never the best one to compare with.
+
+    ``widen`` multiplies both half-widths of every reported interval around its forecast
+    (``low → final − widen·(final − low)``, ``high → final + widen·(high − final)``) before the
+    comparison: ``widen=1`` (the default) uses the intervals as reported, ``widen=2`` stops only
+    trials twice as clearly worse. Its value for a search is decided in
+    :mod:`cadence.labs.pretrain.stopper_choice`.
+
+        >>> stopper = ForecastStopper(widen=2)
+        >>> def result(final):
+        ...     return {"training_iteration": 3, "cadence/forecast/final_loss": final,
+        ...             "cadence/forecast/low": final - 0.01, "cadence/forecast/high": final + 0.01}
+        >>> stopper("best", result(3.0)), stopper("worse", result(3.03)), stopper("worst", result(3.05))
+        (False, False, True)
     """
 
-    def __init__(self, *, prefix: str = "cadence/", min_iterations: int = 1) -> None:
+    def __init__(self, *, prefix: str = "cadence/", min_iterations: int = 1, widen: float = 1.0) -> None:
+        if not (isinstance(widen, (int, float)) and math.isfinite(widen) and widen > 0):
+            raise CadenceError(f"widen must be a finite number > 0 (1: the intervals as reported), got {widen!r}")
         self.key = prefix + "forecast/"
         self.min_iterations = int(min_iterations)
+        self.widen = float(widen)
         self.latest: dict[str, tuple[float, float, float]] = {}  # trial → (final, low, high)
         self.stopped: list[str] = []
 
@@ -533,6 +550,9 @@ class ForecastStopper:
             forecast = tuple(float(result[self.key + k]) for k in ("final_loss", "low", "high"))
         except (KeyError, TypeError, ValueError):
             return False
+        if self.widen != 1.0:  # 1: exactly the reported bounds (no rounding through the arithmetic)
+            final, low, high = forecast
+            forecast = (final, final - self.widen * (final - low), final + self.widen * (high - final))
         self.latest[trial_id] = forecast
         if result.get("training_iteration", self.min_iterations) < self.min_iterations:
             return False

@@ -40,9 +40,11 @@ trials that finished, and whether the best trial of the full search finished.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -95,7 +97,7 @@ class Trial:
     final: float
     seconds: float
     forecasts: dict[int, dict[str, float]] = field(default_factory=dict)
-    forecast_seconds: float = 0.0
+    fit_seconds: dict[int, float] = field(default_factory=dict)  # CPU seconds of the forecast at each report
 
     def result(self, r: int, *, forecast: bool) -> dict[str, Any]:
         """Tune's result at report ``r`` (1-based)."""
@@ -124,8 +126,12 @@ class Trial:
                                      "cadence/forecast/high": f.high}
             except CadenceError:  # too early to forecast: the result carries none
                 self.forecasts[r] = {}
-            self.forecast_seconds += time.process_time() - started
+            self.fit_seconds[r] = time.process_time() - started
         return self.forecasts[r]
+
+    def fits_until(self, step: int) -> float:
+        """CPU seconds of the forecasts a trial ended at ``step`` made (its reports up to ``step``)."""
+        return sum(self.fit_seconds.get(r, 0.0) for r, s in enumerate(self.report_steps, 1) if s <= step)
 
 
 def train_trial(cfg: Any, spec: str, *, steps: int, seed: int, reports: int, eval_every: int) -> Trial:
@@ -155,9 +161,10 @@ def replay(stopper: Callable[[str, dict[str, Any]], bool] | None, trials: list[T
     return ended
 
 
-def ray_schedulers(reports: int) -> dict[str, Any]:
+def ray_schedulers(reports: int, *, asha_grace: int | None = None, median_grace: int | None = None) -> dict[str, Any]:
     """Ray Tune's ``ASHAScheduler`` and ``MedianStoppingRule`` with Ray's defaults scaled to a trial of
-    ``reports`` results (the rule fixed before their first measurement):
+    ``reports`` results (the rule fixed before their first measurement; ``asha_grace`` and
+    ``median_grace``, in reports, replace the scaled grace periods):
 
     * time is ``training_iteration`` for both (Tune's auto-filled count; the replay has no wall time,
       and wall time on a shared machine measures its load);
@@ -175,10 +182,12 @@ def ray_schedulers(reports: int) -> dict[str, Any]:
     from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
 
     grace = max(1, round(reports / 100))
+    asha_grace = grace if asha_grace is None else asha_grace
+    median_grace = grace if median_grace is None else median_grace
     return {"ASHAScheduler": ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode="min",
-                                           max_t=reports, grace_period=grace, reduction_factor=4, brackets=1),
+                                           max_t=reports, grace_period=asha_grace, reduction_factor=4, brackets=1),
             "MedianStoppingRule": MedianStoppingRule(time_attr="training_iteration", metric=METRIC, mode="min",
-                                                     grace_period=grace, min_samples_required=3)}
+                                                     grace_period=median_grace, min_samples_required=3)}
 
 
 class SchedulerReplay:
@@ -263,44 +272,54 @@ class StopperBenchmark:
     def of(self, method: str) -> list[SearchRow]:
         return [r for r in self.rows if r.method == method]
 
+    @property
+    def seeds(self) -> list[int]:
+        """The seeds of the searches, in order."""
+        return sorted({r.seed for r in self.rows})
+
     def as_dict(self) -> dict[str, Any]:
-        return {"steps": self.steps, "trials": self.trials, "size": self.size, "seconds": self.seconds,
+        return {"steps": self.steps, "trials": self.trials, "size": self.size, "seeds": self.seeds,
+                "seconds": self.seconds,
                 "step_seconds": self.step_seconds, "specs": self.specs,
                 "rows": [dict(r.__dict__, saved=r.saved, net_saved=r.net_saved) for r in self.rows],
                 "records": self.records}
+
+
+def search_row(method: str, seed: int, trials: list[Trial], stopper: Callable[[str, dict[str, Any]], bool] | None,
+               *, forecast: bool, step_seconds: float) -> SearchRow:
+    """One search: ``stopper`` replayed on one seed's ``trials`` (``forecast``: results carry forecasts)."""
+    steps = trials[0].steps
+    finals = [t.final for t in trials]
+    best = int(np.argmin(finals))
+    ended = replay(stopper, trials, forecast=forecast)
+    overhead = sum(t.fits_until(e) for t, e in zip(trials, ended)) / step_seconds if forecast else 0.0
+    done = [i for i, e in enumerate(ended) if e == steps]
+    best_kept = min((finals[i] for i in done), default=math.inf)  # inf: the stopper ended every trial
+    return SearchRow(method, seed, int(sum(ended)), len(trials) * steps, best_kept, finals[best], best in done,
+                     len(trials) - len(done), overhead)
 
 
 def search_rows(seed: int, trials: list[Trial], step_seconds: float) -> list[SearchRow]:
     """The searches of one seed's trials (:data:`METHODS` order)."""
     from cadence.integrations.ray_tune import EarlyRankingStopper, ForecastStopper
 
-    steps = trials[0].steps
-    full = len(trials) * steps
-    finals = [t.final for t in trials]
-    best = int(np.argmin(finals))
-    rows = []
     schedulers = ray_schedulers(len(trials[0].report_steps))
-    for method, stopper, forecast in ((METHODS[0], None, False), (METHODS[1], ForecastStopper(), True),
-                                      (METHODS[2], EarlyRankingStopper(at_iteration=RANKING_AT), False),
-                                      *((m, SchedulerReplay(schedulers[m], len(trials)), False) for m in METHODS[3:])):
-        before = sum(t.forecast_seconds for t in trials)
-        ended = replay(stopper, trials, forecast=forecast)
-        overhead = (sum(t.forecast_seconds for t in trials) - before) / step_seconds if forecast else 0.0
-        done = [i for i, e in enumerate(ended) if e == steps]
-        best_kept = min((finals[i] for i in done), default=math.inf)  # inf: the stopper ended every trial
-        rows.append(SearchRow(method, seed, int(sum(ended)), full, best_kept, finals[best], best in done,
-                              len(trials) - len(done), overhead))
-    return rows
+    return [search_row(method, seed, trials, stopper, forecast=forecast, step_seconds=step_seconds)
+            for method, stopper, forecast in (
+                (METHODS[0], None, False), (METHODS[1], ForecastStopper(), True),
+                (METHODS[2], EarlyRankingStopper(at_iteration=RANKING_AT), False),
+                *((m, SchedulerReplay(schedulers[m], len(trials)), False) for m in METHODS[3:]))]
 
 
 def run_stopper_benchmark(*, size: str = "default", steps: int = 400, trials: int = 12, seeds: int = 5,
-                          reports: int = 10, peak: float = 4e-3, progress: bool = True,
+                          first_seed: int = 0, reports: int = 10, peak: float = 4e-3, progress: bool = True,
                           after_seed: Callable[[StopperBenchmark], None] | None = None) -> StopperBenchmark:
-    """Train every seed's trials and replay the three searches on them (see the module docstring);
-    ``after_seed`` receives the benchmark so far after each seed (e.g. to save partial results)."""
-    if steps < 20 or trials < 2 or seeds < 1 or not 3 <= reports <= steps // 2:
-        raise CadenceError(f"need steps >= 20, trials >= 2, seeds >= 1 and 3 <= reports <= steps/2; "
-                           f"got {steps}, {trials}, {seeds}, {reports}")
+    """Train every seed's trials (seeds ``first_seed`` … ``first_seed + seeds - 1``) and replay the
+    searches on them (see the module docstring); ``after_seed`` receives the benchmark so far after
+    each seed (e.g. to save partial results)."""
+    if steps < 20 or trials < 2 or seeds < 1 or first_seed < 0 or not 3 <= reports <= steps // 2:
+        raise CadenceError(f"need steps >= 20, trials >= 2, seeds >= 1, first_seed >= 0 and 3 <= reports <= "
+                           f"steps/2; got {steps}, {trials}, {seeds}, {first_seed}, {reports}")
     if not (math.isfinite(peak) and peak > 0):
         raise CadenceError(f"peak must be a positive number, got {peak}")
     torch.set_num_threads(1)
@@ -311,7 +330,7 @@ def run_stopper_benchmark(*, size: str = "default", steps: int = 400, trials: in
     train_seconds, trained = 0.0, 0
     with Progress(enabled=progress, transient=True) as bar:
         task = bar.task("stopper benchmark", total=seeds * trials, unit="trials")
-        for seed in range(seeds):
+        for seed in range(first_seed, first_seed + seeds):
             specs.append(draw_schedules(seed, trials, steps=steps, peak=peak))
             runs = []
             for spec in specs[-1]:
@@ -325,3 +344,53 @@ def run_stopper_benchmark(*, size: str = "default", steps: int = 400, trials: in
                                             train_seconds / trained, list(records)))
     return StopperBenchmark(rows, specs, steps, trials, size, time.perf_counter() - t0, train_seconds / trained,
                             records)
+
+
+def _read(path: str | Path) -> tuple[dict[str, Any], dict[int, list[Trial]]]:
+    try:
+        bench = json.loads(Path(path).read_text())
+        records = bench["records"]
+        float(bench["step_seconds"])
+        seeds = bench.get("seeds", list(range(len(records))))
+        searches = {int(seed): [Trial(**{k: np.asarray(v) if k.startswith("val_") else v for k, v in r.items()})
+                                for r in trials] for seed, trials in zip(seeds, records, strict=True)}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CadenceError(f"cannot read stopper records from {path}: {e}") from None
+    if not searches:
+        raise CadenceError(f"{path} holds no recorded searches")
+    return bench, searches
+
+
+def read_searches(path: str | Path) -> tuple[dict[int, list[Trial]], float]:
+    """``({seed: trials}, step_seconds)`` from the JSON that ``cadence bench stoppers -o`` wrote
+    (runs before ``--first-seed`` existed hold seeds 0, 1, …)."""
+    bench, searches = _read(path)
+    return searches, float(bench["step_seconds"])
+
+
+def replay_records(*paths: str | Path) -> StopperBenchmark:
+    """The searches of :data:`METHODS` replayed on the trials recorded in ``paths`` (the JSON of
+    ``cadence bench stoppers -o``; runs on other seeds are merged), without training. Each file's
+    rows use its own measured step time; files must share the lab size, trial length, trials per
+    search and reports, and not repeat a seed."""
+    started = time.perf_counter()
+    merged: dict[int, tuple[list[Trial], float]] = {}
+    shapes, sizes = set(), set()
+    for path in paths:
+        bench, searches = _read(path)
+        repeated = sorted(set(merged) & set(searches))
+        if repeated:
+            raise CadenceError(f"{path} repeats seeds {repeated} of an earlier file")
+        sizes.add(bench.get("size", "default"))
+        for seed, trials in searches.items():
+            shapes.add((len(trials), trials[0].steps, len(trials[0].report_steps)))
+            merged[seed] = (trials, float(bench["step_seconds"]))
+    if len(shapes) > 1 or len(sizes) > 1:
+        raise CadenceError(f"the records differ in lab size {sorted(sizes)} or in (trials, steps, reports) "
+                           f"{sorted(shapes)}; replay them separately")
+    rows = [row for seed in sorted(merged) for row in search_rows(seed, *merged[seed])]
+    (trials, steps, _), = shapes
+    ordered = [merged[seed][0] for seed in sorted(merged)]
+    return StopperBenchmark(rows, [[t.spec for t in ts] for ts in ordered], steps, trials, sizes.pop(),
+                            time.perf_counter() - started, float(np.mean([merged[s][1] for s in merged])),
+                            [[t.record() for t in ts] for ts in ordered])
