@@ -232,7 +232,7 @@ def test_the_forecast_stopper_stops_a_trial_forecast_worse_and_keeps_a_better_on
         return {"training_iteration": iteration, "cadence/forecast/final_loss": final,
                 "cadence/forecast/low": final - half_width, "cadence/forecast/high": final + half_width}
 
-    stopper = ForecastStopper(min_iterations=2)
+    stopper = ForecastStopper(min_iterations=2, widen=1)  # the intervals as reported
     assert stopper("best", result(3.0, 0.01)) is False
     assert stopper("worse", result(3.1, 0.01)) is True  # 3.09 > 3.01: clearly worse
     assert stopper("close", result(3.015, 0.01)) is False  # intervals overlap: not clearly worse
@@ -242,7 +242,7 @@ def test_the_forecast_stopper_stops_a_trial_forecast_worse_and_keeps_a_better_on
     assert stopper("none", {"training_iteration": 5, "loss": 9.0}) is False  # no forecast reported
     assert stopper.stopped == ["worse", "best"] and stopper.stop_all() is False
     # a stopped trial's forecast is forgotten: it cannot stop the trials that go on
-    again = ForecastStopper()
+    again = ForecastStopper(widen=1)
     assert again("a", result(3.0, 0.01, 1)) is False and again("b", result(2.9, 0.01, 1)) is False
     assert again("a", result(3.0, 0.01, 2)) is True  # clearly worse than b: stopped at 3.0
     assert again("b", result(3.2, 0.01, 2)) is False and set(again.latest) == {"b"}  # b's rise is not judged by a

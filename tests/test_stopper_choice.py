@@ -7,9 +7,10 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
-from cadence.errors import CadenceError
-from cadence.integrations.ray_tune import EarlyRankingStopper, ForecastStopper
+from cadence.errors import CadenceError, StateError
+from cadence.integrations.ray_tune import FORECAST_WIDEN, EarlyRankingStopper, ForecastStopper
 from cadence.labs.pretrain.stopper_bench import SearchRow, Trial, read_searches, replay, search_row
 from cadence.labs.pretrain.stopper_choice import GRIDS, Setting, decide, grid_rows, judge, make_stopper
 
@@ -25,7 +26,7 @@ def test_widen_stops_a_worse_trial_only_beyond_the_widened_interval_and_keeps_a_
         stopper = ForecastStopper(widen=3)
         assert stopper("best", result(3.0, 0.01)) is False
         assert stopper("worse", result(final, 0.01)) is stopped, final
-    narrow = ForecastStopper()  # the intervals as reported: 3.05 − 0.01 > 3.01, stopped
+    narrow = ForecastStopper(widen=1)  # the intervals as reported: 3.05 − 0.01 > 3.01, stopped
     narrow("best", result(3.0, 0.01))
     assert narrow("worse", result(3.05, 0.01)) is True
     wide = ForecastStopper(widen=3)
@@ -43,7 +44,7 @@ def test_widen_one_is_the_rule_as_it_was() -> None:
     results = [(f"t{t}", result(final, half, iteration=it)) for t, final, half, it in draws]
     results.append(("edge", {"training_iteration": 3, "cadence/forecast/final_loss": 9.0,
                              "cadence/forecast/low": 0.1 + 0.2, "cadence/forecast/high": 9.5}))
-    default, one = ForecastStopper(min_iterations=2), ForecastStopper(min_iterations=2, widen=1)
+    one = ForecastStopper(min_iterations=2, widen=1)
     latest: dict[str, tuple[float, float, float]] = {}
     for trial, res in results:
         forecast = (res["cadence/forecast/final_loss"], res["cadence/forecast/low"], res["cadence/forecast/high"])
@@ -52,8 +53,48 @@ def test_widen_one_is_the_rule_as_it_was() -> None:
         expected = bool(res["training_iteration"] >= 2 and best != trial and forecast[1] > latest[best][2])
         if expected:
             del latest[trial]
-        assert default(trial, res) is expected and one(trial, res) is expected
-    assert default.stopped == one.stopped and default.stopped
+        assert one(trial, res) is expected
+    assert one.stopped
+
+
+def test_the_default_widen_is_the_decided_four() -> None:
+    assert ForecastStopper().widen == FORECAST_WIDEN == 4.0
+    # best 3.0 ± 0.01 → 3.0 ± 0.04 widened; a trial at f ± 0.01 (f ± 0.04) is stopped once f − 0.04 > 3.04
+    for final, stopped in ((3.05, False), (3.079, False), (3.09, True)):
+        stopper = ForecastStopper()
+        assert stopper("best", result(3.0, 0.01)) is False
+        assert stopper("worse", result(final, 0.01)) is stopped, final
+
+
+def test_stopper_state_round_trips_through_a_safe_load_and_refuses_foreign_state(tmp_path) -> None:
+    stopper, ranking = ForecastStopper(widen=1), EarlyRankingStopper(at_iteration=1)
+    for t, final in (("a", 3.0), ("b", 3.5), ("c", 3.1)):
+        stopper(t, result(final, 0.01))
+        ranking(t, {"training_iteration": 1, "grad_norm": 4.0 - final, "loss": final})
+    path = tmp_path / "stoppers.pt"
+    torch.save({"forecast": stopper.state_dict(), "ranking": ranking.state_dict()}, path)
+    state = torch.load(path, weights_only=True)
+    again, ranked = ForecastStopper(widen=1), EarlyRankingStopper(at_iteration=1)
+    again.load_state_dict(state["forecast"])
+    ranked.load_state_dict(state["ranking"])
+    assert again.latest == stopper.latest and again.stopped == stopper.stopped == ["b", "c"]
+    assert ranked.seen == ranking.seen and ranked.stopped == ranking.stopped
+    # both continue exactly as the originals do
+    for s in (stopper, again):
+        assert s("d", result(3.03, 0.01)) is True
+    assert ranking("e", {"training_iteration": 2, "grad_norm": 5.0, "loss": 2.0}) is \
+        ranked("e", {"training_iteration": 2, "grad_norm": 5.0, "loss": 2.0})
+    fresh = ForecastStopper(widen=1)
+    with pytest.raises(StateError, match="settings"):
+        ForecastStopper(widen=2).load_state_dict(state["forecast"])
+    with pytest.raises(StateError, match="not a ForecastStopper state"):
+        fresh.load_state_dict(state["ranking"])
+    broken = dict(state["forecast"], latest={"a": [3.0, "x", 3.1]})
+    with pytest.raises(StateError, match="malformed"):
+        fresh.load_state_dict(broken)
+    with pytest.raises(StateError, match="malformed"):
+        fresh.load_state_dict(dict(state["forecast"], latest={"a": [3.0, math.nan, 3.1]}))
+    assert fresh.latest == {} and fresh.stopped == []  # nothing half-applied
 
 
 @pytest.mark.parametrize("widen", [0, -1, math.nan, math.inf, "2"])

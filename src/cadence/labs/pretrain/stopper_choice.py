@@ -58,7 +58,9 @@ GRIDS: dict[str, tuple[str, tuple[float, ...], float]] = {
     "ASHAScheduler": ("grace_period", (1, 2, 3, 4, 6, 8), 1),
     "MedianStoppingRule": ("grace_period", (1, 2, 3, 4, 6, 8), 1),
 }
-"""Per stopper: its knob, the values tried (pre-registered) and its default in ``cadence bench stoppers``."""
+"""Per stopper: its knob, the values tried (pre-registered) and its default in ``cadence bench stoppers``
+when registered (``ForecastStopper``'s default has since become the decided
+:data:`~cadence.integrations.ray_tune.FORECAST_WIDEN`, 4)."""
 
 
 def make_stopper(method: str, value: float, *, trials: int, reports: int) -> Callable[[str, dict[str, Any]], bool]:
