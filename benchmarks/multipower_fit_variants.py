@@ -1,5 +1,5 @@
 """Two variants of the multi-power fit that are not options, measured on the held-out schedules
-(docs/forecast.md, "Why the published figures are lower", checks 5 and 6):
+(docs/forecast-evidence.md, "Why the published figures are lower", checks 5 and 6):
 
 * ``weights``: every point weighs the same, as in the paper's released code (its objective sums
   the Huber loss over points), instead of every run; ``fit_law(choose="objective")``.

@@ -1,11 +1,11 @@
 """Why the Multi-Power Law paper's published figures are lower than cadence's multi-power fit: its
 released fit evaluated on the shipped curves, refitted from where it stopped, and cadence's fits in
-both forms of the law (docs/forecast.md, "Why the published figures are lower").
+both forms of the law (docs/forecast-evidence.md, "Why the published figures are lower").
 
 Per set and fit: the fitted curves' mean PredE, the fitting objective (cadence's: mean over runs
 of the mean Huber loss of log residuals / δ), and on the six held-out curves the figures as the
 paper's repository computes them (mean PredE, mean WorstE), the largest WorstE and the largest
-|final-loss error|, and the size-out criterion (mean PredE + mean |final|, docs/forecast.md). Rows:
+|final-loss error|, and the size-out criterion (mean PredE + mean |final|, docs/forecast-evidence.md). Rows:
 
 * ``released``: the paper's published constants (:func:`~cadence.forecast.published.released_law`)
   in its code's form (the warmup's rise in the loss drop); ``released, text form``: the same

@@ -511,7 +511,7 @@ def add_bench_forecast_parser(sub: Any, name: str = "forecast") -> None:
                         "with the fitted curves), with the first --law (minutes)")
     p.add_argument("--exclude-transients", action="store_true",
                    help="--curves: leave the points right after the warmup and after abrupt LR drops (5%% of the run "
-                        "each) out of every fit and score (both laws fail there; docs/forecast.md)")
+                        "each) out of every fit and score (both laws fail there; docs/forecast-evidence.md)")
     p.add_argument("--choose", default=FIT_CHOICES[0], choices=FIT_CHOICES,
                    help="how a fit is chosen among good starts (default: leave-one-out error)")
     p.add_argument("--size", default="default", choices=SIZES,

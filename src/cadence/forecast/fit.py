@@ -47,15 +47,15 @@ DEFAULT_LEVEL = 0.8
 """Nominal level of :meth:`FitResult.interval`."""
 INTERVAL_SCALE = 1.5
 """Factor on the leave-one-run-out residual quantiles of :meth:`FitResult.interval` (decided by the
-leave-a-size-out evaluation, docs/forecast.md)."""
+leave-a-size-out evaluation, docs/forecast-evidence.md)."""
 RUNS_INTERVAL_SCALE = 0.75
 """The same factor for ``FitResult.interval(method="runs")``, decided on the 25M curves only
-(docs/forecast.md, "Predictive intervals")."""
+(docs/forecast-evidence.md, "Predictive intervals")."""
 INTERVAL_METHODS = ("pooled", "runs")
 """How :meth:`FitResult.interval` turns the leave-one-run-out residuals into a width."""
 FINAL_INTERVAL_SCALE = 0.75
 """Factor on the largest last-point leave-one-run-out residual in :meth:`FitResult.final_interval`,
-decided on the 25M curves only (docs/forecast.md, "A held-out check on a 210M model")."""
+decided on the 25M curves only (docs/forecast-evidence.md, "A held-out check on a 210M model")."""
 
 
 @dataclass(frozen=True)
@@ -150,8 +150,8 @@ class FitResult:
     def interval(self, lr: np.ndarray, at: np.ndarray | None = None, level: float = DEFAULT_LEVEL,
                  scale: float | None = None, method: str = "pooled") -> tuple[np.ndarray, np.ndarray]:
         """``(low, high)``: a predictive interval of nominal ``level`` around every predicted point,
-        ``L̂·(1 + scale·q)``, from the leave-one-run-out residuals (see docs/forecast.md for the
-        measured coverage of both methods). Needs two or more fitted runs.
+        ``L̂·(1 + scale·q)``, from the leave-one-run-out residuals (see docs/forecast-evidence.md for
+        the measured coverage of both methods). Needs two or more fitted runs.
 
         ``method="pooled"`` (default; ``scale`` defaults to :data:`INTERVAL_SCALE`): ``q`` are the
         ``(1 ∓ level)/2`` quantiles of the residuals pooled over runs, every run weighing the same
@@ -184,7 +184,7 @@ class FitResult:
         :func:`final_half_width`, the largest relative miss of a refit without a fitted run on that
         run's final loss (``scale`` defaults to :data:`FINAL_INTERVAL_SCALE`, decided on the 25M
         curves). Judged on three other model sizes, the run envelope held 12 of 16 held-out final
-        losses and the last-point form 9 (docs/forecast.md), hence the default; with the 124M runs at
+        losses and the last-point form 9 (docs/forecast-evidence.md), hence the default; with the 124M runs at
         peak 2e-3 and 5e-4, 18 of 28 and 15. Needs two or more fitted runs.
 
             >>> import numpy as np

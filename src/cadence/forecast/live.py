@@ -5,7 +5,7 @@ earlier finished runs, and predicts the last step of the job's whole schedule. I
 from a backtest on the run itself: the same fit made on the first half of the points seen so far
 predicts the second half, and the relative residuals' ``(1 ∓ level)/2`` quantiles, times
 :data:`~cadence.forecast.fit.INTERVAL_SCALE`, bound the final loss (measured coverage in
-docs/forecast.md).
+docs/forecast-evidence.md, "A live forecast from a partial run").
 
 :class:`LiveForecast` does this while training: the training thread only appends ``(step, loss)``;
 every ``every`` steps a background thread hands a fit to a separate worker process

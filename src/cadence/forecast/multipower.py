@@ -17,7 +17,7 @@ summed from ``k`` to ``t`` inclusive) and the fitting loss (Huber, δ = 1e-3, on
 in two independent third-party reproductions (zkshan2002/ScalingLaw ``main.py``;
 Jihang-Li/-Final ``src/models.py``). The paper's released code (github.com/thu-yao-01-luo/
 MultiPowerLaw) and the figures and constants its README publishes were checked against this
-module (docs/forecast.md, "Why the published figures are lower"): it fits the same Huber loss by
+module (docs/forecast-evidence.md, "Why the published figures are lower"): it fits the same Huber loss by
 AdamW stopped early, and it counts the **warmup's rise** in ``LD`` as negative drops, from a
 zero LR at step 0 (:class:`WarmupRiseMultiPowerLaw`, which reproduces its published figures from
 its published constants). UNCONFIRMED: whether the paper's text counts the warmup in ``LD``

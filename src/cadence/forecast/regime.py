@@ -93,8 +93,8 @@ class Regime:
 
 TRANSIENT_WINDOW = 0.05
 """Length of a transient window, as a fraction of the run: the steps right after the warmup ends
-and right after an abrupt LR drop, where both laws fail (docs/forecast.md). Fixed before any
-measurement, never tuned."""
+and right after an abrupt LR drop, where both laws fail (docs/forecast-evidence.md, "Worst-case error and
+final-loss error"). Fixed before any measurement, never tuned."""
 ABRUPT_DROP = 0.2
 """An LR drop is abrupt when one step lowers the LR by more than this fraction of the run's peak
 LR (a step schedule's drop; smooth decays lower it by far less per step)."""

@@ -516,7 +516,8 @@ FORECAST_WIDEN = 4.0
 """:class:`ForecastStopper`'s default ``widen``. Decided on the pre-training lab's searches of seeds
 0–4 by a rule registered before any number (the most trial-steps saved among the settings that
 kept every search's best trial) and judged on new searches: the best trial kept in 9 of 10 (seeds
-5–14; the intervals as reported, ``widen=1``: 3 of 10), 9% of trial-steps saved (docs/forecast.md)."""
+5–14; the intervals as reported, ``widen=1``: 3 of 10), 9% of trial-steps saved
+(docs/forecast-evidence.md, "Forecast-driven early stopping in Ray Tune")."""
 
 
 class ForecastStopper:

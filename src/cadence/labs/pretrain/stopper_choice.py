@@ -31,7 +31,7 @@ net of the forecast fits' CPU time), best trial kept k/5, best final kept / full
 trial in 5/5 held-out searches *and* saves trial-steps (mean saved > 0). The net figure is
 reported beside it; at this lab's size a forecast fit costs as much CPU as tens of training
 steps, so the net figure is not part of the goal. (Added after the seeds 5–9 numbers were seen,
-with nothing above changed: a second held-out block, seeds 10–14, as a check; docs/forecast.md.)
+with nothing above changed: a second held-out block, seeds 10–14, as a check; docs/forecast-evidence.md.)
 
     >>> [v for v in GRIDS["ForecastStopper"][1]]
     [1, 1.5, 2, 3, 4, 6]
