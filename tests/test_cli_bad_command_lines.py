@@ -4,6 +4,8 @@ Every command's expensive entry point is replaced by a recorder: a bad command l
 before it is reached, and print nothing on stdout.
 """
 
+import re
+
 import numpy as np
 import pytest
 
@@ -244,7 +246,10 @@ def test_timing_claims_are_measured_figures_with_the_machine():
     root = Path(__file__).resolve().parents[1]
     readme = " ".join((root / "README.md").read_text().split())
     assert "about 2 minutes" not in readme and "5.5 minutes of CPU time" not in readme
-    assert "Run the whole test suite (measured December 2026 after the install, on this project's 2-core machine: 5.5–7 minutes" in readme
+    suite_claim = re.search(r"Run the whole test suite \(measured (\w+ \d{4}) after the install, on this "
+                            r"project's 2-core machine: ([\d.]+)–([\d.]+) minutes of wall time", readme)
+    assert suite_claim, "the README's suite timing must name when, on which machine, and a range of minutes"
+    assert 0 < float(suite_claim.group(2)) < float(suite_claim.group(3)) <= 15, suite_claim.group(0)
     assert "5.3 minutes of CPU time, user + sys, on 2 cores shared with other jobs at a load average of 13" in readme
     forecast = " ".join((root / "docs" / "forecast.md").read_text().split())
     assert "~15 s" not in forecast and "8–9 s of CPU time (two runs" in forecast and "17 s at a load of 6" in forecast
