@@ -34,9 +34,9 @@ import argparse
 import numpy as np
 import torch
 
-import cadence.forecast.multipower_fit as multipower_fit
 from cadence.forecast.evaluate import Setting, held_out
-from cadence.forecast.published import load_curves
+from cadence.forecast.multipower_fit import search_multi_power
+from cadence.forecast.published import load_curves, prediction_errors
 
 POLISH_GRID = (3, 10, 30, 100, 300, 1000)
 DECIDE = "multipower-25m"
@@ -45,18 +45,12 @@ JUDGE = ("multipower-100m", "schaipp-124m", "schaipp-124m-lr2e-3", "schaipp-124m
 
 def search(targets, polish: int):
     """The multi-power search's best ``(objective, law)`` with the polish stopped after ``polish`` iterations."""
-    shipped = multipower_fit.POLISH_ITERATIONS
-    multipower_fit.POLISH_ITERATIONS = polish
-    try:
-        return multipower_fit.search_multi_power([t.lr for t in targets], [t.steps for t in targets],
-                                                 [t.loss for t in targets], delta=1e-3)[0]
-    finally:
-        multipower_fit.POLISH_ITERATIONS = shipped
+    return search_multi_power([t.lr for t in targets], [t.steps for t in targets], [t.loss for t in targets],
+                              delta=1e-3, polish=polish)[0]
 
 
 def pred_e(law, target) -> float:
-    pred = law.predict(target.lr, target.steps)
-    return float(np.mean(np.abs(pred - target.loss) / target.loss))
+    return prediction_errors(law.predict(target.lr, target.steps), target.loss)[0]
 
 
 def cv_stop(fitted) -> tuple[int, dict[int, float], object]:
@@ -69,16 +63,9 @@ def cv_stop(fitted) -> tuple[int, dict[int, float], object]:
 
 def scores(law, curves) -> tuple[float, float, float, float]:
     """Held-out schedules only: mean PredE, mean WorstE, max |final-loss error|, criterion."""
-    pe, we, final = [], [], []
-    for c in curves:
-        if c.fitted:
-            continue
-        pred = law.predict(c.target.lr, c.target.steps)
-        rel = np.abs(pred - c.target.loss) / c.target.loss
-        pe.append(rel.mean())
-        we.append(rel.max())
-        final.append(pred[-1] / c.target.loss[-1] - 1.0)
-    return float(np.mean(pe)), float(np.mean(we)), float(np.max(np.abs(final))), float(np.mean(pe) + np.mean(np.abs(final)))
+    pe, we, final = np.array([prediction_errors(law.predict(c.target.lr, c.target.steps), c.target.loss)
+                              for c in curves if not c.fitted]).T
+    return float(pe.mean()), float(we.mean()), float(np.abs(final).max()), float(pe.mean() + np.abs(final).mean())
 
 
 def main() -> None:

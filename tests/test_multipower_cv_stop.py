@@ -3,26 +3,15 @@ fitted runs only, ties go to the longer polish, and the library's setting is lef
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 import cadence.forecast.multipower_fit as multipower_fit
 from cadence.forecast import FitTarget, MultiPowerLaw, lr_per_step
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "multipower_cv_stop.py"
+from benchmark_script import load_script
+
 TRUTH = MultiPowerLaw(L0=1.2, A=0.6, alpha=0.5, B=0.5, C=40.0, beta=0.6, gamma=0.4, lr_ref=2e-3, steps_ref=300)
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("multipower_cv_stop", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def synthetic_runs() -> list[FitTarget]:
@@ -35,7 +24,7 @@ def synthetic_runs() -> list[FitTarget]:
 
 
 def test_cross_validation_picks_the_polish_with_the_lowest_left_out_error_ties_to_the_longer(monkeypatch) -> None:
-    bench = load_bench()
+    bench = load_script("multipower_cv_stop")
     errors = {3: 0.5, 10: 0.2, 30: 0.1, 100: 0.3, 300: 0.1, 1000: 0.4}  # made up, per polish length
     calls = []
 
@@ -51,7 +40,7 @@ def test_cross_validation_picks_the_polish_with_the_lowest_left_out_error_ties_t
 
 
 def test_the_search_with_a_polish_length_is_the_librarys_search_and_leaves_its_setting_alone() -> None:
-    bench = load_bench()
+    bench = load_script("multipower_cv_stop")
     runs = synthetic_runs()
     shipped = multipower_fit.POLISH_ITERATIONS
     f, law = bench.search(runs, shipped)

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "progressive_bench.py"
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("progressive_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from benchmark_script import load_script
 
 
 @pytest.mark.parametrize("optimizer", ["muon", "adamw"])
 def test_every_plan_runs_and_reports_sane_figures(optimizer: str) -> None:
-    bench = load_bench()
+    bench = load_script("progressive_bench")
     setup = bench.Setup(depth=3, width=8, batch=16, budget=10, eval_every=5, target=0.0, optimizer=optimizer)
     for name, (_, budget_scale) in bench.PLANS.items():
         result = bench.run(setup, name, seed=0)

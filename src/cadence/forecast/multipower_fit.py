@@ -153,10 +153,12 @@ class MultiPowerProblem:
 
 def search_multi_power(lrs: Sequence[np.ndarray], at: Sequence[np.ndarray], losses: Sequence[np.ndarray], *,
                        delta: float, lr_ref: float | None = None, steps_ref: float | None = None,
-                       keep: int = 1, warmup_rise: bool = False) -> list[tuple[float, MultiPowerLaw]]:
+                       keep: int = 1, warmup_rise: bool = False,
+                       polish: int = POLISH_ITERATIONS) -> list[tuple[float, MultiPowerLaw]]:
     """The best ``keep`` distinct ``(objective, law)`` of the multi-start search, best first, for
     runs with per-step LRs ``lrs``, measured ``losses`` at 1-based steps ``at`` (with
     ``warmup_rise``, of :class:`~cadence.forecast.multipower.WarmupRiseMultiPowerLaw`).
+    ``polish``: the most L-BFGS-B iterations of each polished start (fewer stop the fit early).
 
     Raises :class:`CadenceError` when no start gives a law with positive predictions.
     """
@@ -171,7 +173,7 @@ def search_multi_power(lrs: Sequence[np.ndarray], at: Sequence[np.ndarray], loss
     with threadpool_limits(limits=1, user_api="blas"):
         screened = sorted((coarse.solve(theta0, SCREEN_ITERATIONS) for theta0 in problem.starts()),
                           key=lambda fx: fx[0])
-        polished = [problem.solve(x, POLISH_ITERATIONS) for f, x in screened[:max(POLISHED_STARTS, keep)] if f < 1e6]
+        polished = [problem.solve(x, polish) for f, x in screened[:max(POLISHED_STARTS, keep)] if f < 1e6]
     if not polished:
         raise CadenceError("no start gave a law with positive predictions; check the runs' losses and LRs")
     polished.sort(key=lambda fx: fx[0])
